@@ -1,0 +1,318 @@
+//! The typed configuration. Every struct denies unknown keys so that a typo is an error at load time
+//! instead of a silently ignored setting. Defaults are the secure ones; `docs/configuration.md` documents
+//! each field and a test loads every example that document points at.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::units::{ByteSize, Duration};
+
+/// The whole gateway configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where clients connect. At least one.
+    pub listeners: Vec<Spanned<ListenerConfig>>,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Limits that protect the HTTP edge itself.
+    #[serde(default)]
+    pub limits: EdgeLimits,
+    /// Peers whose `X-Forwarded-For`/`Forwarded`/`X-Real-IP` are believed. Empty: nobody's.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub access_log: AccessLogConfig,
+    #[serde(default)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
+    pub shutdown: ShutdownConfig,
+    /// Named groups of upstream targets.
+    pub clusters: BTreeMap<String, Spanned<ClusterConfig>>,
+    /// Routes, matched most specific first (order in the file does not matter).
+    pub routes: Vec<Spanned<RouteConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub address: Spanned<String>,
+    /// Terminate TLS on this listener (TLS 1.2 and 1.3 only; ALPN h2 and http/1.1).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, leaf first.
+    pub cert: Spanned<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: Spanned<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    #[serde(default = "AdminConfig::default_address")]
+    pub address: Spanned<String>,
+}
+
+impl AdminConfig {
+    fn default_address() -> Spanned<String> {
+        unspanned("127.0.0.1:9901".to_string())
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { address: Self::default_address() }
+    }
+}
+
+/// Protections of the HTTP edge: framing limits, slow clients, connection counts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeLimits {
+    /// Open client connections at once, over all listeners; further connections wait in the backlog.
+    pub max_connections: usize,
+    /// Time a client has to send the complete request head (slowloris protection).
+    pub header_read_timeout: Duration,
+    /// Total size of the request head (request line and headers); more → 431.
+    pub max_header_bytes: ByteSize,
+    /// Number of request headers; more → 431.
+    pub max_headers: usize,
+    /// Request body size for routes that do not set their own; more → 413.
+    pub max_body_bytes: ByteSize,
+    /// Keep-alive connections idle for longer are closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 concurrent streams per connection.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: ByteSize(16 * 1024),
+            max_headers: 100,
+            max_body_bytes: ByteSize(10 * 1024 * 1024),
+            idle_timeout: Duration::from_secs(60),
+            max_concurrent_streams: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// `stdout` or a file path (appended to).
+    pub path: String,
+    /// Lines waiting to be written; when full, lines are dropped and counted, never waited for.
+    pub buffer: usize,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self { enabled: true, path: "stdout".into(), buffer: 8192 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Reload when the config file (or a TLS file it names) changes on disk. SIGHUP always reloads.
+    pub watch: bool,
+    pub poll_interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: true, poll_interval: Duration::from_secs(2) }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownConfig {
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub drain_timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self { drain_timeout: Duration::from_secs(30) }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Power of two random choices on in-flight requests.
+    LeastRequest,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `host:port` of each target.
+    pub targets: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+    #[serde(default)]
+    pub balance: Balance,
+    #[serde(default = "ClusterConfig::default_connect_timeout")]
+    pub connect_timeout: Duration,
+    /// From sending the request to receiving the response head; → 504.
+    #[serde(default = "ClusterConfig::default_request_timeout")]
+    pub request_timeout: Duration,
+    /// Pooled keep-alive connections idle for longer are closed.
+    #[serde(default = "ClusterConfig::default_idle_timeout")]
+    pub idle_timeout: Duration,
+    #[serde(default = "ClusterConfig::default_max_idle")]
+    pub max_idle_per_target: usize,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub passive_health: PassiveHealthConfig,
+    #[serde(default)]
+    pub retries: RetryConfig,
+}
+
+impl ClusterConfig {
+    fn default_connect_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+    fn default_request_timeout() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_idle_timeout() -> Duration {
+        Duration::from_secs(60)
+    }
+    fn default_max_idle() -> usize {
+        256
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    pub path: Spanned<String>,
+    #[serde(default = "HealthCheckConfig::default_interval")]
+    pub interval: Duration,
+    #[serde(default = "HealthCheckConfig::default_timeout")]
+    pub timeout: Duration,
+    #[serde(default = "HealthCheckConfig::default_healthy")]
+    pub healthy_threshold: u32,
+    #[serde(default = "HealthCheckConfig::default_unhealthy")]
+    pub unhealthy_threshold: u32,
+}
+
+impl HealthCheckConfig {
+    fn default_interval() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(1)
+    }
+    fn default_healthy() -> u32 {
+        2
+    }
+    fn default_unhealthy() -> u32 {
+        3
+    }
+}
+
+/// Outlier ejection from live traffic: a target that fails this many requests in a row (connect
+/// errors, timeouts, 5xx) is taken out of rotation for `ejection_time`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PassiveHealthConfig {
+    /// 0 disables passive ejection.
+    pub consecutive_failures: u32,
+    pub ejection_time: Duration,
+}
+
+impl Default for PassiveHealthConfig {
+    fn default() -> Self {
+        Self { consecutive_failures: 5, ejection_time: Duration::from_secs(30) }
+    }
+}
+
+/// Retries apply only to idempotent methods without a request body, and only while the budget allows,
+/// so that retries cannot multiply load on an upstream that is already failing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetryConfig {
+    /// Extra attempts after the first; 0 disables retries.
+    pub attempts: u32,
+    /// Retries may add at most this fraction of the recent request volume...
+    pub budget_ratio: f32,
+    /// ...plus this many retries per second.
+    pub budget_min_per_second: u32,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self { attempts: 1, budget_ratio: 0.2, budget_min_per_second: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Unique name, used in metrics and the access log.
+    pub name: Spanned<String>,
+    #[serde(rename = "match")]
+    pub matcher: Spanned<RouteMatch>,
+    /// Name of the cluster that serves this route.
+    pub cluster: Spanned<String>,
+    /// Request body limit for this route; default `limits.max_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// `api.example.com` (exact) or `*.example.com` (any subdomain). Absent: any host.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact path or template: `/orders`, `/orders/{id}`. Exclusive with `prefix`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Allowed methods. Absent: any method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+/// A value that did not come from the file (a default) and so has no location.
+pub fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+}
+
+/// The listener address that a `Spanned<String>` holds, parsed (validation already checked it).
+pub fn socket_addr(value: &Spanned<String>) -> Option<SocketAddr> {
+    value.value.parse().ok()
+}

@@ -1,0 +1,174 @@
+//! Structural validation of a parsed config: everything that can be checked without building the
+//! runtime objects. The gateway adds what needs them (route conflicts, TLS material) with the same
+//! located diagnostics.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use crate::config::{ClusterConfig, Config, RouteConfig};
+use crate::diagnostic::Diagnostics;
+
+/// hyper refuses read buffers below 8 KiB, and a head above 1 MiB is an attack, not a request.
+const HEADER_BYTES_RANGE: std::ops::RangeInclusive<u64> = 8 * 1024..=1024 * 1024;
+
+pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
+    validate_listeners(config, diagnostics);
+    validate_limits(config, diagnostics);
+    for proxy in &config.trusted_proxies {
+        if parse_cidr(&proxy.value).is_none() {
+            diagnostics.on(proxy, format!("trusted_proxies: {:?} is not an IP address or CIDR", proxy.value));
+        }
+    }
+    if config.access_log.buffer == 0 {
+        diagnostics.general("access_log.buffer must be at least 1");
+    }
+    for (name, cluster) in &config.clusters {
+        validate_cluster(name, &cluster.value, diagnostics);
+        if cluster.value.targets.is_empty() {
+            diagnostics.on(cluster, format!("cluster {name:?} has no targets"));
+        }
+    }
+    validate_routes(config, diagnostics);
+}
+
+/// Accepts `10.0.0.0/8`, `::1/128` and bare addresses (as a single-host network).
+pub fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+}
+
+fn validate_listeners(config: &Config, diagnostics: &mut Diagnostics) {
+    if config.listeners.is_empty() {
+        diagnostics.general("listeners: at least one listener is required");
+    }
+    let mut names = HashSet::new();
+    for listener in &config.listeners {
+        let value = &listener.value;
+        if !names.insert(value.name.as_str()) {
+            diagnostics.on(listener, format!("listener name {:?} is used twice", value.name));
+        }
+        if value.address.value.parse::<SocketAddr>().is_err() {
+            diagnostics.on(&value.address, format!("{:?} is not an address such as 0.0.0.0:8080", value.address.value));
+        }
+        if let Some(tls) = &value.tls {
+            for file in [&tls.cert, &tls.key] {
+                if !file.value.is_file() {
+                    diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
+                }
+            }
+        }
+    }
+    if config.admin.address.value.parse::<SocketAddr>().is_err() {
+        let address = &config.admin.address;
+        diagnostics.on(address, format!("admin.address {:?} is not an address such as 127.0.0.1:9901", address.value));
+    }
+}
+
+fn validate_limits(config: &Config, diagnostics: &mut Diagnostics) {
+    let limits = &config.limits;
+    if limits.max_connections == 0 {
+        diagnostics.general("limits.max_connections must be at least 1");
+    }
+    if !HEADER_BYTES_RANGE.contains(&limits.max_header_bytes.get()) {
+        diagnostics.general("limits.max_header_bytes must be between 8KiB and 1MiB");
+    }
+    if !(1..=10_000).contains(&limits.max_headers) {
+        diagnostics.general("limits.max_headers must be between 1 and 10000");
+    }
+    if limits.header_read_timeout.get().is_zero() {
+        diagnostics.general("limits.header_read_timeout must be more than 0");
+    }
+    if limits.max_concurrent_streams == 0 {
+        diagnostics.general("limits.max_concurrent_streams must be at least 1");
+    }
+}
+
+fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagnostics) {
+    for target in &cluster.targets {
+        if !is_host_port(&target.value) {
+            diagnostics.on(target, format!("cluster {name:?}: target {:?} is not host:port", target.value));
+        }
+    }
+    if let Some(check) = &cluster.health_check {
+        if !check.path.value.starts_with('/') {
+            diagnostics.on(&check.path, "health_check.path must start with /");
+        }
+        if check.healthy_threshold == 0 || check.unhealthy_threshold == 0 {
+            diagnostics.on(&check.path, "health_check thresholds must be at least 1");
+        }
+        if check.interval.get().is_zero() || check.timeout.get().is_zero() {
+            diagnostics.on(&check.path, "health_check interval and timeout must be more than 0");
+        }
+    }
+    if !(0.0..=1.0).contains(&cluster.retries.budget_ratio) {
+        diagnostics.general(format!("cluster {name:?}: retries.budget_ratio must be between 0 and 1"));
+    }
+    if cluster.request_timeout.get().is_zero() || cluster.connect_timeout.get().is_zero() {
+        diagnostics.general(format!("cluster {name:?}: timeouts must be more than 0"));
+    }
+}
+
+fn is_host_port(text: &str) -> bool {
+    if text.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p != 0)
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        }
+        None => false,
+    }
+}
+
+fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
+    if config.routes.is_empty() {
+        diagnostics.general("routes: at least one route is required");
+    }
+    let mut names = HashSet::new();
+    for route in &config.routes {
+        let RouteConfig { name, matcher, cluster, .. } = &route.value;
+        if name.value.is_empty() || !names.insert(name.value.as_str()) {
+            diagnostics.on(name, format!("route name {:?} is empty or used twice", name.value));
+        }
+        if !config.clusters.contains_key(&cluster.value) {
+            let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
+            diagnostics.on(cluster, format!("unknown cluster {:?}; defined clusters: {known:?}", cluster.value));
+        }
+        match (&matcher.value.path, &matcher.value.prefix) {
+            (Some(_), Some(_)) => diagnostics.on(matcher, "a route matches either `path` or `prefix`, not both"),
+            (None, None) => diagnostics.on(matcher, "a route needs `path` or `prefix`"),
+            _ => {}
+        }
+    }
+}
+
+/// Makes TLS file paths relative to the config file's directory, so a config works from any cwd.
+pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
+    for listener in &mut config.listeners {
+        if let Some(tls) = &mut listener.value.tls {
+            for file in [&mut tls.cert, &mut tls.key] {
+                if file.value.is_relative() {
+                    file.value = dir.join(&file.value);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_accepts_names_and_addresses_only() {
+        assert!(is_host_port("127.0.0.1:80"));
+        assert!(is_host_port("[::1]:8080"));
+        assert!(is_host_port("orders.internal:9000"));
+        assert!(!is_host_port("orders.internal"));
+        assert!(!is_host_port("orders:0"));
+        assert!(!is_host_port("http://orders:80"));
+    }
+}

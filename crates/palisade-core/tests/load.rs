@@ -1,0 +1,94 @@
+use palisade_core::{parse_str, ConfigErrors};
+
+const MINIMAL: &str = r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+clusters:
+  echo:
+    targets: ["127.0.0.1:9000"]
+routes:
+  - name: all
+    match: { prefix: / }
+    cluster: echo
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse_str("gw.yaml", text, None) {
+        Ok(_) => Vec::new(),
+        Err(ConfigErrors(found)) => found.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn minimal_config_loads_with_secure_defaults() {
+    let config = parse_str("gw.yaml", MINIMAL, None).expect("valid");
+    assert_eq!(config.admin.address.value, "127.0.0.1:9901", "admin listens on loopback by default");
+    assert!(config.trusted_proxies.is_empty(), "no peer is trusted unless configured");
+    assert_eq!(config.limits.max_headers, 100);
+}
+
+#[test]
+fn unknown_key_is_an_error_with_file_line_and_column() {
+    let text = MINIMAL.replace("    cluster: echo", "    cluster: echo\n    clustr: typo");
+    let found = errors(&text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("gw.yaml:12:5"), "{found:?}");
+    assert!(found[0].contains("clustr"), "{found:?}");
+}
+
+#[test]
+fn wrong_type_names_what_was_expected() {
+    let text = MINIMAL.replace("address: 127.0.0.1:8080", "address: [1, 2]");
+    let found = errors(&text);
+    assert!(found[0].starts_with("gw.yaml:4:"), "{found:?}");
+}
+
+#[test]
+fn every_semantic_error_is_reported_with_its_location() {
+    let text = r#"
+listeners:
+  - name: public
+    address: not-an-address
+trusted_proxies: ["10.0.0.0/8", "banana"]
+clusters:
+  echo:
+    targets: ["127.0.0.1"]
+routes:
+  - name: a
+    match: { prefix: /, path: /x }
+    cluster: nowhere
+"#;
+    let found = errors(text);
+    let expect = [
+        ("gw.yaml:4:14", "not an address"),
+        ("gw.yaml:5:33", "banana"),
+        ("gw.yaml:8:15", "not host:port"),
+        ("gw.yaml:11:12", "either `path` or `prefix`"),
+        ("gw.yaml:12:14", "unknown cluster"),
+    ];
+    for (place, words) in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(place) && f.contains(words)),
+            "missing {place} {words} in {found:#?}"
+        );
+    }
+}
+
+#[test]
+fn durations_and_sizes_are_human_units() {
+    let text = format!("{MINIMAL}limits:\n  header_read_timeout: 250ms\n  max_body_bytes: 1MiB\n");
+    let config = parse_str("gw.yaml", &text, None).expect("valid");
+    assert_eq!(config.limits.header_read_timeout.get().as_millis(), 250);
+    assert_eq!(config.limits.max_body_bytes.get(), 1024 * 1024);
+    let bad = format!("{MINIMAL}limits:\n  header_read_timeout: soon\n");
+    assert!(errors(&bad)[0].contains("invalid duration"));
+}
+
+#[test]
+fn hostile_yaml_is_refused_without_panicking() {
+    let bomb = "a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c]\ne: [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n";
+    assert!(!errors(bomb).is_empty());
+    assert!(!errors("\u{0}\u{1}:::").is_empty());
+    assert!(!errors("").is_empty());
+}
