@@ -71,7 +71,9 @@ impl AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { address: Self::default_address() }
+        Self {
+            address: Self::default_address(),
+        }
     }
 }
 
@@ -79,9 +81,11 @@ impl Default for AdminConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeLimits {
-    /// Open client connections at once, over all listeners; further connections wait in the backlog.
+    /// Open client connections at once, over all listeners; a connection beyond it is closed at once
+    /// and counted in `palisade_connections_rejected_total`.
     pub max_connections: usize,
-    /// Time a client has to send the complete request head (slowloris protection).
+    /// Time a client has to send the complete request head (slowloris protection). It also bounds how
+    /// long an idle HTTP/1 keep-alive connection waits for its next request, and the TLS handshake.
     pub header_read_timeout: Duration,
     /// Total size of the request head (request line and headers); more → 431.
     pub max_header_bytes: ByteSize,
@@ -89,8 +93,6 @@ pub struct EdgeLimits {
     pub max_headers: usize,
     /// Request body size for routes that do not set their own; more → 413.
     pub max_body_bytes: ByteSize,
-    /// Keep-alive connections idle for longer are closed.
-    pub idle_timeout: Duration,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: u32,
 }
@@ -103,7 +105,6 @@ impl Default for EdgeLimits {
             max_header_bytes: ByteSize(16 * 1024),
             max_headers: 100,
             max_body_bytes: ByteSize(10 * 1024 * 1024),
-            idle_timeout: Duration::from_secs(60),
             max_concurrent_streams: 200,
         }
     }
@@ -121,7 +122,11 @@ pub struct AccessLogConfig {
 
 impl Default for AccessLogConfig {
     fn default() -> Self {
-        Self { enabled: true, path: "stdout".into(), buffer: 8192 }
+        Self {
+            enabled: true,
+            path: "stdout".into(),
+            buffer: 8192,
+        }
     }
 }
 
@@ -135,7 +140,10 @@ pub struct ReloadConfig {
 
 impl Default for ReloadConfig {
     fn default() -> Self {
-        Self { watch: true, poll_interval: Duration::from_secs(2) }
+        Self {
+            watch: true,
+            poll_interval: Duration::from_secs(2),
+        }
     }
 }
 
@@ -148,7 +156,9 @@ pub struct ShutdownConfig {
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
-        Self { drain_timeout: Duration::from_secs(30) }
+        Self {
+            drain_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -253,7 +263,10 @@ pub struct PassiveHealthConfig {
 
 impl Default for PassiveHealthConfig {
     fn default() -> Self {
-        Self { consecutive_failures: 5, ejection_time: Duration::from_secs(30) }
+        Self {
+            consecutive_failures: 5,
+            ejection_time: Duration::from_secs(30),
+        }
     }
 }
 
@@ -272,7 +285,11 @@ pub struct RetryConfig {
 
 impl Default for RetryConfig {
     fn default() -> Self {
-        Self { attempts: 1, budget_ratio: 0.2, budget_min_per_second: 10 }
+        Self {
+            attempts: 1,
+            budget_ratio: 0.2,
+            budget_min_per_second: 10,
+        }
     }
 }
 
@@ -309,7 +326,11 @@ pub struct RouteMatch {
 
 /// A value that did not come from the file (a default) and so has no location.
 pub fn unspanned<T>(value: T) -> Spanned<T> {
-    Spanned::new(value, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
+    Spanned::new(
+        value,
+        serde_saphyr::Location::UNKNOWN,
+        serde_saphyr::Location::UNKNOWN,
+    )
 }
 
 /// The listener address that a `Spanned<String>` holds, parsed (validation already checked it).

@@ -12,5 +12,5 @@ mod validate;
 pub use config::Config;
 pub use diagnostic::{ConfigErrors, Diagnostic, Diagnostics};
 pub use load::{load_file, parse_str};
-pub use validate::parse_cidr;
 pub use serde_saphyr::Spanned;
+pub use validate::parse_cidr;

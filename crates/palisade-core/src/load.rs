@@ -13,19 +13,32 @@ pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 /// Reads, parses and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
     let file = path.display().to_string();
-    let fail = |message: String| ConfigErrors(vec![Diagnostic { file: file.clone(), line: 0, column: 0, message }]);
-    let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
+    let fail = |message: String| {
+        ConfigErrors(vec![Diagnostic {
+            file: file.clone(),
+            line: 0,
+            column: 0,
+            message,
+        }])
+    };
+    let metadata =
+        std::fs::metadata(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
     if metadata.len() > MAX_CONFIG_BYTES {
-        return Err(fail(format!("config is {} bytes; the limit is {MAX_CONFIG_BYTES}", metadata.len())));
+        return Err(fail(format!(
+            "config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+            metadata.len()
+        )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
     parse_str(&file, &text, path.parent())
 }
 
 /// Parses and validates config text. `file` names the source in diagnostics; relative paths inside the
 /// config (TLS files) are resolved against `base_dir`.
 pub fn parse_str(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let mut config: Config = serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![parse_diagnostic(file, &e)]))?;
+    let mut config: Config =
+        serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![parse_diagnostic(file, &e)]))?;
     let mut diagnostics = Diagnostics::new(file);
     if let Some(dir) = base_dir {
         validate::resolve_relative_paths(&mut config, dir);
@@ -35,15 +48,27 @@ pub fn parse_str(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Conf
 }
 
 fn parse_diagnostic(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
-    let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-    Diagnostic { file: file.to_string(), line, column, message: error_message(error) }
+    let (line, column) = error
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    Diagnostic {
+        file: file.to_string(),
+        line,
+        column,
+        message: error_message(error),
+    }
 }
 
 /// serde-saphyr renders a source snippet and its own location; we report the location ourselves in
 /// `file:line:column` form, so keep only the first line of the message, without its trailing location.
 fn error_message(error: &serde_saphyr::Error) -> String {
     let rendered = error.without_snippet().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid configuration").trim();
+    let first = rendered
+        .lines()
+        .next()
+        .unwrap_or("invalid configuration")
+        .trim();
     let trimmed = match first.rfind(" at line ") {
         Some(at) => &first[..at],
         None => first,

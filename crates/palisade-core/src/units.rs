@@ -32,7 +32,11 @@ impl<'de> Deserialize<'de> for Duration {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(text.trim())
             .map(Duration)
-            .map_err(|e| de::Error::custom(format!("invalid duration {text:?} ({e}); expected e.g. 250ms, 10s, 5m")))
+            .map_err(|e| {
+                de::Error::custom(format!(
+                    "invalid duration {text:?} ({e}); expected e.g. 250ms, 10s, 5m"
+                ))
+            })
     }
 }
 
@@ -47,17 +51,28 @@ impl ByteSize {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+        let digits_end = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(digits_end);
-        let number: u64 = number.parse().map_err(|_| format!("invalid size {text:?}; expected e.g. 16KiB, 10MiB"))?;
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("invalid size {text:?}; expected e.g. 16KiB, 10MiB"))?;
         let multiplier: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" | "KB" | "k" => 1024,
             "MiB" | "MB" | "m" => 1024 * 1024,
             "GiB" | "GB" | "g" => 1024 * 1024 * 1024,
-            other => return Err(format!("unknown size unit {other:?}; use B, KiB, MiB or GiB")),
+            other => {
+                return Err(format!(
+                    "unknown size unit {other:?}; use B, KiB, MiB or GiB"
+                ))
+            }
         };
-        number.checked_mul(multiplier).map(ByteSize).ok_or_else(|| format!("size {text:?} is too large"))
+        number
+            .checked_mul(multiplier)
+            .map(ByteSize)
+            .ok_or_else(|| format!("size {text:?} is too large"))
     }
 }
 
@@ -73,7 +88,9 @@ impl<'de> Deserialize<'de> for ByteSize {
                 Ok(ByteSize(v))
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                u64::try_from(v).map(ByteSize).map_err(|_| E::custom("a size cannot be negative"))
+                u64::try_from(v)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
                 ByteSize::parse(v).map_err(E::custom)

@@ -17,7 +17,13 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     validate_limits(config, diagnostics);
     for proxy in &config.trusted_proxies {
         if parse_cidr(&proxy.value).is_none() {
-            diagnostics.on(proxy, format!("trusted_proxies: {:?} is not an IP address or CIDR", proxy.value));
+            diagnostics.on(
+                proxy,
+                format!(
+                    "trusted_proxies: {:?} is not an IP address or CIDR",
+                    proxy.value
+                ),
+            );
         }
     }
     if config.access_log.buffer == 0 {
@@ -35,7 +41,11 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
 /// Accepts `10.0.0.0/8`, `::1/128` and bare addresses (as a single-host network).
 pub fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
     let text = text.trim();
-    text.parse::<ipnet::IpNet>().ok().or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 fn validate_listeners(config: &Config, diagnostics: &mut Diagnostics) {
@@ -46,22 +56,40 @@ fn validate_listeners(config: &Config, diagnostics: &mut Diagnostics) {
     for listener in &config.listeners {
         let value = &listener.value;
         if !names.insert(value.name.as_str()) {
-            diagnostics.on(listener, format!("listener name {:?} is used twice", value.name));
+            diagnostics.on(
+                listener,
+                format!("listener name {:?} is used twice", value.name),
+            );
         }
         if value.address.value.parse::<SocketAddr>().is_err() {
-            diagnostics.on(&value.address, format!("{:?} is not an address such as 0.0.0.0:8080", value.address.value));
+            diagnostics.on(
+                &value.address,
+                format!(
+                    "{:?} is not an address such as 0.0.0.0:8080",
+                    value.address.value
+                ),
+            );
         }
         if let Some(tls) = &value.tls {
             for file in [&tls.cert, &tls.key] {
                 if !file.value.is_file() {
-                    diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
+                    diagnostics.on(
+                        file,
+                        format!("TLS file {} does not exist", file.value.display()),
+                    );
                 }
             }
         }
     }
     if config.admin.address.value.parse::<SocketAddr>().is_err() {
         let address = &config.admin.address;
-        diagnostics.on(address, format!("admin.address {:?} is not an address such as 127.0.0.1:9901", address.value));
+        diagnostics.on(
+            address,
+            format!(
+                "admin.address {:?} is not an address such as 127.0.0.1:9901",
+                address.value
+            ),
+        );
     }
 }
 
@@ -87,7 +115,13 @@ fn validate_limits(config: &Config, diagnostics: &mut Diagnostics) {
 fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagnostics) {
     for target in &cluster.targets {
         if !is_host_port(&target.value) {
-            diagnostics.on(target, format!("cluster {name:?}: target {:?} is not host:port", target.value));
+            diagnostics.on(
+                target,
+                format!(
+                    "cluster {name:?}: target {:?} is not host:port",
+                    target.value
+                ),
+            );
         }
     }
     if let Some(check) = &cluster.health_check {
@@ -98,11 +132,16 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagn
             diagnostics.on(&check.path, "health_check thresholds must be at least 1");
         }
         if check.interval.get().is_zero() || check.timeout.get().is_zero() {
-            diagnostics.on(&check.path, "health_check interval and timeout must be more than 0");
+            diagnostics.on(
+                &check.path,
+                "health_check interval and timeout must be more than 0",
+            );
         }
     }
     if !(0.0..=1.0).contains(&cluster.retries.budget_ratio) {
-        diagnostics.general(format!("cluster {name:?}: retries.budget_ratio must be between 0 and 1"));
+        diagnostics.general(format!(
+            "cluster {name:?}: retries.budget_ratio must be between 0 and 1"
+        ));
     }
     if cluster.request_timeout.get().is_zero() || cluster.connect_timeout.get().is_zero() {
         diagnostics.general(format!("cluster {name:?}: timeouts must be more than 0"));
@@ -117,7 +156,9 @@ fn is_host_port(text: &str) -> bool {
         Some((host, port)) => {
             !host.is_empty()
                 && port.parse::<u16>().is_ok_and(|p| p != 0)
-                && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         }
         None => false,
     }
@@ -129,16 +170,33 @@ fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
     }
     let mut names = HashSet::new();
     for route in &config.routes {
-        let RouteConfig { name, matcher, cluster, .. } = &route.value;
+        let RouteConfig {
+            name,
+            matcher,
+            cluster,
+            ..
+        } = &route.value;
         if name.value.is_empty() || !names.insert(name.value.as_str()) {
-            diagnostics.on(name, format!("route name {:?} is empty or used twice", name.value));
+            diagnostics.on(
+                name,
+                format!("route name {:?} is empty or used twice", name.value),
+            );
         }
         if !config.clusters.contains_key(&cluster.value) {
             let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
-            diagnostics.on(cluster, format!("unknown cluster {:?}; defined clusters: {known:?}", cluster.value));
+            diagnostics.on(
+                cluster,
+                format!(
+                    "unknown cluster {:?}; defined clusters: {known:?}",
+                    cluster.value
+                ),
+            );
         }
         match (&matcher.value.path, &matcher.value.prefix) {
-            (Some(_), Some(_)) => diagnostics.on(matcher, "a route matches either `path` or `prefix`, not both"),
+            (Some(_), Some(_)) => diagnostics.on(
+                matcher,
+                "a route matches either `path` or `prefix`, not both",
+            ),
             (None, None) => diagnostics.on(matcher, "a route needs `path` or `prefix`"),
             _ => {}
         }

@@ -23,8 +23,14 @@ fn errors(text: &str) -> Vec<String> {
 #[test]
 fn minimal_config_loads_with_secure_defaults() {
     let config = parse_str("gw.yaml", MINIMAL, None).expect("valid");
-    assert_eq!(config.admin.address.value, "127.0.0.1:9901", "admin listens on loopback by default");
-    assert!(config.trusted_proxies.is_empty(), "no peer is trusted unless configured");
+    assert_eq!(
+        config.admin.address.value, "127.0.0.1:9901",
+        "admin listens on loopback by default"
+    );
+    assert!(
+        config.trusted_proxies.is_empty(),
+        "no peer is trusted unless configured"
+    );
     assert_eq!(config.limits.max_headers, 100);
 }
 
@@ -69,7 +75,9 @@ routes:
     ];
     for (place, words) in expect {
         assert!(
-            found.iter().any(|f| f.starts_with(place) && f.contains(words)),
+            found
+                .iter()
+                .any(|f| f.starts_with(place) && f.contains(words)),
             "missing {place} {words} in {found:#?}"
         );
     }

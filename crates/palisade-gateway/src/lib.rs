@@ -1,1 +1,249 @@
+//! The Palisade edge gateway: listeners, the request pipeline, upstream clusters, the admin listener
+//! and hot reload. [`Gateway::start`] runs it inside the caller's Tokio runtime; the `palisade` binary
+//! and the integration tests both use it the same way.
 
+pub mod admin;
+pub mod context;
+pub mod framing;
+pub mod listener;
+pub mod pipeline;
+pub mod reload;
+pub mod respond;
+pub mod runtime;
+pub mod tls;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use palisade_core::{config::socket_addr, Config, ConfigErrors};
+use palisade_telemetry::Metrics;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::runtime::Runtime;
+
+/// State shared by every task of one gateway.
+pub struct Shared {
+    pub runtime: Arc<ArcSwap<Runtime>>,
+    pub metrics: Metrics,
+    config_path: Option<PathBuf>,
+    reload_lock: tokio::sync::Mutex<()>,
+    open_connections: listener::OpenCount,
+}
+
+/// Where the configuration comes from. Only a file can be reloaded.
+pub enum ConfigSource {
+    File(PathBuf),
+    /// Already parsed (the demo's embedded config, tests); `name` appears in diagnostics.
+    Parsed {
+        name: String,
+        config: Box<Config>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("TLS setup for listener {listener:?} failed: {source}")]
+    Tls {
+        listener: String,
+        source: rustls::Error,
+    },
+}
+
+/// A running gateway.
+pub struct Gateway {
+    shared: Arc<Shared>,
+    listeners: Vec<(String, SocketAddr)>,
+    admin: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Loads and compiles the config, binds every listener and the admin address, and starts serving.
+    /// Nothing is served unless everything succeeded.
+    pub async fn start(source: ConfigSource) -> Result<Gateway, StartError> {
+        let (config, name, config_path) = match source {
+            ConfigSource::File(path) => (
+                palisade_core::load_file(&path)?,
+                path.display().to_string(),
+                Some(path),
+            ),
+            ConfigSource::Parsed { name, config } => (*config, name, None),
+        };
+        let metrics = Metrics::new();
+        let runtime = Runtime::compile(config, &name, None, &metrics).await?;
+        metrics.last_reload_ok.set(1);
+        let shared = Arc::new(Shared {
+            runtime: Arc::new(ArcSwap::from_pointee(runtime)),
+            metrics,
+            config_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+            open_connections: listener::OpenCount::new(0),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let mut bound = Vec::new();
+        let config = shared.runtime.load_full();
+        for entry in &config.config.listeners {
+            let listener_config = &entry.value;
+            let tcp = bind(&listener_config.address.value).await?;
+            bound.push((
+                listener_config.name.clone(),
+                tcp.local_addr()
+                    .map_err(|source| bind_error(&listener_config.address.value, source))?,
+            ));
+            let tls = match listener_config.tls {
+                Some(_) => {
+                    let server_config =
+                        tls::server_config(&listener_config.name, shared.runtime.clone()).map_err(
+                            |source| StartError::Tls {
+                                listener: listener_config.name.clone(),
+                                source,
+                            },
+                        )?;
+                    Some(tokio_rustls::TlsAcceptor::from(server_config))
+                }
+                None => None,
+            };
+            tasks.push(tokio::spawn(listener::accept_loop(
+                tcp,
+                tls,
+                shared.clone(),
+                stopped.clone(),
+            )));
+        }
+        let admin_listener = bind(&config.config.admin.address.value).await?;
+        let admin = admin_listener
+            .local_addr()
+            .map_err(|source| bind_error(&config.config.admin.address.value, source))?;
+        tasks.push(tokio::spawn(admin::serve(
+            admin_listener,
+            shared.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(reload::watch_files(shared.clone(), stopped)));
+        Ok(Gateway {
+            shared,
+            listeners: bound,
+            admin,
+            stop,
+            tasks,
+        })
+    }
+
+    /// The bound address of a listener (useful when the config asked for port 0).
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
+    }
+
+    pub fn listeners(&self) -> &[(String, SocketAddr)] {
+        &self.listeners
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Re-reads the config file; on any error the running config stays in force.
+    pub async fn reload(&self) -> Result<(), ConfigErrors> {
+        reload::reload(&self.shared).await
+    }
+
+    /// Stops accepting, lets in-flight requests finish within the configured drain timeout, then
+    /// closes what is left. Returns whether everything drained in time.
+    pub async fn shutdown(self) -> bool {
+        let deadline = self
+            .shared
+            .runtime
+            .load()
+            .config
+            .shutdown
+            .drain_timeout
+            .get();
+        self.shutdown_within(deadline).await
+    }
+
+    pub async fn shutdown_within(self, deadline: Duration) -> bool {
+        let _ = self.stop.send(true);
+        let open = &self.shared.open_connections;
+        let wait_for_drain = async {
+            while open.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let drained = tokio::time::timeout(deadline, wait_for_drain).await.is_ok();
+        for task in &self.tasks {
+            task.abort();
+        }
+        drained
+    }
+
+    /// Serves until SIGTERM or SIGINT (then drains); SIGHUP reloads the config.
+    #[cfg(unix)]
+    pub async fn run_until_signal(self) -> std::io::Result<bool> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => { let _ = self.reload().await; }
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+            }
+        }
+        tracing::info!("shutting down: draining in-flight requests");
+        Ok(self.shutdown().await)
+    }
+}
+
+async fn bind(address: &str) -> Result<TcpListener, StartError> {
+    let parsed: SocketAddr = address
+        .parse()
+        .map_err(|_| bind_error(address, std::io::ErrorKind::InvalidInput.into()))?;
+    TcpListener::bind(parsed)
+        .await
+        .map_err(|source| bind_error(address, source))
+}
+
+fn bind_error(address: &str, source: std::io::Error) -> StartError {
+    StartError::Bind {
+        address: address.to_string(),
+        source,
+    }
+}
+
+/// Runs every check that `palisade check-config` promises: parse, validate, and compile (routes, TLS
+/// material). Needs a Tokio runtime because compiling prepares upstream clients.
+pub async fn check_config(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    let config = palisade_core::load_file(path)?;
+    let mut check = config.clone();
+    // Checking must not open the access log file or start health checks against real targets.
+    check.access_log.enabled = false;
+    for cluster in check.clusters.values_mut() {
+        cluster.value.health_check = None;
+    }
+    Runtime::compile(check, &path.display().to_string(), None, &Metrics::new()).await?;
+    let _ = socket_addr;
+    Ok(config)
+}

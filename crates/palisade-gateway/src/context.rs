@@ -1,0 +1,56 @@
+//! The per-request context: what each stage learned, read by later stages and by the access log.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use http::Method;
+
+/// Facts about the client connection, shared by all its requests.
+pub struct ConnectionInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+    pub verdicts: crate::framing::Verdicts,
+}
+
+pub struct RequestContext {
+    pub started: Instant,
+    pub time: SystemTime,
+    pub request_id: String,
+    pub method: Method,
+    pub peer: IpAddr,
+    pub client_ip: IpAddr,
+    /// The normalized path; empty until the normalize stage ran.
+    pub path: String,
+    pub host: String,
+    pub route_index: Option<usize>,
+    pub params: Vec<(String, String)>,
+    pub upstream_target: Option<String>,
+    pub upstream_ms: Option<f64>,
+    pub bytes_in: Arc<AtomicU64>,
+    /// Why the gateway answered itself; `None` when the upstream answered.
+    pub reason: Option<&'static str>,
+}
+
+impl RequestContext {
+    pub fn new(connection: &ConnectionInfo, method: Method) -> Self {
+        let peer = crate::pipeline::forwarded::canonical(connection.peer.ip());
+        Self {
+            started: Instant::now(),
+            time: SystemTime::now(),
+            request_id: String::new(),
+            method,
+            peer,
+            client_ip: peer,
+            path: String::new(),
+            host: String::new(),
+            route_index: None,
+            params: Vec::new(),
+            upstream_target: None,
+            upstream_ms: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            reason: None,
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Client listeners: accept, enforce the connection limit, terminate TLS, and serve HTTP/1.1 and
+//! HTTP/2 (ALPN on TLS, prior knowledge on plain TCP) with the edge limits of the current runtime.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::context::ConnectionInfo;
+use crate::framing::{Inspected, Inspector, Verdicts};
+use crate::pipeline;
+use crate::Shared;
+
+/// Counts an open connection for as long as it lives.
+struct OpenConnection(Arc<Shared>);
+
+impl OpenConnection {
+    fn try_open(shared: &Arc<Shared>, limit: usize) -> Option<Self> {
+        let opened = shared.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
+        if opened > limit {
+            shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        shared.metrics.open_connections.inc();
+        Some(Self(shared.clone()))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.open_connections.dec();
+    }
+}
+
+pub(crate) type OpenCount = AtomicUsize;
+
+/// Accepts until `stop` turns true; connections already open are drained by the graceful watcher.
+pub(crate) async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let limit = shared.runtime.load().config.limits.max_connections;
+        let Some(open) = OpenConnection::try_open(&shared, limit) else {
+            shared.metrics.connections_rejected.inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(
+            stream,
+            peer,
+            tls.clone(),
+            shared.clone(),
+            stop.clone(),
+            open,
+        ));
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+    _open: OpenConnection,
+) {
+    let runtime = shared.runtime.load_full();
+    let limits = &runtime.config.limits;
+    let max_head = usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX);
+    let verdicts = Verdicts::default();
+    let inspector = Inspector::new(max_head, limits.max_headers, verdicts.clone());
+    let info = Arc::new(ConnectionInfo {
+        peer,
+        tls: tls.is_some(),
+        verdicts,
+    });
+    let builder = http_builder(&runtime.config.limits, max_head);
+    let service_shared = shared.clone();
+    let service = hyper::service::service_fn(move |request| {
+        pipeline::handle(service_shared.runtime.load_full(), info.clone(), request)
+    });
+    // Serves the connection; once `stop` turns true, asks it to finish gracefully (HTTP/1: close after
+    // the current response; HTTP/2: GOAWAY) and waits for that. A macro because the two IO types
+    // give two connection types.
+    macro_rules! serve_until_drained {
+        ($io:expr) => {{
+            let connection = builder.serve_connection_with_upgrades($io, service);
+            tokio::pin!(connection);
+            let mut stop = stop;
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.wait_for(|stopped| *stopped) => {}
+            }
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }};
+    }
+    match tls {
+        None => {
+            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)))
+        }
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout.get(), acceptor.accept(stream))
+                    .await;
+            let Ok(Ok(stream)) = handshake else {
+                tracing::debug!(%peer, "TLS handshake failed or timed out");
+                return;
+            };
+            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)))
+        }
+    }
+}
+
+fn http_builder(
+    limits: &palisade_core::config::EdgeLimits,
+    max_head: usize,
+) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout.get())
+        .max_buf_size(max_head)
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(100))
+        .keep_alive_interval(Some(std::time::Duration::from_secs(30)));
+    builder
+}

@@ -1,0 +1,289 @@
+//! Stage 3, forwarded: decide who the client is and rewrite the headers that describe the hop.
+//!
+//! A client can write any `X-Forwarded-For` it likes, so those headers are believed only from peers in
+//! `trusted_proxies`; from anyone else they are dropped and the gateway writes its own. Hop-by-hop
+//! headers (and those a `Connection` header names) belong to one connection and are removed in both
+//! directions. The request id is kept only when it is well formed, so it is safe to log.
+
+use std::net::IpAddr;
+
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE,
+};
+use ipnet::IpNet;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Peers whose forwarding headers are believed.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedProxies(Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn new(networks: Vec<IpNet>) -> Self {
+        Self(networks)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are the IPv4 address they carry.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// The client address: the peer, or — when the peer is a trusted proxy — the right-most address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) -> IpAddr {
+    let peer = canonical(peer);
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let hops = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','));
+    let hops: Vec<&str> = hops.collect();
+    for hop in hops.iter().rev() {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) => {
+                client = canonical(ip);
+                if !trusted.contains(client) {
+                    break;
+                }
+            }
+            // A malformed entry ends what can be believed.
+            Err(_) => break,
+        }
+    }
+    client
+}
+
+/// Removes hop-by-hop headers and every header that `Connection` names. With `keep_upgrade`, the
+/// `Connection: upgrade` and `Upgrade` pair survives so that a WebSocket handshake can pass.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let upgrade = headers.get(UPGRADE).cloned();
+    let te_trailers = headers
+        .get(TE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(TRANSFER_ENCODING);
+    if te_trailers {
+        // `TE: trailers` is how gRPC asks for trailers; it is meaningful end to end over HTTP/2.
+        headers.insert(TE, HeaderValue::from_static("trailers"));
+    }
+    if keep_upgrade {
+        if let Some(upgrade) = upgrade {
+            headers.insert(UPGRADE, upgrade);
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+    }
+}
+
+/// Rewrites the forwarding headers for the upstream hop.
+pub fn set_forwarding_headers(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    client: IpAddr,
+    peer_trusted: bool,
+    tls: bool,
+    host: &str,
+) {
+    let peer = canonical(peer);
+    let proto = if tls { "https" } else { "http" };
+    if !peer_trusted {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_REAL_IP,
+            &FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+        headers.remove("x-forwarded-port");
+        headers.remove("x-forwarded-prefix");
+    }
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) if peer_trusted => format!("{previous}, {peer}"),
+        _ => peer.to_string(),
+    };
+    let forwarded_node = match peer {
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        IpAddr::V4(v4) => v4.to_string(),
+    };
+    let forwarded = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(previous) if peer_trusted => format!("{previous}, for={forwarded_node};proto={proto}"),
+        _ => format!("for={forwarded_node};proto={proto}"),
+    };
+    set(headers, X_FORWARDED_FOR, forwarded_for);
+    set(headers, FORWARDED, forwarded);
+    set(headers, X_REAL_IP, client.to_string());
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !host.is_empty() && (!peer_trusted || !headers.contains_key(&X_FORWARDED_HOST)) {
+        set(headers, X_FORWARDED_HOST, host.to_string());
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(name, value);
+    }
+}
+
+/// The client's request id when it is safe to keep (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
+pub fn request_id(headers: &HeaderMap) -> String {
+    let supplied = headers
+        .get(&X_REQUEST_ID)
+        .map(HeaderValue::as_bytes)
+        .filter(|id| {
+            (1..=128).contains(&id.len())
+                && id
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        });
+    match supplied {
+        Some(id) => String::from_utf8_lossy(id).into_owned(),
+        None => uuid::Uuid::new_v4().to_string(),
+    }
+}
+
+/// The host the client asked for: lower case, without port or trailing dot. HTTP/2 carries it in the
+/// `:authority` (the URI); HTTP/1 in `Host`.
+pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
+    let raw = uri.host().map(str::to_string).or_else(|| {
+        let value = headers.get(HOST)?.to_str().ok()?;
+        let authority: http::uri::Authority = value.parse().ok()?;
+        Some(authority.host().to_string())
+    });
+    let mut host = raw.unwrap_or_default().to_ascii_lowercase();
+    if host.ends_with('.') {
+        host.pop();
+    }
+    host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted() -> TrustedProxies {
+        TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()])
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn spoofed_forwarded_for_is_ignored_from_untrusted_peers() {
+        let h = headers(&[("x-forwarded-for", "1.2.3.4")]);
+        assert_eq!(
+            client_ip(&h, "203.0.113.9".parse().unwrap(), &trusted()),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn trusted_chain_yields_rightmost_untrusted_address() {
+        let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.1.1.1")]);
+        assert_eq!(
+            client_ip(&h, "10.0.0.2".parse().unwrap(), &trusted()),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        assert!(
+            trusted().contains(mapped),
+            "IPv4-mapped addresses match IPv4 networks"
+        );
+    }
+
+    #[test]
+    fn connection_named_and_hop_by_hop_headers_are_removed() {
+        let mut h = headers(&[
+            ("connection", "close, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "5"),
+            ("te", "gzip"),
+            ("x-kept", "1"),
+        ]);
+        remove_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn untrusted_forwarding_headers_are_replaced() {
+        let mut h = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-real-ip", "1.1.1.1"),
+            ("forwarded", "for=1.1.1.1"),
+            ("x-forwarded-host", "evil"),
+        ]);
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        set_forwarding_headers(&mut h, peer, peer, false, true, "api.example.com");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9");
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https");
+        assert_eq!(h["x-forwarded-host"], "api.example.com");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_when_well_formed() {
+        assert_eq!(
+            request_id(&headers(&[("x-request-id", "abc-123")])),
+            "abc-123"
+        );
+        let replaced = request_id(&headers(&[("x-request-id", "bad id\"><script>")]));
+        assert_eq!(replaced.len(), 36);
+        assert_eq!(request_id(&HeaderMap::new()).len(), 36);
+    }
+}

@@ -1,0 +1,152 @@
+//! The request pipeline. Every request passes these stages in this order; each stage is a module of
+//! its own, returns a decision, and records what it learned in the [`RequestContext`]:
+//!
+//! 1. `normalize`  — framing verdict, request id, canonical path, client address (`forwarded`);
+//! 2. `route`      — the one route for host + path + method (404 / 405);
+//! 3. `body_limit` — declared and streamed body size (413);
+//! 4. `transform`  — hop-by-hop headers out, forwarding headers and request id in;
+//! 5. `upstream`   — pick a target, send, retry when safe (502 / 503 / 504);
+//! 6. respond      — errors become problem+json in [`crate::respond`];
+//! 7. `observe`    — metrics and access log when the response body ends.
+//!
+//! Later stages (authentication, rate limits, authorization, validation) slot in between 2 and 4.
+
+pub mod body_limit;
+pub mod forwarded;
+pub mod normalize;
+pub mod observe;
+pub mod route;
+pub mod upstream;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use http::{Request, Response, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::context::{ConnectionInfo, RequestContext};
+use crate::respond::GatewayError;
+use crate::runtime::Runtime;
+use crate::upstream::ProxyBody;
+use observe::ObservedBody;
+
+/// Entry point for one request on a client connection.
+pub async fn handle(
+    runtime: Arc<Runtime>,
+    connection: Arc<ConnectionInfo>,
+    request: Request<Incoming>,
+) -> Result<Response<ObservedBody>, Infallible> {
+    let mut context = RequestContext::new(&connection, request.method().clone());
+    let response = match run(&runtime, &connection, &mut context, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            context.reason = Some(error.reason());
+            error.into_response(&context.request_id)
+        }
+    };
+    Ok(observe::observe(response, context, runtime))
+}
+
+async fn run(
+    runtime: &Runtime,
+    connection: &ConnectionInfo,
+    context: &mut RequestContext,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    // 1. normalize
+    context.request_id = forwarded::request_id(request.headers());
+    check_framing(connection, &request)?;
+    context.path =
+        normalize::normalize_path(request.uri().path()).map_err(GatewayError::BadPath)?;
+    context.host = forwarded::request_host(request.uri(), request.headers());
+    let peer_trusted = runtime.trusted_proxies.contains(context.peer);
+    context.client_ip =
+        forwarded::client_ip(request.headers(), context.peer, &runtime.trusted_proxies);
+
+    // 2. route
+    let index = match runtime
+        .router
+        .find(&context.host, &context.path, request.method())
+    {
+        route::RouteMatch::Found { index, params } => {
+            context.params = params
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+            index
+        }
+        route::RouteMatch::MethodNotAllowed(allow) => {
+            return Err(GatewayError::MethodNotAllowed(allow))
+        }
+        route::RouteMatch::NotFound => return Err(GatewayError::NotFound),
+    };
+    context.route_index = Some(index);
+    let route = runtime.routes.get(index).ok_or(GatewayError::NotFound)?;
+
+    // 3. body limit
+    body_limit::check_declared(request.headers(), route.max_body_bytes)?;
+
+    // 4. transform
+    let (mut parts, body) = request.into_parts();
+    let wants_upgrade = parts.version == Version::HTTP_11 && parts.headers.contains_key(UPGRADE);
+    let client_upgrade = wants_upgrade
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+        .flatten();
+    forwarded::remove_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+    upstream::ensure_host(&mut parts.headers, &parts.uri);
+    forwarded::set_forwarding_headers(
+        &mut parts.headers,
+        context.peer,
+        context.client_ip,
+        peer_trusted,
+        connection.tls,
+        &context.host,
+    );
+    if let Ok(value) = HeaderValue::from_str(&context.request_id) {
+        parts.headers.insert(forwarded::X_REQUEST_ID, value);
+    }
+    let path_and_query = match parts.uri.query() {
+        Some(query) => format!("{}?{query}", context.path),
+        None => context.path.clone(),
+    };
+    let body =
+        body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
+
+    // 5. upstream
+    let prepared = upstream::Prepared {
+        method: parts.method,
+        path_and_query,
+        headers: parts.headers,
+        body,
+        client_upgrade,
+    };
+    upstream::forward(&route.cluster, route.protocol, context, prepared).await
+}
+
+/// Framing that hyper accepted but a next hop might read differently is refused (see `framing.rs`).
+fn check_framing(
+    connection: &ConnectionInfo,
+    request: &Request<Incoming>,
+) -> Result<(), GatewayError> {
+    if request.version() > Version::HTTP_11 {
+        return Ok(());
+    }
+    if let Some(reason) = connection.verdicts.next() {
+        return Err(GatewayError::BadFraming(reason));
+    }
+    let mut encodings = request.headers().get_all(TRANSFER_ENCODING).iter();
+    match (encodings.next(), encodings.next()) {
+        (None, _) => Ok(()),
+        (Some(value), None)
+            if value
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked") =>
+        {
+            Ok(())
+        }
+        _ => Err(GatewayError::BadFraming("invalid_transfer_encoding")),
+    }
+}

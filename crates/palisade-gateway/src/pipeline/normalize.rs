@@ -1,0 +1,182 @@
+//! Stage 1, normalize: turn the request path into the one canonical form that is routed, authorized
+//! and sent upstream, so that no spelling of a path reaches a service as something other than what
+//! the gateway decided on.
+//!
+//! - percent-encoded unreserved characters are decoded (`/%61dmin` → `/admin`); other escapes are kept
+//!   with upper-case hex, so decoding never happens twice (`%252e` stays `%252E`);
+//! - `.` and `..` segments are resolved, `//` is merged;
+//! - encoded `/`, `\` and NUL, raw `\`, control or non-ASCII bytes, and paths that climb above the root
+//!   are refused.
+
+/// Why a path was refused; the reason code for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PathError {
+    NotAbsolute,
+    BadEscape,
+    EncodedSeparator,
+    EncodedNul,
+    Backslash,
+    BadByte,
+    EscapesRoot,
+}
+
+impl PathError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            PathError::NotAbsolute => "path_not_absolute",
+            PathError::BadEscape => "path_bad_escape",
+            PathError::EncodedSeparator => "path_encoded_separator",
+            PathError::EncodedNul => "path_encoded_nul",
+            PathError::Backslash => "path_backslash",
+            PathError::BadByte => "path_bad_byte",
+            PathError::EscapesRoot => "path_escapes_root",
+        }
+    }
+}
+
+/// Returns the normalized path (always starting with `/`).
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    let Some(rest) = raw.strip_prefix('/') else {
+        return Err(PathError::NotAbsolute);
+    };
+    let mut segments: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    for raw_segment in rest.split('/') {
+        let segment = decode_segment(raw_segment)?;
+        trailing_slash = false;
+        match segment.as_str() {
+            "" => trailing_slash = true,
+            "." => trailing_slash = true,
+            ".." => {
+                if segments.pop().is_none() {
+                    return Err(PathError::EscapesRoot);
+                }
+                trailing_slash = true;
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let mut path = String::with_capacity(raw.len());
+    for segment in &segments {
+        path.push('/');
+        path.push_str(segment);
+    }
+    if trailing_slash || segments.is_empty() {
+        path.push('/');
+    }
+    Ok(path)
+}
+
+fn decode_segment(raw: &str) -> Result<String, PathError> {
+    let bytes = raw.as_bytes();
+    let mut out = String::with_capacity(raw.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        if byte == b'%' {
+            let high = bytes.get(i + 1).and_then(|b| hex_value(*b));
+            let low = bytes.get(i + 2).and_then(|b| hex_value(*b));
+            let (Some(high), Some(low)) = (high, low) else {
+                return Err(PathError::BadEscape);
+            };
+            let decoded = high << 4 | low;
+            match decoded {
+                b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                0 => return Err(PathError::EncodedNul),
+                _ if is_unreserved(decoded) => out.push(char::from(decoded)),
+                _ => {
+                    out.push('%');
+                    out.push(char::from(HEX_UPPER[usize::from(high)]));
+                    out.push(char::from(HEX_UPPER[usize::from(low)]));
+                }
+            }
+            i += 3;
+            continue;
+        }
+        match byte {
+            b'\\' => return Err(PathError::Backslash),
+            0x21..=0x7e => out.push(char::from(byte)),
+            _ => return Err(PathError::BadByte),
+        }
+        i += 1;
+    }
+    Ok(out)
+}
+
+const HEX_UPPER: [u8; 16] = *b"0123456789ABCDEF";
+
+fn hex_value(byte: u8) -> Option<u8> {
+    match byte {
+        b'0'..=b'9' => Some(byte - b'0'),
+        b'a'..=b'f' => Some(byte - b'a' + 10),
+        b'A'..=b'F' => Some(byte - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spellings_of_one_path_normalize_to_it() {
+        for raw in [
+            "/admin",
+            "//admin",
+            "/x/../admin",
+            "/%61dmin",
+            "/./admin",
+            "/a/b/../../admin",
+            "/%2e/admin",
+            "/x/%2E%2E/admin",
+        ] {
+            assert_eq!(normalize_path(raw).as_deref(), Ok("/admin"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn trailing_slashes_and_root_are_kept() {
+        assert_eq!(normalize_path("/").as_deref(), Ok("/"));
+        assert_eq!(normalize_path("/admin/").as_deref(), Ok("/admin/"));
+        assert_eq!(normalize_path("/a/b/..").as_deref(), Ok("/a/"));
+        assert_eq!(normalize_path("/a/.").as_deref(), Ok("/a/"));
+        assert_eq!(normalize_path("/a/..").as_deref(), Ok("/"));
+    }
+
+    #[test]
+    fn reserved_escapes_are_kept_and_never_double_decoded() {
+        assert_eq!(normalize_path("/a%20b").as_deref(), Ok("/a%20b"));
+        assert_eq!(normalize_path("/q%3fx").as_deref(), Ok("/q%3Fx"));
+        assert_eq!(
+            normalize_path("/%252e%252e/admin").as_deref(),
+            Ok("/%252e%252e/admin")
+        );
+    }
+
+    #[test]
+    fn dangerous_paths_are_refused() {
+        let cases = [
+            ("admin", PathError::NotAbsolute),
+            ("*", PathError::NotAbsolute),
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%2Fb", PathError::EncodedSeparator),
+            ("/a%5cb", PathError::EncodedSeparator),
+            ("/a%00", PathError::EncodedNul),
+            ("/a\\b", PathError::Backslash),
+            ("/%zz", PathError::BadEscape),
+            ("/%2", PathError::BadEscape),
+            ("/..", PathError::EscapesRoot),
+            ("/a/../..", PathError::EscapesRoot),
+            ("/%2e%2e/etc/passwd", PathError::EscapesRoot),
+            ("/a b", PathError::BadByte),
+            ("/caf\u{e9}", PathError::BadByte),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(normalize_path(raw), Err(expected), "{raw}");
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Last stage, observe: when the response body has been sent (or abandoned), record the request in the
+//! route's metrics and the access log. Doing it at the end of the body, not when the head is ready,
+//! gives the true duration and byte count of streamed responses.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use palisade_telemetry::{AccessLogEntry, RouteMetrics};
+
+use crate::context::RequestContext;
+use crate::runtime::Runtime;
+use crate::upstream::{BoxError, ProxyBody};
+
+pub struct ObservedBody {
+    inner: ProxyBody,
+    record: Option<Record>,
+}
+
+struct Record {
+    context: RequestContext,
+    status: u16,
+    bytes_out: u64,
+    metrics: RouteMetrics,
+    runtime: Arc<Runtime>,
+}
+
+/// Wraps `response` so that it is recorded when its body ends.
+pub fn observe(
+    response: http::Response<ProxyBody>,
+    context: RequestContext,
+    runtime: Arc<Runtime>,
+) -> http::Response<ObservedBody> {
+    let status = response.status().as_u16();
+    let metrics = runtime.route_metrics(context.route_index);
+    response.map(|inner| ObservedBody {
+        inner,
+        record: Some(Record {
+            context,
+            status,
+            bytes_out: 0,
+            metrics,
+            runtime,
+        }),
+    })
+}
+
+impl Body for ObservedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(data), Some(record)) = (frame.data_ref(), self.record.as_mut()) {
+                record.bytes_out += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ObservedBody {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            record.finish();
+        }
+    }
+}
+
+impl Record {
+    fn finish(self) {
+        let context = self.context;
+        let elapsed = context.started.elapsed();
+        self.metrics
+            .observe(&context.method, self.status, elapsed.as_secs_f64());
+        let Some(log) = &self.runtime.access_log else {
+            return;
+        };
+        log.log(AccessLogEntry {
+            time: context.time,
+            request_id: context.request_id,
+            client_ip: Some(context.client_ip),
+            method: context.method.to_string(),
+            path: context.path,
+            route: context
+                .route_index
+                .and_then(|i| self.runtime.routes.get(i))
+                .map(|r| r.name.clone()),
+            status: self.status,
+            bytes_in: context.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out,
+            duration_ms: elapsed.as_secs_f64() * 1000.0,
+            upstream: context.upstream_target,
+            upstream_ms: context.upstream_ms,
+            reason: context.reason,
+        });
+    }
+}

@@ -1,0 +1,484 @@
+//! Stage 2, route: choose the one route for a request from its host, normalized path and method.
+//!
+//! Routes are sorted once, at compile time, most specific first, and the first that matches wins:
+//! an exact host beats a wildcard host beats any host; then an exact path beats a template
+//! (`/orders/{id}`, literal segments beating parameters from left to right) beats a prefix (longer
+//! first); then a route that names methods beats one that takes any method. Two routes that compare
+//! equal and could match the same request are a configuration error, so the order in the file never
+//! decides anything.
+
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
+
+use http::Method;
+use palisade_core::config::RouteConfig;
+use palisade_core::{Diagnostics, Spanned};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Any,
+    /// `*.example.com`, stored as `.example.com`.
+    Suffix(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathPattern {
+    Exact(String),
+    Template(Vec<Segment>),
+    /// Without trailing slash; matches itself and anything below it.
+    Prefix(String),
+}
+
+/// A compiled route; `index` is its position in the config, to find its settings.
+#[derive(Debug, Clone)]
+pub struct RouteEntry {
+    pub index: usize,
+    pub name: String,
+    host: HostPattern,
+    path: PathPattern,
+    methods: Option<BTreeSet<Method>>,
+}
+
+/// The outcome of routing one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteMatch<'a> {
+    Found {
+        index: usize,
+        params: Vec<(&'a str, String)>,
+    },
+    /// The path exists for this host, but not with this method; the value is the `Allow` header.
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<RouteEntry>,
+}
+
+impl Router {
+    pub fn compile(routes: &[Spanned<RouteConfig>], diagnostics: &mut Diagnostics) -> Router {
+        let mut compiled = Vec::with_capacity(routes.len());
+        for (index, route) in routes.iter().enumerate() {
+            if let Some(entry) = compile_route(index, route, diagnostics) {
+                compiled.push(entry);
+            }
+        }
+        compiled.sort_by(specificity);
+        for pair in compiled.windows(2) {
+            if specificity(&pair[0], &pair[1]) == Ordering::Equal
+                && methods_overlap(&pair[0], &pair[1])
+            {
+                let later = &routes[pair[0].index.max(pair[1].index)];
+                let other = if pair[0].index < pair[1].index {
+                    &pair[0].name
+                } else {
+                    &pair[1].name
+                };
+                diagnostics.on(
+                    &later.value.matcher,
+                    format!("route ties with route {other:?}: same host, path and methods"),
+                );
+            }
+        }
+        Router { routes: compiled }
+    }
+
+    pub fn routes(&self) -> &[RouteEntry] {
+        &self.routes
+    }
+
+    /// `host` is lower-case without port; `path` is normalized.
+    pub fn find<'a>(&'a self, host: &str, path: &str, method: &Method) -> RouteMatch<'a> {
+        let mut allowed: Option<BTreeSet<&str>> = None;
+        for route in &self.routes {
+            if !host_matches(&route.host, host) {
+                continue;
+            }
+            let Some(params) = path_matches(&route.path, path) else {
+                continue;
+            };
+            match &route.methods {
+                Some(methods) if !methods.contains(method) => {
+                    allowed
+                        .get_or_insert_with(BTreeSet::new)
+                        .extend(methods.iter().map(Method::as_str));
+                }
+                _ => {
+                    return RouteMatch::Found {
+                        index: route.index,
+                        params,
+                    }
+                }
+            }
+        }
+        match allowed {
+            Some(methods) => {
+                RouteMatch::MethodNotAllowed(methods.into_iter().collect::<Vec<_>>().join(", "))
+            }
+            None => RouteMatch::NotFound,
+        }
+    }
+}
+
+fn compile_route(
+    index: usize,
+    route: &Spanned<RouteConfig>,
+    diagnostics: &mut Diagnostics,
+) -> Option<RouteEntry> {
+    let matcher = &route.value.matcher;
+    let host = match matcher.value.host.as_deref() {
+        None => HostPattern::Any,
+        Some(text) => match parse_host(text) {
+            Some(host) => host,
+            None => {
+                diagnostics.on(
+                    matcher,
+                    format!("host {text:?} is not a host name or *.domain"),
+                );
+                return None;
+            }
+        },
+    };
+    let path = match (&matcher.value.path, &matcher.value.prefix) {
+        (Some(path), None) => parse_path(path),
+        (None, Some(prefix)) => parse_prefix(prefix),
+        _ => return None, // reported by structural validation
+    };
+    let path = match path {
+        Ok(path) => path,
+        Err(message) => {
+            diagnostics.on(matcher, message);
+            return None;
+        }
+    };
+    let methods = match &matcher.value.methods {
+        None => None,
+        Some(list) => {
+            let mut set = BTreeSet::new();
+            for text in list {
+                match Method::from_bytes(text.as_bytes()) {
+                    Ok(method) if text.bytes().all(|b| b.is_ascii_uppercase()) => {
+                        set.insert(method);
+                    }
+                    _ => diagnostics.on(
+                        matcher,
+                        format!("method {text:?} is not an upper-case HTTP method"),
+                    ),
+                }
+            }
+            if set.is_empty() {
+                diagnostics.on(
+                    matcher,
+                    "methods must not be empty; leave it out to allow any method",
+                );
+            }
+            Some(set)
+        }
+    };
+    Some(RouteEntry {
+        index,
+        name: route.value.name.value.clone(),
+        host,
+        path,
+        methods,
+    })
+}
+
+fn parse_host(text: &str) -> Option<HostPattern> {
+    let text = text.trim().to_ascii_lowercase();
+    let (pattern, name) = match text.strip_prefix("*.") {
+        Some(rest) => (HostPattern::Suffix(format!(".{rest}")), rest.to_string()),
+        None => (HostPattern::Exact(text.clone()), text),
+    };
+    let valid = !name.is_empty()
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    valid.then_some(pattern)
+}
+
+fn check_pattern_text(text: &str) -> Result<(), String> {
+    if !text.starts_with('/') {
+        return Err(format!("path {text:?} must start with /"));
+    }
+    match crate::pipeline::normalize::normalize_path(&text.replace(['{', '}'], "")) {
+        Ok(normal) if normal == text.replace(['{', '}'], "") => Ok(()),
+        _ => Err(format!(
+            "path {text:?} is not in normalized form (no //, . or .., escapes only where needed)"
+        )),
+    }
+}
+
+fn parse_path(text: &str) -> Result<PathPattern, String> {
+    check_pattern_text(text)?;
+    if !text.contains('{') {
+        return Ok(PathPattern::Exact(text.to_string()));
+    }
+    let mut segments = Vec::new();
+    let mut names = BTreeSet::new();
+    for part in text[1..].split('/') {
+        if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+            let valid =
+                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !valid || !names.insert(name.to_string()) {
+                return Err(format!(
+                    "template parameter {{{name}}} in {text:?} is empty, invalid or repeated"
+                ));
+            }
+            segments.push(Segment::Param(name.to_string()));
+        } else if part.contains(['{', '}']) {
+            return Err(format!(
+                "in {text:?}, a parameter must be a whole segment such as /{{id}}"
+            ));
+        } else {
+            segments.push(Segment::Literal(part.to_string()));
+        }
+    }
+    Ok(PathPattern::Template(segments))
+}
+
+fn parse_prefix(text: &str) -> Result<PathPattern, String> {
+    if text.contains(['{', '}']) {
+        return Err(format!(
+            "prefix {text:?} cannot contain template parameters"
+        ));
+    }
+    check_pattern_text(text)?;
+    Ok(PathPattern::Prefix(text.trim_end_matches('/').to_string()))
+}
+
+fn host_matches(pattern: &HostPattern, host: &str) -> bool {
+    match pattern {
+        HostPattern::Any => true,
+        HostPattern::Exact(name) => name == host,
+        HostPattern::Suffix(suffix) => host.len() > suffix.len() && host.ends_with(suffix.as_str()),
+    }
+}
+
+fn path_matches<'a>(pattern: &'a PathPattern, path: &str) -> Option<Vec<(&'a str, String)>> {
+    match pattern {
+        PathPattern::Exact(exact) => (exact == path).then(Vec::new),
+        PathPattern::Prefix(prefix) => {
+            let rest = path.strip_prefix(prefix.as_str())?;
+            (rest.is_empty() || rest.starts_with('/') || prefix.is_empty()).then(Vec::new)
+        }
+        PathPattern::Template(segments) => {
+            let parts: Vec<&str> = path[1..].split('/').collect();
+            if parts.len() != segments.len() {
+                return None;
+            }
+            let mut params = Vec::new();
+            for (segment, part) in segments.iter().zip(parts) {
+                match segment {
+                    Segment::Literal(literal) if literal == part => {}
+                    Segment::Param(name) if !part.is_empty() => {
+                        params.push((name.as_str(), part.to_string()))
+                    }
+                    _ => return None,
+                }
+            }
+            Some(params)
+        }
+    }
+}
+
+/// Most specific first.
+fn specificity(a: &RouteEntry, b: &RouteEntry) -> Ordering {
+    host_rank(&b.host)
+        .cmp(&host_rank(&a.host))
+        .then_with(|| path_rank(&b.path).cmp(&path_rank(&a.path)))
+        .then_with(|| b.methods.is_some().cmp(&a.methods.is_some()))
+}
+
+fn host_rank(host: &HostPattern) -> (u8, usize) {
+    match host {
+        HostPattern::Exact(_) => (2, 0),
+        HostPattern::Suffix(suffix) => (1, suffix.len()),
+        HostPattern::Any => (0, 0),
+    }
+}
+
+/// A comparable rank; equal ranks mean the two patterns match exactly the same paths.
+fn path_rank(path: &PathPattern) -> (u8, Vec<u8>, usize, String) {
+    match path {
+        PathPattern::Exact(exact) => (3, Vec::new(), 0, exact.clone()),
+        PathPattern::Template(segments) => {
+            let shape: Vec<u8> = segments
+                .iter()
+                .map(|s| u8::from(matches!(s, Segment::Literal(_))))
+                .collect();
+            let literals = segments
+                .iter()
+                .map(|s| {
+                    if let Segment::Literal(l) = s {
+                        l.as_str()
+                    } else {
+                        "{}"
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            (2, shape, segments.len(), literals)
+        }
+        PathPattern::Prefix(prefix) => (1, Vec::new(), prefix.len(), prefix.clone()),
+    }
+}
+
+fn methods_overlap(a: &RouteEntry, b: &RouteEntry) -> bool {
+    // Different host names or paths never collide, even with equal rank.
+    let same_host = match (&a.host, &b.host) {
+        (HostPattern::Exact(x), HostPattern::Exact(y))
+        | (HostPattern::Suffix(x), HostPattern::Suffix(y)) => x == y,
+        (HostPattern::Any, HostPattern::Any) => true,
+        _ => false,
+    };
+    if !same_host || path_rank(&a.path) != path_rank(&b.path) {
+        return false;
+    }
+    match (&a.methods, &b.methods) {
+        (Some(x), Some(y)) => !x.is_disjoint(y),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router(yaml: &str) -> Result<Router, Vec<String>> {
+        let routes: Vec<Spanned<RouteConfig>> = serde_saphyr_routes(yaml);
+        let mut diagnostics = Diagnostics::new("routes.yaml");
+        let router = Router::compile(&routes, &mut diagnostics);
+        diagnostics
+            .finish(router)
+            .map_err(|e| e.0.iter().map(ToString::to_string).collect())
+    }
+
+    fn serde_saphyr_routes(yaml: &str) -> Vec<Spanned<RouteConfig>> {
+        let text = format!("listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: ['127.0.0.1:2']}}}}\nroutes:\n{yaml}");
+        palisade_core::parse_str("routes.yaml", &text, None)
+            .expect("structurally valid")
+            .routes
+    }
+
+    fn found(router: &Router, host: &str, path: &str, method: Method) -> Option<String> {
+        match router.find(host, path, &method) {
+            RouteMatch::Found { index, .. } => router
+                .routes
+                .iter()
+                .find(|r| r.index == index)
+                .map(|r| r.name.clone()),
+            _ => None,
+        }
+    }
+
+    const ROUTES: &str = r#"
+  - { name: catch-all, match: { prefix: / }, cluster: c }
+  - { name: orders-any, match: { prefix: /orders }, cluster: c }
+  - { name: order, match: { path: "/orders/{id}", methods: [GET, DELETE] }, cluster: c }
+  - { name: order-new, match: { path: /orders/new }, cluster: c }
+  - { name: item, match: { path: "/orders/{id}/items/{item}" }, cluster: c }
+  - { name: item-first, match: { path: "/orders/{id}/items/first" }, cluster: c }
+  - { name: api-host, match: { host: api.example.com, prefix: / }, cluster: c }
+  - { name: wild-host, match: { host: "*.example.com", prefix: / }, cluster: c }
+  - { name: admin, match: { path: /admin, methods: [GET] }, cluster: c }
+"#;
+
+    #[test]
+    fn most_specific_route_wins() {
+        let router = router(ROUTES).expect("valid");
+        let cases = [
+            ("x", "/", "catch-all"),
+            ("x", "/ordersx", "catch-all"),
+            ("x", "/orders", "orders-any"),
+            ("x", "/orders/7/items", "orders-any"),
+            ("x", "/orders/7", "order"),
+            ("x", "/orders/new", "order-new"),
+            ("x", "/orders/7/items/9", "item"),
+            ("x", "/orders/7/items/first", "item-first"),
+            ("api.example.com", "/orders/7", "api-host"),
+            ("www.example.com", "/", "wild-host"),
+            ("example.com", "/", "catch-all"),
+        ];
+        for (host, path, expected) in cases {
+            assert_eq!(
+                found(&router, host, path, Method::GET).as_deref(),
+                Some(expected),
+                "{host}{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn template_parameters_are_captured() {
+        let router = router(ROUTES).expect("valid");
+        match router.find("x", "/orders/42/items/9", &Method::GET) {
+            RouteMatch::Found { params, .. } => assert_eq!(
+                params,
+                vec![("id", "42".to_string()), ("item", "9".to_string())]
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow_only_when_nothing_else_matches() {
+        let only = router(
+            "  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c }\n",
+        )
+        .expect("valid");
+        assert_eq!(
+            only.find("x", "/admin", &Method::PUT),
+            RouteMatch::MethodNotAllowed("GET, POST".into())
+        );
+        assert_eq!(only.find("x", "/other", &Method::PUT), RouteMatch::NotFound);
+        let with_fallback = router(ROUTES).expect("valid");
+        assert_eq!(
+            found(&with_fallback, "x", "/orders/7", Method::POST).as_deref(),
+            Some("orders-any")
+        );
+    }
+
+    #[test]
+    fn ties_are_configuration_errors_with_location() {
+        let errors = router(
+            "  - { name: a, match: { path: \"/o/{id}\", methods: [GET] }, cluster: c }\n  - { name: b, match: { path: \"/o/{x}\", methods: [GET, PUT] }, cluster: c }\n",
+        )
+        .unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("routes.yaml:5:") && errors[0].contains("ties with route \"a\""),
+            "{errors:?}"
+        );
+        // Disjoint methods on the same path are not a tie.
+        assert!(router("  - { name: a, match: { path: /o, methods: [GET] }, cluster: c }\n  - { name: b, match: { path: /o, methods: [POST] }, cluster: c }\n").is_ok());
+    }
+
+    #[test]
+    fn patterns_must_be_normalized_and_well_formed() {
+        for bad in [
+            "{ path: /a//b }",
+            "{ path: /a/../b }",
+            "{ path: \"/a/{}\" }",
+            "{ path: \"/a/x{id}\" }",
+            "{ prefix: \"/{id}\" }",
+            "{ host: \"*.\", prefix: / }",
+            "{ path: /a, methods: [get] }",
+        ] {
+            let yaml = format!("  - {{ name: a, match: {bad}, cluster: c }}\n");
+            assert!(router(&yaml).is_err(), "{bad} should be refused");
+        }
+    }
+}

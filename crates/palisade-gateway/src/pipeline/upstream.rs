@@ -1,0 +1,212 @@
+//! Stage: upstream. Send the request to a target of the route's cluster and stream the answer back.
+//!
+//! Timeouts bound every wait (connect, then response head), so an unreachable or stuck upstream is a
+//! 502/503/504, never a hang. A request is retried on another target only when that is safe: an
+//! idempotent method, no request body, a failure before any response (or a 503), and room in the
+//! cluster's retry budget.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, HOST};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::context::RequestContext;
+use crate::pipeline::body_limit::caused_by_limit;
+use crate::pipeline::forwarded::{remove_hop_by_hop, X_REQUEST_ID};
+use crate::respond::GatewayError;
+use crate::upstream::{Cluster, Outcome, ProxyBody, Target};
+use palisade_core::config::UpstreamProtocol;
+
+/// What the earlier stages prepared for the upstream.
+pub struct Prepared {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: http::HeaderMap,
+    pub body: ProxyBody,
+    /// Set when the client asked to upgrade (WebSocket) and the body is empty.
+    pub client_upgrade: Option<OnUpgrade>,
+}
+
+pub async fn forward(
+    cluster: &Cluster,
+    protocol: UpstreamProtocol,
+    context: &mut RequestContext,
+    prepared: Prepared,
+) -> Result<Response<ProxyBody>, GatewayError> {
+    cluster.deposit_request();
+    let Prepared {
+        method,
+        path_and_query,
+        headers,
+        body,
+        client_upgrade,
+    } = prepared;
+    let retryable =
+        is_idempotent(&method) && http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
+    let mut body = Some(body);
+    let mut failed: Option<Arc<Target>> = None;
+    let mut attempt = 0;
+    loop {
+        let in_flight = cluster
+            .pick(failed.as_ref())
+            .ok_or(GatewayError::NoHealthyUpstream)?;
+        let target = in_flight.target().clone();
+        context.upstream_target = Some(target.address.clone());
+        let uri = Uri::builder()
+            .scheme("http")
+            .authority(target.authority.clone())
+            .path_and_query(path_and_query.as_str())
+            .build();
+        let uri = uri.map_err(|_| GatewayError::BadRequest("bad_request_target"))?;
+        let attempt_body = body
+            .take()
+            .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
+        let mut request = Request::new(attempt_body);
+        *request.method_mut() = method.clone();
+        *request.uri_mut() = uri;
+        *request.version_mut() = if protocol == UpstreamProtocol::Http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        *request.headers_mut() = headers.clone();
+
+        let sent = Instant::now();
+        let result =
+            tokio::time::timeout(cluster.request_timeout, cluster.client.request(request)).await;
+        let elapsed = sent.elapsed();
+        cluster.upstream_duration.observe(elapsed.as_secs_f64());
+        context.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
+        drop(in_flight);
+
+        let error = match result {
+            Ok(Ok(response)) => {
+                let unavailable = response.status() == StatusCode::SERVICE_UNAVAILABLE;
+                let failure = matches!(response.status().as_u16(), 502..=504);
+                cluster.record(
+                    &target,
+                    if failure {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    },
+                );
+                if unavailable && retryable && can_retry(cluster, attempt) {
+                    attempt += 1;
+                    failed = Some(target);
+                    continue;
+                }
+                return Ok(finish_response(
+                    response,
+                    client_upgrade,
+                    &context.request_id,
+                ));
+            }
+            Ok(Err(error)) => error,
+            Err(_elapsed) => {
+                cluster.record(&target, Outcome::Failure);
+                return Err(GatewayError::UpstreamTimeout);
+            }
+        };
+        if caused_by_limit(&error) {
+            return Err(GatewayError::PayloadTooLarge);
+        }
+        cluster.record(&target, Outcome::Failure);
+        let classified = classify(&error);
+        tracing::debug!(cluster = %cluster.name, target = %target.address, error = %error, "upstream request failed");
+        if retryable && error.is_connect() && can_retry(cluster, attempt) {
+            attempt += 1;
+            failed = Some(target);
+            continue;
+        }
+        return Err(classified);
+    }
+}
+
+fn can_retry(cluster: &Cluster, attempt: u32) -> bool {
+    let allowed = attempt < cluster.retry_attempts && cluster.withdraw_retry();
+    if allowed {
+        cluster.retries.inc();
+    }
+    allowed
+}
+
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> GatewayError {
+    if error.is_connect() {
+        if source_is_timeout(error) {
+            GatewayError::UpstreamTimeout
+        } else {
+            GatewayError::UpstreamUnreachable
+        }
+    } else {
+        GatewayError::UpstreamFailed
+    }
+}
+
+fn source_is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        if error.to_string().contains("timed out") {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+fn finish_response(
+    mut response: Response<Incoming>,
+    client_upgrade: Option<OnUpgrade>,
+    request_id: &str,
+) -> Response<ProxyBody> {
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let Some(client_upgrade) = client_upgrade {
+            tunnel(client_upgrade, hyper::upgrade::on(&mut response));
+        }
+    }
+    remove_hop_by_hop(response.headers_mut(), switching);
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response.map(|body| body.map_err(Into::into).boxed())
+}
+
+/// Joins the two upgraded connections once both sides have switched protocols.
+fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    tokio::spawn(async move {
+        let (Ok(client), Ok(upstream)) = (client.await, upstream.await) else {
+            return;
+        };
+        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+    });
+}
+
+/// HTTP/1 needs a `Host`; an HTTP/2 client sends `:authority` instead, which the URI carries.
+pub fn ensure_host(headers: &mut http::HeaderMap, uri: &Uri) {
+    if headers.contains_key(HOST) {
+        return;
+    }
+    if let Some(value) = uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        headers.insert(HOST, value);
+    }
+}

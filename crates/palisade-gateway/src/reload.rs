@@ -1,0 +1,114 @@
+//! Hot reload: a new config is read, validated and compiled completely before it replaces the running
+//! one in a single atomic swap. A config with any error is refused as a whole, logged with every
+//! diagnostic, counted, and the old config keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use palisade_core::{load_file, ConfigErrors};
+use tokio::sync::watch;
+
+use crate::runtime::Runtime;
+use crate::Shared;
+
+pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
+    let Some(path) = &shared.config_path else {
+        return Ok(());
+    };
+    let _one_at_a_time = shared.reload_lock.lock().await;
+    let outcome = load_and_compile(shared, path).await;
+    shared.metrics.record_reload(outcome.is_ok());
+    match outcome {
+        Ok(runtime) => {
+            warn_about_restart_only_changes(&shared.runtime.load().config, &runtime.config);
+            shared.runtime.store(Arc::new(runtime));
+            tracing::info!(config = %path.display(), "configuration reloaded");
+            Ok(())
+        }
+        Err(errors) => {
+            for diagnostic in &errors.0 {
+                tracing::error!(%diagnostic, "configuration rejected; the previous configuration stays in force");
+            }
+            Err(errors)
+        }
+    }
+}
+
+async fn load_and_compile(shared: &Shared, path: &Path) -> Result<Runtime, ConfigErrors> {
+    let config = load_file(path)?;
+    let previous = shared.runtime.load_full();
+    Runtime::compile(
+        config,
+        &path.display().to_string(),
+        Some(&previous),
+        &shared.metrics,
+    )
+    .await
+}
+
+/// Listener sockets and the admin address are bound once; say so instead of silently ignoring edits.
+fn warn_about_restart_only_changes(old: &palisade_core::Config, new: &palisade_core::Config) {
+    let shape = |c: &palisade_core::Config| -> Vec<(String, String, bool)> {
+        c.listeners
+            .iter()
+            .map(|l| {
+                (
+                    l.value.name.clone(),
+                    l.value.address.value.clone(),
+                    l.value.tls.is_some(),
+                )
+            })
+            .collect()
+    };
+    if shape(old) != shape(new) || old.admin.address.value != new.admin.address.value {
+        tracing::warn!(
+            "listener or admin addresses changed; those take effect only after a restart"
+        );
+    }
+}
+
+/// What identifies the files' contents cheaply: size and modification time of each.
+fn watched_state(shared: &Shared, path: &Path) -> Vec<Option<(u64, SystemTime)>> {
+    let runtime = shared.runtime.load();
+    let mut files: Vec<PathBuf> = vec![path.to_path_buf()];
+    for listener in &runtime.config.listeners {
+        if let Some(tls) = &listener.value.tls {
+            files.push(tls.cert.value.clone());
+            files.push(tls.key.value.clone());
+        }
+    }
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        })
+        .collect()
+}
+
+/// Polls the config file and the TLS files it names; a change triggers a reload. Polling (rather than
+/// inotify) also sees Kubernetes ConfigMap updates, which swap a symlink.
+pub(crate) async fn watch_files(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let Some(path) = shared.config_path.clone() else {
+        return;
+    };
+    let mut last = watched_state(&shared, &path);
+    loop {
+        let interval = shared.runtime.load().config.reload.poll_interval.get();
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        if !shared.runtime.load().config.reload.watch {
+            continue;
+        }
+        let now = watched_state(&shared, &path);
+        if now != last {
+            let _ = reload(&shared).await;
+            // A reload may change which TLS files are watched.
+            last = watched_state(&shared, &path);
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! The one place where a gateway error becomes a response: status, RFC 9457 body, reason code.
+//! Bodies describe the problem in general terms and never include internal addresses or raw input.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use palisade_core::problem::{self, Problem};
+
+use crate::pipeline::normalize::PathError;
+use crate::upstream::ProxyBody;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayError {
+    /// Ambiguous or invalid message framing (request smuggling defence); the connection is closed.
+    BadFraming(&'static str),
+    BadPath(PathError),
+    BadRequest(&'static str),
+    NotFound,
+    MethodNotAllowed(String),
+    PayloadTooLarge,
+    NoHealthyUpstream,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+    UpstreamFailed,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadFraming(_)
+            | GatewayError::BadPath(_)
+            | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Stable reason code for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            GatewayError::BadFraming(reason) | GatewayError::BadRequest(reason) => reason,
+            GatewayError::BadPath(error) => error.reason(),
+            GatewayError::NotFound => "no_route",
+            GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::PayloadTooLarge => "body_too_large",
+            GatewayError::NoHealthyUpstream => "no_healthy_upstream",
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamFailed => "upstream_failed",
+        }
+    }
+
+    fn problem(&self) -> Problem {
+        let status = self.status();
+        match self {
+            GatewayError::BadFraming(_) => Problem::new(status, "bad-framing", "Bad Request")
+                .with_detail("The request's Content-Length and Transfer-Encoding headers are ambiguous or invalid."),
+            GatewayError::BadPath(_) => {
+                Problem::new(status, "bad-path", "Bad Request").with_detail("The request path is not allowed.")
+            }
+            GatewayError::BadRequest(_) => Problem::new(status, "bad-request", "Bad Request"),
+            GatewayError::NotFound => Problem::new(status, "not-found", "Not Found"),
+            GatewayError::MethodNotAllowed(_) => Problem::new(status, "method-not-allowed", "Method Not Allowed"),
+            GatewayError::PayloadTooLarge => Problem::new(status, "payload-too-large", "Content Too Large")
+                .with_detail("The request body exceeds the limit for this route."),
+            GatewayError::NoHealthyUpstream => Problem::new(status, "no-healthy-upstream", "Service Unavailable"),
+            GatewayError::UpstreamUnreachable => Problem::new(status, "upstream-unreachable", "Bad Gateway"),
+            GatewayError::UpstreamTimeout => Problem::new(status, "upstream-timeout", "Gateway Timeout"),
+            GatewayError::UpstreamFailed => Problem::new(status, "upstream-failed", "Bad Gateway"),
+        }
+    }
+
+    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
+        let body = self
+            .problem()
+            .with_request_id(Some(request_id.to_string()))
+            .to_json();
+        let mut response = problem_response(self.status(), body);
+        let headers = response.headers_mut();
+        match &self {
+            GatewayError::MethodNotAllowed(allow) => {
+                if let Ok(value) = HeaderValue::from_str(allow) {
+                    headers.insert(ALLOW, value);
+                }
+            }
+            GatewayError::BadFraming(_) => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+pub fn problem_response(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(problem::CONTENT_TYPE),
+    );
+    response
+}

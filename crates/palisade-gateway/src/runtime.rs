@@ -1,0 +1,167 @@
+//! The running configuration: everything compiled from a [`Config`] that the request path reads.
+//! A `Runtime` is immutable; a reload builds a new one and swaps it in whole, while requests already
+//! in flight finish on the one they started with.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use palisade_core::config::{Config, UpstreamProtocol};
+use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
+use palisade_telemetry::access_log::Destination;
+use palisade_telemetry::{AccessLog, Metrics, RouteMetrics};
+use rustls::sign::CertifiedKey;
+
+use crate::pipeline::forwarded::TrustedProxies;
+use crate::pipeline::route::Router;
+use crate::tls;
+use crate::upstream::Cluster;
+
+/// A route's settings, by its index in the config.
+pub struct RouteRuntime {
+    pub name: String,
+    pub cluster: Arc<Cluster>,
+    pub protocol: UpstreamProtocol,
+    pub max_body_bytes: u64,
+    pub metrics: RouteMetrics,
+}
+
+pub struct Runtime {
+    pub config: Config,
+    pub router: Router,
+    pub routes: Vec<RouteRuntime>,
+    pub clusters: BTreeMap<String, Arc<Cluster>>,
+    pub trusted_proxies: TrustedProxies,
+    pub access_log: Option<AccessLog>,
+    /// Server certificates by listener name.
+    pub certificates: BTreeMap<String, Arc<CertifiedKey>>,
+    unrouted_metrics: RouteMetrics,
+}
+
+impl Runtime {
+    pub fn route_metrics(&self, index: Option<usize>) -> RouteMetrics {
+        index
+            .and_then(|i| self.routes.get(i))
+            .map_or_else(|| self.unrouted_metrics.clone(), |r| r.metrics.clone())
+    }
+
+    /// Compiles `config`. Clusters whose settings did not change are taken over from `previous`, so a
+    /// reload keeps their pooled connections and health state.
+    pub async fn compile(
+        config: Config,
+        file: &str,
+        previous: Option<&Runtime>,
+        metrics: &Metrics,
+    ) -> Result<Runtime, ConfigErrors> {
+        let mut diagnostics = Diagnostics::new(file);
+        let router = Router::compile(&config.routes, &mut diagnostics);
+        let certificates = tls::load_certificates(&config, &mut diagnostics);
+        let access_log = start_access_log(&config, previous, metrics, &mut diagnostics).await;
+        if !diagnostics.is_empty() {
+            return Err(ConfigErrors(diagnostics.into_errors()));
+        }
+        let clusters = build_clusters(&config, previous, metrics);
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let route = &route.value;
+                let cluster = clusters.get(&route.cluster.value)?.clone();
+                let protocol = config.clusters.get(&route.cluster.value)?.value.protocol;
+                Some(RouteRuntime {
+                    name: route.name.value.clone(),
+                    cluster,
+                    protocol,
+                    max_body_bytes: route
+                        .max_body_bytes
+                        .unwrap_or(config.limits.max_body_bytes)
+                        .get(),
+                    metrics: metrics.route(&route.name.value),
+                })
+            })
+            .collect();
+        let trusted_proxies = TrustedProxies::new(
+            config
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| parse_cidr(&p.value))
+                .collect(),
+        );
+        Ok(Runtime {
+            router,
+            routes,
+            clusters,
+            trusted_proxies,
+            access_log,
+            certificates,
+            unrouted_metrics: metrics.route("none"),
+            config,
+        })
+    }
+}
+
+fn build_clusters(
+    config: &Config,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+) -> BTreeMap<String, Arc<Cluster>> {
+    let mut clusters = BTreeMap::new();
+    for (name, cluster) in &config.clusters {
+        let fresh_fingerprint = crate::upstream::fingerprint(&cluster.value);
+        let kept = previous
+            .and_then(|p| p.clusters.get(name))
+            .filter(|c| c.fingerprint == fresh_fingerprint);
+        let built = match kept {
+            Some(existing) => existing.clone(),
+            None => Cluster::start(name, &cluster.value, metrics),
+        };
+        clusters.insert(name.clone(), built);
+    }
+    if let Some(previous) = previous {
+        for (name, old) in &previous.clusters {
+            for target in &old.targets {
+                let still_there = clusters
+                    .get(name)
+                    .is_some_and(|c| c.targets.iter().any(|t| t.address == target.address));
+                if !still_there {
+                    metrics.forget_target(name, &target.address);
+                }
+            }
+        }
+    }
+    clusters
+}
+
+async fn start_access_log(
+    config: &Config,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+    diagnostics: &mut Diagnostics,
+) -> Option<AccessLog> {
+    let settings = &config.access_log;
+    if !settings.enabled {
+        return None;
+    }
+    if let Some(previous) = previous {
+        let old = &previous.config.access_log;
+        if old.enabled && old.path == settings.path && old.buffer == settings.buffer {
+            return previous.access_log.clone();
+        }
+    }
+    match AccessLog::start(
+        Destination::parse(&settings.path),
+        settings.buffer,
+        metrics.access_log_dropped.clone(),
+    )
+    .await
+    {
+        Ok(log) => Some(log),
+        Err(error) => {
+            diagnostics.general(format!(
+                "access_log.path {:?} cannot be opened: {}",
+                settings.path,
+                error.kind()
+            ));
+            None
+        }
+    }
+}

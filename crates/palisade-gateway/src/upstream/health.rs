@@ -1,0 +1,94 @@
+//! Active health checks: each target is asked `GET {path}` every interval; `unhealthy_threshold`
+//! failures in a row take it out of rotation and `healthy_threshold` successes bring it back.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty};
+use palisade_core::config::HealthCheckConfig;
+
+use super::{Target, UpstreamClient};
+
+pub(super) struct ActiveChecker {
+    path: String,
+    interval: Duration,
+    timeout: Duration,
+    healthy_threshold: u32,
+    unhealthy_threshold: u32,
+    targets: Vec<Arc<Target>>,
+    client: UpstreamClient,
+    epoch: Instant,
+}
+
+impl ActiveChecker {
+    pub(super) fn new(
+        config: &HealthCheckConfig,
+        targets: Vec<Arc<Target>>,
+        client: UpstreamClient,
+        epoch: Instant,
+    ) -> Self {
+        Self {
+            path: config.path.value.clone(),
+            interval: config.interval.get(),
+            timeout: config.timeout.get(),
+            healthy_threshold: config.healthy_threshold,
+            unhealthy_threshold: config.unhealthy_threshold,
+            targets,
+            client,
+            epoch,
+        }
+    }
+
+    pub(super) async fn run(self) {
+        // Successes (positive) or failures (negative) in a row, per target.
+        let mut streaks = vec![0i64; self.targets.len()];
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let probes = self.targets.iter().map(|target| self.probe(target));
+            let results = futures_util::future::join_all(probes).await;
+            for ((target, passed), streak) in
+                self.targets.iter().zip(results).zip(streaks.iter_mut())
+            {
+                self.apply(target, passed, streak);
+            }
+        }
+    }
+
+    async fn probe(&self, target: &Target) -> bool {
+        let uri = format!("http://{}{}", target.authority, self.path);
+        let Ok(request) = http::Request::get(uri)
+            .header(http::header::USER_AGENT, "palisade-health-check")
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+        else {
+            return false;
+        };
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
+            Ok(Ok(response)) => response.status().is_success(),
+            _ => false,
+        }
+    }
+
+    fn apply(&self, target: &Target, passed: bool, streak: &mut i64) {
+        *streak = match (passed, *streak) {
+            (true, s) if s > 0 => s + 1,
+            (true, _) => 1,
+            (false, s) if s < 0 => s - 1,
+            (false, _) => -1,
+        };
+        let healthy = target.active_healthy.load(Ordering::Relaxed);
+        let flip = if healthy {
+            -*streak >= i64::from(self.unhealthy_threshold)
+        } else {
+            *streak >= i64::from(self.healthy_threshold)
+        };
+        if flip {
+            target.active_healthy.store(!healthy, Ordering::Relaxed);
+            let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+            target.update_gauge(now);
+            tracing::warn!(target = %target.address, healthy = !healthy, "health check changed target state");
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! Upstream clusters: their targets, how a target is chosen, and the pooled client that reaches them.
+
+mod health;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use palisade_core::config::{Balance, ClusterConfig, PassiveHealthConfig, UpstreamProtocol};
+use palisade_telemetry::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use tower::retry::budget::{Budget, TpsBudget};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type on both sides of the proxy.
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
+
+/// One upstream address with its live state.
+pub struct Target {
+    pub address: String,
+    pub authority: http::uri::Authority,
+    in_flight: AtomicUsize,
+    active_healthy: AtomicBool,
+    ejected_until_ms: AtomicU64,
+    consecutive_failures: AtomicU32,
+    healthy_gauge: Gauge,
+    ejections: Counter,
+}
+
+impl Target {
+    /// In rotation: passing active checks and not ejected by passive ones.
+    fn available(&self, now_ms: u64) -> bool {
+        self.active_healthy.load(Ordering::Relaxed)
+            && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+
+    fn update_gauge(&self, now_ms: u64) {
+        self.healthy_gauge.set(i64::from(self.available(now_ms)));
+    }
+}
+
+/// Counts a request in flight on a target for as long as it lives (least-request balancing).
+pub struct InFlight(Arc<Target>);
+
+impl InFlight {
+    pub fn target(&self) -> &Arc<Target> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How an attempt on a target ended, as far as passive health is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    Failure,
+}
+
+pub struct Cluster {
+    pub name: String,
+    pub targets: Vec<Arc<Target>>,
+    pub client: UpstreamClient,
+    pub request_timeout: Duration,
+    pub retry_attempts: u32,
+    pub upstream_duration: Histogram,
+    pub retries: Counter,
+    balance: Balance,
+    passive: PassiveHealthConfig,
+    budget: TpsBudget,
+    epoch: Instant,
+    next: AtomicUsize,
+    /// Identifies the settings this cluster was built from, to keep it (pool, health) across reloads.
+    pub fingerprint: String,
+    health_task: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Some(task) = &self.health_task {
+            task.abort();
+        }
+    }
+}
+
+impl Cluster {
+    /// Builds the cluster and starts its health checks (needs a Tokio runtime).
+    pub fn start(name: &str, config: &ClusterConfig, metrics: &Metrics) -> Arc<Cluster> {
+        let targets: Vec<Arc<Target>> = config
+            .targets
+            .iter()
+            .filter_map(|t| {
+                let authority: http::uri::Authority = t.value.parse().ok()?;
+                let healthy_gauge = metrics.upstream_healthy(name, &t.value);
+                healthy_gauge.set(1);
+                Some(Arc::new(Target {
+                    address: t.value.clone(),
+                    authority,
+                    in_flight: AtomicUsize::new(0),
+                    active_healthy: AtomicBool::new(true),
+                    ejected_until_ms: AtomicU64::new(0),
+                    consecutive_failures: AtomicU32::new(0),
+                    healthy_gauge,
+                    ejections: metrics.upstream_ejections(name, &t.value),
+                }))
+            })
+            .collect();
+        let client = build_client(config);
+        let health_task = config.health_check.as_ref().map(|check| {
+            let checker =
+                health::ActiveChecker::new(check, targets.clone(), client.clone(), Instant::now());
+            tokio::spawn(checker.run()).abort_handle()
+        });
+        let retries = &config.retries;
+        Arc::new(Cluster {
+            name: name.to_string(),
+            targets,
+            client,
+            request_timeout: config.request_timeout.get(),
+            retry_attempts: retries.attempts,
+            upstream_duration: metrics.upstream_duration(name),
+            retries: metrics.upstream_retries(name),
+            balance: config.balance,
+            passive: config.passive_health.clone(),
+            budget: TpsBudget::new(
+                Duration::from_secs(10),
+                retries.budget_min_per_second,
+                retries.budget_ratio,
+            ),
+            epoch: Instant::now(),
+            next: AtomicUsize::new(0),
+            fingerprint: fingerprint(config),
+            health_task,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether any target is in rotation (for `/readyz`).
+    pub fn has_available_target(&self) -> bool {
+        let now = self.now_ms();
+        self.targets.iter().any(|t| t.available(now))
+    }
+
+    /// Chooses a target in rotation, avoiding `avoid` (the one that just failed) when there is another.
+    pub fn pick(&self, avoid: Option<&Arc<Target>>) -> Option<InFlight> {
+        let now = self.now_ms();
+        let usable = |t: &Arc<Target>| t.available(now) && avoid.is_none_or(|a| !Arc::ptr_eq(a, t));
+        let chosen = match self.balance {
+            Balance::LeastRequest => self.pick_two_choices(&usable),
+            Balance::RoundRobin => None,
+        }
+        .or_else(|| self.pick_round_robin(&usable))
+        .or_else(|| avoid.filter(|a| a.available(now)).cloned())?;
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(InFlight(chosen))
+    }
+
+    fn pick_round_robin(&self, usable: &impl Fn(&Arc<Target>) -> bool) -> Option<Arc<Target>> {
+        let count = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..count)
+            .map(|k| &self.targets[(start + k) % count])
+            .find(|t| usable(t))
+            .cloned()
+    }
+
+    /// Power of two choices: two random targets, the one with fewer requests in flight.
+    fn pick_two_choices(&self, usable: &impl Fn(&Arc<Target>) -> bool) -> Option<Arc<Target>> {
+        let count = self.targets.len();
+        if count == 0 {
+            return None;
+        }
+        let first = rand::random_range(0..count);
+        let second = if count > 1 {
+            (first + rand::random_range(1..count)) % count
+        } else {
+            first
+        };
+        let (a, b) = (&self.targets[first], &self.targets[second]);
+        match (usable(a), usable(b)) {
+            (true, true) => Some(
+                if b.in_flight.load(Ordering::Relaxed) < a.in_flight.load(Ordering::Relaxed) {
+                    b
+                } else {
+                    a
+                }
+                .clone(),
+            ),
+            (true, false) => Some(a.clone()),
+            (false, true) => Some(b.clone()),
+            (false, false) => None,
+        }
+    }
+
+    /// Feeds passive health: enough failures in a row eject the target for `ejection_time`.
+    pub fn record(&self, target: &Target, outcome: Outcome) {
+        let now = self.now_ms();
+        match outcome {
+            Outcome::Success => {
+                target.consecutive_failures.store(0, Ordering::Relaxed);
+                if target.healthy_gauge.get() == 0 {
+                    target.update_gauge(now);
+                }
+            }
+            Outcome::Failure => {
+                let threshold = self.passive.consecutive_failures;
+                let failures = target.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if threshold > 0 && failures >= threshold {
+                    let until = now
+                        + u64::try_from(self.passive.ejection_time.get().as_millis())
+                            .unwrap_or(u64::MAX / 2);
+                    target.ejected_until_ms.store(until, Ordering::Relaxed);
+                    target.consecutive_failures.store(0, Ordering::Relaxed);
+                    target.ejections.inc();
+                    target.update_gauge(now);
+                    tracing::warn!(cluster = %self.name, target = %target.address, "target ejected after consecutive failures");
+                }
+            }
+        }
+    }
+
+    /// Every request pays into the retry budget; a retry may happen only if it can withdraw.
+    pub fn deposit_request(&self) {
+        self.budget.deposit();
+    }
+
+    pub fn withdraw_retry(&self) -> bool {
+        self.budget.withdraw()
+    }
+}
+
+fn build_client(config: &ClusterConfig) -> UpstreamClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(config.connect_timeout.get()));
+    connector.set_nodelay(true);
+    connector.set_keepalive(Some(Duration::from_secs(60)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(config.idle_timeout.get())
+        .pool_max_idle_per_host(config.max_idle_per_target)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .http2_only(config.protocol == UpstreamProtocol::Http2)
+        .build(connector)
+}
+
+pub(crate) fn fingerprint(config: &ClusterConfig) -> String {
+    let targets: Vec<&str> = config.targets.iter().map(|t| t.value.as_str()).collect();
+    let health = config.health_check.as_ref().map(|h| {
+        (
+            h.path.value.as_str(),
+            h.interval,
+            h.timeout,
+            h.healthy_threshold,
+            h.unhealthy_threshold,
+        )
+    });
+    format!(
+        "{targets:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{health:?}|{:?}|{:?}",
+        config.protocol,
+        config.balance,
+        config.connect_timeout,
+        config.request_timeout,
+        config.idle_timeout,
+        config.max_idle_per_target,
+        config.passive_health,
+        config.retries
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(balance: &str, targets: usize) -> Arc<Cluster> {
+        let list: Vec<String> = (0..targets)
+            .map(|i| format!("'127.0.0.1:{}'", 1000 + i))
+            .collect();
+        let text = format!(
+            "listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: [{}], balance: {balance}, passive_health: {{consecutive_failures: 2, ejection_time: 1h}}}}}}\nroutes: [{{name: r, match: {{prefix: /}}, cluster: c}}]\n",
+            list.join(", ")
+        );
+        let config = palisade_core::parse_str("t.yaml", &text, None).expect("valid");
+        Cluster::start("c", &config.clusters["c"].value, &Metrics::new())
+    }
+
+    #[tokio::test]
+    async fn round_robin_visits_every_target_in_turn() {
+        let cluster = cluster("round_robin", 3);
+        let picks: Vec<String> = (0..6)
+            .map(|_| cluster.pick(None).unwrap().target().address.clone())
+            .collect();
+        assert_eq!(picks[0..3], picks[3..6]);
+        let distinct: std::collections::BTreeSet<_> = picks.iter().collect();
+        assert_eq!(distinct.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn least_request_prefers_the_idle_target() {
+        let cluster = cluster("least_request", 2);
+        let busy = cluster.pick(None).unwrap();
+        let busy_address = busy.target().address.clone();
+        let _more: Vec<InFlight> = (0..5)
+            .map(|_| cluster.pick(Some(&busy.target().clone())).unwrap())
+            .collect();
+        // The first target now has one request, the other five; the two-choice pick takes the first.
+        for _ in 0..20 {
+            assert_eq!(cluster.pick(None).unwrap().target().address, busy_address);
+        }
+    }
+
+    #[tokio::test]
+    async fn consecutive_failures_eject_and_the_others_take_over() {
+        let cluster = cluster("round_robin", 2);
+        let failing = cluster.targets[0].clone();
+        cluster.record(&failing, Outcome::Failure);
+        assert!(cluster
+            .targets
+            .iter()
+            .all(|t| t.available(cluster.now_ms())));
+        cluster.record(&failing, Outcome::Failure);
+        for _ in 0..4 {
+            assert_ne!(
+                cluster.pick(None).unwrap().target().address,
+                failing.address
+            );
+        }
+        cluster.record(&cluster.targets[1].clone(), Outcome::Failure);
+        cluster.record(&cluster.targets[1].clone(), Outcome::Failure);
+        assert!(
+            cluster.pick(None).is_none(),
+            "no target in rotation means no pick"
+        );
+        assert!(!cluster.has_available_target());
+    }
+}

@@ -1,0 +1,114 @@
+//! The access log: one JSON line per request. Entries go through a bounded queue to a writer task, so
+//! a slow disk or a blocked stdout never holds up a request; when the queue is full the entry is
+//! dropped and counted in `palisade_access_log_dropped_total`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use prometheus_client::metrics::counter::Counter;
+use serde::Serialize;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+/// One finished request. Paths are the normalized ones that were routed; query strings are left out
+/// because they often carry tokens.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccessLogEntry {
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    pub request_id: String,
+    pub client_ip: Option<IpAddr>,
+    pub method: String,
+    pub path: String,
+    pub route: Option<String>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: f64,
+    pub upstream: Option<String>,
+    pub upstream_ms: Option<f64>,
+    /// Why the gateway answered itself, e.g. `no_route`, `upstream_timeout`; absent when proxied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&humantime::format_rfc3339_millis(*time))
+}
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Stdout,
+    File(PathBuf),
+}
+
+impl Destination {
+    pub fn parse(text: &str) -> Self {
+        if text == "stdout" || text == "-" {
+            Destination::Stdout
+        } else {
+            Destination::File(PathBuf::from(text))
+        }
+    }
+}
+
+/// A handle to the access log; cloning shares the queue. The writer task ends once every handle is gone.
+#[derive(Clone)]
+pub struct AccessLog {
+    queue: mpsc::Sender<AccessLogEntry>,
+    dropped: Counter,
+}
+
+impl AccessLog {
+    /// Starts the writer task (needs a Tokio runtime). Opening a file may fail; stdout cannot.
+    pub async fn start(
+        destination: Destination,
+        buffer: usize,
+        dropped: Counter,
+    ) -> std::io::Result<Self> {
+        let (queue, entries) = mpsc::channel(buffer.max(1));
+        match destination {
+            Destination::Stdout => {
+                tokio::spawn(write_lines(tokio::io::stdout(), entries));
+            }
+            Destination::File(path) => {
+                let file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .await?;
+                tokio::spawn(write_lines(file, entries));
+            }
+        }
+        Ok(Self { queue, dropped })
+    }
+
+    /// Queues one entry without waiting.
+    pub fn log(&self, entry: AccessLogEntry) {
+        if self.queue.try_send(entry).is_err() {
+            self.dropped.inc();
+        }
+    }
+}
+
+async fn write_lines<W: AsyncWrite + Unpin>(
+    mut out: W,
+    mut entries: mpsc::Receiver<AccessLogEntry>,
+) {
+    let mut batch = Vec::with_capacity(256);
+    let mut bytes = Vec::with_capacity(64 * 1024);
+    while entries.recv_many(&mut batch, 256).await > 0 {
+        bytes.clear();
+        for entry in batch.drain(..) {
+            if serde_json::to_writer(&mut bytes, &entry).is_ok() {
+                bytes.push(b'\n');
+            }
+        }
+        if out.write_all(&bytes).await.is_err() || out.flush().await.is_err() {
+            // The destination is gone (closed pipe, full disk); keep draining so senders never block.
+            continue;
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Prometheus metrics. Labels are bounded by construction: route and cluster names come from the
+//! config, methods outside the standard set are folded into `OTHER`, statuses into classes. No client
+//! address, subject or path is ever a label.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Methods that get their own label value; anything else is `OTHER`.
+pub const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE",
+];
+const OTHER_METHOD: usize = METHODS.len();
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status_class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabel {
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    cluster: String,
+    target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabel {
+    cluster: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// All metrics of one process. Cheap to clone (every metric is reference-counted).
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Arc<Registry>,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    upstream_duration: Family<ClusterLabel, Histogram, fn() -> Histogram>,
+    upstream_healthy: Family<TargetLabels, Gauge>,
+    upstream_retries: Family<ClusterLabel, Counter>,
+    upstream_ejections: Family<TargetLabels, Counter>,
+    reloads: Family<OutcomeLabel, Counter>,
+    pub last_reload_ok: Gauge,
+    pub open_connections: Gauge,
+    pub connections_rejected: Counter,
+    pub access_log_dropped: Counter,
+}
+
+/// Pre-resolved counters of one route, so that the request path does no label hashing or allocation.
+#[derive(Clone)]
+pub struct RouteMetrics {
+    requests: Arc<[[Counter<u64, AtomicU64>; STATUS_CLASSES.len()]; METHODS.len() + 1]>,
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn observe(&self, method: &http::Method, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[method_index(method)][class].inc();
+        self.duration.observe(seconds);
+    }
+}
+
+fn method_index(method: &http::Method) -> usize {
+    METHODS
+        .iter()
+        .position(|m| *m == method.as_str())
+        .unwrap_or(OTHER_METHOD)
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("palisade");
+        let metrics = Self {
+            registry: Arc::new(Registry::default()),
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            upstream_duration: Family::new_with_constructor(latency_histogram),
+            upstream_healthy: Family::default(),
+            upstream_retries: Family::default(),
+            upstream_ejections: Family::default(),
+            reloads: Family::default(),
+            last_reload_ok: Gauge::default(),
+            open_connections: Gauge::default(),
+            connections_rejected: Counter::default(),
+            access_log_dropped: Counter::default(),
+        };
+        let m = &metrics;
+        registry.register(
+            "requests",
+            "Requests answered, by route, method and status class",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to the end of the response, by route",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to its response head, by cluster",
+            m.upstream_duration.clone(),
+        );
+        registry.register(
+            "upstream_healthy",
+            "1 when a target is in rotation, 0 when not",
+            m.upstream_healthy.clone(),
+        );
+        registry.register(
+            "upstream_retries",
+            "Requests retried on another attempt",
+            m.upstream_retries.clone(),
+        );
+        registry.register(
+            "upstream_ejections",
+            "Targets ejected by passive health checks",
+            m.upstream_ejections.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Configuration reloads by outcome (ok, rejected)",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "config_last_reload_ok",
+            "1 when the last reload succeeded",
+            m.last_reload_ok.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            m.open_connections.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Client connections closed at once because max_connections was reached",
+            m.connections_rejected.clone(),
+        );
+        registry.register(
+            "access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            m.access_log_dropped.clone(),
+        );
+        Self {
+            registry: Arc::new(registry),
+            ..metrics
+        }
+    }
+
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        let requests = std::array::from_fn(|method| {
+            let method_label = METHODS.get(method).copied().unwrap_or("OTHER");
+            std::array::from_fn(|class| {
+                let labels = RequestLabels {
+                    route: route.to_string(),
+                    method: method_label.to_string(),
+                    status_class: STATUS_CLASSES[class].to_string(),
+                };
+                self.requests.get_or_create(&labels).clone()
+            })
+        });
+        let duration = self
+            .request_duration
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
+            .clone();
+        RouteMetrics {
+            requests: Arc::new(requests),
+            duration,
+        }
+    }
+
+    pub fn upstream_duration(&self, cluster: &str) -> Histogram {
+        self.upstream_duration
+            .get_or_create(&ClusterLabel {
+                cluster: cluster.to_string(),
+            })
+            .clone()
+    }
+
+    pub fn upstream_retries(&self, cluster: &str) -> Counter {
+        self.upstream_retries
+            .get_or_create(&ClusterLabel {
+                cluster: cluster.to_string(),
+            })
+            .clone()
+    }
+
+    pub fn upstream_healthy(&self, cluster: &str, target: &str) -> Gauge {
+        let labels = TargetLabels {
+            cluster: cluster.to_string(),
+            target: target.to_string(),
+        };
+        self.upstream_healthy.get_or_create(&labels).clone()
+    }
+
+    pub fn upstream_ejections(&self, cluster: &str, target: &str) -> Counter {
+        let labels = TargetLabels {
+            cluster: cluster.to_string(),
+            target: target.to_string(),
+        };
+        self.upstream_ejections.get_or_create(&labels).clone()
+    }
+
+    /// Records a reload attempt and sets the "last reload ok" gauge.
+    pub fn record_reload(&self, ok: bool) {
+        let outcome = if ok { "ok" } else { "rejected" };
+        self.reloads
+            .get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.last_reload_ok.set(i64::from(ok));
+    }
+
+    /// Drops the health gauge of targets that left the config, so `/metrics` shows only live ones.
+    pub fn forget_target(&self, cluster: &str, target: &str) {
+        let labels = TargetLabels {
+            cluster: cluster.to_string(),
+            target: target.to_string(),
+        };
+        self.upstream_healthy.remove(&labels);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::with_capacity(16 * 1024);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// The content type of [`Metrics::encode`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusual_methods_fold_into_other() {
+        let metrics = Metrics::new();
+        let route = metrics.route("orders");
+        route.observe(&http::Method::from_bytes(b"BREW").unwrap(), 418, 0.001);
+        route.observe(&http::Method::GET, 200, 0.001);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"palisade_requests_total{route="orders",method="OTHER",status_class="4xx"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"palisade_requests_total{route="orders",method="GET",status_class="2xx"} 1"#
+        ));
+        assert!(!text.contains("BREW"));
+    }
+}
