@@ -1,0 +1,144 @@
+//! The hardened HTTP edge, attacked over raw sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+async fn gateway(extra: &str) -> (Running, std::net::SocketAddr) {
+    let a = echo("a").await;
+    let yaml = format!("{extra}{}", one_cluster(&[a], ""));
+    (start(&yaml).await, a)
+}
+
+/// Each smuggling vector must get a 400 and must not let a second request through on the connection.
+#[tokio::test]
+async fn ambiguous_framing_is_refused_with_400_and_no_smuggled_request() {
+    let (gw, _) = gateway("").await;
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let cases = [
+        ("CL.TE", format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}")),
+        ("TE.CL", format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n{smuggled}")),
+        ("duplicate CL", format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n{smuggled}")),
+        ("conflicting CL", format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nContent-Length: 40\r\n\r\n{smuggled}")),
+        ("CL list", format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0, 0\r\n\r\n{smuggled}")),
+        ("signed CL", format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +0\r\n\r\n{smuggled}")),
+        ("TE not chunked", format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n{smuggled}")),
+        ("TE chunked not alone", format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{smuggled}")),
+        ("TE twice", format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}")),
+        ("TE obfuscated", format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n{smuggled}")),
+        ("TE space before colon", format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n{smuggled}")),
+        ("obs-fold", format!("GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n{smuggled}")),
+        ("bare LF in header value", format!("GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\rb\r\n\r\n{smuggled}")),
+        ("NUL in header", format!("GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\0b\r\n\r\n{smuggled}")),
+        ("TE on HTTP/1.0", format!("POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}")),
+    ];
+    for (name, request) in cases {
+        let response = raw(gw.address, request.as_bytes()).await;
+        assert_eq!(status_of(&response), 400, "{name}: {response}");
+        assert_eq!(response_count(&response), 1, "{name}: the smuggled request must not be answered: {response}");
+    }
+}
+
+#[tokio::test]
+async fn valid_pipelined_requests_with_bodies_all_pass() {
+    let (gw, _) = gateway("").await;
+    let request = "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n\
+GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let response = raw(gw.address, request.as_bytes()).await;
+    assert_eq!(response.matches("HTTP/1.1 200").count(), 3, "{response}");
+    assert_eq!(response.matches("\"body_length\": 5").count(), 2, "{response}");
+}
+
+#[tokio::test]
+async fn oversized_heads_get_431() {
+    let (gw, _) = gateway("limits:\n  max_header_bytes: 8KiB\n  max_headers: 20\n").await;
+    let big = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(10_000));
+    assert_eq!(status_of(&raw(gw.address, big.as_bytes()).await), 431);
+    let many: String = (0..30).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    assert_eq!(status_of(&raw(gw.address, many.as_bytes()).await), 431);
+    let fine = "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    assert_eq!(status_of(&raw(gw.address, fine.as_bytes()).await), 200);
+}
+
+#[tokio::test]
+async fn bodies_over_the_route_limit_get_413_declared_or_streamed() {
+    let a = echo("a").await;
+    let yaml = format!(
+        "limits:\n  max_body_bytes: 1KiB\nclusters:\n  echo: {{ targets: [\"{a}\"] }}\nroutes:\n  - {{ name: small, match: {{ prefix: / }}, cluster: echo }}\n  - {{ name: big, match: {{ prefix: /big }}, cluster: echo, max_body_bytes: 64KiB }}\n"
+    );
+    let gw = start(&yaml).await;
+    let body = "x".repeat(2048);
+    let declared = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n{body}");
+    let response = raw(gw.address, declared.as_bytes()).await;
+    assert_eq!(status_of(&response), 413, "{response}");
+    assert!(response.contains("application/problem+json"));
+    let chunked = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n800\r\n{body}\r\n0\r\n\r\n");
+    assert_eq!(status_of(&raw(gw.address, chunked.as_bytes()).await), 413);
+    let per_route = format!("POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n{body}");
+    let response = raw(gw.address, per_route.as_bytes()).await;
+    assert_eq!(status_of(&response), 200, "the route's own limit applies: {response}");
+}
+
+#[tokio::test]
+async fn slowloris_heads_are_cut_off_by_the_header_read_timeout() {
+    let (gw, _) = gateway("limits:\n  header_read_timeout: 300ms\n").await;
+    let mut stream = TcpStream::connect(gw.address).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if stream.write_all(b"X-Drip: 1\r\n").await.is_err() {
+            closed = true;
+            break;
+        }
+    }
+    let rest = read_all(&mut stream, Duration::from_secs(2)).await;
+    assert!(closed || rest.is_empty() || status_of(&rest) == 408, "connection was not cut: {rest}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_at_once() {
+    let (gw, _) = gateway("limits:\n  max_connections: 2\n").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(gw.address).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut buffer = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(2), tokio::io::AsyncReadExt::read(&mut stream, &mut buffer)).await.unwrap().unwrap();
+        assert!(n > 0, "held connections are served");
+        held.push(stream);
+    }
+    let third = raw(gw.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(third, "", "the third connection is closed without an answer");
+    assert!(gw.metrics().await.contains("palisade_connections_rejected_total 1"));
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let again = raw(gw.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&again), 200, "capacity returns when connections close");
+}
+
+#[tokio::test]
+async fn path_tricks_are_refused_with_400() {
+    let (gw, _) = gateway("").await;
+    for path in ["/a%2fb", "/a%2F..%2Fb", "/a%5cb", "/a\\b", "/a%00b", "/..", "/a/../../etc/passwd", "/%2e%2e/x", "/%zz", "*"] {
+        let response = raw(gw.address, format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await;
+        assert_eq!(status_of(&response), 400, "{path}: {response}");
+        assert!(!response.contains("\"upstream\""), "{path} reached the upstream");
+    }
+}
+
+#[tokio::test]
+async fn absolute_form_targets_are_normalized_too() {
+    let (gw, _) = gateway("").await;
+    let response = raw(gw.address, b"GET http://x/a/../b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert!(response.contains("\"path\": \"/b\""), "{response}");
+}

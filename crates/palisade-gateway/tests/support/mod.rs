@@ -1,0 +1,148 @@
+//! Test harness: real servers on 127.0.0.1 ephemeral ports, real clients and raw sockets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use palisade_gateway::{ConfigSource, Gateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub const LOCAL: &str = "127.0.0.1:0";
+
+pub async fn echo(name: &str) -> SocketAddr {
+    palisade_echo::spawn(LOCAL.parse().unwrap(), name).await.expect("echo starts").0
+}
+
+/// An address where nothing listens (bound, then released).
+pub async fn dead_address() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+pub struct Running {
+    pub gateway: Gateway,
+    pub base: String,
+    pub address: SocketAddr,
+    pub config_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, body) = get(&format!("http://{}/metrics", self.gateway.admin_addr())).await;
+        assert_eq!(status, 200);
+        body
+    }
+
+    pub fn rewrite_config(&self, yaml: &str) {
+        std::fs::write(&self.config_path, with_listeners(yaml)).unwrap();
+    }
+}
+
+/// Adds a local listener and admin listener (and a quiet access log) unless the YAML has its own.
+pub fn with_listeners(yaml: &str) -> String {
+    let mut text = String::new();
+    if !yaml.contains("listeners:") {
+        text.push_str("listeners:\n  - name: public\n    address: 127.0.0.1:0\n");
+    }
+    if !yaml.contains("admin:") {
+        text.push_str("admin:\n  address: 127.0.0.1:0\n");
+    }
+    if !yaml.contains("access_log:") {
+        text.push_str("access_log:\n  enabled: false\n");
+    }
+    text.push_str(yaml);
+    text
+}
+
+pub async fn start(yaml: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("gateway.yaml");
+    std::fs::write(&config_path, with_listeners(yaml)).unwrap();
+    let gateway = Gateway::start(ConfigSource::File(config_path.clone())).await.unwrap_or_else(|e| panic!("gateway starts: {e}"));
+    let address = gateway.listener_addr("public").expect("public listener");
+    Running { gateway, base: format!("http://{address}"), address, config_path, _dir: dir }
+}
+
+/// A config with one cluster `echo` of the given targets and a catch-all route to it.
+pub fn one_cluster(targets: &[SocketAddr], cluster_extra: &str) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "clusters:\n  echo:\n    targets: [{}]\n{cluster_extra}routes:\n  - name: all\n    match: {{ prefix: / }}\n    cluster: echo\n",
+        list.join(", ")
+    )
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+pub async fn get(url: &str) -> (u16, String) {
+    send(http::Request::get(url).body(Full::default()).unwrap()).await
+}
+
+pub async fn send(request: http::Request<Full<Bytes>>) -> (u16, String) {
+    let response = tokio::time::timeout(Duration::from_secs(10), client().request(request)).await.expect("no hang").expect("response");
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Sends a full response through and returns (status, headers, body).
+pub async fn send_full(client: &Client<HttpConnector, Full<Bytes>>, request: http::Request<Full<Bytes>>) -> (u16, http::HeaderMap, String) {
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await.expect("no hang").expect("response");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Writes `request` on a fresh connection and reads until the server closes it (or 5 s pass).
+pub async fn raw(address: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    stream.write_all(request).await.expect("write");
+    read_all(&mut stream, Duration::from_secs(5)).await
+}
+
+pub async fn read_all(stream: &mut TcpStream, limit: Duration) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => received.extend_from_slice(&buffer[..n]),
+        }
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+/// The status code of the first response in a raw exchange.
+pub fn status_of(response: &str) -> u16 {
+    response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+}
+
+/// How many HTTP responses a raw exchange holds.
+pub fn response_count(response: &str) -> usize {
+    response.matches("HTTP/1.1 ").count()
+}
+
+/// The echo's JSON description, parsed.
+pub fn echoed(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("echo JSON expected ({e}): {body}"))
+}
