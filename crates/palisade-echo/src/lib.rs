@@ -24,10 +24,13 @@ use tokio::net::TcpListener;
 
 const MAX_DELAY: Duration = Duration::from_secs(60);
 
-/// Serves until the task is dropped or aborted. Each connection speaks HTTP/1.1 or HTTP/2 (prior
-/// knowledge), detected from its first bytes.
+/// Serves until the task is dropped or aborted; connections belong to the task and end with it, as
+/// when a real upstream process dies. Each connection speaks HTTP/1.1 or HTTP/2 (prior knowledge),
+/// detected from its first bytes.
 pub async fn serve(listener: TcpListener, name: String) {
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -38,7 +41,7 @@ pub async fn serve(listener: TcpListener, name: String) {
         };
         let _ = stream.set_nodelay(true);
         let name = name.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |request| answer(request, name.clone()));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder

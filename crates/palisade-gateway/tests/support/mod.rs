@@ -17,7 +17,10 @@ use tokio::net::TcpStream;
 pub const LOCAL: &str = "127.0.0.1:0";
 
 pub async fn echo(name: &str) -> SocketAddr {
-    palisade_echo::spawn(LOCAL.parse().unwrap(), name).await.expect("echo starts").0
+    palisade_echo::spawn(LOCAL.parse().unwrap(), name)
+        .await
+        .expect("echo starts")
+        .0
 }
 
 /// An address where nothing listens (bound, then released).
@@ -70,9 +73,17 @@ pub async fn start(yaml: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("gateway.yaml");
     std::fs::write(&config_path, with_listeners(yaml)).unwrap();
-    let gateway = Gateway::start(ConfigSource::File(config_path.clone())).await.unwrap_or_else(|e| panic!("gateway starts: {e}"));
+    let gateway = Gateway::start(ConfigSource::File(config_path.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("gateway starts: {e}"));
     let address = gateway.listener_addr("public").expect("public listener");
-    Running { gateway, base: format!("http://{address}"), address, config_path, _dir: dir }
+    Running {
+        gateway,
+        base: format!("http://{address}"),
+        address,
+        config_path,
+        _dir: dir,
+    }
 }
 
 /// A config with one cluster `echo` of the given targets and a catch-all route to it.
@@ -89,7 +100,9 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 pub async fn get(url: &str) -> (u16, String) {
@@ -97,18 +110,37 @@ pub async fn get(url: &str) -> (u16, String) {
 }
 
 pub async fn send(request: http::Request<Full<Bytes>>) -> (u16, String) {
-    let response = tokio::time::timeout(Duration::from_secs(10), client().request(request)).await.expect("no hang").expect("response");
+    let response = tokio::time::timeout(Duration::from_secs(10), client().request(request))
+        .await
+        .expect("no hang")
+        .expect("response");
     let status = response.status().as_u16();
-    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Sends a full response through and returns (status, headers, body).
-pub async fn send_full(client: &Client<HttpConnector, Full<Bytes>>, request: http::Request<Full<Bytes>>) -> (u16, http::HeaderMap, String) {
-    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await.expect("no hang").expect("response");
+pub async fn send_full(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: http::Request<Full<Bytes>>,
+) -> (u16, http::HeaderMap, String) {
+    let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+        .await
+        .expect("no hang")
+        .expect("response");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
-    let body = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -134,7 +166,11 @@ pub async fn read_all(stream: &mut TcpStream, limit: Duration) -> String {
 
 /// The status code of the first response in a raw exchange.
 pub fn status_of(response: &str) -> u16 {
-    response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 /// How many HTTP responses a raw exchange holds.
