@@ -16,24 +16,18 @@ pub fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> S
 }
 
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
-    let (echo, _echo_task) =
-        palisade_echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "echo").await?;
+    let (echo, _echo_task) = palisade_echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "echo").await?;
     let text = config_text(listen, admin, echo);
-    let config = palisade_core::parse_str("demo.yaml", &text, None)
-        .map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
+    let config =
+        palisade_core::parse_str("demo.yaml", &text, None).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
     let gateway = Gateway::start(ConfigSource::Parsed {
         name: "demo.yaml".into(),
         config: Box::new(config),
     })
     .await?;
-    let base = format!(
-        "http://{}",
-        gateway.listener_addr("public").unwrap_or(listen)
-    );
+    let base = format!("http://{}", gateway.listener_addr("public").unwrap_or(listen));
     let admin = gateway.admin_addr();
-    eprintln!(
-        "--- palisade demo: embedded config ---\n{text}--------------------------------------"
-    );
+    eprintln!("--- palisade demo: embedded config ---\n{text}--------------------------------------");
     eprintln!(
         r#"
 Palisade is listening on {base} (admin on http://{admin}); the echo upstream is {echo}.
@@ -54,11 +48,7 @@ Press Ctrl-C to stop.
 "#
     );
     let drained = gateway.run_until_signal().await?;
-    Ok(if drained {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 #[cfg(test)]

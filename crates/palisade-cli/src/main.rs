@@ -10,11 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use palisade_gateway::{ConfigSource, Gateway};
 
 #[derive(Parser)]
-#[command(
-    name = "palisade",
-    version,
-    about = "Zero-trust security layer for microservices"
-)]
+#[command(name = "palisade", version, about = "Zero-trust security layer for microservices")]
 struct Cli {
     /// Log format for operational logs (stderr). The access log has its own setting.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
@@ -60,10 +56,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("palisade: cannot start the async runtime: {error}");
@@ -88,11 +81,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             tracing::info!(address = %gateway.admin_addr(), "admin listening");
             let drained = gateway.run_until_signal().await?;
-            Ok(if drained {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
         Command::CheckConfig { file } => match palisade_gateway::check_config(&file).await {
             Ok(config) => {
@@ -131,9 +120,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colour codes only for a person at a terminal; a pipe or a log shipper gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -3,7 +3,6 @@
 //! each field and a test loads every example that document points at.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -326,14 +325,5 @@ pub struct RouteMatch {
 
 /// A value that did not come from the file (a default) and so has no location.
 pub fn unspanned<T>(value: T) -> Spanned<T> {
-    Spanned::new(
-        value,
-        serde_saphyr::Location::UNKNOWN,
-        serde_saphyr::Location::UNKNOWN,
-    )
-}
-
-/// The listener address that a `Spanned<String>` holds, parsed (validation already checked it).
-pub fn socket_addr(value: &Spanned<String>) -> Option<SocketAddr> {
-    value.value.parse().ok()
+    Spanned::new(value, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)
 }

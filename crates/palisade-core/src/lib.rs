@@ -11,6 +11,6 @@ mod validate;
 
 pub use config::Config;
 pub use diagnostic::{ConfigErrors, Diagnostic, Diagnostics};
-pub use load::{load_file, parse_str};
+pub use load::{load_file, load_file_partially, parse_partially, parse_str};
 pub use serde_saphyr::Spanned;
 pub use validate::parse_cidr;

@@ -12,6 +12,22 @@ pub const MAX_CONFIG_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Reads, parses and validates the file at `path`.
 pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+    let (config, diagnostics) = load_file_partially(path)?;
+    diagnostics.finish(config)
+}
+
+/// Parses and validates config text. `file` names the source in diagnostics; relative paths inside the
+/// config (TLS files) are resolved against `base_dir`.
+pub fn parse_str(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let (config, diagnostics) = parse_partially(file, text, base_dir)?;
+    diagnostics.finish(config)
+}
+
+/// Like [`load_file`], but hands back the validation findings unfinished, so that a later stage (the
+/// gateway's route and TLS checks) can add its own and every problem is reported in one run. Only
+/// errors that leave no config to look at (unreadable file, YAML syntax, wrong types) are returned
+/// as `Err`.
+pub fn load_file_partially(path: &Path) -> Result<(Config, Diagnostics), ConfigErrors> {
     let file = path.display().to_string();
     let fail = |message: String| {
         ConfigErrors(vec![Diagnostic {
@@ -21,22 +37,19 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
             message,
         }])
     };
-    let metadata =
-        std::fs::metadata(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
+    let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
     if metadata.len() > MAX_CONFIG_BYTES {
         return Err(fail(format!(
             "config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
             metadata.len()
         )));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
-    parse_str(&file, &text, path.parent())
+    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
+    parse_partially(&file, &text, path.parent())
 }
 
-/// Parses and validates config text. `file` names the source in diagnostics; relative paths inside the
-/// config (TLS files) are resolved against `base_dir`.
-pub fn parse_str(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Config, ConfigErrors> {
+/// Like [`parse_str`], with the findings left unfinished (see [`load_file_partially`]).
+pub fn parse_partially(file: &str, text: &str, base_dir: Option<&Path>) -> Result<(Config, Diagnostics), ConfigErrors> {
     let mut config: Config =
         serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![parse_diagnostic(file, &e)]))?;
     let mut diagnostics = Diagnostics::new(file);
@@ -44,14 +57,11 @@ pub fn parse_str(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Conf
         validate::resolve_relative_paths(&mut config, dir);
     }
     validate::validate(&config, &mut diagnostics);
-    diagnostics.finish(config)
+    Ok((config, diagnostics))
 }
 
 fn parse_diagnostic(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
-    let (line, column) = error
-        .location()
-        .map(|l| (l.line(), l.column()))
-        .unwrap_or((0, 0));
+    let (line, column) = error.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
     Diagnostic {
         file: file.to_string(),
         line,
@@ -64,11 +74,7 @@ fn parse_diagnostic(file: &str, error: &serde_saphyr::Error) -> Diagnostic {
 /// `file:line:column` form, so keep only the first line of the message, without its trailing location.
 fn error_message(error: &serde_saphyr::Error) -> String {
     let rendered = error.without_snippet().to_string();
-    let first = rendered
-        .lines()
-        .next()
-        .unwrap_or("invalid configuration")
-        .trim();
+    let first = rendered.lines().next().unwrap_or("invalid configuration").trim();
     let trimmed = match first.rfind(" at line ") {
         Some(at) => &first[..at],
         None => first,

@@ -37,10 +37,7 @@ impl SecretRef {
     /// Kubernetes secret mounts).
     pub fn resolve(&self) -> Result<SecretValue, SecretError> {
         let reference = self.0.trim();
-        let value = if let Some(name) = reference
-            .strip_prefix("${")
-            .and_then(|r| r.strip_suffix('}'))
-        {
+        let value = if let Some(name) = reference.strip_prefix("${").and_then(|r| r.strip_suffix('}')) {
             std::env::var(name).map_err(|_| SecretError::MissingEnv(name.to_string()))?
         } else if let Some(path) = reference.strip_prefix("file:") {
             let text = std::fs::read_to_string(Path::new(path)).map_err(|e| SecretError::File {
@@ -91,30 +88,20 @@ mod tests {
     fn env_and_file_references_resolve_and_literals_are_refused() {
         std::env::set_var("PALISADE_TEST_SECRET_A", "s3cr3t");
         assert_eq!(
-            SecretRef::new("${PALISADE_TEST_SECRET_A}")
-                .resolve()
-                .unwrap()
-                .expose(),
+            SecretRef::new("${PALISADE_TEST_SECRET_A}").resolve().unwrap().expose(),
             "s3cr3t"
         );
         assert_eq!(
             SecretRef::new("${PALISADE_TEST_SECRET_MISSING}").resolve(),
-            Err(SecretError::MissingEnv(
-                "PALISADE_TEST_SECRET_MISSING".into()
-            ))
+            Err(SecretError::MissingEnv("PALISADE_TEST_SECRET_MISSING".into()))
         );
         let dir = std::env::temp_dir().join(format!("palisade-secret-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("s");
         std::fs::write(&file, "from-file\n").unwrap();
-        let resolved = SecretRef::new(format!("file:{}", file.display()))
-            .resolve()
-            .unwrap();
+        let resolved = SecretRef::new(format!("file:{}", file.display())).resolve().unwrap();
         assert_eq!(resolved.expose(), "from-file");
-        assert_eq!(
-            SecretRef::new("hunter2").resolve(),
-            Err(SecretError::Literal)
-        );
+        assert_eq!(SecretRef::new("hunter2").resolve(), Err(SecretError::Literal));
     }
 
     #[test]

@@ -32,11 +32,7 @@ impl<'de> Deserialize<'de> for Duration {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(text.trim())
             .map(Duration)
-            .map_err(|e| {
-                de::Error::custom(format!(
-                    "invalid duration {text:?} ({e}); expected e.g. 250ms, 10s, 5m"
-                ))
-            })
+            .map_err(|e| de::Error::custom(format!("invalid duration {text:?} ({e}); expected e.g. 250ms, 10s, 5m")))
     }
 }
 
@@ -51,9 +47,7 @@ impl ByteSize {
 
     pub fn parse(text: &str) -> Result<Self, String> {
         let text = text.trim();
-        let digits_end = text
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len());
+        let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (number, unit) = text.split_at(digits_end);
         let number: u64 = number
             .parse()
@@ -63,11 +57,7 @@ impl ByteSize {
             "KiB" | "KB" | "k" => 1024,
             "MiB" | "MB" | "m" => 1024 * 1024,
             "GiB" | "GB" | "g" => 1024 * 1024 * 1024,
-            other => {
-                return Err(format!(
-                    "unknown size unit {other:?}; use B, KiB, MiB or GiB"
-                ))
-            }
+            other => return Err(format!("unknown size unit {other:?}; use B, KiB, MiB or GiB")),
         };
         number
             .checked_mul(multiplier)

@@ -19,10 +19,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         if parse_cidr(&proxy.value).is_none() {
             diagnostics.on(
                 proxy,
-                format!(
-                    "trusted_proxies: {:?} is not an IP address or CIDR",
-                    proxy.value
-                ),
+                format!("trusted_proxies: {:?} is not an IP address or CIDR", proxy.value),
             );
         }
     }
@@ -41,11 +38,9 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
 /// Accepts `10.0.0.0/8`, `::1/128` and bare addresses (as a single-host network).
 pub fn parse_cidr(text: &str) -> Option<ipnet::IpNet> {
     let text = text.trim();
-    text.parse::<ipnet::IpNet>().ok().or_else(|| {
-        text.parse::<std::net::IpAddr>()
-            .ok()
-            .map(ipnet::IpNet::from)
-    })
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn validate_listeners(config: &Config, diagnostics: &mut Diagnostics) {
@@ -56,27 +51,18 @@ fn validate_listeners(config: &Config, diagnostics: &mut Diagnostics) {
     for listener in &config.listeners {
         let value = &listener.value;
         if !names.insert(value.name.as_str()) {
-            diagnostics.on(
-                listener,
-                format!("listener name {:?} is used twice", value.name),
-            );
+            diagnostics.on(listener, format!("listener name {:?} is used twice", value.name));
         }
         if value.address.value.parse::<SocketAddr>().is_err() {
             diagnostics.on(
                 &value.address,
-                format!(
-                    "{:?} is not an address such as 0.0.0.0:8080",
-                    value.address.value
-                ),
+                format!("{:?} is not an address such as 0.0.0.0:8080", value.address.value),
             );
         }
         if let Some(tls) = &value.tls {
             for file in [&tls.cert, &tls.key] {
                 if !file.value.is_file() {
-                    diagnostics.on(
-                        file,
-                        format!("TLS file {} does not exist", file.value.display()),
-                    );
+                    diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
                 }
             }
         }
@@ -117,10 +103,7 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagn
         if !is_host_port(&target.value) {
             diagnostics.on(
                 target,
-                format!(
-                    "cluster {name:?}: target {:?} is not host:port",
-                    target.value
-                ),
+                format!("cluster {name:?}: target {:?} is not host:port", target.value),
             );
         }
     }
@@ -132,10 +115,7 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagn
             diagnostics.on(&check.path, "health_check thresholds must be at least 1");
         }
         if check.interval.get().is_zero() || check.timeout.get().is_zero() {
-            diagnostics.on(
-                &check.path,
-                "health_check interval and timeout must be more than 0",
-            );
+            diagnostics.on(&check.path, "health_check interval and timeout must be more than 0");
         }
     }
     if !(0.0..=1.0).contains(&cluster.retries.budget_ratio) {
@@ -156,9 +136,7 @@ fn is_host_port(text: &str) -> bool {
         Some((host, port)) => {
             !host.is_empty()
                 && port.parse::<u16>().is_ok_and(|p| p != 0)
-                && host
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         }
         None => false,
     }
@@ -171,32 +149,20 @@ fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
     let mut names = HashSet::new();
     for route in &config.routes {
         let RouteConfig {
-            name,
-            matcher,
-            cluster,
-            ..
+            name, matcher, cluster, ..
         } = &route.value;
         if name.value.is_empty() || !names.insert(name.value.as_str()) {
-            diagnostics.on(
-                name,
-                format!("route name {:?} is empty or used twice", name.value),
-            );
+            diagnostics.on(name, format!("route name {:?} is empty or used twice", name.value));
         }
         if !config.clusters.contains_key(&cluster.value) {
             let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();
             diagnostics.on(
                 cluster,
-                format!(
-                    "unknown cluster {:?}; defined clusters: {known:?}",
-                    cluster.value
-                ),
+                format!("unknown cluster {:?}; defined clusters: {known:?}", cluster.value),
             );
         }
         match (&matcher.value.path, &matcher.value.prefix) {
-            (Some(_), Some(_)) => diagnostics.on(
-                matcher,
-                "a route matches either `path` or `prefix`, not both",
-            ),
+            (Some(_), Some(_)) => diagnostics.on(matcher, "a route matches either `path` or `prefix`, not both"),
             (None, None) => diagnostics.on(matcher, "a route needs `path` or `prefix`"),
             _ => {}
         }

@@ -75,9 +75,7 @@ routes:
     ];
     for (place, words) in expect {
         assert!(
-            found
-                .iter()
-                .any(|f| f.starts_with(place) && f.contains(words)),
+            found.iter().any(|f| f.starts_with(place) && f.contains(words)),
             "missing {place} {words} in {found:#?}"
         );
     }

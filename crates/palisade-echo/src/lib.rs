@@ -52,19 +52,13 @@ pub async fn serve(listener: TcpListener, name: String) {
 }
 
 /// Binds `address` and serves in a background task; returns the bound address (useful with port 0).
-pub async fn spawn(
-    address: SocketAddr,
-    name: &str,
-) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+pub async fn spawn(address: SocketAddr, name: &str) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
     Ok((bound, tokio::spawn(serve(listener, name.to_string()))))
 }
 
-async fn answer(
-    request: Request<Incoming>,
-    name: String,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(request: Request<Incoming>, name: String) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(delay) = header_number(&request, "x-echo-delay-ms") {
         tokio::time::sleep(Duration::from_millis(delay).min(MAX_DELAY)).await;
     }
@@ -113,14 +107,7 @@ async fn describe(request: Request<Incoming>, name: &str) -> Value {
 }
 
 fn header_number(request: &Request<Incoming>, name: &str) -> Option<u64> {
-    request
-        .headers()
-        .get(name)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
+    request.headers().get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn upgrade(request: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -143,9 +130,7 @@ fn upgrade(request: Request<Incoming>) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("upgrade"),
     );
     if let Some(protocol) = protocol {
-        response
-            .headers_mut()
-            .insert(hyper::header::UPGRADE, protocol);
+        response.headers_mut().insert(hyper::header::UPGRADE, protocol);
     }
     response
 }

@@ -17,11 +17,7 @@ use tokio::sync::watch;
 
 use crate::Shared;
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -32,24 +28,18 @@ pub(crate) async fn serve(
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service =
-                hyper::service::service_fn(move |request| answer(shared.clone(), request));
+            let service = hyper::service::service_fn(move |request| answer(shared.clone(), request));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(std::time::Duration::from_secs(10));
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = builder.serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
 
-async fn answer(
-    shared: Arc<Shared>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(problem(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -97,9 +87,7 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 fn problem(status: StatusCode, slug: &str, title: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(
-        Problem::new(status, slug, title).to_json(),
-    )));
+    let mut response = Response::new(Full::new(Bytes::from(Problem::new(status, slug, title).to_json())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         CONTENT_TYPE,

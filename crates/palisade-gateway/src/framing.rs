@@ -30,11 +30,7 @@ pub struct Verdicts(Arc<Mutex<VecDeque<Verdict>>>);
 impl Verdicts {
     /// The verdict for the next request on this connection (`None` when nothing was found).
     pub fn next(&self) -> Verdict {
-        self.0
-            .lock()
-            .ok()
-            .and_then(|mut queue| queue.pop_front())
-            .flatten()
+        self.0.lock().ok().and_then(|mut queue| queue.pop_front()).flatten()
     }
 
     fn push(&self, verdict: Verdict) {
@@ -81,9 +77,7 @@ impl Inspector {
                 State::Passthrough => return,
                 State::Head(_) => self.feed_head(bytes),
                 State::Body(remaining) => {
-                    let used = bytes
-                        .len()
-                        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    let used = bytes.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                     *remaining -= used as u64;
                     if *remaining == 0 {
                         self.state = State::Head(Vec::new());
@@ -92,9 +86,7 @@ impl Inspector {
                 }
                 State::ChunkSize(_) | State::Trailers(_) => self.feed_chunk_line(bytes),
                 State::ChunkData(remaining) => {
-                    let used = bytes
-                        .len()
-                        .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                    let used = bytes.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                     *remaining -= used as u64;
                     if *remaining == 0 {
                         self.state = State::ChunkDataEnd(2);
@@ -148,21 +140,13 @@ impl Inspector {
         let framing = Framing::of(request.headers);
         let verdict = framing.verdict();
         self.verdicts.push(verdict);
-        let upgrade = request.method == Some("CONNECT")
-            || request
-                .headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case("upgrade"));
+        let upgrade =
+            request.method == Some("CONNECT") || request.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"));
         match (verdict, framing) {
             (Some(_), _) => State::Passthrough,
             _ if upgrade => State::Passthrough,
             (None, Framing { chunked: true, .. }) => State::ChunkSize(Vec::new()),
-            (
-                None,
-                Framing {
-                    length: Some(n), ..
-                },
-            ) if n > 0 => State::Body(n),
+            (None, Framing { length: Some(n), .. }) if n > 0 => State::Body(n),
             _ => State::Head(Vec::new()),
         }
     }
@@ -259,9 +243,7 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack
-        .windows(needle.len())
-        .position(|window| window == needle)
+    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// An IO that shows every byte it reads to an [`Inspector`].
@@ -277,11 +259,7 @@ impl<IO> Inspected<IO> {
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Inspected<IO> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let result = Pin::new(&mut this.io).poll_read(cx, buf);
@@ -293,11 +271,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Inspected<IO> {
 }
 
 impl<IO: AsyncWrite + Unpin> AsyncWrite for Inspected<IO> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

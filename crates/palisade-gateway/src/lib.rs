@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use palisade_core::{config::socket_addr, Config, ConfigErrors};
+use palisade_core::{Config, ConfigErrors, Diagnostics};
 use palisade_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -51,15 +51,9 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigErrors),
     #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
+    Bind { address: String, source: std::io::Error },
     #[error("TLS setup for listener {listener:?} failed: {source}")]
-    Tls {
-        listener: String,
-        source: rustls::Error,
-    },
+    Tls { listener: String, source: rustls::Error },
 }
 
 /// A running gateway.
@@ -75,16 +69,15 @@ impl Gateway {
     /// Loads and compiles the config, binds every listener and the admin address, and starts serving.
     /// Nothing is served unless everything succeeded.
     pub async fn start(source: ConfigSource) -> Result<Gateway, StartError> {
-        let (config, name, config_path) = match source {
-            ConfigSource::File(path) => (
-                palisade_core::load_file(&path)?,
-                path.display().to_string(),
-                Some(path),
-            ),
-            ConfigSource::Parsed { name, config } => (*config, name, None),
+        let (config, diagnostics, config_path) = match source {
+            ConfigSource::File(path) => {
+                let (config, diagnostics) = palisade_core::load_file_partially(&path)?;
+                (config, diagnostics, Some(path))
+            }
+            ConfigSource::Parsed { name, config } => (*config, Diagnostics::new(name), None),
         };
         let metrics = Metrics::new();
-        let runtime = Runtime::compile(config, &name, None, &metrics).await?;
+        let runtime = Runtime::compile(config, diagnostics, None, &metrics).await?;
         metrics.last_reload_ok.set(1);
         let shared = Arc::new(Shared {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
@@ -108,12 +101,12 @@ impl Gateway {
             let tls = match listener_config.tls {
                 Some(_) => {
                     let server_config =
-                        tls::server_config(&listener_config.name, shared.runtime.clone()).map_err(
-                            |source| StartError::Tls {
+                        tls::server_config(&listener_config.name, shared.runtime.clone()).map_err(|source| {
+                            StartError::Tls {
                                 listener: listener_config.name.clone(),
                                 source,
-                            },
-                        )?;
+                            }
+                        })?;
                     Some(tokio_rustls::TlsAcceptor::from(server_config))
                 }
                 None => None,
@@ -146,10 +139,7 @@ impl Gateway {
 
     /// The bound address of a listener (useful when the config asked for port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
     pub fn listeners(&self) -> &[(String, SocketAddr)] {
@@ -172,14 +162,7 @@ impl Gateway {
     /// Stops accepting, lets in-flight requests finish within the configured drain timeout, then
     /// closes what is left. Returns whether everything drained in time.
     pub async fn shutdown(self) -> bool {
-        let deadline = self
-            .shared
-            .runtime
-            .load()
-            .config
-            .shutdown
-            .drain_timeout
-            .get();
+        let deadline = self.shared.runtime.load().config.shutdown.drain_timeout.get();
         self.shutdown_within(deadline).await
     }
 
@@ -236,14 +219,13 @@ fn bind_error(address: &str, source: std::io::Error) -> StartError {
 /// Runs every check that `palisade check-config` promises: parse, validate, and compile (routes, TLS
 /// material). Needs a Tokio runtime because compiling prepares upstream clients.
 pub async fn check_config(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-    let config = palisade_core::load_file(path)?;
+    let (config, diagnostics) = palisade_core::load_file_partially(path)?;
     let mut check = config.clone();
     // Checking must not open the access log file or start health checks against real targets.
     check.access_log.enabled = false;
     for cluster in check.clusters.values_mut() {
         cluster.value.health_check = None;
     }
-    Runtime::compile(check, &path.display().to_string(), None, &Metrics::new()).await?;
-    let _ = socket_addr;
+    Runtime::compile(check, diagnostics, None, &Metrics::new()).await?;
     Ok(config)
 }

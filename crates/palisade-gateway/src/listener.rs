@@ -123,9 +123,7 @@ async fn serve_connection(
             serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)))
         }
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout.get(), acceptor.accept(stream))
-                    .await;
+            let handshake = tokio::time::timeout(limits.header_read_timeout.get(), acceptor.accept(stream)).await;
             let Ok(Ok(stream)) = handshake else {
                 tracing::debug!(%peer, "TLS handshake failed or timed out");
                 return;
@@ -135,10 +133,7 @@ async fn serve_connection(
     }
 }
 
-fn http_builder(
-    limits: &palisade_core::config::EdgeLimits,
-    max_head: usize,
-) -> auto::Builder<TokioExecutor> {
+fn http_builder(limits: &palisade_core::config::EdgeLimits, max_head: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use palisade_core::{load_file, ConfigErrors};
+use palisade_core::{load_file_partially, ConfigErrors};
 use tokio::sync::watch;
 
 use crate::runtime::Runtime;
@@ -36,15 +36,9 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
 }
 
 async fn load_and_compile(shared: &Shared, path: &Path) -> Result<Runtime, ConfigErrors> {
-    let config = load_file(path)?;
+    let (config, diagnostics) = load_file_partially(path)?;
     let previous = shared.runtime.load_full();
-    Runtime::compile(
-        config,
-        &path.display().to_string(),
-        Some(&previous),
-        &shared.metrics,
-    )
-    .await
+    Runtime::compile(config, diagnostics, Some(&previous), &shared.metrics).await
 }
 
 /// Listener sockets and the admin address are bound once; say so instead of silently ignoring edits.
@@ -62,9 +56,7 @@ fn warn_about_restart_only_changes(old: &palisade_core::Config, new: &palisade_c
             .collect()
     };
     if shape(old) != shape(new) || old.admin.address.value != new.admin.address.value {
-        tracing::warn!(
-            "listener or admin addresses changed; those take effect only after a restart"
-        );
+        tracing::warn!("listener or admin addresses changed; those take effect only after a restart");
     }
 }
 

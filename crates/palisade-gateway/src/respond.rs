@@ -28,16 +28,14 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadFraming(_)
-            | GatewayError::BadPath(_)
-            | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadFraming(_) | GatewayError::BadPath(_) | GatewayError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => {
-                StatusCode::BAD_GATEWAY
-            }
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -78,10 +76,7 @@ impl GatewayError {
     }
 
     pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let body = self
-            .problem()
-            .with_request_id(Some(request_id.to_string()))
-            .to_json();
+        let body = self.problem().with_request_id(Some(request_id.to_string())).to_json();
         let mut response = problem_response(self.status(), body);
         let headers = response.headers_mut();
         match &self {
@@ -100,15 +95,10 @@ impl GatewayError {
 }
 
 pub fn problem_response(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {
-    let mut response = Response::new(
-        Full::new(Bytes::from(body))
-            .map_err(|never| match never {})
-            .boxed(),
-    );
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(problem::CONTENT_TYPE),
-    );
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(problem::CONTENT_TYPE));
     response
 }

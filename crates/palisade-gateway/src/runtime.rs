@@ -46,13 +46,14 @@ impl Runtime {
 
     /// Compiles `config`. Clusters whose settings did not change are taken over from `previous`, so a
     /// reload keeps their pooled connections and health state.
+    /// `diagnostics` holds what validation already found; compiling adds its own findings (route
+    /// ties, TLS material) and fails if there are any.
     pub async fn compile(
         config: Config,
-        file: &str,
+        mut diagnostics: Diagnostics,
         previous: Option<&Runtime>,
         metrics: &Metrics,
     ) -> Result<Runtime, ConfigErrors> {
-        let mut diagnostics = Diagnostics::new(file);
         let router = Router::compile(&config.routes, &mut diagnostics);
         let certificates = tls::load_certificates(&config, &mut diagnostics);
         let access_log = start_access_log(&config, previous, metrics, &mut diagnostics).await;
@@ -71,10 +72,7 @@ impl Runtime {
                     name: route.name.value.clone(),
                     cluster,
                     protocol,
-                    max_body_bytes: route
-                        .max_body_bytes
-                        .unwrap_or(config.limits.max_body_bytes)
-                        .get(),
+                    max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes).get(),
                     metrics: metrics.route(&route.name.value),
                 })
             })
@@ -99,11 +97,7 @@ impl Runtime {
     }
 }
 
-fn build_clusters(
-    config: &Config,
-    previous: Option<&Runtime>,
-    metrics: &Metrics,
-) -> BTreeMap<String, Arc<Cluster>> {
+fn build_clusters(config: &Config, previous: Option<&Runtime>, metrics: &Metrics) -> BTreeMap<String, Arc<Cluster>> {
     let mut clusters = BTreeMap::new();
     for (name, cluster) in &config.clusters {
         let fresh_fingerprint = crate::upstream::fingerprint(&cluster.value);

@@ -18,10 +18,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use crate::runtime::Runtime;
 
 /// Loads every listener's certificate; problems become diagnostics at the config's `cert`/`key`.
-pub fn load_certificates(
-    config: &Config,
-    diagnostics: &mut Diagnostics,
-) -> BTreeMap<String, Arc<CertifiedKey>> {
+pub fn load_certificates(config: &Config, diagnostics: &mut Diagnostics) -> BTreeMap<String, Arc<CertifiedKey>> {
     let mut loaded = BTreeMap::new();
     for listener in &config.listeners {
         let Some(tls) = &listener.value.tls else {
@@ -31,9 +28,7 @@ pub fn load_certificates(
             Ok(key) => {
                 loaded.insert(listener.value.name.clone(), Arc::new(key));
             }
-            Err((on_key, message)) => {
-                diagnostics.on(if on_key { &tls.key } else { &tls.cert }, message)
-            }
+            Err((on_key, message)) => diagnostics.on(if on_key { &tls.key } else { &tls.cert }, message),
         }
     }
     loaded
@@ -46,34 +41,22 @@ fn load_certified_key(tls: &TlsConfig) -> Result<CertifiedKey, (bool, String)> {
         .map_err(|e| {
             (
                 false,
-                format!(
-                    "cannot read certificates from {}: {e}",
-                    tls.cert.value.display()
-                ),
+                format!("cannot read certificates from {}: {e}", tls.cert.value.display()),
             )
         })?;
     if certs.is_empty() {
-        return Err((
-            false,
-            format!("{} holds no PEM certificate", tls.cert.value.display()),
-        ));
+        return Err((false, format!("{} holds no PEM certificate", tls.cert.value.display())));
     }
     let key = PrivateKeyDer::from_pem_file(&tls.key.value).map_err(|e| {
         (
             true,
-            format!(
-                "cannot read a private key from {}: {e}",
-                tls.key.value.display()
-            ),
+            format!("cannot read a private key from {}: {e}", tls.key.value.display()),
         )
     })?;
     let signing_key = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
         (
             true,
-            format!(
-                "unsupported private key in {}: {e}",
-                tls.key.value.display()
-            ),
+            format!("unsupported private key in {}: {e}", tls.key.value.display()),
         )
     })?;
     let certified = CertifiedKey::new(certs, signing_key);
@@ -97,18 +80,11 @@ impl fmt::Debug for CurrentCertificate {
 
 impl ResolvesServerCert for CurrentCertificate {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.runtime
-            .load()
-            .certificates
-            .get(&self.listener)
-            .cloned()
+        self.runtime.load().certificates.get(&self.listener).cloned()
     }
 }
 
-pub fn server_config(
-    listener: &str,
-    runtime: Arc<ArcSwap<Runtime>>,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
+pub fn server_config(listener: &str, runtime: Arc<ArcSwap<Runtime>>) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?

@@ -47,11 +47,7 @@ async fn file_change_reloads_and_an_invalid_file_keeps_the_old_config() {
         "  - { name: three, match: { path: /three }, cluster: missing }\n",
     ));
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(
-        get(&gw.url("/two")).await.0,
-        200,
-        "the old config keeps serving"
-    );
+    assert_eq!(get(&gw.url("/two")).await.0, 200, "the old config keeps serving");
     assert_eq!(get(&gw.url("/three")).await.0, 404);
     let metrics = gw.metrics().await;
     assert!(
@@ -65,47 +61,25 @@ async fn file_change_reloads_and_an_invalid_file_keeps_the_old_config() {
 #[tokio::test]
 async fn explicit_reload_reports_every_error_with_location() {
     let a = echo("a").await;
-    let gw = start(&format!(
-        "reload: {{ watch: false }}\n{}",
-        one_cluster(&[a], "")
-    ))
-    .await;
+    let gw = start(&format!("reload: {{ watch: false }}\n{}", one_cluster(&[a], ""))).await;
     std::fs::write(&gw.config_path, with_listeners("clusters: {}\nroutes:\n  - { name: r, match: { prefix: / }, cluster: nope }\n  - { name: r, match: { prefix: /x }, cluster: nope }\n")).unwrap();
-    let errors = gw
-        .gateway
-        .reload()
-        .await
-        .expect_err("invalid config is refused");
+    let errors = gw.gateway.reload().await.expect_err("invalid config is refused");
     let text = errors.to_string();
     assert!(text.contains("gateway.yaml:"), "{text}");
     assert!(
         errors.0.len() >= 3,
         "unknown cluster twice and the duplicate name: {text}"
     );
-    assert_eq!(
-        get(&gw.url("/")).await.0,
-        200,
-        "still serving the old config"
-    );
-    gw.rewrite_config(&format!(
-        "reload: {{ watch: false }}\n{}",
-        one_cluster(&[a], "")
-    ));
+    assert_eq!(get(&gw.url("/")).await.0, 200, "still serving the old config");
+    gw.rewrite_config(&format!("reload: {{ watch: false }}\n{}", one_cluster(&[a], "")));
     gw.gateway.reload().await.expect("valid config reloads");
-    assert!(gw
-        .metrics()
-        .await
-        .contains("palisade_config_last_reload_ok 1"));
+    assert!(gw.metrics().await.contains("palisade_config_last_reload_ok 1"));
 }
 
 #[tokio::test]
 async fn in_flight_requests_finish_on_the_config_they_started_with() {
     let a = echo("a").await;
-    let gw = start(&format!(
-        "reload: {{ watch: false }}\n{}",
-        one_cluster(&[a], "")
-    ))
-    .await;
+    let gw = start(&format!("reload: {{ watch: false }}\n{}", one_cluster(&[a], ""))).await;
     let slow = http::Request::get(gw.url("/slow"))
         .header("x-echo-delay-ms", "400")
         .body(Full::default())
@@ -116,11 +90,7 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
     gw.gateway.reload().await.unwrap();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "{body}");
-    assert_eq!(
-        get(&gw.url("/slow")).await.0,
-        404,
-        "new requests see the new config"
-    );
+    assert_eq!(get(&gw.url("/slow")).await.0, 404, "new requests see the new config");
 }
 
 struct TlsFiles {
@@ -129,13 +99,8 @@ struct TlsFiles {
     key: std::path::PathBuf,
 }
 
-fn write_cert(
-    dir: &std::path::Path,
-    name: &str,
-) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
-    let generated =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), name.to_string()])
-            .unwrap();
+fn write_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf, Vec<u8>) {
+    let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), name.to_string()]).unwrap();
     let cert = dir.join(format!("{name}.crt"));
     let key = dir.join(format!("{name}.key"));
     std::fs::write(&cert, generated.cert.pem()).unwrap();
@@ -161,15 +126,11 @@ async fn tls_connect(
     config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(address).await?;
-    connector
-        .connect(ServerName::try_from("localhost").unwrap(), tcp)
-        .await
+    connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await
 }
 
 async fn tls_get(address: std::net::SocketAddr, root: &[u8], alpn: &[u8]) -> (u16, String) {
-    let stream = tls_connect(address, root, alpn)
-        .await
-        .expect("TLS handshake");
+    let stream = tls_connect(address, root, alpn).await.expect("TLS handshake");
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(alpn));
     let request = http::Request::get("https://localhost/tls")
         .header("host", "localhost")
@@ -217,10 +178,7 @@ async fn tls_listener_serves_http1_and_http2_by_alpn_and_reloads_certificates() 
         assert_eq!(echoed(&body)["headers"]["x-forwarded-proto"][0], "https");
     }
     let plain = raw(gw.address, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
-    assert!(
-        !plain.contains("200 OK"),
-        "plain HTTP is not served on a TLS listener"
-    );
+    assert!(!plain.contains("200 OK"), "plain HTTP is not served on a TLS listener");
 
     // Replace the certificate files: new handshakes present the new certificate.
     let rotated_dir = tempfile::tempdir().unwrap();
@@ -230,22 +188,14 @@ async fn tls_listener_serves_http1_and_http2_by_alpn_and_reloads_certificates() 
     let mut rotated = false;
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        if tls_connect(gw.address, &second_root, b"http/1.1")
-            .await
-            .is_ok()
-        {
+        if tls_connect(gw.address, &second_root, b"http/1.1").await.is_ok() {
             rotated = true;
             break;
         }
     }
+    assert!(rotated, "the renewed certificate is served without a restart");
     assert!(
-        rotated,
-        "the renewed certificate is served without a restart"
-    );
-    assert!(
-        tls_connect(gw.address, &first_root, b"http/1.1")
-            .await
-            .is_err(),
+        tls_connect(gw.address, &first_root, b"http/1.1").await.is_err(),
         "the old certificate is gone"
     );
 }

@@ -27,9 +27,7 @@ routes:
 
 async fn two_clusters() -> Running {
     let (a, b) = (echo("a").await, echo("b").await);
-    let yaml = format!(
-        "clusters:\n  a: {{ targets: [\"{a}\"] }}\n  b: {{ targets: [\"{b}\"] }}\n{ROUTES}"
-    );
+    let yaml = format!("clusters:\n  a: {{ targets: [\"{a}\"] }}\n  b: {{ targets: [\"{b}\"] }}\n{ROUTES}");
     start(&yaml).await
 }
 
@@ -62,13 +60,13 @@ async fn most_specific_route_selects_the_cluster() {
 #[tokio::test]
 async fn unknown_path_is_404_problem_json_without_internals() {
     let b = echo("b").await;
-    let yaml = format!("clusters:\n  b: {{ targets: [\"{b}\"] }}\nroutes:\n  - {{ name: r, match: {{ path: /known }}, cluster: b }}\n");
+    let yaml = format!(
+        "clusters:\n  b: {{ targets: [\"{b}\"] }}\nroutes:\n  - {{ name: r, match: {{ path: /known }}, cluster: b }}\n"
+    );
     let gw = start(&yaml).await;
     let (status, headers, body) = send_full(
         &client(),
-        http::Request::get(gw.url("/unknown"))
-            .body(Full::default())
-            .unwrap(),
+        http::Request::get(gw.url("/unknown")).body(Full::default()).unwrap(),
     )
     .await;
     assert_eq!(status, 404);
@@ -76,10 +74,7 @@ async fn unknown_path_is_404_problem_json_without_internals() {
     let problem: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(problem["status"], 404);
     assert_eq!(problem["type"], "https://palisade.dev/problems/not-found");
-    assert!(
-        !body.contains(&b.to_string()),
-        "no upstream address in error bodies"
-    );
+    assert!(!body.contains(&b.to_string()), "no upstream address in error bodies");
     assert_eq!(
         problem["request_id"],
         headers
@@ -108,23 +103,16 @@ async fn wrong_method_is_405_with_allow_unless_a_broader_route_takes_it() {
     let gw = two_clusters().await;
     let (status, _, body) = send_full(
         &client(),
-        http::Request::post(gw.url("/only-get"))
-            .body(Full::default())
-            .unwrap(),
+        http::Request::post(gw.url("/only-get")).body(Full::default()).unwrap(),
     )
     .await;
-    assert_eq!(
-        (status, echoed(&body)["upstream"].as_str()),
-        (200, Some("a"))
-    );
+    assert_eq!((status, echoed(&body)["upstream"].as_str()), (200, Some("a")));
 }
 
 #[tokio::test]
 async fn http2_prior_knowledge_is_routed_like_http1() {
     let gw = two_clusters().await;
-    let request = http::Request::get(gw.url("/orders/9"))
-        .body(Full::default())
-        .unwrap();
+    let request = http::Request::get(gw.url("/orders/9")).body(Full::default()).unwrap();
     let (status, _, body) = send_full(&h2_client(), request).await;
     assert_eq!(status, 200);
     let echo = echoed(&body);
@@ -132,10 +120,7 @@ async fn http2_prior_knowledge_is_routed_like_http1() {
     assert_eq!(echo["path"], "/orders/9");
     assert_eq!(echo["version"], "HTTP/1.1", "upstream spoke HTTP/1.1");
     assert!(
-        echo["headers"]["host"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
+        echo["headers"]["host"][0].as_str().unwrap().starts_with("127.0.0.1:"),
         "Host is set from :authority"
     );
 }
@@ -152,8 +137,7 @@ async fn upstream_sees_exactly_the_normalized_path_and_query() {
     for (raw_path, normalized, upstream) in cases {
         let response = raw(
             gw.address,
-            format!("GET {raw_path}?q=1&r=%2F HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
+            format!("GET {raw_path}?q=1&r=%2F HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await;
         assert_eq!(status_of(&response), 200, "{raw_path}: {response}");
@@ -182,10 +166,7 @@ async fn request_id_is_generated_or_kept_and_returned() {
     let (_, headers, body) = send_full(&client(), hostile).await;
     let generated = headers["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(generated.len(), 36, "a malformed id is replaced by a UUID");
-    assert_eq!(
-        echoed(&body)["headers"]["x-request-id"][0],
-        generated.as_str()
-    );
+    assert_eq!(echoed(&body)["headers"]["x-request-id"][0], generated.as_str());
 }
 
 #[tokio::test]
@@ -208,12 +189,7 @@ async fn spoofed_forwarding_headers_are_replaced_and_hop_by_hop_removed() {
     assert_eq!(headers["x-real-ip"][0], "127.0.0.1");
     assert_eq!(headers["forwarded"][0], "for=127.0.0.1;proto=http");
     assert_eq!(headers["x-forwarded-proto"][0], "http");
-    for removed in [
-        "x-internal-secret",
-        "keep-alive",
-        "proxy-authorization",
-        "connection",
-    ] {
+    for removed in ["x-internal-secret", "keep-alive", "proxy-authorization", "connection"] {
         assert!(
             headers.get(removed).is_none(),
             "{removed} must not reach the upstream: {headers}"
@@ -224,10 +200,7 @@ async fn spoofed_forwarding_headers_are_replaced_and_hop_by_hop_removed() {
 #[tokio::test]
 async fn trusted_proxy_chain_is_extended_not_replaced() {
     let a = echo("a").await;
-    let yaml = format!(
-        "trusted_proxies: [\"127.0.0.0/8\"]\n{}",
-        one_cluster(&[a], "")
-    );
+    let yaml = format!("trusted_proxies: [\"127.0.0.0/8\"]\n{}", one_cluster(&[a], ""));
     let gw = start(&yaml).await;
     let request = http::Request::get(gw.url("/"))
         .header("x-forwarded-for", "198.51.100.7")
@@ -247,11 +220,7 @@ async fn access_log_records_each_request_as_json() {
     let a = echo("a").await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
-    let yaml = format!(
-        "access_log:\n  path: {}\n{}",
-        log.display(),
-        one_cluster(&[a], "")
-    );
+    let yaml = format!("access_log:\n  path: {}\n{}", log.display(), one_cluster(&[a], ""));
     let gw = start(&yaml).await;
     let request = http::Request::get(gw.url("/logged/path?token=secret"))
         .header("authorization", "Bearer sekrit")
@@ -268,8 +237,7 @@ async fn access_log_records_each_request_as_json() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    let entry: serde_json::Value =
-        serde_json::from_str(line.lines().next().expect("a line")).unwrap();
+    let entry: serde_json::Value = serde_json::from_str(line.lines().next().expect("a line")).unwrap();
     assert_eq!(entry["request_id"], request_id.as_str());
     assert_eq!(entry["path"], "/logged/path");
     assert_eq!(entry["route"], "all");
@@ -295,16 +263,11 @@ async fn metrics_count_requests_by_route_method_and_status_class() {
     get(&gw.url("/x")).await;
     let metrics = gw.metrics().await;
     assert!(
-        metrics.contains(
-            r#"palisade_requests_total{route="order",method="GET",status_class="2xx"} 3"#
-        ),
+        metrics.contains(r#"palisade_requests_total{route="order",method="GET",status_class="2xx"} 3"#),
         "{metrics}"
     );
     assert!(metrics.contains(r#"palisade_request_duration_seconds_count{route="order"} 3"#));
     assert!(metrics.contains("palisade_open_connections"));
     assert!(metrics.contains(r#"palisade_upstream_healthy{cluster="a""#));
-    assert!(
-        !metrics.contains("127.0.0.1\",method"),
-        "no client addresses as labels"
-    );
+    assert!(!metrics.contains("127.0.0.1\",method"), "no client addresses as labels");
 }

@@ -22,10 +22,7 @@ impl Switchable {
         let address = listener.local_addr().unwrap();
         Self {
             address,
-            task: Some(tokio::spawn(palisade_echo::serve(
-                listener,
-                name.to_string(),
-            ))),
+            task: Some(tokio::spawn(palisade_echo::serve(listener, name.to_string()))),
         }
     }
 
@@ -37,10 +34,7 @@ impl Switchable {
 
     async fn restart(&mut self, name: &str) {
         let listener = TcpListener::bind(self.address).await.unwrap();
-        self.task = Some(tokio::spawn(palisade_echo::serve(
-            listener,
-            name.to_string(),
-        )));
+        self.task = Some(tokio::spawn(palisade_echo::serve(listener, name.to_string())));
     }
 }
 
@@ -71,11 +65,7 @@ async fn active_health_checks_fail_over_and_bring_targets_back() {
 
     a.stop();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(
-        upstreams_seen(&gw, 6).await,
-        vec!["b"; 6],
-        "a is out of rotation"
-    );
+    assert_eq!(upstreams_seen(&gw, 6).await, vec!["b"; 6], "a is out of rotation");
     let metrics = gw.metrics().await;
     assert!(
         metrics.contains(&format!(
@@ -106,9 +96,7 @@ async fn readyz_reflects_cluster_health() {
     assert_eq!(status, 503);
     assert!(body.contains("echo"), "{body}");
     assert_eq!(
-        get(&format!("http://{}/healthz", gw.gateway.admin_addr()))
-            .await
-            .0,
+        get(&format!("http://{}/healthz", gw.gateway.admin_addr())).await.0,
         200,
         "liveness stays up"
     );
@@ -137,7 +125,8 @@ async fn passive_ejection_removes_a_failing_target_from_rotation() {
 async fn idempotent_requests_are_retried_on_another_target_but_posts_are_not() {
     let dead = dead_address().await;
     let b = echo("b").await;
-    let retry = "    passive_health: { consecutive_failures: 0 }\n    retries: { attempts: 1, budget_min_per_second: 100 }\n";
+    let retry =
+        "    passive_health: { consecutive_failures: 0 }\n    retries: { attempts: 1, budget_min_per_second: 100 }\n";
     let gw = start(&one_cluster(&[dead, b], retry)).await;
     assert_eq!(
         upstreams_seen(&gw, 6).await,
@@ -218,9 +207,7 @@ async fn connect_timeout_is_504() {
     let address = stuck.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        if let Ok(Ok(stream)) =
-            tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(address)).await
-        {
+        if let Ok(Ok(stream)) = tokio::time::timeout(Duration::from_millis(100), TcpStream::connect(address)).await {
             fillers.push(stream);
         }
     }
@@ -284,10 +271,7 @@ async fn websocket_upgrade_passes_through() {
         .unwrap();
     let head = String::from_utf8_lossy(&head[..n]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert!(
-        head.to_ascii_lowercase().contains("upgrade: websocket"),
-        "{head}"
-    );
+    assert!(head.to_ascii_lowercase().contains("upgrade: websocket"), "{head}");
     stream.write_all(b"ping-through-the-tunnel").await.unwrap();
     let mut echoed = vec![0u8; 64];
     let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut echoed))

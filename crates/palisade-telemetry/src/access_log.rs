@@ -63,11 +63,7 @@ pub struct AccessLog {
 
 impl AccessLog {
     /// Starts the writer task (needs a Tokio runtime). Opening a file may fail; stdout cannot.
-    pub async fn start(
-        destination: Destination,
-        buffer: usize,
-        dropped: Counter,
-    ) -> std::io::Result<Self> {
+    pub async fn start(destination: Destination, buffer: usize, dropped: Counter) -> std::io::Result<Self> {
         let (queue, entries) = mpsc::channel(buffer.max(1));
         match destination {
             Destination::Stdout => {
@@ -93,10 +89,7 @@ impl AccessLog {
     }
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(
-    mut out: W,
-    mut entries: mpsc::Receiver<AccessLogEntry>,
-) {
+async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut entries: mpsc::Receiver<AccessLogEntry>) {
     let mut batch = Vec::with_capacity(256);
     let mut bytes = Vec::with_capacity(64 * 1024);
     while entries.recv_many(&mut batch, 256).await > 0 {

@@ -278,14 +278,10 @@ mod tests {
         route.observe(&http::Method::GET, 200, 0.001);
         let text = metrics.encode();
         assert!(
-            text.contains(
-                r#"palisade_requests_total{route="orders",method="OTHER",status_class="4xx"} 1"#
-            ),
+            text.contains(r#"palisade_requests_total{route="orders",method="OTHER",status_class="4xx"} 1"#),
             "{text}"
         );
-        assert!(text.contains(
-            r#"palisade_requests_total{route="orders",method="GET",status_class="2xx"} 1"#
-        ));
+        assert!(text.contains(r#"palisade_requests_total{route="orders",method="GET",status_class="2xx"} 1"#));
         assert!(!text.contains("BREW"));
     }
 }

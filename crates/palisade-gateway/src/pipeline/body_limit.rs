@@ -52,11 +52,7 @@ pub struct LimitedBody {
 
 impl LimitedBody {
     pub fn new(inner: Incoming, limit: u64, received: Arc<AtomicU64>) -> Self {
-        Self {
-            inner,
-            limit,
-            received,
-        }
+        Self { inner, limit, received }
     }
 }
 
@@ -64,18 +60,12 @@ impl Body for LimitedBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let limit = self.limit;
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let total = self
-                        .received
-                        .fetch_add(data.len() as u64, Ordering::Relaxed)
-                        + data.len() as u64;
+                    let total = self.received.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
                     if total > limit {
                         return Poll::Ready(Some(Err(Box::new(BodyTooLarge(limit)))));
                     }

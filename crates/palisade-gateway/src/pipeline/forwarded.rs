@@ -7,9 +7,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
 use ipnet::IpNet;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -48,10 +46,7 @@ impl TrustedProxies {
 /// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`) are the IPv4 address they carry.
 pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -173,15 +168,12 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
 
 /// The client's request id when it is safe to keep (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
 pub fn request_id(headers: &HeaderMap) -> String {
-    let supplied = headers
-        .get(&X_REQUEST_ID)
-        .map(HeaderValue::as_bytes)
-        .filter(|id| {
-            (1..=128).contains(&id.len())
-                && id
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
-        });
+    let supplied = headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes).filter(|id| {
+        (1..=128).contains(&id.len())
+            && id
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+    });
     match supplied {
         Some(id) => String::from_utf8_lossy(id).into_owned(),
         None => uuid::Uuid::new_v4().to_string(),
@@ -239,10 +231,7 @@ mod tests {
             "198.51.100.7".parse::<IpAddr>().unwrap()
         );
         let mapped: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
-        assert!(
-            trusted().contains(mapped),
-            "IPv4-mapped addresses match IPv4 networks"
-        );
+        assert!(trusted().contains(mapped), "IPv4-mapped addresses match IPv4 networks");
     }
 
     #[test]
@@ -278,10 +267,7 @@ mod tests {
 
     #[test]
     fn request_ids_are_kept_only_when_well_formed() {
-        assert_eq!(
-            request_id(&headers(&[("x-request-id", "abc-123")])),
-            "abc-123"
-        );
+        assert_eq!(request_id(&headers(&[("x-request-id", "abc-123")])), "abc-123");
         let replaced = request_id(&headers(&[("x-request-id", "bad id\"><script>")]));
         assert_eq!(replaced.len(), 36);
         assert_eq!(request_id(&HeaderMap::new()).len(), 36);

@@ -58,18 +58,13 @@ async fn run(
     // 1. normalize
     context.request_id = forwarded::request_id(request.headers());
     check_framing(connection, &request)?;
-    context.path =
-        normalize::normalize_path(request.uri().path()).map_err(GatewayError::BadPath)?;
+    context.path = normalize::normalize_path(request.uri().path()).map_err(GatewayError::BadPath)?;
     context.host = forwarded::request_host(request.uri(), request.headers());
     let peer_trusted = runtime.trusted_proxies.contains(context.peer);
-    context.client_ip =
-        forwarded::client_ip(request.headers(), context.peer, &runtime.trusted_proxies);
+    context.client_ip = forwarded::client_ip(request.headers(), context.peer, &runtime.trusted_proxies);
 
     // 2. route
-    let index = match runtime
-        .router
-        .find(&context.host, &context.path, request.method())
-    {
+    let index = match runtime.router.find(&context.host, &context.path, request.method()) {
         route::RouteMatch::Found { index, params } => {
             context.params = params
                 .into_iter()
@@ -77,9 +72,7 @@ async fn run(
                 .collect();
             index
         }
-        route::RouteMatch::MethodNotAllowed(allow) => {
-            return Err(GatewayError::MethodNotAllowed(allow))
-        }
+        route::RouteMatch::MethodNotAllowed(allow) => return Err(GatewayError::MethodNotAllowed(allow)),
         route::RouteMatch::NotFound => return Err(GatewayError::NotFound),
     };
     context.route_index = Some(index);
@@ -111,8 +104,7 @@ async fn run(
         Some(query) => format!("{}?{query}", context.path),
         None => context.path.clone(),
     };
-    let body =
-        body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
+    let body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
 
     // 5. upstream
     let prepared = upstream::Prepared {
@@ -126,10 +118,7 @@ async fn run(
 }
 
 /// Framing that hyper accepted but a next hop might read differently is refused (see `framing.rs`).
-fn check_framing(
-    connection: &ConnectionInfo,
-    request: &Request<Incoming>,
-) -> Result<(), GatewayError> {
+fn check_framing(connection: &ConnectionInfo, request: &Request<Incoming>) -> Result<(), GatewayError> {
     if request.version() > Version::HTTP_11 {
         return Ok(());
     }
@@ -139,14 +128,7 @@ fn check_framing(
     let mut encodings = request.headers().get_all(TRANSFER_ENCODING).iter();
     match (encodings.next(), encodings.next()) {
         (None, _) => Ok(()),
-        (Some(value), None)
-            if value
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked") =>
-        {
-            Ok(())
-        }
+        (Some(value), None) if value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => Ok(()),
         _ => Err(GatewayError::BadFraming("invalid_transfer_encoding")),
     }
 }

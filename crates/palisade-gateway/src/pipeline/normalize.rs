@@ -151,10 +151,7 @@ mod tests {
     fn reserved_escapes_are_kept_and_never_double_decoded() {
         assert_eq!(normalize_path("/a%20b").as_deref(), Ok("/a%20b"));
         assert_eq!(normalize_path("/q%3fx").as_deref(), Ok("/q%3Fx"));
-        assert_eq!(
-            normalize_path("/%252e%252e/admin").as_deref(),
-            Ok("/%252e%252e/admin")
-        );
+        assert_eq!(normalize_path("/%252e%252e/admin").as_deref(), Ok("/%252e%252e/admin"));
     }
 
     #[test]

@@ -73,9 +73,7 @@ impl Router {
         }
         compiled.sort_by(specificity);
         for pair in compiled.windows(2) {
-            if specificity(&pair[0], &pair[1]) == Ordering::Equal
-                && methods_overlap(&pair[0], &pair[1])
-            {
+            if specificity(&pair[0], &pair[1]) == Ordering::Equal && methods_overlap(&pair[0], &pair[1]) {
                 let later = &routes[pair[0].index.max(pair[1].index)];
                 let other = if pair[0].index < pair[1].index {
                     &pair[0].name
@@ -120,29 +118,20 @@ impl Router {
             }
         }
         match allowed {
-            Some(methods) => {
-                RouteMatch::MethodNotAllowed(methods.into_iter().collect::<Vec<_>>().join(", "))
-            }
+            Some(methods) => RouteMatch::MethodNotAllowed(methods.into_iter().collect::<Vec<_>>().join(", ")),
             None => RouteMatch::NotFound,
         }
     }
 }
 
-fn compile_route(
-    index: usize,
-    route: &Spanned<RouteConfig>,
-    diagnostics: &mut Diagnostics,
-) -> Option<RouteEntry> {
+fn compile_route(index: usize, route: &Spanned<RouteConfig>, diagnostics: &mut Diagnostics) -> Option<RouteEntry> {
     let matcher = &route.value.matcher;
     let host = match matcher.value.host.as_deref() {
         None => HostPattern::Any,
         Some(text) => match parse_host(text) {
             Some(host) => host,
             None => {
-                diagnostics.on(
-                    matcher,
-                    format!("host {text:?} is not a host name or *.domain"),
-                );
+                diagnostics.on(matcher, format!("host {text:?} is not a host name or *.domain"));
                 return None;
             }
         },
@@ -168,17 +157,11 @@ fn compile_route(
                     Ok(method) if text.bytes().all(|b| b.is_ascii_uppercase()) => {
                         set.insert(method);
                     }
-                    _ => diagnostics.on(
-                        matcher,
-                        format!("method {text:?} is not an upper-case HTTP method"),
-                    ),
+                    _ => diagnostics.on(matcher, format!("method {text:?} is not an upper-case HTTP method")),
                 }
             }
             if set.is_empty() {
-                diagnostics.on(
-                    matcher,
-                    "methods must not be empty; leave it out to allow any method",
-                );
+                diagnostics.on(matcher, "methods must not be empty; leave it out to allow any method");
             }
             Some(set)
         }
@@ -199,12 +182,9 @@ fn parse_host(text: &str) -> Option<HostPattern> {
         None => (HostPattern::Exact(text.clone()), text),
     };
     let valid = !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        });
+        && name
+            .split('.')
+            .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     valid.then_some(pattern)
 }
 
@@ -229,8 +209,7 @@ fn parse_path(text: &str) -> Result<PathPattern, String> {
     let mut names = BTreeSet::new();
     for part in text[1..].split('/') {
         if let Some(name) = part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-            let valid =
-                !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
             if !valid || !names.insert(name.to_string()) {
                 return Err(format!(
                     "template parameter {{{name}}} in {text:?} is empty, invalid or repeated"
@@ -250,9 +229,7 @@ fn parse_path(text: &str) -> Result<PathPattern, String> {
 
 fn parse_prefix(text: &str) -> Result<PathPattern, String> {
     if text.contains(['{', '}']) {
-        return Err(format!(
-            "prefix {text:?} cannot contain template parameters"
-        ));
+        return Err(format!("prefix {text:?} cannot contain template parameters"));
     }
     check_pattern_text(text)?;
     Ok(PathPattern::Prefix(text.trim_end_matches('/').to_string()))
@@ -282,9 +259,7 @@ fn path_matches<'a>(pattern: &'a PathPattern, path: &str) -> Option<Vec<(&'a str
             for (segment, part) in segments.iter().zip(parts) {
                 match segment {
                     Segment::Literal(literal) if literal == part => {}
-                    Segment::Param(name) if !part.is_empty() => {
-                        params.push((name.as_str(), part.to_string()))
-                    }
+                    Segment::Param(name) if !part.is_empty() => params.push((name.as_str(), part.to_string())),
                     _ => return None,
                 }
             }
@@ -320,13 +295,7 @@ fn path_rank(path: &PathPattern) -> (u8, Vec<u8>, usize, String) {
                 .collect();
             let literals = segments
                 .iter()
-                .map(|s| {
-                    if let Segment::Literal(l) = s {
-                        l.as_str()
-                    } else {
-                        "{}"
-                    }
-                })
+                .map(|s| if let Segment::Literal(l) = s { l.as_str() } else { "{}" })
                 .collect::<Vec<_>>()
                 .join("/");
             (2, shape, segments.len(), literals)
@@ -338,8 +307,7 @@ fn path_rank(path: &PathPattern) -> (u8, Vec<u8>, usize, String) {
 fn methods_overlap(a: &RouteEntry, b: &RouteEntry) -> bool {
     // Different host names or paths never collide, even with equal rank.
     let same_host = match (&a.host, &b.host) {
-        (HostPattern::Exact(x), HostPattern::Exact(y))
-        | (HostPattern::Suffix(x), HostPattern::Suffix(y)) => x == y,
+        (HostPattern::Exact(x), HostPattern::Exact(y)) | (HostPattern::Suffix(x), HostPattern::Suffix(y)) => x == y,
         (HostPattern::Any, HostPattern::Any) => true,
         _ => false,
     };
@@ -375,11 +343,7 @@ mod tests {
 
     fn found(router: &Router, host: &str, path: &str, method: Method) -> Option<String> {
         match router.find(host, path, &method) {
-            RouteMatch::Found { index, .. } => router
-                .routes
-                .iter()
-                .find(|r| r.index == index)
-                .map(|r| r.name.clone()),
+            RouteMatch::Found { index, .. } => router.routes.iter().find(|r| r.index == index).map(|r| r.name.clone()),
             _ => None,
         }
     }
@@ -425,20 +389,17 @@ mod tests {
     fn template_parameters_are_captured() {
         let router = router(ROUTES).expect("valid");
         match router.find("x", "/orders/42/items/9", &Method::GET) {
-            RouteMatch::Found { params, .. } => assert_eq!(
-                params,
-                vec![("id", "42".to_string()), ("item", "9".to_string())]
-            ),
+            RouteMatch::Found { params, .. } => {
+                assert_eq!(params, vec![("id", "42".to_string()), ("item", "9".to_string())])
+            }
             other => panic!("{other:?}"),
         }
     }
 
     #[test]
     fn wrong_method_is_405_with_allow_only_when_nothing_else_matches() {
-        let only = router(
-            "  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c }\n",
-        )
-        .expect("valid");
+        let only =
+            router("  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c }\n").expect("valid");
         assert_eq!(
             only.find("x", "/admin", &Method::PUT),
             RouteMatch::MethodNotAllowed("GET, POST".into())

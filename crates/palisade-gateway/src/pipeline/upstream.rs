@@ -46,15 +46,12 @@ pub async fn forward(
         body,
         client_upgrade,
     } = prepared;
-    let retryable =
-        is_idempotent(&method) && http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
+    let retryable = is_idempotent(&method) && http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
     let mut body = Some(body);
     let mut failed: Option<Arc<Target>> = None;
     let mut attempt = 0;
     loop {
-        let in_flight = cluster
-            .pick(failed.as_ref())
-            .ok_or(GatewayError::NoHealthyUpstream)?;
+        let in_flight = cluster.pick(failed.as_ref()).ok_or(GatewayError::NoHealthyUpstream)?;
         let target = in_flight.target().clone();
         context.upstream_target = Some(target.address.clone());
         let uri = Uri::builder()
@@ -77,8 +74,7 @@ pub async fn forward(
         *request.headers_mut() = headers.clone();
 
         let sent = Instant::now();
-        let result =
-            tokio::time::timeout(cluster.request_timeout, cluster.client.request(request)).await;
+        let result = tokio::time::timeout(cluster.request_timeout, cluster.client.request(request)).await;
         let elapsed = sent.elapsed();
         cluster.upstream_duration.observe(elapsed.as_secs_f64());
         context.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
@@ -88,24 +84,13 @@ pub async fn forward(
             Ok(Ok(response)) => {
                 let unavailable = response.status() == StatusCode::SERVICE_UNAVAILABLE;
                 let failure = matches!(response.status().as_u16(), 502..=504);
-                cluster.record(
-                    &target,
-                    if failure {
-                        Outcome::Failure
-                    } else {
-                        Outcome::Success
-                    },
-                );
+                cluster.record(&target, if failure { Outcome::Failure } else { Outcome::Success });
                 if unavailable && retryable && can_retry(cluster, attempt) {
                     attempt += 1;
                     failed = Some(target);
                     continue;
                 }
-                return Ok(finish_response(
-                    response,
-                    client_upgrade,
-                    &context.request_id,
-                ));
+                return Ok(finish_response(response, client_upgrade, &context.request_id));
             }
             Ok(Err(error)) => error,
             Err(_elapsed) => {
@@ -203,10 +188,7 @@ pub fn ensure_host(headers: &mut http::HeaderMap, uri: &Uri) {
     if headers.contains_key(HOST) {
         return;
     }
-    if let Some(value) = uri
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    {
+    if let Some(value) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
         headers.insert(HOST, value);
     }
 }

@@ -49,9 +49,7 @@ impl ActiveChecker {
             ticker.tick().await;
             let probes = self.targets.iter().map(|target| self.probe(target));
             let results = futures_util::future::join_all(probes).await;
-            for ((target, passed), streak) in
-                self.targets.iter().zip(results).zip(streaks.iter_mut())
-            {
+            for ((target, passed), streak) in self.targets.iter().zip(results).zip(streaks.iter_mut()) {
                 self.apply(target, passed, streak);
             }
         }

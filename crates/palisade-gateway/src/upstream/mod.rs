@@ -38,8 +38,7 @@ pub struct Target {
 impl Target {
     /// In rotation: passing active checks and not ejected by passive ones.
     fn available(&self, now_ms: u64) -> bool {
-        self.active_healthy.load(Ordering::Relaxed)
-            && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
+        self.active_healthy.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
     fn update_gauge(&self, now_ms: u64) {
@@ -119,8 +118,7 @@ impl Cluster {
             .collect();
         let client = build_client(config);
         let health_task = config.health_check.as_ref().map(|check| {
-            let checker =
-                health::ActiveChecker::new(check, targets.clone(), client.clone(), Instant::now());
+            let checker = health::ActiveChecker::new(check, targets.clone(), client.clone(), Instant::now());
             tokio::spawn(checker.run()).abort_handle()
         });
         let retries = &config.retries;
@@ -221,9 +219,8 @@ impl Cluster {
                 let threshold = self.passive.consecutive_failures;
                 let failures = target.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
                 if threshold > 0 && failures >= threshold {
-                    let until = now
-                        + u64::try_from(self.passive.ejection_time.get().as_millis())
-                            .unwrap_or(u64::MAX / 2);
+                    let until =
+                        now + u64::try_from(self.passive.ejection_time.get().as_millis()).unwrap_or(u64::MAX / 2);
                     target.ejected_until_ms.store(until, Ordering::Relaxed);
                     target.consecutive_failures.store(0, Ordering::Relaxed);
                     target.ejections.inc();
@@ -287,9 +284,7 @@ mod tests {
     use super::*;
 
     fn cluster(balance: &str, targets: usize) -> Arc<Cluster> {
-        let list: Vec<String> = (0..targets)
-            .map(|i| format!("'127.0.0.1:{}'", 1000 + i))
-            .collect();
+        let list: Vec<String> = (0..targets).map(|i| format!("'127.0.0.1:{}'", 1000 + i)).collect();
         let text = format!(
             "listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: [{}], balance: {balance}, passive_health: {{consecutive_failures: 2, ejection_time: 1h}}}}}}\nroutes: [{{name: r, match: {{prefix: /}}, cluster: c}}]\n",
             list.join(", ")
@@ -328,23 +323,14 @@ mod tests {
         let cluster = cluster("round_robin", 2);
         let failing = cluster.targets[0].clone();
         cluster.record(&failing, Outcome::Failure);
-        assert!(cluster
-            .targets
-            .iter()
-            .all(|t| t.available(cluster.now_ms())));
+        assert!(cluster.targets.iter().all(|t| t.available(cluster.now_ms())));
         cluster.record(&failing, Outcome::Failure);
         for _ in 0..4 {
-            assert_ne!(
-                cluster.pick(None).unwrap().target().address,
-                failing.address
-            );
+            assert_ne!(cluster.pick(None).unwrap().target().address, failing.address);
         }
         cluster.record(&cluster.targets[1].clone(), Outcome::Failure);
         cluster.record(&cluster.targets[1].clone(), Outcome::Failure);
-        assert!(
-            cluster.pick(None).is_none(),
-            "no target in rotation means no pick"
-        );
+        assert!(cluster.pick(None).is_none(), "no target in rotation means no pick");
         assert!(!cluster.has_available_target());
     }
 }

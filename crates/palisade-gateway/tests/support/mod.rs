@@ -100,9 +100,7 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 }
 
 pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .build_http()
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
 }
 
 pub async fn get(url: &str) -> (u16, String) {
