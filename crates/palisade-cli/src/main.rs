@@ -56,7 +56,14 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The gateway serves on its own worker threads (one event loop per core); this runtime is the
+    // control plane: admin, reload, health checks, signals. The echo server has no workers of its own
+    // and gets a multi-threaded runtime.
+    let runtime = match cli.command {
+        Command::Echo { .. } => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("palisade: cannot start the async runtime: {error}");

@@ -16,6 +16,10 @@ use crate::units::{ByteSize, Duration};
 pub struct Config {
     /// Where clients connect. At least one.
     pub listeners: Vec<Spanned<ListenerConfig>>,
+    /// Worker threads serving client connections, each with its own event loop and upstream pools;
+    /// 0 means one per CPU core. Takes effect at start only.
+    #[serde(default)]
+    pub workers: usize,
     #[serde(default)]
     pub admin: AdminConfig,
     /// Limits that protect the HTTP edge itself.

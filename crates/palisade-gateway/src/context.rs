@@ -12,6 +12,7 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     pub tls: bool,
     pub verdicts: crate::framing::Verdicts,
+    pub hop: crate::pipeline::forwarded::HopValues,
 }
 
 pub struct RequestContext {

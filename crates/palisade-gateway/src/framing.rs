@@ -41,7 +41,8 @@ impl Verdicts {
 }
 
 enum State {
-    Head(Vec<u8>),
+    /// Waiting for (the rest of) a request head; partial bytes are in `Inspector::head`.
+    Head,
     Body(u64),
     ChunkSize(Vec<u8>),
     ChunkData(u64),
@@ -53,6 +54,8 @@ enum State {
 /// Follows HTTP/1 message boundaries in the bytes read from a client.
 pub struct Inspector {
     state: State,
+    /// A head split over several reads is gathered here; reused for the connection's life.
+    head: Vec<u8>,
     max_head: usize,
     max_headers: usize,
     verdicts: Verdicts,
@@ -63,7 +66,8 @@ const MAX_CHUNK_LINE: usize = 4096;
 impl Inspector {
     pub fn new(max_head: usize, max_headers: usize, verdicts: Verdicts) -> Self {
         Self {
-            state: State::Head(Vec::new()),
+            state: State::Head,
+            head: Vec::new(),
             max_head,
             max_headers,
             verdicts,
@@ -75,12 +79,12 @@ impl Inspector {
         while !bytes.is_empty() {
             let used = match &mut self.state {
                 State::Passthrough => return,
-                State::Head(_) => self.feed_head(bytes),
+                State::Head => self.feed_head(bytes),
                 State::Body(remaining) => {
                     let used = bytes.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
                     *remaining -= used as u64;
                     if *remaining == 0 {
-                        self.state = State::Head(Vec::new());
+                        self.state = State::Head;
                     }
                     used
                 }
@@ -106,32 +110,51 @@ impl Inspector {
     }
 
     fn feed_head(&mut self, bytes: &[u8]) -> usize {
-        let State::Head(head) = &mut self.state else {
-            return bytes.len();
-        };
-        let start = head.len().saturating_sub(3);
-        head.extend_from_slice(bytes);
-        if head.starts_with(b"PRI ") {
-            // The HTTP/2 connection preface: h2 has no such framing ambiguity.
+        if self.head.is_empty() {
+            if bytes.starts_with(b"PRI ") {
+                // The HTTP/2 connection preface: h2 has no such framing ambiguity.
+                self.state = State::Passthrough;
+                return bytes.len();
+            }
+            // The usual case: the whole head arrived in one read; judge it where it lies.
+            if let Some(end) = memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4) {
+                self.state = self.judge(&bytes[..end]);
+                return end;
+            }
+        }
+        let start = self.head.len().saturating_sub(3);
+        self.head.extend_from_slice(bytes);
+        if self.head.starts_with(b"PRI ") {
             self.state = State::Passthrough;
             return bytes.len();
         }
-        let Some(end) = find(&head[start..], b"\r\n\r\n").map(|at| start + at + 4) else {
-            if head.len() > self.max_head {
+        let Some(end) = memchr::memmem::find(&self.head[start..], b"\r\n\r\n").map(|at| start + at + 4) else {
+            if self.head.len() > self.max_head {
                 self.state = State::Passthrough;
             }
             return bytes.len();
         };
-        let consumed_from_bytes = bytes.len() - (head.len() - end);
-        let head = std::mem::take(head);
+        let consumed_from_bytes = bytes.len() - (self.head.len() - end);
+        let head = std::mem::take(&mut self.head);
         self.state = self.judge(&head[..end]);
+        // Keep the allocation for the next split head.
+        self.head = head;
+        self.head.clear();
         consumed_from_bytes
     }
 
     /// Records the verdict for one complete head and returns how the body is framed.
-    fn judge(&mut self, head: &[u8]) -> State {
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
-        let mut request = httparse::Request::new(&mut headers);
+    fn judge(&self, head: &[u8]) -> State {
+        // Most heads fit the stack array; only a config allowing more headers needs the heap.
+        let mut on_stack = [httparse::EMPTY_HEADER; 64];
+        let mut on_heap = Vec::new();
+        let headers: &mut [httparse::Header<'_>] = if self.max_headers <= on_stack.len() {
+            &mut on_stack[..self.max_headers]
+        } else {
+            on_heap.resize(self.max_headers, httparse::EMPTY_HEADER);
+            &mut on_heap
+        };
+        let mut request = httparse::Request::new(headers);
         match request.parse(head) {
             Ok(httparse::Status::Complete(_)) => {}
             // hyper will refuse this head itself; the stream cannot be followed past it.
@@ -147,7 +170,7 @@ impl Inspector {
             _ if upgrade => State::Passthrough,
             (None, Framing { chunked: true, .. }) => State::ChunkSize(Vec::new()),
             (None, Framing { length: Some(n), .. }) if n > 0 => State::Body(n),
-            _ => State::Head(Vec::new()),
+            _ => State::Head,
         }
     }
 
@@ -174,7 +197,7 @@ impl Inspector {
                 None => State::Passthrough,
             }
         } else if text.is_empty() {
-            State::Head(Vec::new())
+            State::Head
         } else {
             State::Trailers(Vec::new())
         };
@@ -240,10 +263,6 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
 }
 
 /// An IO that shows every byte it reads to an [`Inspector`].

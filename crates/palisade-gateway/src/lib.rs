@@ -12,6 +12,7 @@ pub mod respond;
 pub mod runtime;
 pub mod tls;
 pub mod upstream;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +35,8 @@ pub struct Shared {
     config_path: Option<PathBuf>,
     reload_lock: tokio::sync::Mutex<()>,
     open_connections: listener::OpenCount,
+    /// Worker threads (each with its own upstream pools).
+    pub workers: usize,
 }
 
 /// Where the configuration comes from. Only a file can be reloaded.
@@ -63,6 +66,7 @@ pub struct Gateway {
     admin: SocketAddr,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    workers: workers::Workers,
 }
 
 impl Gateway {
@@ -77,7 +81,8 @@ impl Gateway {
             ConfigSource::Parsed { name, config } => (*config, Diagnostics::new(name), None),
         };
         let metrics = Metrics::new();
-        let runtime = Runtime::compile(config, diagnostics, None, &metrics).await?;
+        let worker_count = workers::resolve_count(config.workers);
+        let runtime = Runtime::compile(config, diagnostics, None, &metrics, worker_count).await?;
         metrics.last_reload_ok.set(1);
         let shared = Arc::new(Shared {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
@@ -85,19 +90,23 @@ impl Gateway {
             config_path,
             reload_lock: tokio::sync::Mutex::new(()),
             open_connections: listener::OpenCount::new(0),
+            workers: worker_count,
         });
         let (stop, stopped) = watch::channel(false);
+        let workers = workers::Workers::start(worker_count).map_err(|source| bind_error("worker threads", source))?;
         let mut tasks = Vec::new();
         let mut bound = Vec::new();
         let config = shared.runtime.load_full();
         for entry in &config.config.listeners {
             let listener_config = &entry.value;
-            let tcp = bind(&listener_config.address.value).await?;
-            bound.push((
-                listener_config.name.clone(),
-                tcp.local_addr()
-                    .map_err(|source| bind_error(&listener_config.address.value, source))?,
-            ));
+            let address = &listener_config.address.value;
+            let parsed: SocketAddr = address
+                .parse()
+                .map_err(|_| bind_error(address, std::io::ErrorKind::InvalidInput.into()))?;
+            let sockets =
+                workers::bind_reuseport(parsed, workers.count()).map_err(|source| bind_error(address, source))?;
+            let local = sockets[0].local_addr().map_err(|source| bind_error(address, source))?;
+            bound.push((listener_config.name.clone(), local));
             let tls = match listener_config.tls {
                 Some(_) => {
                     let server_config =
@@ -111,12 +120,10 @@ impl Gateway {
                 }
                 None => None,
             };
-            tasks.push(tokio::spawn(listener::accept_loop(
-                tcp,
-                tls,
-                shared.clone(),
-                stopped.clone(),
-            )));
+            for (socket, worker) in sockets.into_iter().zip(workers.handles()) {
+                let accept = listener::accept_loop(socket, tls.clone(), shared.clone(), stopped.clone());
+                tasks.push(worker.spawn(accept));
+            }
         }
         let admin_listener = bind(&config.config.admin.address.value).await?;
         let admin = admin_listener
@@ -134,6 +141,7 @@ impl Gateway {
             admin,
             stop,
             tasks,
+            workers,
         })
     }
 
@@ -178,6 +186,8 @@ impl Gateway {
         for task in &self.tasks {
             task.abort();
         }
+        // Ends the worker threads and with them any connection that did not drain in time.
+        drop(self.workers);
         drained
     }
 
@@ -226,6 +236,6 @@ pub async fn check_config(path: &std::path::Path) -> Result<Config, ConfigErrors
     for cluster in check.clusters.values_mut() {
         cluster.value.health_check = None;
     }
-    Runtime::compile(check, diagnostics, None, &Metrics::new()).await?;
+    Runtime::compile(check, diagnostics, None, &Metrics::new(), 1).await?;
     Ok(config)
 }

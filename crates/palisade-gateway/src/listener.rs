@@ -41,12 +41,20 @@ impl Drop for OpenConnection {
 pub(crate) type OpenCount = AtomicUsize;
 
 /// Accepts until `stop` turns true; connections already open are drained by the graceful watcher.
+/// Runs on a worker's runtime; `listener` is that worker's own `SO_REUSEPORT` socket.
 pub(crate) async fn accept_loop(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "cannot register listener with the worker's event loop");
+            return;
+        }
+    };
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -96,6 +104,7 @@ async fn serve_connection(
         peer,
         tls: tls.is_some(),
         verdicts,
+        hop: crate::pipeline::forwarded::HopValues::new(peer.ip(), tls.is_some()),
     });
     let builder = http_builder(&runtime.config.limits, max_head);
     let service_shared = shared.clone();

@@ -38,7 +38,7 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
 async fn load_and_compile(shared: &Shared, path: &Path) -> Result<Runtime, ConfigErrors> {
     let (config, diagnostics) = load_file_partially(path)?;
     let previous = shared.runtime.load_full();
-    Runtime::compile(config, diagnostics, Some(&previous), &shared.metrics).await
+    Runtime::compile(config, diagnostics, Some(&previous), &shared.metrics, shared.workers).await
 }
 
 /// Listener sockets and the admin address are bound once; say so instead of silently ignoring edits.

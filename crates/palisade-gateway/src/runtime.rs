@@ -53,6 +53,7 @@ impl Runtime {
         mut diagnostics: Diagnostics,
         previous: Option<&Runtime>,
         metrics: &Metrics,
+        workers: usize,
     ) -> Result<Runtime, ConfigErrors> {
         let router = Router::compile(&config.routes, &mut diagnostics);
         let certificates = tls::load_certificates(&config, &mut diagnostics);
@@ -60,7 +61,7 @@ impl Runtime {
         if !diagnostics.is_empty() {
             return Err(ConfigErrors(diagnostics.into_errors()));
         }
-        let clusters = build_clusters(&config, previous, metrics);
+        let clusters = build_clusters(&config, previous, metrics, workers);
         let routes = config
             .routes
             .iter()
@@ -97,7 +98,12 @@ impl Runtime {
     }
 }
 
-fn build_clusters(config: &Config, previous: Option<&Runtime>, metrics: &Metrics) -> BTreeMap<String, Arc<Cluster>> {
+fn build_clusters(
+    config: &Config,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+    workers: usize,
+) -> BTreeMap<String, Arc<Cluster>> {
     let mut clusters = BTreeMap::new();
     for (name, cluster) in &config.clusters {
         let fresh_fingerprint = crate::upstream::fingerprint(&cluster.value);
@@ -106,7 +112,7 @@ fn build_clusters(config: &Config, previous: Option<&Runtime>, metrics: &Metrics
             .filter(|c| c.fingerprint == fresh_fingerprint);
         let built = match kept {
             Some(existing) => existing.clone(),
-            None => Cluster::start(name, &cluster.value, metrics),
+            None => Cluster::start(name, &cluster.value, metrics, workers),
         };
         clusters.insert(name.clone(), built);
     }

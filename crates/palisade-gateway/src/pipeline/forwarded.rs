@@ -113,18 +113,53 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// The forwarding header values that depend only on the connection (peer and scheme), computed once
+/// per connection instead of formatted for every request on it.
+#[derive(Debug, Clone)]
+pub struct HopValues {
+    peer: IpAddr,
+    proto: &'static str,
+    peer_value: HeaderValue,
+    forwarded: HeaderValue,
+}
+
+impl HopValues {
+    pub fn new(peer: IpAddr, tls: bool) -> Self {
+        let peer = canonical(peer);
+        let proto = if tls { "https" } else { "http" };
+        let forwarded = format!("for={};proto={proto}", forwarded_node(peer));
+        Self {
+            peer,
+            proto,
+            peer_value: header_value(peer.to_string()),
+            forwarded: header_value(forwarded),
+        }
+    }
+}
+
+fn forwarded_node(peer: IpAddr) -> String {
+    match peer {
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        IpAddr::V4(v4) => v4.to_string(),
+    }
+}
+
+fn header_value(text: String) -> HeaderValue {
+    // Addresses and the fixed words around them are always valid header text.
+    HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(""))
+}
+
 /// Rewrites the forwarding headers for the upstream hop.
 pub fn set_forwarding_headers(
     headers: &mut HeaderMap,
-    peer: IpAddr,
+    hop: &HopValues,
     client: IpAddr,
     peer_trusted: bool,
-    tls: bool,
     host: &str,
 ) {
-    let peer = canonical(peer);
-    let proto = if tls { "https" } else { "http" };
-    if !peer_trusted {
+    if peer_trusted {
+        extend_trusted_chain(headers, hop);
+    } else {
         for name in [
             &X_FORWARDED_FOR,
             &X_FORWARDED_PROTO,
@@ -136,28 +171,36 @@ pub fn set_forwarding_headers(
         }
         headers.remove("x-forwarded-port");
         headers.remove("x-forwarded-prefix");
+        headers.insert(X_FORWARDED_FOR, hop.peer_value.clone());
+        headers.insert(FORWARDED, hop.forwarded.clone());
     }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if peer_trusted => format!("{previous}, {peer}"),
-        _ => peer.to_string(),
+    let real_ip = if client == hop.peer {
+        hop.peer_value.clone()
+    } else {
+        header_value(client.to_string())
     };
-    let forwarded_node = match peer {
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        IpAddr::V4(v4) => v4.to_string(),
-    };
-    let forwarded = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(previous) if peer_trusted => format!("{previous}, for={forwarded_node};proto={proto}"),
-        _ => format!("for={forwarded_node};proto={proto}"),
-    };
-    set(headers, X_FORWARDED_FOR, forwarded_for);
-    set(headers, FORWARDED, forwarded);
-    set(headers, X_REAL_IP, client.to_string());
+    headers.insert(X_REAL_IP, real_ip);
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(hop.proto));
     }
     if !host.is_empty() && (!peer_trusted || !headers.contains_key(&X_FORWARDED_HOST)) {
         set(headers, X_FORWARDED_HOST, host.to_string());
     }
+}
+
+/// A trusted proxy's chain is kept and this hop appended to it.
+fn extend_trusted_chain(headers: &mut HeaderMap, hop: &HopValues) {
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {}", hop.peer),
+        None => hop.peer.to_string(),
+    };
+    let this_hop = format!("for={};proto={}", forwarded_node(hop.peer), hop.proto);
+    let forwarded = match headers.get(&FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {this_hop}"),
+        None => this_hop,
+    };
+    set(headers, X_FORWARDED_FOR, forwarded_for);
+    set(headers, FORWARDED, forwarded);
 }
 
 fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
@@ -257,7 +300,7 @@ mod tests {
             ("x-forwarded-host", "evil"),
         ]);
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
-        set_forwarding_headers(&mut h, peer, peer, false, true, "api.example.com");
+        set_forwarding_headers(&mut h, &HopValues::new(peer, true), peer, false, "api.example.com");
         assert_eq!(h["x-forwarded-for"], "203.0.113.9");
         assert_eq!(h["x-real-ip"], "203.0.113.9");
         assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https");

@@ -91,10 +91,9 @@ async fn run(
     upstream::ensure_host(&mut parts.headers, &parts.uri);
     forwarded::set_forwarding_headers(
         &mut parts.headers,
-        context.peer,
+        &connection.hop,
         context.client_ip,
         peer_trusted,
-        connection.tls,
         &context.host,
     );
     if let Ok(value) = HeaderValue::from_str(&context.request_id) {

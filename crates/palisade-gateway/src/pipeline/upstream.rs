@@ -48,6 +48,8 @@ pub async fn forward(
     } = prepared;
     let retryable = is_idempotent(&method) && http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
     let mut body = Some(body);
+    // Only a retryable request can have a second attempt, so only it pays for a copy of its headers.
+    let mut headers = Some(headers);
     let mut failed: Option<Arc<Target>> = None;
     let mut attempt = 0;
     loop {
@@ -71,10 +73,13 @@ pub async fn forward(
         } else {
             Version::HTTP_11
         };
-        *request.headers_mut() = headers.clone();
+        *request.headers_mut() = match retryable {
+            true => headers.clone().unwrap_or_default(),
+            false => headers.take().unwrap_or_default(),
+        };
 
         let sent = Instant::now();
-        let result = tokio::time::timeout(cluster.request_timeout, cluster.client.request(request)).await;
+        let result = tokio::time::timeout(cluster.request_timeout, cluster.client().request(request)).await;
         let elapsed = sent.elapsed();
         cluster.upstream_duration.observe(elapsed.as_secs_f64());
         context.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);

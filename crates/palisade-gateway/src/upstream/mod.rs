@@ -71,7 +71,8 @@ pub enum Outcome {
 pub struct Cluster {
     pub name: String,
     pub targets: Vec<Arc<Target>>,
-    pub client: UpstreamClient,
+    /// One pooled client per worker thread, so a request and its upstream connection share a thread.
+    clients: Vec<UpstreamClient>,
     pub request_timeout: Duration,
     pub retry_attempts: u32,
     pub upstream_duration: Histogram,
@@ -96,7 +97,7 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Builds the cluster and starts its health checks (needs a Tokio runtime).
-    pub fn start(name: &str, config: &ClusterConfig, metrics: &Metrics) -> Arc<Cluster> {
+    pub fn start(name: &str, config: &ClusterConfig, metrics: &Metrics, workers: usize) -> Arc<Cluster> {
         let targets: Vec<Arc<Target>> = config
             .targets
             .iter()
@@ -116,16 +117,17 @@ impl Cluster {
                 }))
             })
             .collect();
-        let client = build_client(config);
+        let clients = (0..workers.max(1)).map(|_| build_client(config)).collect();
+        let epoch = Instant::now();
         let health_task = config.health_check.as_ref().map(|check| {
-            let checker = health::ActiveChecker::new(check, targets.clone(), client.clone(), Instant::now());
+            let checker = health::ActiveChecker::new(check, targets.clone(), build_client(config), epoch);
             tokio::spawn(checker.run()).abort_handle()
         });
         let retries = &config.retries;
         Arc::new(Cluster {
             name: name.to_string(),
             targets,
-            client,
+            clients,
             request_timeout: config.request_timeout.get(),
             retry_attempts: retries.attempts,
             upstream_duration: metrics.upstream_duration(name),
@@ -137,11 +139,16 @@ impl Cluster {
                 retries.budget_min_per_second,
                 retries.budget_ratio,
             ),
-            epoch: Instant::now(),
+            epoch,
             next: AtomicUsize::new(0),
             fingerprint: fingerprint(config),
             health_task,
         })
+    }
+
+    /// The pooled client of the worker thread this runs on.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.clients[crate::workers::current_index() % self.clients.len()]
     }
 
     fn now_ms(&self) -> u64 {
@@ -290,7 +297,7 @@ mod tests {
             list.join(", ")
         );
         let config = palisade_core::parse_str("t.yaml", &text, None).expect("valid");
-        Cluster::start("c", &config.clusters["c"].value, &Metrics::new())
+        Cluster::start("c", &config.clusters["c"].value, &Metrics::new(), 1)
     }
 
     #[tokio::test]

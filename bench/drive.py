@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Drives the benchmark: direct to the echo upstream, Palisade, nginx and HAProxy, the same load for each.
+
+Throughput: wrk (2 threads) at several keep-alive connection counts, ROUNDS rounds interleaved so that
+drift on a shared machine hits every target alike; medians are reported. Latency under load: oha at a
+fixed rate of half Palisade's maximum (with latency correction, so queueing delay is not hidden).
+Prints a markdown report and writes it to bench/out/report.md.
+"""
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "bench", "out")
+BIN = os.path.join(ROOT, "target", "release", "palisade")
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+DURATION = int(os.environ.get("DURATION", "10"))
+CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "16 64 256").split()]
+TARGETS = {"direct": 19000, "palisade": 19080, "nginx": 19081, "haproxy": 19082}
+PATH = "/bench/item?x=1"
+
+
+def wait_for_port(port, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on port {port}")
+
+
+def start_servers(processes):
+    """Starts everything into `processes` (so the caller can stop what did start if one fails)."""
+    os.makedirs(OUT, exist_ok=True)
+    log = lambda name: open(os.path.join(OUT, f"{name}.log"), "w")
+    processes["echo"] = subprocess.Popen([BIN, "echo", "--listen", "127.0.0.1:19000"], stdout=log("echo"), stderr=subprocess.STDOUT)
+    wait_for_port(19000)
+    processes["palisade"] = subprocess.Popen(
+        [BIN, "gateway", "--config", os.path.join(ROOT, "bench", "palisade.yaml")], stdout=log("palisade"), stderr=subprocess.STDOUT
+    )
+    processes["nginx"] = subprocess.Popen(
+        ["nginx", "-p", OUT, "-c", os.path.join(ROOT, "bench", "nginx.conf"), "-g", "daemon off;"], stdout=log("nginx"), stderr=subprocess.STDOUT
+    )
+    processes["haproxy"] = subprocess.Popen(["haproxy", "-f", os.path.join(ROOT, "bench", "haproxy.cfg")], stdout=log("haproxy"), stderr=subprocess.STDOUT)
+    for port in TARGETS.values():
+        wait_for_port(port)
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def to_ms(value):
+    number, unit = re.match(r"([\d.]+)(us|ms|s)", value).groups()
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, connections):
+    output = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}{PATH}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
+    p50 = to_ms(re.search(r"\s50%\s+([\d.]+\w+)", output).group(1))
+    p99 = to_ms(re.search(r"\s99%\s+([\d.]+\w+)", output).group(1))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", output)
+    if errors:
+        print(f"  warning: {errors.group(0)} (port {port}, {connections} connections)", file=sys.stderr)
+    return rps, p50, p99
+
+
+def oha(port, rate, connections=64):
+    output = subprocess.run(
+        ["oha", "--no-tui", "--output-format", "json", "--latency-correction", "-z", f"{DURATION}s", "-c", str(connections), "-q", str(rate),
+         f"http://127.0.0.1:{port}{PATH}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    result = json.loads(output)
+    percentiles = result["latencyPercentiles"]
+    return result["summary"]["requestsPerSec"], percentiles["p50"] * 1000, percentiles["p99"] * 1000
+
+
+def machine():
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+    return f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
+
+
+def main():
+    processes = {}
+    lines = []
+    try:
+        start_servers(processes)
+        time.sleep(1)
+        idle_rss = rss_mib(processes["palisade"].pid)
+        subprocess.run(["wrk", "-t2", "-c64", "-d3s", f"http://127.0.0.1:19080{PATH}"], capture_output=True)  # warm-up
+        results = {}
+        for round_number in range(ROUNDS):
+            for connections in CONNECTIONS:
+                order = list(TARGETS)[round_number % 4:] + list(TARGETS)[:round_number % 4]
+                for target in order:
+                    results.setdefault((target, connections), []).append(wrk(TARGETS[target], connections))
+                    print(f"round {round_number + 1} c={connections} {target}: {results[(target, connections)][-1]}", file=sys.stderr)
+        loaded_rss = rss_mib(processes["palisade"].pid)
+        median = lambda target, c, i: statistics.median(r[i] for r in results[(target, c)])
+
+        lines.append(f"Machine: {machine()}; load generator on the same machine. wrk -t2, {DURATION} s per run, {ROUNDS} rounds, medians.")
+        lines.append("")
+        lines.append("| connections | target | req/s | p50 ms | p99 ms | palisade ÷ this |")
+        lines.append("|---:|---|---:|---:|---:|---:|")
+        for c in CONNECTIONS:
+            for target in TARGETS:
+                rps = median(target, c, 0)
+                ratio = median("palisade", c, 0) / rps
+                lines.append(f"| {c} | {target} | {rps:,.0f} | {median(target, c, 1):.3f} | {median(target, c, 2):.3f} | {ratio:.2f} |")
+        half = int(median("palisade", 64, 0) / 2)
+        lines.append("")
+        lines.append(f"Fixed rate {half:,} req/s (half of Palisade's maximum at 64 connections), 64 connections, oha with latency correction:")
+        lines.append("")
+        lines.append("| target | achieved req/s | p50 ms | p99 ms | p99 added over direct ms |")
+        lines.append("|---|---:|---:|---:|---:|")
+        fixed = {target: oha(port, half) for target, port in TARGETS.items()}
+        for target, (rps, p50, p99) in fixed.items():
+            lines.append(f"| {target} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {p99 - fixed['direct'][2]:+.3f} |")
+        lines.append("")
+        lines.append(f"Palisade resident memory: {idle_rss:.1f} MiB idle after start, {loaded_rss:.1f} MiB after the throughput runs.")
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    report = "\n".join(lines)
+    with open(os.path.join(OUT, "report.md"), "w") as f:
+        f.write(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Benchmark harness: builds Palisade (release), installs the peers from Debian packages if missing, then
+# runs bench/drive.py, which starts the echo upstream, Palisade, nginx and HAProxy and drives each the
+# same way. Run by hand (never in CI); results go to bench/RESULTS.md by hand, with date and machine.
+#
+#   bash bench/run.sh                         # defaults: 3 rounds, 10 s per run, 16/64/256 connections
+#   ROUNDS=5 DURATION=20 bash bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+missing=()
+for tool in nginx haproxy wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq nginx-light haproxy wrk
+fi
+command -v oha >/dev/null || cargo install oha --locked
+cargo build --release -q
+exec python3 bench/drive.py "$@"
