@@ -6,6 +6,9 @@
 //! - `x-echo-status: 503` answers with that status;
 //! - `x-echo-delay-ms: 200` waits that long (at most 60 s) before answering.
 //!
+//! Each answer names the connection it came on (`connection`: 1, 2, … in accept order), so tests can
+//! see whether a proxy reuses upstream connections.
+//!
 //! A request with `Upgrade` is answered `101 Switching Protocols` and the upgraded connection echoes
 //! bytes back, which is enough to test that WebSocket upgrades pass through the gateway.
 
@@ -29,6 +32,7 @@ const MAX_DELAY: Duration = Duration::from_secs(60);
 /// detected from its first bytes.
 pub async fn serve(listener: TcpListener, name: String) {
     let mut connections = tokio::task::JoinSet::new();
+    let mut accepted_count: u64 = 0;
     loop {
         while connections.try_join_next().is_some() {}
         let (stream, _) = match listener.accept().await {
@@ -41,8 +45,10 @@ pub async fn serve(listener: TcpListener, name: String) {
         };
         let _ = stream.set_nodelay(true);
         let name = name.clone();
+        accepted_count += 1;
+        let connection = accepted_count;
         connections.spawn(async move {
-            let service = hyper::service::service_fn(move |request| answer(request, name.clone()));
+            let service = hyper::service::service_fn(move |request| answer(request, name.clone(), connection));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let _ = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
@@ -58,7 +64,11 @@ pub async fn spawn(address: SocketAddr, name: &str) -> std::io::Result<(SocketAd
     Ok((bound, tokio::spawn(serve(listener, name.to_string()))))
 }
 
-async fn answer(request: Request<Incoming>, name: String) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    request: Request<Incoming>,
+    name: String,
+    connection: u64,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     if let Some(delay) = header_number(&request, "x-echo-delay-ms") {
         tokio::time::sleep(Duration::from_millis(delay).min(MAX_DELAY)).await;
     }
@@ -69,7 +79,7 @@ async fn answer(request: Request<Incoming>, name: String) -> Result<Response<Ful
         .and_then(|code| u16::try_from(code).ok())
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
-    let description = describe(request, &name).await;
+    let description = describe(request, &name, connection).await;
     let body = serde_json::to_vec_pretty(&description).unwrap_or_default();
     let response = Response::builder()
         .status(status)
@@ -79,7 +89,7 @@ async fn answer(request: Request<Incoming>, name: String) -> Result<Response<Ful
     Ok(response.unwrap_or_else(|_| Response::new(Full::default())))
 }
 
-async fn describe(request: Request<Incoming>, name: &str) -> Value {
+async fn describe(request: Request<Incoming>, name: &str, connection: u64) -> Value {
     let (parts, body) = request.into_parts();
     let mut headers = Map::new();
     for (header, value) in &parts.headers {
@@ -97,6 +107,7 @@ async fn describe(request: Request<Incoming>, name: &str) -> Value {
     };
     json!({
         "upstream": name,
+        "connection": connection,
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query(),

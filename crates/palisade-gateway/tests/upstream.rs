@@ -280,3 +280,35 @@ async fn websocket_upgrade_passes_through() {
         .unwrap();
     assert_eq!(&echoed[..n], b"ping-through-the-tunnel");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let a = echo("a").await;
+    let gw = start(&one_cluster(&[a], "")).await;
+    let client = client();
+    let mut connections = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (status, _, body) =
+            send_full(&client, http::Request::get(gw.url("/")).body(Full::default()).unwrap()).await;
+        assert_eq!(status, 200);
+        connections.insert(echoed(&body)["connection"].as_u64().unwrap());
+    }
+    assert_eq!(
+        connections.len(),
+        1,
+        "20 sequential requests used upstream connections {connections:?}"
+    );
+    // A body abandoned half-way must not hand a half-read connection to the next request.
+    let big = http::Request::get(gw.url("/"))
+        .header("x-echo-delay-ms", "0")
+        .body(Full::default())
+        .unwrap();
+    let response = client.request(big).await.unwrap();
+    drop(response);
+    let (status, _, body) = send_full(
+        &client,
+        http::Request::get(gw.url("/after")).body(Full::default()).unwrap(),
+    )
+    .await;
+    assert_eq!((status, echoed(&body)["path"].as_str()), (200, Some("/after")));
+}

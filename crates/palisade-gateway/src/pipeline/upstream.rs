@@ -11,7 +11,6 @@ use std::time::Instant;
 use http::header::{HeaderValue, HOST};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
@@ -19,7 +18,7 @@ use crate::context::RequestContext;
 use crate::pipeline::body_limit::caused_by_limit;
 use crate::pipeline::forwarded::{remove_hop_by_hop, X_REQUEST_ID};
 use crate::respond::GatewayError;
-use crate::upstream::{Cluster, Outcome, ProxyBody, Target};
+use crate::upstream::{Cluster, FailureKind, Outcome, ProxyBody, Target, UpstreamError};
 use palisade_core::config::UpstreamProtocol;
 
 /// What the earlier stages prepared for the upstream.
@@ -79,7 +78,7 @@ pub async fn forward(
         };
 
         let sent = Instant::now();
-        let result = tokio::time::timeout(cluster.request_timeout, cluster.client().request(request)).await;
+        let result = tokio::time::timeout(cluster.request_timeout, cluster.send(&target, request)).await;
         let elapsed = sent.elapsed();
         cluster.upstream_duration.observe(elapsed.as_secs_f64());
         context.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
@@ -133,34 +132,16 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
-fn classify(error: &hyper_util::client::legacy::Error) -> GatewayError {
-    if error.is_connect() {
-        if source_is_timeout(error) {
-            GatewayError::UpstreamTimeout
-        } else {
-            GatewayError::UpstreamUnreachable
-        }
-    } else {
-        GatewayError::UpstreamFailed
+fn classify(error: &UpstreamError) -> GatewayError {
+    match error.kind {
+        FailureKind::Unreachable => GatewayError::UpstreamUnreachable,
+        FailureKind::ConnectTimeout => GatewayError::UpstreamTimeout,
+        FailureKind::Exchange => GatewayError::UpstreamFailed,
     }
-}
-
-fn source_is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if let Some(io) = error.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::TimedOut;
-        }
-        if error.to_string().contains("timed out") {
-            return true;
-        }
-        current = error.source();
-    }
-    false
 }
 
 fn finish_response(
-    mut response: Response<Incoming>,
+    mut response: Response<ProxyBody>,
     client_upgrade: Option<OnUpgrade>,
     request_id: &str,
 ) -> Response<ProxyBody> {
@@ -174,7 +155,7 @@ fn finish_response(
     if let Ok(value) = HeaderValue::from_str(request_id) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
-    response.map(|body| body.map_err(Into::into).boxed())
+    response
 }
 
 /// Joins the two upgraded connections once both sides have switched protocols.

@@ -1,13 +1,16 @@
 //! Upstream clusters: their targets, how a target is chosen, and the pooled client that reaches them.
 
 mod health;
+pub mod pool;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
+use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -25,6 +28,8 @@ pub type UpstreamClient = Client<HttpConnector, ProxyBody>;
 
 /// One upstream address with its live state.
 pub struct Target {
+    /// Position in the cluster's target list (the key of per-target pools).
+    index: usize,
     pub address: String,
     pub authority: http::uri::Authority,
     in_flight: AtomicUsize,
@@ -68,11 +73,84 @@ pub enum Outcome {
     Failure,
 }
 
+/// How a cluster's requests travel: HTTP/1 over per-worker pools of single connections, or HTTP/2
+/// multiplexed over per-worker clients.
+enum Transport {
+    Http1(Vec<Arc<pool::Http1Pool>>),
+    Http2(Vec<UpstreamClient>),
+}
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Refused or reset while connecting: the request was never sent.
+    Unreachable,
+    ConnectTimeout,
+    /// The connection broke after the request was (maybe) sent.
+    Exchange,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{kind:?}: {source}")]
+pub struct UpstreamError {
+    pub kind: FailureKind,
+    #[source]
+    source: BoxError,
+}
+
+impl UpstreamError {
+    /// Failed before the request could reach the upstream, so another target may be tried.
+    pub fn is_connect(&self) -> bool {
+        matches!(self.kind, FailureKind::Unreachable | FailureKind::ConnectTimeout)
+    }
+}
+
+impl From<pool::SendError> for UpstreamError {
+    fn from(error: pool::SendError) -> Self {
+        let kind = match &error {
+            pool::SendError::Connect(_) => FailureKind::Unreachable,
+            pool::SendError::ConnectTimeout => FailureKind::ConnectTimeout,
+            pool::SendError::Exchange(_) => FailureKind::Exchange,
+        };
+        Self {
+            kind,
+            source: Box::new(error),
+        }
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for UpstreamError {
+    fn from(error: hyper_util::client::legacy::Error) -> Self {
+        let kind = match error.is_connect() {
+            true if has_timeout_source(&error) => FailureKind::ConnectTimeout,
+            true => FailureKind::Unreachable,
+            false => FailureKind::Exchange,
+        };
+        Self {
+            kind,
+            source: Box::new(error),
+        }
+    }
+}
+
+fn has_timeout_source(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::TimedOut;
+        }
+        if error.to_string().contains("timed out") {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 pub struct Cluster {
     pub name: String,
     pub targets: Vec<Arc<Target>>,
-    /// One pooled client per worker thread, so a request and its upstream connection share a thread.
-    clients: Vec<UpstreamClient>,
+    transport: Transport,
     pub request_timeout: Duration,
     pub retry_attempts: u32,
     pub upstream_duration: Histogram,
@@ -103,9 +181,14 @@ impl Cluster {
             .iter()
             .filter_map(|t| {
                 let authority: http::uri::Authority = t.value.parse().ok()?;
+                Some((t, authority))
+            })
+            .enumerate()
+            .map(|(index, (t, authority))| {
                 let healthy_gauge = metrics.upstream_healthy(name, &t.value);
                 healthy_gauge.set(1);
-                Some(Arc::new(Target {
+                Arc::new(Target {
+                    index,
                     address: t.value.clone(),
                     authority,
                     in_flight: AtomicUsize::new(0),
@@ -114,10 +197,26 @@ impl Cluster {
                     consecutive_failures: AtomicU32::new(0),
                     healthy_gauge,
                     ejections: metrics.upstream_ejections(name, &t.value),
-                }))
+                })
             })
             .collect();
-        let clients = (0..workers.max(1)).map(|_| build_client(config)).collect();
+        let workers = workers.max(1);
+        let transport = match config.protocol {
+            UpstreamProtocol::Http1 => Transport::Http1(
+                (0..workers)
+                    .map(|_| {
+                        let (connect, idle) = (config.connect_timeout.get(), config.idle_timeout.get());
+                        Arc::new(pool::Http1Pool::new(
+                            targets.len(),
+                            connect,
+                            idle,
+                            config.max_idle_per_target,
+                        ))
+                    })
+                    .collect(),
+            ),
+            UpstreamProtocol::Http2 => Transport::Http2((0..workers).map(|_| build_client(config)).collect()),
+        };
         let epoch = Instant::now();
         let health_task = config.health_check.as_ref().map(|check| {
             let checker = health::ActiveChecker::new(check, targets.clone(), build_client(config), epoch);
@@ -127,7 +226,7 @@ impl Cluster {
         Arc::new(Cluster {
             name: name.to_string(),
             targets,
-            clients,
+            transport,
             request_timeout: config.request_timeout.get(),
             retry_attempts: retries.attempts,
             upstream_duration: metrics.upstream_duration(name),
@@ -146,9 +245,30 @@ impl Cluster {
         })
     }
 
-    /// The pooled client of the worker thread this runs on.
-    pub fn client(&self) -> &UpstreamClient {
-        &self.clients[crate::workers::current_index() % self.clients.len()]
+    /// Sends `request` (absolute URI) to `target` over the current worker's connections.
+    pub async fn send(
+        &self,
+        target: &Target,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, UpstreamError> {
+        let worker = crate::workers::current_index();
+        match &self.transport {
+            Transport::Http1(pools) => {
+                // HTTP/1 wants the origin form on the wire; the target is chosen by the pool.
+                let origin = request.uri().path_and_query().cloned();
+                if let Some(origin) = origin {
+                    *request.uri_mut() = Uri::from(origin);
+                }
+                let response = pools[worker % pools.len()]
+                    .send(target.index, &target.address, request)
+                    .await?;
+                Ok(response.map(|body| body.map_err(Into::into).boxed()))
+            }
+            Transport::Http2(clients) => {
+                let response = clients[worker % clients.len()].request(request).await?;
+                Ok(response.map(|body| body.map_err(Into::into).boxed()))
+            }
+        }
     }
 
     fn now_ms(&self) -> u64 {

@@ -1,0 +1,187 @@
+//! A per-worker pool of HTTP/1 connections to upstream targets, on hyper's connection-level client.
+//!
+//! hyper-util's pooled client spawns a task for every HTTP/1 request (to return the connection once it
+//! is ready again) and shares one locked pool among all threads. Here each worker has its own pool, a
+//! connection goes back to it when the response body has been read to the end, and the only task per
+//! connection is the connection itself, on the worker's thread.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::ProxyBody;
+
+/// Why a request could not be exchanged with a target.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("upstream exchange failed: {0}")]
+    Exchange(#[source] hyper::Error),
+}
+
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+pub struct Http1Pool {
+    /// Idle connections per target (by index in the cluster), most recently used last.
+    idle: Vec<Mutex<Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+impl Http1Pool {
+    pub fn new(targets: usize, connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+        Self {
+            idle: (0..targets).map(|_| Mutex::new(Vec::new())).collect(),
+            connect_timeout,
+            idle_timeout,
+            max_idle,
+        }
+    }
+
+    /// Sends `request` (origin-form URI) to the target, on an idle connection when there is one.
+    pub async fn send(
+        self: &Arc<Self>,
+        target: usize,
+        address: &str,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        while let Some(mut sender) = self.checkout(target) {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.attach(response, sender, target)),
+                Err(mut error) => match error.take_message() {
+                    // The connection closed before taking the request: try the next one.
+                    Some(returned) => request = returned,
+                    None => return Err(SendError::Exchange(error.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(address).await?;
+        let response = sender.send_request(request).await.map_err(SendError::Exchange)?;
+        Ok(self.attach(response, sender, target))
+    }
+
+    fn checkout(&self, target: usize) -> Option<SendRequest<ProxyBody>> {
+        let mut idle = self.idle.get(target)?.lock().ok()?;
+        while let Some(candidate) = idle.pop() {
+            if !candidate.sender.is_closed() && candidate.since.elapsed() < self.idle_timeout {
+                return Some(candidate.sender);
+            }
+        }
+        None
+    }
+
+    fn give_back(&self, target: usize, sender: SendRequest<ProxyBody>) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Some(Ok(mut idle)) = self.idle.get(target).map(Mutex::lock) {
+            if idle.len() < self.max_idle {
+                idle.push(Idle {
+                    sender,
+                    since: Instant::now(),
+                });
+            }
+        }
+    }
+
+    async fn connect(&self, address: &str) -> Result<SendRequest<ProxyBody>, SendError> {
+        let stream = match tokio::time::timeout(self.connect_timeout, TcpStream::connect(address)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return Err(SendError::Connect(error)),
+            Err(_) => return Err(SendError::ConnectTimeout),
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Exchange)?;
+        tokio::spawn(async move {
+            // Errors here surface on the request that was in flight; nothing else to do with them.
+            let _ = connection.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    /// The connection returns to the pool when the response body has been read to the end; an upgraded
+    /// connection or a body abandoned half-way never does.
+    fn attach(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<ProxyBody>,
+        target: usize,
+    ) -> Response<PooledBody> {
+        let reusable = response.status() != StatusCode::SWITCHING_PROTOCOLS;
+        let finished = response.body().is_end_stream();
+        let mut lease = reusable.then(|| Lease {
+            pool: self.clone(),
+            target,
+            sender,
+        });
+        if finished {
+            if let Some(lease) = lease.take() {
+                lease.release();
+            }
+        }
+        response.map(|inner| PooledBody { inner, lease })
+    }
+}
+
+struct Lease {
+    pool: Arc<Http1Pool>,
+    target: usize,
+    sender: SendRequest<ProxyBody>,
+}
+
+impl Lease {
+    fn release(self) {
+        self.pool.give_back(self.target, self.sender);
+    }
+}
+
+/// An upstream response body that gives its connection back when it ends.
+pub struct PooledBody {
+    inner: Incoming,
+    lease: Option<Lease>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = matches!(polled, Poll::Ready(None)) || self.inner.is_end_stream();
+        if ended {
+            if let Some(lease) = self.lease.take() {
+                lease.release();
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
