@@ -79,6 +79,9 @@ impl GatewayError {
         let body = self.problem().with_request_id(Some(request_id.to_string())).to_json();
         let mut response = problem_response(self.status(), body);
         let headers = response.headers_mut();
+        if let Ok(value) = HeaderValue::from_str(request_id) {
+            headers.insert(crate::pipeline::forwarded::X_REQUEST_ID, value);
+        }
         match &self {
             GatewayError::MethodNotAllowed(allow) => {
                 if let Ok(value) = HeaderValue::from_str(allow) {

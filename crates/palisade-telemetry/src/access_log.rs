@@ -105,3 +105,52 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut entries: mpsc::Recei
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: u64) -> AccessLogEntry {
+        AccessLogEntry {
+            time: SystemTime::now(),
+            request_id: format!("id-{n}"),
+            client_ip: None,
+            method: "GET".into(),
+            path: "/".into(),
+            route: None,
+            status: 200,
+            bytes_in: 0,
+            bytes_out: n,
+            duration_ms: 0.1,
+            upstream: None,
+            upstream_ms: None,
+            reason: None,
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+        let dir = std::env::temp_dir().join(format!("palisade-access-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dropped = Counter::default();
+        let log = AccessLog::start(Destination::File(dir.join("access.log")), 4, dropped.clone())
+            .await
+            .unwrap();
+        // The writer task cannot run while this single-threaded test never yields, so the queue fills.
+        let started = std::time::Instant::now();
+        for n in 0..1000 {
+            log.log(entry(n));
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "logging never waits"
+        );
+        assert_eq!(
+            dropped.get(),
+            996,
+            "everything past the 4 queued lines is dropped and counted"
+        );
+        tokio::task::yield_now().await;
+        drop(log);
+    }
+}
