@@ -55,6 +55,8 @@ pub enum StartError {
     Config(#[from] ConfigErrors),
     #[error("cannot listen on {address}: {source}")]
     Bind { address: String, source: std::io::Error },
+    #[error("cannot start worker threads: {0}")]
+    Workers(std::io::Error),
     #[error("TLS setup for listener {listener:?} failed: {source}")]
     Tls { listener: String, source: rustls::Error },
 }
@@ -93,7 +95,7 @@ impl Gateway {
             workers: worker_count,
         });
         let (stop, stopped) = watch::channel(false);
-        let workers = workers::Workers::start(worker_count).map_err(|source| bind_error("worker threads", source))?;
+        let workers = workers::Workers::start(worker_count).map_err(StartError::Workers)?;
         let mut tasks = Vec::new();
         let mut bound = Vec::new();
         let config = shared.runtime.load_full();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use palisade_core::{load_file_partially, ConfigErrors};
+use palisade_core::{load_file_partially, ConfigErrors, Diagnostics};
 use tokio::sync::watch;
 
 use crate::runtime::Runtime;
@@ -21,7 +21,6 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
     shared.metrics.record_reload(outcome.is_ok());
     match outcome {
         Ok(runtime) => {
-            warn_about_restart_only_changes(&shared.runtime.load().config, &runtime.config);
             shared.runtime.store(Arc::new(runtime));
             tracing::info!(config = %path.display(), "configuration reloaded");
             Ok(())
@@ -36,27 +35,38 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
 }
 
 async fn load_and_compile(shared: &Shared, path: &Path) -> Result<Runtime, ConfigErrors> {
-    let (config, diagnostics) = load_file_partially(path)?;
+    let (config, mut diagnostics) = load_file_partially(path)?;
     let previous = shared.runtime.load_full();
+    refuse_restart_only_changes(&previous.config, &config, &mut diagnostics);
     Runtime::compile(config, diagnostics, Some(&previous), &shared.metrics, shared.workers).await
 }
 
-/// Listener sockets and the admin address are bound once; say so instead of silently ignoring edits.
-fn warn_about_restart_only_changes(old: &palisade_core::Config, new: &palisade_core::Config) {
+/// Listener sockets, the admin address and the worker threads are set up once, at start, and a TLS
+/// listener finds its certificate by name. A reload that changes them could not be applied as written
+/// (and a renamed TLS listener would fail every handshake), so it is refused as a whole.
+fn refuse_restart_only_changes(
+    old: &palisade_core::Config,
+    new: &palisade_core::Config,
+    diagnostics: &mut Diagnostics,
+) {
     let shape = |c: &palisade_core::Config| -> Vec<(String, String, bool)> {
-        c.listeners
-            .iter()
-            .map(|l| {
-                (
-                    l.value.name.clone(),
-                    l.value.address.value.clone(),
-                    l.value.tls.is_some(),
-                )
-            })
+        let listeners = c.listeners.iter().map(|l| &l.value);
+        listeners
+            .map(|l| (l.name.clone(), l.address.value.clone(), l.tls.is_some()))
             .collect()
     };
-    if shape(old) != shape(new) || old.admin.address.value != new.admin.address.value {
-        tracing::warn!("listener or admin addresses changed; those take effect only after a restart");
+    if shape(old) != shape(new) {
+        let message = "listeners (names, addresses, TLS on or off) change only with a restart";
+        match new.listeners.first() {
+            Some(listener) => diagnostics.on(listener, message),
+            None => diagnostics.general(message),
+        }
+    }
+    if old.admin.address.value != new.admin.address.value {
+        diagnostics.on(&new.admin.address, "admin.address changes only with a restart");
+    }
+    if old.workers != new.workers {
+        diagnostics.general("workers changes only with a restart");
     }
 }
 

@@ -77,6 +77,33 @@ async fn explicit_reload_reports_every_error_with_location() {
 }
 
 #[tokio::test]
+async fn reloads_that_change_listeners_are_refused_and_the_old_config_stays() {
+    let a = echo("a").await;
+    let routes = one_cluster(&[a], "");
+    let gw = start(&format!("reload: {{ watch: false }}\n{routes}")).await;
+    let renamed = format!(
+        "listeners:\n  - name: renamed\n    address: 127.0.0.1:0\nreload: {{ watch: false }}\n{}",
+        routes.replace("prefix: /", "prefix: /other")
+    );
+    gw.rewrite_config(&renamed);
+    let errors = gw
+        .gateway
+        .reload()
+        .await
+        .expect_err("a listener change needs a restart");
+    assert!(errors.to_string().contains("only with a restart"), "{errors}");
+    assert_eq!(
+        get(&gw.url("/")).await.0,
+        200,
+        "the running config, listener and routes alike, stays"
+    );
+    assert!(gw
+        .metrics()
+        .await
+        .contains("palisade_config_reloads_total{outcome=\"rejected\"} 1"));
+}
+
+#[tokio::test]
 async fn in_flight_requests_finish_on_the_config_they_started_with() {
     let a = echo("a").await;
     let gw = start(&format!("reload: {{ watch: false }}\n{}", one_cluster(&[a], ""))).await;
