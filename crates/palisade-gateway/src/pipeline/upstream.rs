@@ -49,24 +49,23 @@ pub async fn forward(
     let mut body = Some(body);
     // Only a retryable request can have a second attempt, so only it pays for a copy of its headers.
     let mut headers = Some(headers);
+    // The origin-form target, parsed once for all attempts; the transport adds the target's authority
+    // where its protocol needs one.
+    let origin: Uri = path_and_query
+        .parse()
+        .map_err(|_| GatewayError::BadRequest("bad_request_target"))?;
     let mut failed: Option<Arc<Target>> = None;
     let mut attempt = 0;
     loop {
         let in_flight = cluster.pick(failed.as_ref()).ok_or(GatewayError::NoHealthyUpstream)?;
         let target = in_flight.target().clone();
         context.upstream_target = Some(target.address.clone());
-        let uri = Uri::builder()
-            .scheme("http")
-            .authority(target.authority.clone())
-            .path_and_query(path_and_query.as_str())
-            .build();
-        let uri = uri.map_err(|_| GatewayError::BadRequest("bad_request_target"))?;
         let attempt_body = body
             .take()
             .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
         let mut request = Request::new(attempt_body);
         *request.method_mut() = method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = origin.clone();
         *request.version_mut() = if protocol == UpstreamProtocol::Http2 {
             Version::HTTP_2
         } else {

@@ -245,7 +245,7 @@ impl Cluster {
         })
     }
 
-    /// Sends `request` (absolute URI) to `target` over the current worker's connections.
+    /// Sends `request` (origin-form URI) to `target` over the current worker's connections.
     pub async fn send(
         &self,
         target: &Target,
@@ -254,17 +254,19 @@ impl Cluster {
         let worker = crate::workers::current_index();
         match &self.transport {
             Transport::Http1(pools) => {
-                // HTTP/1 wants the origin form on the wire; the target is chosen by the pool.
-                let origin = request.uri().path_and_query().cloned();
-                if let Some(origin) = origin {
-                    *request.uri_mut() = Uri::from(origin);
-                }
                 let response = pools[worker % pools.len()]
                     .send(target.index, &target.address, request)
                     .await?;
                 Ok(response.map(|body| body.map_err(Into::into).boxed()))
             }
             Transport::Http2(clients) => {
+                // The pooled HTTP/2 client finds its connection from the absolute URI.
+                let mut parts = request.uri().clone().into_parts();
+                parts.scheme = Some(http::uri::Scheme::HTTP);
+                parts.authority = Some(target.authority.clone());
+                if let Ok(absolute) = Uri::from_parts(parts) {
+                    *request.uri_mut() = absolute;
+                }
                 let response = clients[worker % clients.len()].request(request).await?;
                 Ok(response.map(|body| body.map_err(Into::into).boxed()))
             }
