@@ -48,7 +48,7 @@ async fn answer(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
         ));
     }
     let response = match request.uri().path() {
-        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => readiness(&shared),
         "/metrics" => text(
             StatusCode::OK,
@@ -77,8 +77,8 @@ fn readiness(shared: &Shared) -> Response<Full<Bytes>> {
     text(status, "application/json", body.to_string())
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -87,11 +87,6 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 fn problem(status: StatusCode, slug: &str, title: &str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(Problem::new(status, slug, title).to_json())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(palisade_core::problem::CONTENT_TYPE),
-    );
-    response
+    let body = Problem::new(status, slug, title).to_json();
+    text(status, palisade_core::problem::CONTENT_TYPE, body)
 }

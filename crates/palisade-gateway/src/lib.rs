@@ -102,9 +102,7 @@ impl Gateway {
         for entry in &config.config.listeners {
             let listener_config = &entry.value;
             let address = &listener_config.address.value;
-            let parsed: SocketAddr = address
-                .parse()
-                .map_err(|_| bind_error(address, std::io::ErrorKind::InvalidInput.into()))?;
+            let parsed = parse_address(address)?;
             let sockets =
                 workers::bind_reuseport(parsed, workers.count()).map_err(|source| bind_error(address, source))?;
             let local = sockets[0].local_addr().map_err(|source| bind_error(address, source))?;
@@ -213,12 +211,16 @@ impl Gateway {
 }
 
 async fn bind(address: &str) -> Result<TcpListener, StartError> {
-    let parsed: SocketAddr = address
-        .parse()
-        .map_err(|_| bind_error(address, std::io::ErrorKind::InvalidInput.into()))?;
-    TcpListener::bind(parsed)
+    TcpListener::bind(parse_address(address)?)
         .await
         .map_err(|source| bind_error(address, source))
+}
+
+/// Validation already checked the address; this only turns a surprise into a start error, not a panic.
+fn parse_address(address: &str) -> Result<SocketAddr, StartError> {
+    address
+        .parse()
+        .map_err(|_| bind_error(address, std::io::ErrorKind::InvalidInput.into()))
 }
 
 fn bind_error(address: &str, source: std::io::Error) -> StartError {

@@ -40,8 +40,8 @@ impl Drop for OpenConnection {
 
 pub(crate) type OpenCount = AtomicUsize;
 
-/// Accepts until `stop` turns true; connections already open are drained by the graceful watcher.
-/// Runs on a worker's runtime; `listener` is that worker's own `SO_REUSEPORT` socket.
+/// Accepts until `stop` turns true; connections already open watch `stop` themselves and drain (see
+/// `serve_connection`). Runs on a worker's runtime; `listener` is that worker's own `SO_REUSEPORT` socket.
 pub(crate) async fn accept_loop(
     listener: std::net::TcpListener,
     tls: Option<TlsAcceptor>,
