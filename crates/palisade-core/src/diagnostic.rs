@@ -78,6 +78,11 @@ impl Diagnostics {
         self.at(Location::UNKNOWN, message);
     }
 
+    /// Takes over the findings about another file (a key file the config names).
+    pub fn absorb(&mut self, errors: ConfigErrors) {
+        self.found.extend(errors.0);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.found.is_empty()
     }

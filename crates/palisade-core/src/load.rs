@@ -28,24 +28,35 @@ pub fn parse_str(file: &str, text: &str, base_dir: Option<&Path>) -> Result<Conf
 /// errors that leave no config to look at (unreadable file, YAML syntax, wrong types) are returned
 /// as `Err`.
 pub fn load_file_partially(path: &Path) -> Result<(Config, Diagnostics), ConfigErrors> {
-    let file = path.display().to_string();
+    let text = read_bounded(path)?;
+    parse_partially(&path.display().to_string(), &text, path.parent())
+}
+
+/// Reads a YAML file that the config names (an API key list, a policy set) into `T`, with the same
+/// size limit and `file:line:column` errors as the config itself.
+pub fn load_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErrors> {
+    let text = read_bounded(path)?;
+    serde_saphyr::from_str(&text).map_err(|e| ConfigErrors(vec![parse_diagnostic(&path.display().to_string(), &e)]))
+}
+
+/// The file's text, refused when it is unreadable or larger than [`MAX_CONFIG_BYTES`].
+fn read_bounded(path: &Path) -> Result<String, ConfigErrors> {
     let fail = |message: String| {
         ConfigErrors(vec![Diagnostic {
-            file: file.clone(),
+            file: path.display().to_string(),
             line: 0,
             column: 0,
             message,
         }])
     };
-    let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
+    let metadata = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {}", e.kind())))?;
     if metadata.len() > MAX_CONFIG_BYTES {
         return Err(fail(format!(
-            "config is {} bytes; the limit is {MAX_CONFIG_BYTES}",
+            "file is {} bytes; the limit is {MAX_CONFIG_BYTES}",
             metadata.len()
         )));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read config: {}", e.kind())))?;
-    parse_partially(&file, &text, path.parent())
+    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {}", e.kind())))
 }
 
 /// Like [`parse_str`], with the findings left unfinished (see [`load_file_partially`]).

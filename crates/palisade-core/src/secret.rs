@@ -63,6 +63,11 @@ impl fmt::Debug for SecretRef {
 }
 
 impl SecretValue {
+    /// Wraps a value derived from secrets (a Basic credential) so that it cannot print either.
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use serde_saphyr::Spanned;
 
 use crate::config::{ClusterConfig, Config, RouteConfig};
 use crate::diagnostic::Diagnostics;
@@ -33,6 +35,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         }
     }
     validate_routes(config, diagnostics);
+    crate::validate_auth::validate(config, diagnostics);
 }
 
 /// Accepts `10.0.0.0/8`, `::1/128` and bare addresses (as a single-host network).
@@ -169,15 +172,31 @@ fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
     }
 }
 
-/// Makes TLS file paths relative to the config file's directory, so a config works from any cwd.
+/// Makes file paths relative to the config file's directory, so a config works from any cwd.
 pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
+    let mut files: Vec<&mut Spanned<PathBuf>> = Vec::new();
     for listener in &mut config.listeners {
         if let Some(tls) = &mut listener.value.tls {
-            for file in [&mut tls.cert, &mut tls.key] {
-                if file.value.is_relative() {
-                    file.value = dir.join(&file.value);
-                }
+            files.push(&mut tls.cert);
+            files.push(&mut tls.key);
+            if let Some(client) = &mut tls.client_certificates {
+                files.extend(client.value.ca.iter_mut());
             }
+        }
+    }
+    let auth = &mut config.authentication;
+    for provider in auth.jwt_providers.values_mut() {
+        let keys = &mut provider.value.keys.value;
+        files.extend(keys.jwks_file.as_mut());
+        files.extend(keys.ca.as_mut());
+    }
+    for endpoint in auth.introspection.values_mut() {
+        files.extend(endpoint.value.ca.as_mut());
+    }
+    files.extend(auth.api_keys.file.as_mut());
+    for file in files {
+        if file.value.is_relative() {
+            file.value = dir.join(&file.value);
         }
     }
 }

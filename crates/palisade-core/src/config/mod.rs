@@ -10,6 +10,9 @@ use serde_saphyr::Spanned;
 
 use crate::units::{ByteSize, Duration};
 
+pub mod auth;
+pub use auth::{AuthMethod, AuthenticationConfig, ClientCertificatesConfig};
+
 /// The whole gateway configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +37,9 @@ pub struct Config {
     pub reload: ReloadConfig,
     #[serde(default)]
     pub shutdown: ShutdownConfig,
+    /// Identity providers, API keys and what the upstream learns of the caller.
+    #[serde(default)]
+    pub authentication: AuthenticationConfig,
     /// Named groups of upstream targets.
     pub clusters: BTreeMap<String, Spanned<ClusterConfig>>,
     /// Routes, matched most specific first (order in the file does not matter).
@@ -57,6 +63,9 @@ pub struct TlsConfig {
     pub cert: Spanned<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key: Spanned<PathBuf>,
+    /// Ask clients for a certificate (mTLS at the edge). Absent: never asked.
+    #[serde(default)]
+    pub client_certificates: Option<Spanned<ClientCertificatesConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +317,12 @@ pub struct RouteConfig {
     /// Request body limit for this route; default `limits.max_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
+    /// Reachable without credentials. A route must be `public: true` or list `authentication`.
+    #[serde(default)]
+    pub public: bool,
+    /// Accepted ways to authenticate; any one of them succeeding is enough.
+    #[serde(default)]
+    pub authentication: Option<Spanned<Vec<Spanned<AuthMethod>>>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -1,0 +1,103 @@
+//! HTTPS requests to identity providers (key sets, discovery, introspection): TLS with the public
+//! web roots plus an optional CA bundle, a timeout for the whole exchange, and a cap on the answer's
+//! size so that a hostile or broken IdP cannot exhaust memory.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+/// Key sets and introspection answers are kilobytes.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("timed out")]
+    Timeout,
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("answer larger than {MAX_ANSWER_BYTES} bytes or cut short")]
+    Body,
+    #[error("HTTP status {0}")]
+    Status(StatusCode),
+    #[error("answer is not the expected JSON: {0}")]
+    Json(String),
+}
+
+#[derive(Clone)]
+pub struct Fetcher {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl Fetcher {
+    /// `extra_ca`: a PEM bundle trusted in addition to the web roots (a private IdP).
+    pub fn new(extra_ca: Option<&Path>, timeout: Duration) -> Result<Fetcher, String> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        if let Some(path) = extra_ca {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(format!("{} holds no usable CA certificate", path.display()));
+            }
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Fetcher { client, timeout })
+    }
+
+    pub async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value, FetchError> {
+        let request = Request::get(uri.clone())
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::default())
+            .map_err(|e| FetchError::Transport(e.to_string()))?;
+        self.send_json(request).await
+    }
+
+    pub async fn send_json(&self, request: Request<Full<Bytes>>) -> Result<serde_json::Value, FetchError> {
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| FetchError::Transport(e.to_string()))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+                .collect()
+                .await
+                .map_err(|_| FetchError::Body)?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(FetchError::Status(status));
+            }
+            serde_json::from_slice(&body).map_err(|e| FetchError::Json(e.to_string()))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| FetchError::Timeout)?
+    }
+}

@@ -1,0 +1,233 @@
+//! JWT verification for one provider. The order of checks is the attack surface, so it is fixed
+//! and explicit:
+//!
+//! 1. size (before any decoding) and shape: three non-empty parts (a stripped signature is refused);
+//! 2. the header, parsed by us: `alg` must be in the allowlist (`none`, in any case, never is) and
+//!    `crit` must be absent, since we implement no extensions (RFC 7515 §4.1.11);
+//! 3. the key comes only from the provider's own key set, by `kid` and by the algorithms its key
+//!    type allows; `jku`, `x5u`, `jwk` and `x5c` in the token are never used;
+//! 4. signature, then `exp`/`nbf` with leeway, `iss` and `aud` exactly, `iat` not in the future,
+//!    required claims, and a subject.
+//!
+//! A verified token's principal is cached (see [`crate::cache`]) until its `exp`.
+
+pub mod keys;
+pub mod remote;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, Validation};
+use palisade_core::config::auth::{ClaimMapping, JwtProviderConfig, TokenLocation};
+use serde_json::{Map, Value};
+
+use crate::cache::TokenCache;
+use crate::principal::AuthMethodKind;
+use crate::{AuthFailure, Principal};
+use keys::KeySet;
+use remote::RemoteKeys;
+
+/// Principals from tokens without `exp` (when `exp` is not required) are re-verified this often.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(300);
+
+pub enum KeySource {
+    Static(Arc<KeySet>),
+    Remote(Arc<RemoteKeys>),
+}
+
+pub struct JwtProvider {
+    pub name: String,
+    /// This provider's part of the cache key.
+    pub cache_id: u32,
+    issuer: String,
+    audiences: Vec<String>,
+    algorithms: Vec<Algorithm>,
+    leeway: u64,
+    required_claims: Vec<String>,
+    pub token: TokenLocation,
+    pub max_token_bytes: usize,
+    claims: ClaimMapping,
+    keys: KeySource,
+    cache: TokenCache,
+}
+
+impl JwtProvider {
+    pub fn new(
+        name: &str,
+        cache_id: u32,
+        config: &JwtProviderConfig,
+        algorithms: Vec<Algorithm>,
+        keys: KeySource,
+        cache: TokenCache,
+    ) -> JwtProvider {
+        JwtProvider {
+            name: name.to_string(),
+            cache_id,
+            issuer: config.issuer.value.clone(),
+            audiences: config.audiences.clone(),
+            algorithms,
+            leeway: config.leeway.get().as_secs(),
+            required_claims: config.required_claims.clone(),
+            token: config.token.clone(),
+            max_token_bytes: usize::try_from(config.max_token_bytes.get()).unwrap_or(usize::MAX),
+            claims: config.claims.clone(),
+            keys,
+            cache,
+        }
+    }
+
+    /// Verifies `token` (already taken from the request and size-checked) and returns its principal.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Principal>, AuthFailure> {
+        if token.len() > self.max_token_bytes {
+            return Err(AuthFailure::TokenTooLarge);
+        }
+        let cache_key = TokenCache::key(self.cache_id, token);
+        if let Some(principal) = self.cache.get(&cache_key) {
+            return Ok(principal);
+        }
+        let header = parse_header(token)?;
+        let algorithm = self.allowed_algorithm(&header)?;
+        let kid = header.get("kid").and_then(Value::as_str);
+        let claims = self.verify_with_keys(token, algorithm, kid).await?;
+        self.check_claims(&claims)?;
+        let principal = Principal::from_claims(AuthMethodKind::Jwt, self.issuer.clone(), claims, &self.claims)
+            .ok_or(AuthFailure::MissingClaim)?;
+        let principal = Arc::new(principal);
+        self.cache.insert(cache_key, principal.clone(), MAX_CACHE_TTL);
+        Ok(principal)
+    }
+
+    fn allowed_algorithm(&self, header: &Map<String, Value>) -> Result<Algorithm, AuthFailure> {
+        let name = header.get("alg").and_then(Value::as_str).ok_or(AuthFailure::MalformedToken)?;
+        if name.eq_ignore_ascii_case("none") {
+            return Err(AuthFailure::AlgorithmNotAllowed);
+        }
+        let algorithm = Algorithm::from_str(name).map_err(|_| AuthFailure::AlgorithmNotAllowed)?;
+        if !self.algorithms.contains(&algorithm) {
+            return Err(AuthFailure::AlgorithmNotAllowed);
+        }
+        if header.contains_key("crit") {
+            return Err(AuthFailure::UnsupportedCritical);
+        }
+        Ok(algorithm)
+    }
+
+    async fn verify_with_keys(
+        &self,
+        token: &str,
+        algorithm: Algorithm,
+        kid: Option<&str>,
+    ) -> Result<Map<String, Value>, AuthFailure> {
+        let set = match &self.keys {
+            KeySource::Static(set) => set.clone(),
+            KeySource::Remote(remote) => {
+                let set = remote.current();
+                let known = kid.map_or(!set.keys.is_empty(), |kid| set.has_kid(kid));
+                if known {
+                    set
+                } else {
+                    // Perhaps the IdP rotated keys: refresh (rate-limited) and look again.
+                    match remote.refresh_for_unknown_kid().await {
+                        Some(fresh) => fresh,
+                        None if !remote.is_loaded() => return Err(AuthFailure::ProviderUnavailable),
+                        None => set,
+                    }
+                }
+            }
+        };
+        let validation = self.validation(algorithm);
+        let mut outcome = Err(AuthFailure::UnknownKey);
+        for candidate in set.candidates(algorithm, kid) {
+            match jsonwebtoken::decode::<Map<String, Value>>(token, &candidate.key, &validation) {
+                Ok(data) => return Ok(data.claims),
+                Err(error) => {
+                    let failure = failure_of(error.kind());
+                    outcome = Err(failure);
+                    // Only a signature mismatch is worth trying the next key for.
+                    if failure != AuthFailure::BadSignature {
+                        break;
+                    }
+                }
+            }
+        }
+        outcome
+    }
+
+    fn validation(&self, algorithm: Algorithm) -> Validation {
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&self.issuer]);
+        let mut spec_claims: Vec<&str> = vec!["iss"];
+        if self.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&self.audiences);
+            spec_claims.push("aud");
+        }
+        spec_claims.extend(
+            self.required_claims
+                .iter()
+                .map(String::as_str)
+                .filter(|c| ["exp", "nbf", "sub"].contains(c)),
+        );
+        validation.set_required_spec_claims(&spec_claims);
+        validation
+    }
+
+    /// What `jsonwebtoken` does not check: `iss` is a string (not an array), `iat` is not in the
+    /// future, and the configured required claims are present.
+    fn check_claims(&self, claims: &Map<String, Value>) -> Result<(), AuthFailure> {
+        if claims.get("iss").and_then(Value::as_str) != Some(self.issuer.as_str()) {
+            return Err(AuthFailure::WrongIssuer);
+        }
+        if let Some(iat) = claims.get("iat") {
+            let iat = iat.as_u64().ok_or(AuthFailure::MalformedToken)?;
+            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            if iat > now + self.leeway {
+                return Err(AuthFailure::IssuedInFuture);
+            }
+        }
+        if self.required_claims.iter().any(|name| !claims.contains_key(name)) {
+            return Err(AuthFailure::MissingClaim);
+        }
+        Ok(())
+    }
+
+    pub fn flush_cache(&self) {
+        self.cache.flush();
+    }
+}
+
+/// The JOSE header as a JSON object. Exactly three non-empty dot-separated parts (a JWE's five, or
+/// a token with its signature stripped, are refused here).
+fn parse_header(token: &str) -> Result<Map<String, Value>, AuthFailure> {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(AuthFailure::MalformedToken);
+    };
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        return Err(AuthFailure::MalformedToken);
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthFailure::MalformedToken)?;
+    serde_json::from_slice(&bytes).map_err(|_| AuthFailure::MalformedToken)
+}
+
+fn failure_of(kind: &ErrorKind) -> AuthFailure {
+    match kind {
+        ErrorKind::InvalidSignature => AuthFailure::BadSignature,
+        ErrorKind::ExpiredSignature => AuthFailure::Expired,
+        ErrorKind::ImmatureSignature => AuthFailure::NotYetValid,
+        ErrorKind::InvalidIssuer => AuthFailure::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthFailure::WrongAudience,
+        ErrorKind::MissingRequiredClaim(_) => AuthFailure::MissingClaim,
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthFailure::AlgorithmNotAllowed,
+        ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidEddsaKey | ErrorKind::InvalidRsaKey(_) => AuthFailure::UnknownKey,
+        _ => AuthFailure::MalformedToken,
+    }
+}

@@ -1,0 +1,208 @@
+//! Structural checks of the authentication settings. What needs the key material itself (secret
+//! length, JWK parsing) is checked when the authenticator is built, with the same located diagnostics.
+
+use std::collections::HashSet;
+
+use crate::config::auth::{ClaimMapping, IdentityConfig, JwtProviderConfig};
+use crate::config::{AuthMethod, Config};
+use crate::diagnostic::Diagnostics;
+use crate::Spanned;
+
+/// Every algorithm a provider may list.
+pub const JWT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA", "HS256", "HS384", "HS512",
+];
+/// The default allowlist: asymmetric algorithms only.
+pub const JWT_DEFAULT_ALGORITHMS: &[&str] = &[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA",
+];
+pub const JWT_HMAC_ALGORITHMS: &[&str] = &["HS256", "HS384", "HS512"];
+
+pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
+    let auth = &config.authentication;
+    for (name, provider) in &auth.jwt_providers {
+        validate_provider(name, provider, diagnostics);
+    }
+    for (name, endpoint) in &auth.introspection {
+        let endpoint_url = &endpoint.value.endpoint;
+        check_fetch_url(endpoint_url, &format!("introspection {name:?}: endpoint"), diagnostics);
+        check_claims(&endpoint.value.claims, diagnostics, endpoint);
+    }
+    let mut key_names = HashSet::new();
+    for key in &auth.api_keys.keys {
+        if !key_names.insert(key.value.name.as_str()) {
+            diagnostics.on(key, format!("API key name {:?} is used twice", key.value.name));
+        }
+    }
+    validate_identity(&auth.identity, diagnostics);
+    let mtls_listener = config.listeners.iter().any(|l| {
+        l.value
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_certificates.is_some())
+    });
+    for listener in &config.listeners {
+        let Some(client) = listener.value.tls.as_ref().and_then(|t| t.client_certificates.as_ref()) else {
+            continue;
+        };
+        if client.value.ca.is_empty() {
+            diagnostics.on(client, "client_certificates.ca needs at least one CA bundle");
+        }
+        for file in &client.value.ca {
+            if !file.value.is_file() {
+                diagnostics.on(file, format!("CA file {} does not exist", file.value.display()));
+            }
+        }
+    }
+    for route in &config.routes {
+        let route = &route.value;
+        let methods = route.authentication.as_ref();
+        match (route.public, methods) {
+            (true, Some(methods)) => diagnostics.on(
+                methods,
+                format!("route {:?} is `public: true` and lists authentication; choose one", route.name.value),
+            ),
+            (false, None) => diagnostics.on(
+                &route.name,
+                format!(
+                    "route {:?} has no authentication; list `authentication` methods or say `public: true`",
+                    route.name.value
+                ),
+            ),
+            (false, Some(methods)) if methods.value.is_empty() => {
+                diagnostics.on(methods, "authentication lists no methods")
+            }
+            _ => {}
+        }
+        for method in methods.map(|m| m.value.as_slice()).unwrap_or_default() {
+            match &method.value {
+                AuthMethod::Jwt(provider) if !auth.jwt_providers.contains_key(provider) => {
+                    let known: Vec<&str> = auth.jwt_providers.keys().map(String::as_str).collect();
+                    diagnostics.on(method, format!("unknown jwt provider {provider:?}; defined: {known:?}"));
+                }
+                AuthMethod::Introspection(endpoint) if !auth.introspection.contains_key(endpoint) => {
+                    let known: Vec<&str> = auth.introspection.keys().map(String::as_str).collect();
+                    diagnostics.on(
+                        method,
+                        format!("unknown introspection endpoint {endpoint:?}; defined: {known:?}"),
+                    );
+                }
+                AuthMethod::Mtls if !mtls_listener => diagnostics.on(
+                    method,
+                    "`mtls` needs a TLS listener with `client_certificates`; none is configured",
+                ),
+                AuthMethod::ApiKey if auth.api_keys.keys.is_empty() && auth.api_keys.file.is_none() => {
+                    diagnostics.on(method, "`api_key` needs `authentication.api_keys.keys` or `.file`")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn validate_provider(name: &str, provider: &Spanned<JwtProviderConfig>, diagnostics: &mut Diagnostics) {
+    let value = &provider.value;
+    let keys = &value.keys.value;
+    if value.issuer.value.is_empty() {
+        diagnostics.on(&value.issuer, format!("jwt provider {name:?}: issuer is empty"));
+    }
+    let sources = [
+        keys.jwks.is_some(),
+        keys.jwks_file.is_some(),
+        keys.jwks_url.is_some(),
+        keys.discovery,
+        keys.shared_secret.is_some(),
+    ];
+    if sources.iter().filter(|set| **set).count() != 1 {
+        diagnostics.on(
+            &value.keys,
+            format!(
+                "jwt provider {name:?}: keys needs exactly one of jwks, jwks_file, jwks_url, discovery, shared_secret"
+            ),
+        );
+    }
+    if let Some(url) = &keys.jwks_url {
+        check_fetch_url(url, &format!("jwt provider {name:?}: jwks_url"), diagnostics);
+    }
+    if keys.discovery {
+        check_fetch_url(&value.issuer, &format!("jwt provider {name:?}: issuer (for discovery)"), diagnostics);
+    }
+    if let Some(file) = &keys.jwks_file {
+        if !file.value.is_file() {
+            diagnostics.on(file, format!("JWKS file {} does not exist", file.value.display()));
+        }
+    }
+    if let Some(algorithms) = &value.algorithms {
+        if algorithms.value.is_empty() {
+            diagnostics.on(algorithms, "algorithms is empty");
+        }
+        for algorithm in &algorithms.value {
+            if !JWT_ALGORITHMS.contains(&algorithm.as_str()) {
+                diagnostics.on(
+                    algorithms,
+                    format!("unknown or refused algorithm {algorithm:?}; allowed: {JWT_ALGORITHMS:?}"),
+                );
+            }
+            let hmac = JWT_HMAC_ALGORITHMS.contains(&algorithm.as_str());
+            if hmac != keys.shared_secret.is_some() {
+                diagnostics.on(
+                    algorithms,
+                    format!("{algorithm}: HS256/384/512 go with keys.shared_secret, and only with it"),
+                );
+            }
+        }
+    }
+    let refresh = &keys.refresh;
+    if refresh.interval.get().is_zero() || refresh.timeout.get().is_zero() {
+        diagnostics.on(&value.keys, "keys.refresh interval and timeout must be more than 0");
+    }
+    check_claims(&value.claims, diagnostics, provider);
+}
+
+fn check_claims<T>(claims: &ClaimMapping, diagnostics: &mut Diagnostics, at: &Spanned<T>) {
+    if claims.subject.is_empty() {
+        diagnostics.on(at, "claims.subject must name a claim");
+    }
+}
+
+/// Key sets and introspection are fetched over HTTPS; plain HTTP only to this machine (tests, a
+/// local IdP sidecar), where nobody on the network can change the answer.
+fn check_fetch_url(url: &Spanned<String>, what: &str, diagnostics: &mut Diagnostics) {
+    let Ok(uri) = url.value.parse::<http::Uri>() else {
+        diagnostics.on(url, format!("{what}: {:?} is not a URL", url.value));
+        return;
+    };
+    let secure = match uri.scheme_str() {
+        Some("https") => uri.host().is_some(),
+        Some("http") => is_loopback_http(&uri),
+        _ => false,
+    };
+    if !secure {
+        diagnostics.on(
+            url,
+            format!("{what}: {:?} must be https:// (plain http only to a loopback address)", url.value),
+        );
+    }
+}
+
+pub fn is_loopback_http(uri: &http::Uri) -> bool {
+    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn validate_identity(identity: &IdentityConfig, diagnostics: &mut Diagnostics) {
+    for name in identity.headers.keys() {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            diagnostics.general(format!("authentication.identity.headers: {name:?} is not a header name"));
+        }
+    }
+    if let Some(internal) = &identity.internal_token {
+        let ttl = internal.ttl.get();
+        if ttl.is_zero() || ttl > std::time::Duration::from_secs(60) {
+            diagnostics.general("authentication.identity.internal_token.ttl must be between 1s and 60s");
+        }
+        if http::HeaderName::from_bytes(internal.header.as_bytes()).is_err() {
+            diagnostics.general("authentication.identity.internal_token.header is not a header name");
+        }
+    }
+}
