@@ -56,7 +56,7 @@ fn check_config_prints_every_error_and_exits_1() {
     let path = dir.path().join("bad.yaml");
     std::fs::write(
         &path,
-        "listeners:\n  - { name: p, address: 'nope' }\nclusters:\n  c: { targets: ['127.0.0.1:9'] }\nroutes:\n  - { name: a, match: { path: \"/x/{id}\" }, cluster: c }\n  - { name: b, match: { path: \"/x/{other}\" }, cluster: c }\n  - { name: c, match: { prefix: / }, cluster: missing }\n",
+        "listeners:\n  - { name: p, address: 'nope' }\nclusters:\n  c: { targets: ['127.0.0.1:9'] }\nroutes:\n  - { name: a, match: { path: \"/x/{id}\" }, cluster: c, public: true }\n  - { name: b, match: { path: \"/x/{other}\" }, cluster: c, public: true }\n  - { name: c, match: { prefix: / }, cluster: missing, public: true }\n",
     )
     .unwrap();
     let output = palisade().arg("check-config").arg(&path).output().unwrap();
@@ -140,7 +140,7 @@ fn signal(child: &Child, name: &str) {
 
 fn config_with_route(path: &str) -> String {
     format!(
-        "listeners: [{{ name: public, address: '127.0.0.1:0' }}]\nadmin: {{ address: '127.0.0.1:0' }}\nreload: {{ watch: false }}\naccess_log: {{ enabled: false }}\nclusters:\n  c: {{ targets: ['127.0.0.1:9'] }}\nroutes:\n  - {{ name: r, match: {{ path: {path} }}, cluster: c }}\n"
+        "listeners: [{{ name: public, address: '127.0.0.1:0' }}]\nadmin: {{ address: '127.0.0.1:0' }}\nreload: {{ watch: false }}\naccess_log: {{ enabled: false }}\nclusters:\n  c: {{ targets: ['127.0.0.1:9'] }}\nroutes:\n  - {{ name: r, match: {{ path: {path} }}, cluster: c, public: true }}\n"
     )
 }
 

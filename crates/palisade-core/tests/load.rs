@@ -11,6 +11,7 @@ routes:
   - name: all
     match: { prefix: / }
     cluster: echo
+    public: true
 "#;
 
 fn errors(text: &str) -> Vec<String> {
@@ -64,6 +65,7 @@ routes:
   - name: a
     match: { prefix: /, path: /x }
     cluster: nowhere
+    public: true
 "#;
     let found = errors(text);
     let expect = [

@@ -55,6 +55,12 @@ async fn answer(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Respo
             palisade_telemetry::metrics::CONTENT_TYPE,
             shared.metrics.encode(),
         ),
+        // The public half of the internal identity token key, for upstreams that verify it.
+        "/.well-known/jwks.json" => text(
+            StatusCode::OK,
+            "application/jwk-set+json",
+            shared.runtime.load().signer.jwks().to_string(),
+        ),
         _ => problem(StatusCode::NOT_FOUND, "not-found", "Not Found"),
     };
     Ok(response)

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::Method;
+use palisade_auth::Principal;
 
 /// Facts about the client connection, shared by all its requests.
 pub struct ConnectionInfo {
@@ -13,6 +14,8 @@ pub struct ConnectionInfo {
     pub tls: bool,
     pub verdicts: crate::framing::Verdicts,
     pub hop: crate::pipeline::forwarded::HopValues,
+    /// The principal of the client certificate the TLS handshake verified, if any.
+    pub client_certificate: Option<Arc<Principal>>,
 }
 
 pub struct RequestContext {
@@ -27,6 +30,8 @@ pub struct RequestContext {
     pub host: String,
     pub route_index: Option<usize>,
     pub params: Vec<(String, String)>,
+    /// Who is calling, once the authenticate stage succeeded; `None` on public routes.
+    pub principal: Option<Arc<Principal>>,
     pub upstream_target: Option<String>,
     pub upstream_ms: Option<f64>,
     pub bytes_in: Arc<AtomicU64>,
@@ -48,6 +53,7 @@ impl RequestContext {
             host: String::new(),
             route_index: None,
             params: Vec::new(),
+            principal: None,
             upstream_target: None,
             upstream_ms: None,
             bytes_in: Arc::new(AtomicU64::new(0)),

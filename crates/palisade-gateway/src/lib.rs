@@ -116,7 +116,10 @@ impl Gateway {
                                 source,
                             }
                         })?;
-                    Some(tokio_rustls::TlsAcceptor::from(server_config))
+                    Some(listener::TlsEndpoint {
+                        acceptor: tokio_rustls::TlsAcceptor::from(server_config),
+                        listener: listener_config.name.as_str().into(),
+                    })
                 }
                 None => None,
             };

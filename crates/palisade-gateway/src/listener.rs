@@ -44,7 +44,7 @@ pub(crate) type OpenCount = AtomicUsize;
 /// `serve_connection`). Runs on a worker's runtime; `listener` is that worker's own `SO_REUSEPORT` socket.
 pub(crate) async fn accept_loop(
     listener: std::net::TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsEndpoint>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -87,10 +87,17 @@ pub(crate) async fn accept_loop(
     }
 }
 
+/// A TLS listener's acceptor and name (to find its certificate settings in the current runtime).
+#[derive(Clone)]
+pub(crate) struct TlsEndpoint {
+    pub acceptor: TlsAcceptor,
+    pub listener: Arc<str>,
+}
+
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsEndpoint>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     _open: OpenConnection,
@@ -100,22 +107,28 @@ async fn serve_connection(
     let max_head = usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX);
     let verdicts = Verdicts::default();
     let inspector = Inspector::new(max_head, limits.max_headers, verdicts.clone());
-    let info = Arc::new(ConnectionInfo {
-        peer,
-        tls: tls.is_some(),
-        verdicts,
-        hop: crate::pipeline::forwarded::HopValues::new(peer.ip(), tls.is_some()),
-    });
     let builder = http_builder(&runtime.config.limits, max_head);
-    let service_shared = shared.clone();
-    let service = hyper::service::service_fn(move |request| {
-        pipeline::handle(service_shared.runtime.load_full(), info.clone(), request)
-    });
+    let connection_info = |client_certificate| {
+        Arc::new(ConnectionInfo {
+            peer,
+            tls: tls.is_some(),
+            verdicts: verdicts.clone(),
+            hop: crate::pipeline::forwarded::HopValues::new(peer.ip(), tls.is_some()),
+            client_certificate,
+        })
+    };
+    let service_for = |info: Arc<ConnectionInfo>| {
+        let service_shared = shared.clone();
+        hyper::service::service_fn(move |request| {
+            pipeline::handle(service_shared.runtime.load_full(), info.clone(), request)
+        })
+    };
     // Serves the connection; once `stop` turns true, asks it to finish gracefully (HTTP/1: close after
     // the current response; HTTP/2: GOAWAY) and waits for that. A macro because the two IO types
     // give two connection types.
     macro_rules! serve_until_drained {
-        ($io:expr) => {{
+        ($io:expr, $service:expr) => {{
+            let service = $service;
             let connection = builder.serve_connection_with_upgrades($io, service);
             tokio::pin!(connection);
             let mut stop = stop;
@@ -127,17 +140,21 @@ async fn serve_connection(
             let _ = connection.await;
         }};
     }
-    match tls {
+    match &tls {
         None => {
-            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)))
+            let service = service_for(connection_info(None));
+            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), service)
         }
-        Some(acceptor) => {
-            let handshake = tokio::time::timeout(limits.header_read_timeout.get(), acceptor.accept(stream)).await;
+        Some(endpoint) => {
+            let handshake =
+                tokio::time::timeout(limits.header_read_timeout.get(), endpoint.acceptor.accept(stream)).await;
             let Ok(Ok(stream)) = handshake else {
                 tracing::debug!(%peer, "TLS handshake failed or timed out");
                 return;
             };
-            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)))
+            let certificate = crate::tls::client_principal(stream.get_ref().1, &endpoint.listener, &runtime);
+            let service = service_for(connection_info(certificate));
+            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), service)
         }
     }
 }

@@ -74,12 +74,7 @@ fn refuse_restart_only_changes(
 fn watched_state(shared: &Shared, path: &Path) -> Vec<Option<(u64, SystemTime)>> {
     let runtime = shared.runtime.load();
     let mut files: Vec<PathBuf> = vec![path.to_path_buf()];
-    for listener in &runtime.config.listeners {
-        if let Some(tls) = &listener.value.tls {
-            files.push(tls.cert.value.clone());
-            files.push(tls.key.value.clone());
-        }
-    }
+    files.extend(runtime.config.referenced_files());
     files
         .iter()
         .map(|f| {
@@ -90,7 +85,7 @@ fn watched_state(shared: &Shared, path: &Path) -> Vec<Option<(u64, SystemTime)>>
         .collect()
 }
 
-/// Polls the config file and the TLS files it names; a change triggers a reload. Polling (rather than
+/// Polls the config file and the files it names (certificates, key sets, API keys); a change triggers a reload. Polling (rather than
 /// inotify) also sees Kubernetes ConfigMap updates, which swap a symlink.
 pub(crate) async fn watch_files(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let Some(path) = shared.config_path.clone() else {
@@ -109,7 +104,7 @@ pub(crate) async fn watch_files(shared: Arc<Shared>, mut stop: watch::Receiver<b
         let now = watched_state(&shared, &path);
         if now != last {
             let _ = reload(&shared).await;
-            // A reload may change which TLS files are watched.
+            // A reload may change which files are watched.
             last = watched_state(&shared, &path);
         }
     }

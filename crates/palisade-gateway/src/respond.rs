@@ -2,9 +2,10 @@
 //! Bodies describe the problem in general terms and never include internal addresses or raw input.
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use palisade_auth::AuthFailure;
 use palisade_core::problem::{self, Problem};
 
 use crate::pipeline::normalize::PathError;
@@ -18,6 +19,13 @@ pub enum GatewayError {
     BadRequest(&'static str),
     NotFound,
     MethodNotAllowed(String),
+    /// No verified identity; `challenge` is the `WWW-Authenticate` value.
+    Unauthenticated {
+        failure: AuthFailure,
+        challenge: String,
+    },
+    /// The identity provider is unreachable and nothing cached can answer (fail closed).
+    AuthUnavailable,
     PayloadTooLarge,
     NoHealthyUpstream,
     UpstreamUnreachable,
@@ -33,8 +41,9 @@ impl GatewayError {
             }
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::NoHealthyUpstream => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoHealthyUpstream | GatewayError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -47,6 +56,8 @@ impl GatewayError {
             GatewayError::BadPath(error) => error.reason(),
             GatewayError::NotFound => "no_route",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
+            GatewayError::Unauthenticated { failure, .. } => failure.reason(),
+            GatewayError::AuthUnavailable => AuthFailure::ProviderUnavailable.reason(),
             GatewayError::PayloadTooLarge => "body_too_large",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
@@ -66,6 +77,11 @@ impl GatewayError {
             GatewayError::BadRequest(_) => Problem::new(status, "bad-request", "Bad Request"),
             GatewayError::NotFound => Problem::new(status, "not-found", "Not Found"),
             GatewayError::MethodNotAllowed(_) => Problem::new(status, "method-not-allowed", "Method Not Allowed"),
+            GatewayError::Unauthenticated { failure, .. } => {
+                Problem::new(status, "unauthenticated", "Unauthorized").with_detail(failure.description())
+            }
+            GatewayError::AuthUnavailable => Problem::new(status, "identity-provider-unavailable", "Service Unavailable")
+                .with_detail(AuthFailure::ProviderUnavailable.description()),
             GatewayError::PayloadTooLarge => Problem::new(status, "payload-too-large", "Content Too Large")
                 .with_detail("The request body exceeds the limit for this route."),
             GatewayError::NoHealthyUpstream => Problem::new(status, "no-healthy-upstream", "Service Unavailable"),
@@ -90,6 +106,14 @@ impl GatewayError {
             }
             GatewayError::BadFraming(_) => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            GatewayError::Unauthenticated { challenge, .. } if !challenge.is_empty() => {
+                if let Ok(value) = HeaderValue::from_str(challenge) {
+                    headers.insert(WWW_AUTHENTICATE, value);
+                }
+            }
+            GatewayError::AuthUnavailable => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

@@ -5,6 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use palisade_auth::identity::InternalSigner;
+use palisade_auth::{Authenticator, RouteAuth};
 use palisade_core::config::{Config, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_telemetry::access_log::Destination;
@@ -22,6 +24,8 @@ pub struct RouteRuntime {
     pub cluster: Arc<Cluster>,
     pub protocol: UpstreamProtocol,
     pub max_body_bytes: u64,
+    /// `None`: the route is `public: true`.
+    pub auth: Option<RouteAuth>,
     pub metrics: RouteMetrics,
 }
 
@@ -34,6 +38,11 @@ pub struct Runtime {
     pub access_log: Option<AccessLog>,
     /// Server certificates by listener name.
     pub certificates: BTreeMap<String, Arc<CertifiedKey>>,
+    /// Client certificate verifiers by listener name (listeners with `client_certificates`).
+    pub client_verifiers: BTreeMap<String, Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    pub authenticator: Authenticator,
+    /// The key for internal identity tokens: made once, kept across reloads.
+    pub signer: Arc<InternalSigner>,
     unrouted_metrics: RouteMetrics,
 }
 
@@ -57,6 +66,19 @@ impl Runtime {
     ) -> Result<Runtime, ConfigErrors> {
         let router = Router::compile(&config.routes, &mut diagnostics);
         let certificates = tls::load_certificates(&config, &mut diagnostics);
+        let client_verifiers = tls::load_client_verifiers(&config, &mut diagnostics);
+        let authenticator =
+            Authenticator::compile(&config.authentication, previous.map(|p| &p.authenticator), &mut diagnostics).await;
+        let signer = match previous {
+            Some(previous) => previous.signer.clone(),
+            None => match InternalSigner::generate() {
+                Ok(signer) => Arc::new(signer),
+                Err(message) => {
+                    diagnostics.general(format!("cannot create the internal token key: {message}"));
+                    return Err(ConfigErrors(diagnostics.into_errors()));
+                }
+            },
+        };
         let access_log = start_access_log(&config, previous, metrics, &mut diagnostics).await;
         if !diagnostics.is_empty() {
             return Err(ConfigErrors(diagnostics.into_errors()));
@@ -74,6 +96,7 @@ impl Runtime {
                     cluster,
                     protocol,
                     max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes).get(),
+                    auth: route.authentication.as_ref().map(|methods| authenticator.route(&methods.value)),
                     metrics: metrics.route(&route.name.value),
                 })
             })
@@ -92,6 +115,9 @@ impl Runtime {
             trusted_proxies,
             access_log,
             certificates,
+            client_verifiers,
+            authenticator,
+            signer,
             unrouted_metrics: metrics.route("none"),
             config,
         })

@@ -1,5 +1,6 @@
 //! TLS for client listeners: TLS 1.2 and 1.3 only, ALPN `h2` and `http/1.1`, certificates from PEM
-//! files. The certificate is looked up in the current runtime at every handshake, so a reload (or a
+//! files, and optionally client certificates verified against CA bundles. The certificate and the
+//! client verifier are looked up in the current runtime at every handshake, so a reload (or a
 //! renewed file picked up by the watcher) takes effect for new connections without a restart.
 
 use std::collections::BTreeMap;
@@ -9,11 +10,15 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use palisade_core::config::{Config, TlsConfig};
 use palisade_core::Diagnostics;
+use palisade_auth::Principal;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::runtime::Runtime;
 
@@ -84,11 +89,127 @@ impl ResolvesServerCert for CurrentCertificate {
     }
 }
 
+/// Builds each listener's client certificate verifier; unreadable CA bundles become diagnostics.
+pub fn load_client_verifiers(
+    config: &Config,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, Arc<dyn ClientCertVerifier>> {
+    let mut verifiers = BTreeMap::new();
+    for listener in &config.listeners {
+        let Some(client) = listener.value.tls.as_ref().and_then(|t| t.client_certificates.as_ref()) else {
+            continue;
+        };
+        match palisade_auth::mtls::client_verifier(&client.value) {
+            Ok(verifier) => {
+                verifiers.insert(listener.value.name.clone(), verifier);
+            }
+            Err(message) => diagnostics.on(client, message),
+        }
+    }
+    verifiers
+}
+
+/// The principal of the verified client certificate on this connection, if one was presented.
+pub fn client_principal(
+    connection: &rustls::ServerConnection,
+    listener: &str,
+    runtime: &Runtime,
+) -> Option<Arc<Principal>> {
+    let leaf = connection.peer_certificates()?.first()?;
+    let settings = runtime
+        .config
+        .listeners
+        .iter()
+        .find(|l| l.value.name == listener)?
+        .value
+        .tls
+        .as_ref()?
+        .client_certificates
+        .as_ref()?;
+    palisade_auth::mtls::principal_from_certificate(leaf, &settings.value.subject_from)
+        .ok()
+        .map(Arc::new)
+}
+
+/// Asks for and verifies client certificates with whatever the current runtime configures for the
+/// listener; without `client_certificates`, no certificate is asked for.
+struct CurrentClientVerifier {
+    listener: String,
+    runtime: Arc<ArcSwap<Runtime>>,
+    schemes: rustls::crypto::WebPkiSupportedAlgorithms,
+}
+
+impl CurrentClientVerifier {
+    fn current(&self) -> Option<Arc<dyn ClientCertVerifier>> {
+        self.runtime.load().client_verifiers.get(&self.listener).cloned()
+    }
+}
+
+impl fmt::Debug for CurrentClientVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CurrentClientVerifier({})", self.listener)
+    }
+}
+
+impl ClientCertVerifier for CurrentClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.current().is_some_and(|v| v.offer_client_auth())
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.current().is_some_and(|v| v.client_auth_mandatory())
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints are optional (RFC 8446 §4.2.4); an empty list lets the client choose.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        match self.current() {
+            Some(verifier) => verifier.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General("client certificates are not accepted here".into())),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.schemes)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.schemes)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.schemes.supported_schemes()
+    }
+}
+
 pub fn server_config(listener: &str, runtime: Arc<ArcSwap<Runtime>>) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client_verifier = Arc::new(CurrentClientVerifier {
+        listener: listener.to_string(),
+        runtime: runtime.clone(),
+        schemes: provider.signature_verification_algorithms,
+    });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_cert_resolver(Arc::new(CurrentCertificate {
             listener: listener.to_string(),
             runtime,

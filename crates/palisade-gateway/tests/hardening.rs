@@ -74,7 +74,7 @@ async fn oversized_heads_get_431() {
 async fn bodies_over_the_route_limit_get_413_declared_or_streamed() {
     let a = echo("a").await;
     let yaml = format!(
-        "limits:\n  max_body_bytes: 1KiB\nclusters:\n  echo: {{ targets: [\"{a}\"] }}\nroutes:\n  - {{ name: small, match: {{ prefix: / }}, cluster: echo }}\n  - {{ name: big, match: {{ prefix: /big }}, cluster: echo, max_body_bytes: 64KiB }}\n"
+        "limits:\n  max_body_bytes: 1KiB\nclusters:\n  echo: {{ targets: [\"{a}\"] }}\nroutes:\n  - {{ name: small, match: {{ prefix: / }}, cluster: echo, public: true }}\n  - {{ name: big, match: {{ prefix: /big }}, cluster: echo, public: true, max_body_bytes: 64KiB }}\n"
     );
     let gw = start(&yaml).await;
     let body = "x".repeat(2048);

@@ -21,7 +21,7 @@ async fn file_change_reloads_and_an_invalid_file_keeps_the_old_config() {
     let a = echo("a").await;
     let gw = start(&route_config(
         a,
-        "  - { name: one, match: { path: /one }, cluster: echo }\n",
+        "  - { name: one, match: { path: /one }, cluster: echo, public: true }\n",
     ))
     .await;
     assert_eq!(get(&gw.url("/one")).await.0, 200);
@@ -29,7 +29,7 @@ async fn file_change_reloads_and_an_invalid_file_keeps_the_old_config() {
 
     gw.rewrite_config(&route_config(
         a,
-        "  - { name: two, match: { path: /two }, cluster: echo }\n",
+        "  - { name: two, match: { path: /two }, cluster: echo, public: true }\n",
     ));
     let mut reloaded = false;
     for _ in 0..50 {
@@ -44,7 +44,7 @@ async fn file_change_reloads_and_an_invalid_file_keeps_the_old_config() {
 
     gw.rewrite_config(&route_config(
         a,
-        "  - { name: three, match: { path: /three }, cluster: missing }\n",
+        "  - { name: three, match: { path: /three }, cluster: missing, public: true }\n",
     ));
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(get(&gw.url("/two")).await.0, 200, "the old config keeps serving");
@@ -62,7 +62,7 @@ async fn file_change_reloads_and_an_invalid_file_keeps_the_old_config() {
 async fn explicit_reload_reports_every_error_with_location() {
     let a = echo("a").await;
     let gw = start(&format!("reload: {{ watch: false }}\n{}", one_cluster(&[a], ""))).await;
-    std::fs::write(&gw.config_path, with_listeners("clusters: {}\nroutes:\n  - { name: r, match: { prefix: / }, cluster: nope }\n  - { name: r, match: { prefix: /x }, cluster: nope }\n")).unwrap();
+    std::fs::write(&gw.config_path, with_listeners("clusters: {}\nroutes:\n  - { name: r, match: { prefix: / }, cluster: nope, public: true }\n  - { name: r, match: { prefix: /x }, cluster: nope, public: true }\n")).unwrap();
     let errors = gw.gateway.reload().await.expect_err("invalid config is refused");
     let text = errors.to_string();
     assert!(text.contains("gateway.yaml:"), "{text}");
@@ -113,7 +113,7 @@ async fn in_flight_requests_finish_on_the_config_they_started_with() {
         .unwrap();
     let in_flight = tokio::spawn(send(slow));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    gw.rewrite_config("reload: { watch: false }\nclusters:\n  echo: { targets: [\"127.0.0.1:1\"] }\nroutes:\n  - { name: other, match: { path: /elsewhere }, cluster: echo }\n");
+    gw.rewrite_config("reload: { watch: false }\nclusters:\n  echo: { targets: [\"127.0.0.1:1\"] }\nroutes:\n  - { name: other, match: { path: /elsewhere }, cluster: echo, public: true }\n");
     gw.gateway.reload().await.unwrap();
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200, "{body}");

@@ -11,18 +11,23 @@ routes:
   - name: catch-all
     match: { prefix: / }
     cluster: a
+    public: true
   - name: order
     match: { path: "/orders/{id}", methods: [GET, DELETE] }
     cluster: b
+    public: true
   - name: admin
     match: { host: admin.example.com, prefix: /admin }
     cluster: b
+    public: true
   - name: only-get
     match: { path: /only-get, methods: [GET] }
     cluster: b
+    public: true
   - name: wildcard-host
     match: { host: "*.tenants.example.com", prefix: / }
     cluster: b
+    public: true
 "#;
 
 async fn two_clusters() -> Running {
@@ -61,7 +66,7 @@ async fn most_specific_route_selects_the_cluster() {
 async fn unknown_path_is_404_problem_json_without_internals() {
     let b = echo("b").await;
     let yaml = format!(
-        "clusters:\n  b: {{ targets: [\"{b}\"] }}\nroutes:\n  - {{ name: r, match: {{ path: /known }}, cluster: b }}\n"
+        "clusters:\n  b: {{ targets: [\"{b}\"] }}\nroutes:\n  - {{ name: r, match: {{ path: /known }}, cluster: b, public: true }}\n"
     );
     let gw = start(&yaml).await;
     let (status, headers, body) = send_full(
@@ -85,7 +90,7 @@ async fn unknown_path_is_404_problem_json_without_internals() {
 #[tokio::test]
 async fn wrong_method_is_405_with_allow_unless_a_broader_route_takes_it() {
     let b = echo("b").await;
-    let yaml = format!("clusters:\n  b: {{ targets: [\"{b}\"] }}\nroutes:\n  - {{ name: r, match: {{ path: \"/orders/{{id}}\", methods: [GET, DELETE] }}, cluster: b }}\n");
+    let yaml = format!("clusters:\n  b: {{ targets: [\"{b}\"] }}\nroutes:\n  - {{ name: r, match: {{ path: \"/orders/{{id}}\", methods: [GET, DELETE] }}, cluster: b, public: true }}\n");
     let only = start(&yaml).await;
     let (status, headers, body) = send_full(
         &client(),

@@ -28,6 +28,11 @@ pub struct AccessLogEntry {
     pub duration_ms: f64,
     pub upstream: Option<String>,
     pub upstream_ms: Option<f64>,
+    /// The authenticated subject and how it authenticated (`jwt`, `api_key`…); never the credential.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_method: Option<&'static str>,
     /// Why the gateway answered itself, e.g. `no_route`, `upstream_timeout`; absent when proxied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
@@ -124,6 +129,8 @@ mod tests {
             duration_ms: 0.1,
             upstream: None,
             upstream_ms: None,
+            principal: None,
+            auth_method: None,
             reason: None,
         }
     }

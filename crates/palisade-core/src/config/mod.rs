@@ -342,6 +342,29 @@ pub struct RouteMatch {
     pub methods: Option<Vec<String>>,
 }
 
+impl Config {
+    /// Files the config names whose contents matter (certificates, CA bundles, key sets, API
+    /// keys): the reload watcher polls them with the config file itself.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        for listener in &self.listeners {
+            if let Some(tls) = &listener.value.tls {
+                files.push(tls.cert.value.clone());
+                files.push(tls.key.value.clone());
+                if let Some(client) = &tls.client_certificates {
+                    files.extend(client.value.ca.iter().map(|f| f.value.clone()));
+                }
+            }
+        }
+        let auth = &self.authentication;
+        for provider in auth.jwt_providers.values() {
+            files.extend(provider.value.keys.value.jwks_file.iter().map(|f| f.value.clone()));
+        }
+        files.extend(auth.api_keys.file.iter().map(|f| f.value.clone()));
+        files
+    }
+}
+
 /// A value that did not come from the file (a default) and so has no location.
 pub fn unspanned<T>(value: T) -> Spanned<T> {
     Spanned::new(value, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN)

@@ -2,15 +2,18 @@
 //! its own, returns a decision, and records what it learned in the [`RequestContext`]:
 //!
 //! 1. `normalize`  — framing verdict, request id, canonical path, client address (`forwarded`);
-//! 2. `route`      — the one route for host + path + method (404 / 405);
-//! 3. `body_limit` — declared and streamed body size (413);
-//! 4. `transform`  — hop-by-hop headers out, forwarding headers and request id in;
-//! 5. `upstream`   — pick a target, send, retry when safe (502 / 503 / 504);
-//! 6. respond      — errors become problem+json in [`crate::respond`];
-//! 7. `observe`    — metrics and access log when the response body ends.
+//! 2. `route`        — the one route for host + path + method (404 / 405);
+//! 3. `authenticate` — the route's accepted credentials → principal (401; 503 if the IdP is down);
+//! 4. `body_limit`   — declared and streamed body size (413);
+//! 5. transform      — hop-by-hop and spoofed identity headers out; forwarding, request id and
+//!    identity headers in;
+//! 6. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
+//! 7. respond        — errors become problem+json in [`crate::respond`];
+//! 8. `observe`      — metrics and access log when the response body ends.
 //!
-//! Later stages (authentication, rate limits, authorization, validation) slot in between 2 and 4.
+//! Later stages (IP rules, rate limits, authorization, validation) slot in around 3.
 
+pub mod authenticate;
 pub mod body_limit;
 pub mod forwarded;
 pub mod normalize;
@@ -78,16 +81,25 @@ async fn run(
     context.route_index = Some(index);
     let route = runtime.routes.get(index).ok_or(GatewayError::NotFound)?;
 
-    // 3. body limit
+    // 3. authenticate
+    context.principal = authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
+
+    // 4. body limit
     body_limit::check_declared(request.headers(), route.max_body_bytes)?;
 
-    // 4. transform
+    // 5. transform
     let (mut parts, body) = request.into_parts();
     let wants_upgrade = parts.version == Version::HTTP_11 && parts.headers.contains_key(UPGRADE);
     let client_upgrade = wants_upgrade
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     forwarded::remove_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+    authenticate::forward_identity(
+        &runtime.authenticator,
+        &runtime.signer,
+        &mut parts.headers,
+        context.principal.as_deref(),
+    );
     upstream::ensure_host(&mut parts.headers, &parts.uri);
     forwarded::set_forwarding_headers(
         &mut parts.headers,
@@ -105,7 +117,7 @@ async fn run(
     };
     let body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
 
-    // 5. upstream
+    // 6. upstream
     let prepared = upstream::Prepared {
         method: parts.method,
         path_and_query,

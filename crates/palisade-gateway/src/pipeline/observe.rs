@@ -104,6 +104,8 @@ impl Record {
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: context.upstream_target,
             upstream_ms: context.upstream_ms,
+            principal: context.principal.as_ref().map(|p| p.subject.clone()),
+            auth_method: context.principal.as_ref().map(|p| p.method.as_str()),
             reason: context.reason,
         });
     }

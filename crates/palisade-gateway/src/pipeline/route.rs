@@ -349,15 +349,15 @@ mod tests {
     }
 
     const ROUTES: &str = r#"
-  - { name: catch-all, match: { prefix: / }, cluster: c }
-  - { name: orders-any, match: { prefix: /orders }, cluster: c }
-  - { name: order, match: { path: "/orders/{id}", methods: [GET, DELETE] }, cluster: c }
-  - { name: order-new, match: { path: /orders/new }, cluster: c }
-  - { name: item, match: { path: "/orders/{id}/items/{item}" }, cluster: c }
-  - { name: item-first, match: { path: "/orders/{id}/items/first" }, cluster: c }
-  - { name: api-host, match: { host: api.example.com, prefix: / }, cluster: c }
-  - { name: wild-host, match: { host: "*.example.com", prefix: / }, cluster: c }
-  - { name: admin, match: { path: /admin, methods: [GET] }, cluster: c }
+  - { name: catch-all, match: { prefix: / }, cluster: c, public: true }
+  - { name: orders-any, match: { prefix: /orders }, cluster: c, public: true }
+  - { name: order, match: { path: "/orders/{id}", methods: [GET, DELETE] }, cluster: c, public: true }
+  - { name: order-new, match: { path: /orders/new }, cluster: c, public: true }
+  - { name: item, match: { path: "/orders/{id}/items/{item}" }, cluster: c, public: true }
+  - { name: item-first, match: { path: "/orders/{id}/items/first" }, cluster: c, public: true }
+  - { name: api-host, match: { host: api.example.com, prefix: / }, cluster: c, public: true }
+  - { name: wild-host, match: { host: "*.example.com", prefix: / }, cluster: c, public: true }
+  - { name: admin, match: { path: /admin, methods: [GET] }, cluster: c, public: true }
 "#;
 
     #[test]
@@ -399,7 +399,7 @@ mod tests {
     #[test]
     fn wrong_method_is_405_with_allow_only_when_nothing_else_matches() {
         let only =
-            router("  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c }\n").expect("valid");
+            router("  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c, public: true }\n").expect("valid");
         assert_eq!(
             only.find("x", "/admin", &Method::PUT),
             RouteMatch::MethodNotAllowed("GET, POST".into())
@@ -415,7 +415,7 @@ mod tests {
     #[test]
     fn ties_are_configuration_errors_with_location() {
         let errors = router(
-            "  - { name: a, match: { path: \"/o/{id}\", methods: [GET] }, cluster: c }\n  - { name: b, match: { path: \"/o/{x}\", methods: [GET, PUT] }, cluster: c }\n",
+            "  - { name: a, match: { path: \"/o/{id}\", methods: [GET] }, cluster: c, public: true }\n  - { name: b, match: { path: \"/o/{x}\", methods: [GET, PUT] }, cluster: c, public: true }\n",
         )
         .unwrap_err();
         assert_eq!(errors.len(), 1, "{errors:?}");
@@ -424,7 +424,7 @@ mod tests {
             "{errors:?}"
         );
         // Disjoint methods on the same path are not a tie.
-        assert!(router("  - { name: a, match: { path: /o, methods: [GET] }, cluster: c }\n  - { name: b, match: { path: /o, methods: [POST] }, cluster: c }\n").is_ok());
+        assert!(router("  - { name: a, match: { path: /o, methods: [GET] }, cluster: c, public: true }\n  - { name: b, match: { path: /o, methods: [POST] }, cluster: c, public: true }\n").is_ok());
     }
 
     #[test]
@@ -438,7 +438,7 @@ mod tests {
             "{ host: \"*.\", prefix: / }",
             "{ path: /a, methods: [get] }",
         ] {
-            let yaml = format!("  - {{ name: a, match: {bad}, cluster: c }}\n");
+            let yaml = format!("  - {{ name: a, match: {bad}, cluster: c, public: true }}\n");
             assert!(router(&yaml).is_err(), "{bad} should be refused");
         }
     }

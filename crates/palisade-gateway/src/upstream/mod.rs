@@ -415,7 +415,7 @@ mod tests {
     fn cluster(balance: &str, targets: usize) -> Arc<Cluster> {
         let list: Vec<String> = (0..targets).map(|i| format!("'127.0.0.1:{}'", 1000 + i)).collect();
         let text = format!(
-            "listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: [{}], balance: {balance}, passive_health: {{consecutive_failures: 2, ejection_time: 1h}}}}}}\nroutes: [{{name: r, match: {{prefix: /}}, cluster: c}}]\n",
+            "listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: [{}], balance: {balance}, passive_health: {{consecutive_failures: 2, ejection_time: 1h}}}}}}\nroutes: [{{name: r, match: {{prefix: /}}, cluster: c, public: true}}]\n",
             list.join(", ")
         );
         let config = palisade_core::parse_str("t.yaml", &text, None).expect("valid");

@@ -90,7 +90,7 @@ pub async fn start(yaml: &str) -> Running {
 pub fn one_cluster(targets: &[SocketAddr], cluster_extra: &str) -> String {
     let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
     format!(
-        "clusters:\n  echo:\n    targets: [{}]\n{cluster_extra}routes:\n  - name: all\n    match: {{ prefix: / }}\n    cluster: echo\n",
+        "clusters:\n  echo:\n    targets: [{}]\n{cluster_extra}routes:\n  - name: all\n    match: {{ prefix: / }}\n    cluster: echo\n    public: true\n",
         list.join(", ")
     )
 }

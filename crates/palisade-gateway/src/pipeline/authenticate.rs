@@ -1,0 +1,62 @@
+//! Stage 3, authenticate: the route's accepted methods are tried in order; the first success puts
+//! the principal in the request context. A public route skips this stage; any other route without
+//! a verified identity ends here with 401 (or 503 when the identity provider is down: fail closed).
+//!
+//! The identity headers the upstream receives are set in the transform stage ([`forward_identity`]),
+//! which also removes any copy a client sent, on every route.
+
+use std::sync::Arc;
+
+use http::header::AUTHORIZATION;
+use http::HeaderMap;
+use palisade_auth::identity::InternalSigner;
+use palisade_auth::{Authenticator, Principal};
+
+use crate::context::ConnectionInfo;
+use crate::respond::GatewayError;
+use crate::runtime::RouteRuntime;
+
+pub async fn authenticate(
+    authenticator: &Authenticator,
+    route: &RouteRuntime,
+    headers: &HeaderMap,
+    connection: &ConnectionInfo,
+) -> Result<Option<Arc<Principal>>, GatewayError> {
+    let Some(auth) = &route.auth else {
+        return Ok(None);
+    };
+    match authenticator
+        .authenticate(auth, headers, connection.client_certificate.as_ref())
+        .await
+    {
+        Ok(principal) => Ok(Some(principal)),
+        Err(failure) if failure.is_unavailable() => Err(GatewayError::AuthUnavailable),
+        Err(failure) => Err(GatewayError::Unauthenticated {
+            failure,
+            challenge: authenticator.challenge(auth, failure),
+        }),
+    }
+}
+
+/// Removes client-sent identity headers (and `Authorization` when configured), then sets the
+/// principal's. Runs on every route, public ones included, so that no client can pose as verified.
+pub fn forward_identity(
+    authenticator: &Authenticator,
+    signer: &InternalSigner,
+    headers: &mut HeaderMap,
+    principal: Option<&Principal>,
+) {
+    let identity = &authenticator.identity;
+    let spoofed: Vec<_> = headers.keys().filter(|name| identity.is_protected(name)).cloned().collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+    if identity.strip_authorization {
+        headers.remove(AUTHORIZATION);
+    }
+    if let Some(principal) = principal {
+        for (name, value) in identity.render(principal, signer) {
+            headers.insert(name, value);
+        }
+    }
+}
