@@ -2,7 +2,7 @@
 //! hashed and compared in constant time. Keys are 32 random bytes, so a plain hash is as strong as a
 //! slow one would be and costs a microsecond.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use http::HeaderMap;
 use palisade_core::config::auth::{ApiKeyEntry, ApiKeysConfig};
-use palisade_core::{Diagnostics, Spanned};
+use palisade_core::{ConfigErrors, Diagnostics, Spanned};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -35,21 +35,35 @@ pub struct ApiKeyStore {
 }
 
 impl ApiKeyStore {
-    /// Builds the store from the config's keys and the key file; problems become diagnostics.
+    /// Builds the store from the config's keys and the key file; problems become diagnostics at
+    /// their place in the config or in the key file.
     pub fn compile(config: &ApiKeysConfig, diagnostics: &mut Diagnostics) -> ApiKeyStore {
-        let mut entries: Vec<Spanned<ApiKeyEntry>> = config.keys.clone();
-        if let Some(file) = &config.file {
-            match palisade_core::load_yaml_file::<Vec<Spanned<ApiKeyEntry>>>(&file.value) {
-                Ok(from_file) => entries.extend(from_file),
-                Err(errors) => diagnostics.absorb(errors),
-            }
-        }
         let mut store = ApiKeyStore {
             header: config.header.to_ascii_lowercase(),
             keys: HashMap::new(),
         };
-        let mut names = std::collections::HashSet::new();
-        for entry in &entries {
+        let mut names = HashSet::new();
+        store.add_entries(&config.keys, &mut names, diagnostics);
+        if let Some(file) = &config.file {
+            match palisade_core::load_yaml_file::<Vec<Spanned<ApiKeyEntry>>>(&file.value) {
+                Ok(from_file) => {
+                    let mut in_file = Diagnostics::new(file.value.display().to_string());
+                    store.add_entries(&from_file, &mut names, &mut in_file);
+                    diagnostics.absorb(ConfigErrors(in_file.into_errors()));
+                }
+                Err(errors) => diagnostics.absorb(errors),
+            }
+        }
+        store
+    }
+
+    fn add_entries(
+        &mut self,
+        entries: &[Spanned<ApiKeyEntry>],
+        names: &mut HashSet<String>,
+        diagnostics: &mut Diagnostics,
+    ) {
+        for entry in entries {
             let value = &entry.value;
             if !names.insert(value.name.clone()) {
                 diagnostics.on(entry, format!("API key name {:?} is used twice", value.name));
@@ -69,9 +83,8 @@ impl ApiKeyStore {
                 },
                 None => None,
             };
-            store.insert(hash, principal_for(value, expires), expires);
+            self.insert(hash, principal_for(value, expires), expires);
         }
-        store
     }
 
     fn insert(&mut self, hash: [u8; 32], principal: Principal, expires: Option<SystemTime>) {

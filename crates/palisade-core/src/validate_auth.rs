@@ -1,8 +1,6 @@
 //! Structural checks of the authentication settings. What needs the key material itself (secret
 //! length, JWK parsing) is checked when the authenticator is built, with the same located diagnostics.
 
-use std::collections::HashSet;
-
 use crate::config::auth::{ClaimMapping, IdentityConfig, JwtProviderConfig};
 use crate::config::{AuthMethod, Config};
 use crate::diagnostic::Diagnostics;
@@ -27,12 +25,6 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         let endpoint_url = &endpoint.value.endpoint;
         check_fetch_url(endpoint_url, &format!("introspection {name:?}: endpoint"), diagnostics);
         check_claims(&endpoint.value.claims, diagnostics, endpoint);
-    }
-    let mut key_names = HashSet::new();
-    for key in &auth.api_keys.keys {
-        if !key_names.insert(key.value.name.as_str()) {
-            diagnostics.on(key, format!("API key name {:?} is used twice", key.value.name));
-        }
     }
     validate_identity(&auth.identity, diagnostics);
     let mtls_listener = config.listeners.iter().any(|l| {

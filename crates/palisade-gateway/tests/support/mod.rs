@@ -1,6 +1,9 @@
 //! Test harness: real servers on 127.0.0.1 ephemeral ports, real clients and raw sockets.
 #![allow(dead_code)]
 
+pub mod idp;
+pub mod tokens;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
