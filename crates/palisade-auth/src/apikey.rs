@@ -213,7 +213,10 @@ mod tests {
         let principal = store.authenticate(&request(&good)).unwrap().unwrap();
         assert_eq!(principal.subject, "reporting");
         assert_eq!(principal.kind, PrincipalKind::ApiKey);
-        assert_eq!(store.authenticate(&request("psk_wrong")), Err(AuthFailure::UnknownApiKey));
+        assert_eq!(
+            store.authenticate(&request("psk_wrong")),
+            Err(AuthFailure::UnknownApiKey)
+        );
         assert_eq!(store.authenticate(&request("psk_old")), Err(AuthFailure::ApiKeyExpired));
         assert_eq!(store.authenticate(&HeaderMap::new()), Ok(None));
     }

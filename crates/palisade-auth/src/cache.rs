@@ -129,7 +129,11 @@ mod tests {
     fn memory_is_bounded() {
         let cache = TokenCache::new(64 * 1024);
         for i in 0..10_000 {
-            cache.insert(TokenCache::key(1, &format!("t{i}")), principal(None), Duration::from_secs(60));
+            cache.insert(
+                TokenCache::key(1, &format!("t{i}")),
+                principal(None),
+                Duration::from_secs(60),
+            );
         }
         // Each entry weighs a few hundred bytes: at most a few hundred fit in 64 KiB.
         assert!(cache.entry_count() < 300, "{} entries", cache.entry_count());

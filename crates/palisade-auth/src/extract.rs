@@ -52,7 +52,10 @@ pub(crate) fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Op
     let mut values = headers.get_all(name).iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(None),
-        (Some(value), None) => value.to_str().map(|v| Some(v.trim())).map_err(|_| AuthFailure::MalformedToken),
+        (Some(value), None) => value
+            .to_str()
+            .map(|v| Some(v.trim()))
+            .map_err(|_| AuthFailure::MalformedToken),
         (Some(_), Some(_)) => Err(AuthFailure::MalformedToken),
     }
 }
@@ -62,7 +65,9 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, Aut
     for header in headers.get_all(COOKIE) {
         let Ok(text) = header.to_str() else { continue };
         for pair in text.split(';') {
-            let Some((key, value)) = pair.trim().split_once('=') else { continue };
+            let Some((key, value)) = pair.trim().split_once('=') else {
+                continue;
+            };
             if key == name {
                 if found.is_some() {
                     return Err(AuthFailure::MalformedToken);
@@ -99,18 +104,33 @@ mod tests {
     #[test]
     fn duplicates_oversize_and_empty_tokens_are_refused() {
         let twice = headers(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]);
-        assert_eq!(token(&twice, &TokenLocation::Bearer, 100), Err(AuthFailure::MalformedToken));
+        assert_eq!(
+            token(&twice, &TokenLocation::Bearer, 100),
+            Err(AuthFailure::MalformedToken)
+        );
         let long = headers(&[("authorization", "Bearer aaaaaaaaaaaaaaaaaaaa")]);
-        assert_eq!(token(&long, &TokenLocation::Bearer, 10), Err(AuthFailure::TokenTooLarge));
+        assert_eq!(
+            token(&long, &TokenLocation::Bearer, 10),
+            Err(AuthFailure::TokenTooLarge)
+        );
         let empty = headers(&[("authorization", "Bearer ")]);
-        assert_eq!(token(&empty, &TokenLocation::Bearer, 10), Err(AuthFailure::MalformedToken));
+        assert_eq!(
+            token(&empty, &TokenLocation::Bearer, 10),
+            Err(AuthFailure::MalformedToken)
+        );
     }
 
     #[test]
     fn cookies_and_headers_are_read_by_name() {
         let map = headers(&[("cookie", "theme=dark; session=tok123"), ("x-token", "t2")]);
-        assert_eq!(token(&map, &TokenLocation::Cookie("session".into()), 100), Ok(Some("tok123")));
-        assert_eq!(token(&map, &TokenLocation::Header("x-token".into()), 100), Ok(Some("t2")));
+        assert_eq!(
+            token(&map, &TokenLocation::Cookie("session".into()), 100),
+            Ok(Some("tok123"))
+        );
+        assert_eq!(
+            token(&map, &TokenLocation::Header("x-token".into()), 100),
+            Ok(Some("t2"))
+        );
         // A token elsewhere than configured does not count.
         assert_eq!(token(&map, &TokenLocation::Bearer, 100), Ok(None));
         let twice = headers(&[("cookie", "session=a"), ("cookie", "session=b")]);

@@ -4,15 +4,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use http::{HeaderName, HeaderValue};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use palisade_core::config::auth::{IdentityConfig, InternalTokenConfig};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::principal::claim_at;
+use crate::signing::SigningKey;
 use crate::Principal;
 
 /// Headers with this prefix are the gateway's; a client can never set them.
@@ -89,7 +86,10 @@ impl IdentityHeaders {
             }
         }
         if let Some((name, settings)) = &self.internal {
-            if let Some(value) = signer.mint(principal, settings).and_then(|t| HeaderValue::from_str(&t).ok()) {
+            if let Some(value) = signer
+                .mint(principal, settings)
+                .and_then(|t| HeaderValue::from_str(&t).ok())
+            {
                 rendered.push((name.clone(), value));
             }
         }
@@ -162,27 +162,15 @@ fn kind_name(principal: &Principal) -> &'static str {
 /// The gateway's own signing key for internal tokens. Generated at start and kept across reloads;
 /// it never leaves the process.
 pub struct InternalSigner {
-    key: EncodingKey,
-    kid: String,
+    key: SigningKey,
     jwks: Value,
 }
 
 impl InternalSigner {
     pub fn generate() -> Result<InternalSigner, String> {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string())?;
-        let key = EncodingKey::from_ec_der(&pair.serialize_der());
-        let point = pair.public_key_raw();
-        // Uncompressed P-256 point: 0x04 ‖ x (32 bytes) ‖ y (32 bytes).
-        if point.len() != 65 {
-            return Err("unexpected public key encoding".into());
-        }
-        let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(point)[..12]);
-        let jwks = json!({"keys": [{
-            "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-            "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
-            "y": URL_SAFE_NO_PAD.encode(&point[33..65]),
-        }]});
-        Ok(InternalSigner { key, kid, jwks })
+        let key = SigningKey::generate_es256().map_err(|e| e.to_string())?;
+        let jwks = key.jwks();
+        Ok(InternalSigner { key, jwks })
     }
 
     /// The public key set, served at `/.well-known/jwks.json` on the admin listener.
@@ -207,9 +195,7 @@ impl InternalSigner {
         if let Some(audience) = &settings.audience {
             claims["aud"] = json!(audience);
         }
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &self.key).ok()
+        self.key.sign(&claims).ok()
     }
 }
 
@@ -236,7 +222,9 @@ mod tests {
     #[test]
     fn templates_render_principal_fields_and_skip_unsafe_values() {
         let mut config = IdentityConfig::default();
-        config.headers.insert("x-tenant".into(), "tenant={claims.tenant.id}".into());
+        config
+            .headers
+            .insert("x-tenant".into(), "tenant={claims.tenant.id}".into());
         config.headers.insert("x-bad".into(), "{claims.bad}".into());
         let identity = IdentityHeaders::compile(&config).unwrap();
         let signer = InternalSigner::generate().unwrap();
@@ -267,8 +255,11 @@ mod tests {
         };
         let token = signer.mint(&alice(), &settings).unwrap();
         let (set, _) = crate::jwt::keys::KeySet::from_jwks(signer.jwks()).unwrap();
-        let key = set.candidates(Algorithm::ES256, Some(&signer.kid)).next().unwrap();
-        let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
+        let key = set
+            .candidates(jsonwebtoken::Algorithm::ES256, Some(&signer.key.kid))
+            .next()
+            .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
         validation.set_audience(&["orders"]);
         let data = jsonwebtoken::decode::<Value>(&token, &key.key, &validation).unwrap();
         assert_eq!(data.claims["sub"], "alice");

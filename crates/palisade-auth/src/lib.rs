@@ -16,6 +16,7 @@ pub mod introspection;
 pub mod jwt;
 pub mod mtls;
 mod principal;
+pub mod signing;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -62,7 +63,9 @@ pub struct Authenticator {
     introspectors: BTreeMap<String, Arc<Introspector>>,
     api_keys: ApiKeyStore,
     pub identity: IdentityHeaders,
-    api_key_header: String,
+    pub api_key_header: String,
+    /// `api_keys.forward`: when false, the key header is removed before forwarding.
+    pub forward_api_key: bool,
     cache: TokenCache,
     /// The settings this was built from, to tell whether a reload changed them.
     settings: String,
@@ -90,8 +93,11 @@ impl Authenticator {
         let mut providers = BTreeMap::new();
         let mut remote_keys = BTreeMap::new();
         for (name, provider) in &config.jwt_providers {
-            let reuse = previous.and_then(|p| p.remote_keys.get(name)).filter(|(fp, _)| *fp == remote_fingerprint(&provider.value));
-            let Some(keys) = key_source(name, provider, reuse.map(|(_, k)| k.clone()), &cache, diagnostics).await else {
+            let reuse = previous
+                .and_then(|p| p.remote_keys.get(name))
+                .filter(|(fp, _)| *fp == remote_fingerprint(&provider.value));
+            let Some(keys) = key_source(name, provider, reuse.map(|(_, k)| k.clone()), &cache, diagnostics).await
+            else {
                 continue;
             };
             if let KeySource::Remote(remote) = &keys {
@@ -121,6 +127,7 @@ impl Authenticator {
             api_keys,
             identity,
             api_key_header: config.api_keys.header.clone(),
+            forward_api_key: config.api_keys.forward,
             cache,
             settings,
         }
@@ -134,7 +141,9 @@ impl Authenticator {
                 AuthMethod::Jwt(name) => self.providers.get(name).cloned().map(RouteMethod::Jwt),
                 AuthMethod::ApiKey => Some(RouteMethod::ApiKey),
                 AuthMethod::Mtls => Some(RouteMethod::Mtls),
-                AuthMethod::Introspection(name) => self.introspectors.get(name).cloned().map(RouteMethod::Introspection),
+                AuthMethod::Introspection(name) => {
+                    self.introspectors.get(name).cloned().map(RouteMethod::Introspection)
+                }
             })
             .collect();
         RouteAuth { methods }
@@ -215,7 +224,10 @@ fn algorithms_of(config: &JwtProviderConfig) -> Vec<Algorithm> {
         None if config.keys.value.shared_secret.is_some() => palisade_core::JWT_HMAC_ALGORITHMS.to_vec(),
         None => palisade_core::JWT_DEFAULT_ALGORITHMS.to_vec(),
     };
-    names.into_iter().filter_map(|name| Algorithm::from_str(name).ok()).collect()
+    names
+        .into_iter()
+        .filter_map(|name| Algorithm::from_str(name).ok())
+        .collect()
 }
 
 /// What identifies a remote key set: where it comes from and how it is refreshed.
@@ -262,7 +274,10 @@ async fn key_source(
         return match KeySet::from_jwks(&document) {
             Ok((set, _)) if !set.keys.is_empty() => Some(KeySource::Static(Arc::new(set))),
             Ok(_) => {
-                diagnostics.on(&config.keys, format!("jwt provider {name:?}: the key set has no usable signature key"));
+                diagnostics.on(
+                    &config.keys,
+                    format!("jwt provider {name:?}: the key set has no usable signature key"),
+                );
                 None
             }
             Err(error) => {
@@ -287,12 +302,23 @@ async fn key_source(
         }
     };
     let flush = cache.clone();
-    let remote = RemoteKeys::start(name, source, fetcher, keys.refresh.clone(), Box::new(move || flush.flush())).await;
+    let remote = RemoteKeys::start(
+        name,
+        source,
+        fetcher,
+        keys.refresh.clone(),
+        Box::new(move || flush.flush()),
+    )
+    .await;
     Some(KeySource::Remote(remote))
 }
 
 /// The inline or file JWK Set, if the provider has one.
-fn static_jwks(name: &str, provider: &Spanned<JwtProviderConfig>, diagnostics: &mut Diagnostics) -> Option<serde_json::Value> {
+fn static_jwks(
+    name: &str,
+    provider: &Spanned<JwtProviderConfig>,
+    diagnostics: &mut Diagnostics,
+) -> Option<serde_json::Value> {
     let keys = &provider.value.keys;
     if let Some(inline) = &keys.value.jwks {
         return match inline {
@@ -330,7 +356,10 @@ fn introspector(
     let secret = match config.client_secret.value.resolve() {
         Ok(secret) => secret,
         Err(error) => {
-            diagnostics.on(&config.client_secret, format!("introspection {name:?}: client_secret: {error}"));
+            diagnostics.on(
+                &config.client_secret,
+                format!("introspection {name:?}: client_secret: {error}"),
+            );
             return None;
         }
     };
@@ -342,5 +371,13 @@ fn introspector(
             return None;
         }
     };
-    Some(Introspector::new(name, cache_id, config, uri, &secret, fetcher, cache.clone()))
+    Some(Introspector::new(
+        name,
+        cache_id,
+        config,
+        uri,
+        &secret,
+        fetcher,
+        cache.clone(),
+    ))
 }

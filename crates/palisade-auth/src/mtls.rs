@@ -33,7 +33,9 @@ pub fn client_verifier(config: &ClientCertificatesConfig) -> Result<Arc<dyn Clie
         ClientCertificateMode::Request => builder.allow_unauthenticated(),
         ClientCertificateMode::Require => builder,
     };
-    builder.build().map_err(|e| format!("cannot build the client certificate verifier: {e}"))
+    builder
+        .build()
+        .map_err(|e| format!("cannot build the client certificate verifier: {e}"))
 }
 
 /// The principal of a certificate the handshake already verified.
@@ -106,7 +108,11 @@ mod tests {
             ],
             "orders",
         );
-        let all = [CertificateSubject::UriSan, CertificateSubject::DnsSan, CertificateSubject::CommonName];
+        let all = [
+            CertificateSubject::UriSan,
+            CertificateSubject::DnsSan,
+            CertificateSubject::CommonName,
+        ];
         let principal = principal_from_certificate(&der, &all).unwrap();
         assert_eq!(principal.subject, spiffe);
         assert_eq!(principal.kind, PrincipalKind::Service);

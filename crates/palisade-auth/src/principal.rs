@@ -162,11 +162,16 @@ mod tests {
             Principal::from_claims(AuthMethodKind::Jwt, "i".into(), service, &ClaimMapping::default()).unwrap();
         assert_eq!(principal.kind, PrincipalKind::Service);
         let no_subject = claims(json!({"scope": "a"}));
-        assert!(Principal::from_claims(AuthMethodKind::Jwt, "i".into(), no_subject, &ClaimMapping::default()).is_none());
-        let numeric_subject = claims(json!({"sub": 7}));
         assert!(
-            Principal::from_claims(AuthMethodKind::Jwt, "i".into(), numeric_subject, &ClaimMapping::default())
-                .is_none()
+            Principal::from_claims(AuthMethodKind::Jwt, "i".into(), no_subject, &ClaimMapping::default()).is_none()
         );
+        let numeric_subject = claims(json!({"sub": 7}));
+        assert!(Principal::from_claims(
+            AuthMethodKind::Jwt,
+            "i".into(),
+            numeric_subject,
+            &ClaimMapping::default()
+        )
+        .is_none());
     }
 }

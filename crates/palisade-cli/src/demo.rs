@@ -3,23 +3,57 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use palisade_auth::signing::SigningKey;
 use palisade_gateway::{ConfigSource, Gateway};
 
 /// The embedded config; a test in this crate loads it so it cannot rot.
 pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
-pub fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr) -> String {
+/// The credentials the demo makes at start: a signing key (its public half goes in the config) and
+/// an API key (only its hash goes in the config).
+pub struct DemoCredentials {
+    pub key: SigningKey,
+    pub api_key: String,
+    pub api_key_hash: String,
+}
+
+impl DemoCredentials {
+    pub fn generate() -> anyhow::Result<DemoCredentials> {
+        let (api_key, api_key_hash) = palisade_auth::apikey::generate();
+        Ok(DemoCredentials {
+            key: SigningKey::generate_es256()?,
+            api_key,
+            api_key_hash,
+        })
+    }
+
+    fn token(&self, subject: &str, scopes: &str) -> anyhow::Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let claims = serde_json::json!({"iss": "https://palisade.demo", "aud": "demo-api", "sub": subject,
+            "scope": scopes, "iat": now, "exp": now + 3600});
+        Ok(self.key.sign(&claims)?)
+    }
+}
+
+pub fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, credentials: &DemoCredentials) -> String {
     DEMO_CONFIG
         .replace("{listen}", &listen.to_string())
         .replace("{admin}", &admin.to_string())
         .replace("{echo}", &echo.to_string())
+        .replace("{jwks}", &credentials.key.jwks().to_string())
+        .replace("{api_key_hash}", &credentials.api_key_hash)
 }
 
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
     let (echo, _echo_task) = palisade_echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "echo").await?;
-    let text = config_text(listen, admin, echo);
+    let credentials = DemoCredentials::generate()?;
+    let text = config_text(listen, admin, echo, &credentials);
     let config =
         palisade_core::parse_str("demo.yaml", &text, None).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
+    let token = credentials.token("alice", "orders:read")?;
+    let api_key = &credentials.api_key;
     let gateway = Gateway::start(ConfigSource::Parsed {
         name: "demo.yaml".into(),
         config: Box::new(config),
@@ -41,6 +75,14 @@ Try these in another terminal (access log lines appear here on stdout):
   curl -i --path-as-is '{base}/api/..%2f..%2fetc'   # 400: encoded slash refused
   curl -i -H 'X-Forwarded-For: 6.6.6.6' {base}/api  # spoofed header replaced by the real client
   curl -i -X POST --data-binary @/etc/services {base}/upload   # 413: body over the 1KiB route limit
+
+Authentication (/secure accepts a JWT from the demo issuer or an API key):
+  TOKEN={token}
+  curl -i -H "Authorization: Bearer $TOKEN" {base}/secure     # 200: the echo shows x-palisade-subject: alice
+  curl -i {base}/secure                                       # 401 with WWW-Authenticate: Bearer
+  curl -i -H "Authorization: Bearer ${{TOKEN}}x" {base}/secure  # 401: token tampered with
+  curl -i -H 'X-Api-Key: {api_key}' {base}/secure   # 200 as demo-reporting
+  curl -i -H 'X-Palisade-Subject: admin' {base}/api           # the forged identity never reaches the upstream
   curl -s http://{admin}/readyz
   curl -s http://{admin}/metrics | grep palisade_requests
 
@@ -58,7 +100,8 @@ mod tests {
     #[test]
     fn embedded_demo_config_is_valid() {
         let any: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let text = config_text(any, any, any);
+        let credentials = DemoCredentials::generate().unwrap();
+        let text = config_text(any, any, any, &credentials);
         palisade_core::parse_str("demo.yaml", &text, None).expect("the demo config loads");
     }
 }

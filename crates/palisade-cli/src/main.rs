@@ -1,5 +1,6 @@
 //! `palisade`: the one binary. Subcommands are thin: each parses its arguments and calls a library.
 
+mod credentials;
 mod demo;
 
 use std::net::SocketAddr;
@@ -49,8 +50,54 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// API keys: `palisade apikey new --name NAME` prints a key once and its config entry.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+    /// Mint a test JWT signed with a PEM private key (RSA → RS256, P-256 → ES256, P-384 → ES384,
+    /// Ed25519 → EdDSA). `--jwks` prints the key's public JWK Set for the gateway config instead.
+    Token {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long, default_value = "developer")]
+        sub: String,
+        #[arg(long, default_value = "https://palisade.local")]
+        iss: String,
+        #[arg(long)]
+        aud: Option<String>,
+        /// Space-separated, or repeat the flag.
+        #[arg(long = "scope", num_args = 1)]
+        scopes: Vec<String>,
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        ttl: std::time::Duration,
+        /// Extra claim NAME=VALUE (VALUE is JSON if it parses, else a string). Repeatable.
+        #[arg(long = "claim")]
+        claims: Vec<String>,
+        #[arg(long)]
+        jwks: bool,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum ApikeyCommand {
+    /// Generate a key. Only its SHA-256 goes into the config.
+    New {
+        #[arg(long)]
+        name: String,
+        /// Comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// RFC 3339 time after which the key is refused.
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -117,6 +164,42 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo { listen, admin } => demo::run(listen, admin).await,
+        Command::Apikey {
+            command:
+                ApikeyCommand::New {
+                    name,
+                    scopes,
+                    roles,
+                    expires,
+                },
+        } => {
+            credentials::new_api_key(&name, &scopes, &roles, expires.as_deref())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token {
+            key,
+            sub,
+            iss,
+            aud,
+            scopes,
+            roles,
+            ttl,
+            claims,
+            jwks,
+        } => {
+            let request = credentials::TokenRequest {
+                key: &key,
+                subject: &sub,
+                issuer: &iss,
+                audience: aud.as_deref(),
+                scopes: &scopes,
+                roles: &roles,
+                ttl,
+                claims: &claims,
+            };
+            credentials::token(&request, jwks)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Version => {
             println!("palisade {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

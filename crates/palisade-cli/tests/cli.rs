@@ -175,3 +175,181 @@ fn sighup_reloads_and_sigterm_drains_and_exits_zero() {
     assert!(exited, "SIGTERM stops the gateway");
     assert_eq!(gateway.child.wait().unwrap().code(), Some(0));
 }
+
+/// Output lines of a running gateway, collected from both streams.
+type Captured = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn start_gateway_capturing(config: &Path, log_level: &str) -> (Gateway, Captured) {
+    let mut child = palisade()
+        .args(["gateway", "--config"])
+        .arg(config)
+        .env("RUST_LOG", log_level)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let captured: Captured = Default::default();
+    let stdout = child.stdout.take().unwrap();
+    let sink = captured.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("gateway logs its address").unwrap();
+        captured.lock().unwrap().push(line.clone());
+        if line.contains("listening") && line.contains("listener=public") {
+            let start = line.find("address=").unwrap() + "address=".len();
+            break line[start..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let sink = captured.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    (Gateway { child, address }, captured)
+}
+
+fn request_status(address: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let output = palisade().args(args).output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A gateway whose `/secure` route accepts the JWKS in `jwks_file` and the API key `hash`; the
+/// upstream refuses connections, so 502 means "authenticated" and 401 "refused".
+fn secure_config(dir: &Path, jwks: &str, hash: &str) -> PathBuf {
+    std::fs::write(dir.join("jwks.json"), jwks).unwrap();
+    let config = dir.join("gw.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listeners: [{{ name: public, address: '127.0.0.1:0' }}]\nadmin: {{ address: '127.0.0.1:0' }}\nreload: {{ watch: false }}\naccess_log: {{ path: stdout }}\nclusters:\n  c: {{ targets: ['127.0.0.1:9'], retries: {{ attempts: 0 }} }}\nauthentication:\n  jwt_providers:\n    dev:\n      issuer: https://issuer.test\n      audiences: [api]\n      keys: {{ jwks_file: jwks.json }}\n  api_keys:\n    keys: [{{ name: ci, hash: \"{hash}\" }}]\nroutes:\n  - {{ name: secure, match: {{ prefix: /secure }}, cluster: c, authentication: [{{ jwt: dev }}, api_key] }}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn apikey_and_token_helpers_mint_credentials_the_gateway_accepts_and_no_secret_is_logged() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_path = dir.path().join("signing.pem");
+    std::fs::write(&key_path, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+    let key_arg = key_path.to_str().unwrap();
+
+    let printed = run_ok(&["apikey", "new", "--name", "ci", "--scopes", "orders:read,orders:write"]);
+    let api_key = printed
+        .split_whitespace()
+        .find(|w| w.starts_with("psk_"))
+        .expect("a key")
+        .to_string();
+    let hash_start = printed.find("sha256:").expect("a hash");
+    let hash = &printed[hash_start..hash_start + 71];
+    assert!(printed.contains("scopes: [orders:read, orders:write]"), "{printed}");
+
+    let jwks = run_ok(&["token", "--key", key_arg, "--jwks"]);
+    let token = run_ok(&[
+        "token",
+        "--key",
+        key_arg,
+        "--sub",
+        "alice",
+        "--iss",
+        "https://issuer.test",
+        "--aud",
+        "api",
+        "--scope",
+        "orders:read",
+        "--ttl",
+        "5m",
+    ]);
+    let token = token.trim();
+    let expired = run_ok(&[
+        "token",
+        "--key",
+        key_arg,
+        "--iss",
+        "https://issuer.test",
+        "--aud",
+        "api",
+        "--ttl",
+        "0s",
+        "--claim",
+        "exp=1",
+    ]);
+    let expired = expired.trim();
+
+    let config = secure_config(dir.path(), &jwks, hash);
+    let (mut gateway, captured) = start_gateway_capturing(&config, "debug");
+    let address = gateway.address.clone();
+    let bearer = format!("Bearer {token}");
+    assert_eq!(request_status(&address, "/secure", &[("authorization", &bearer)]), 502);
+    assert_eq!(request_status(&address, "/secure", &[("x-api-key", &api_key)]), 502);
+    assert_eq!(request_status(&address, "/secure", &[]), 401);
+    let expired_bearer = format!("Bearer {expired}");
+    assert_eq!(
+        request_status(&address, "/secure", &[("authorization", &expired_bearer)]),
+        401
+    );
+    let wrong_key = format!("{api_key}x");
+    assert_eq!(request_status(&address, "/secure", &[("x-api-key", &wrong_key)]), 401);
+    let cookie = "session=cookie-secret-value";
+    assert_eq!(
+        request_status(
+            &address,
+            "/secure",
+            &[("cookie", cookie), ("authorization", "Basic dXNlcjpodW50ZXIy")]
+        ),
+        401
+    );
+
+    signal(&gateway.child, "TERM");
+    assert!(wait_for(|| matches!(gateway.child.try_wait(), Ok(Some(_)))));
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = captured.lock().unwrap().join("\n");
+    assert!(
+        lines.contains("\"principal\":\"alice\""),
+        "the access log names the subject:\n{lines}"
+    );
+    assert!(lines.contains("\"principal\":\"ci\""));
+    let signature = token.rsplit('.').next().unwrap();
+    for secret in [
+        token,
+        signature,
+        expired,
+        &api_key,
+        &wrong_key,
+        "cookie-secret-value",
+        "dXNlcjpodW50ZXIy",
+    ] {
+        assert!(!lines.contains(secret), "a secret reached the logs: {secret}\n{lines}");
+    }
+}

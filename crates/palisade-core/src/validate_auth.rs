@@ -52,7 +52,10 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         match (route.public, methods) {
             (true, Some(methods)) => diagnostics.on(
                 methods,
-                format!("route {:?} is `public: true` and lists authentication; choose one", route.name.value),
+                format!(
+                    "route {:?} is `public: true` and lists authentication; choose one",
+                    route.name.value
+                ),
             ),
             (false, None) => diagnostics.on(
                 &route.name,
@@ -117,7 +120,11 @@ fn validate_provider(name: &str, provider: &Spanned<JwtProviderConfig>, diagnost
         check_fetch_url(url, &format!("jwt provider {name:?}: jwks_url"), diagnostics);
     }
     if keys.discovery {
-        check_fetch_url(&value.issuer, &format!("jwt provider {name:?}: issuer (for discovery)"), diagnostics);
+        check_fetch_url(
+            &value.issuer,
+            &format!("jwt provider {name:?}: issuer (for discovery)"),
+            diagnostics,
+        );
     }
     if let Some(file) = &keys.jwks_file {
         if !file.value.is_file() {
@@ -172,20 +179,29 @@ fn check_fetch_url(url: &Spanned<String>, what: &str, diagnostics: &mut Diagnost
     if !secure {
         diagnostics.on(
             url,
-            format!("{what}: {:?} must be https:// (plain http only to a loopback address)", url.value),
+            format!(
+                "{what}: {:?} must be https:// (plain http only to a loopback address)",
+                url.value
+            ),
         );
     }
 }
 
 pub fn is_loopback_http(uri: &http::Uri) -> bool {
-    let host = uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn validate_identity(identity: &IdentityConfig, diagnostics: &mut Diagnostics) {
     for name in identity.headers.keys() {
         if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            diagnostics.general(format!("authentication.identity.headers: {name:?} is not a header name"));
+            diagnostics.general(format!(
+                "authentication.identity.headers: {name:?} is not a header name"
+            ));
         }
     }
     if let Some(internal) = &identity.internal_token {

@@ -80,8 +80,10 @@ impl GatewayError {
             GatewayError::Unauthenticated { failure, .. } => {
                 Problem::new(status, "unauthenticated", "Unauthorized").with_detail(failure.description())
             }
-            GatewayError::AuthUnavailable => Problem::new(status, "identity-provider-unavailable", "Service Unavailable")
-                .with_detail(AuthFailure::ProviderUnavailable.description()),
+            GatewayError::AuthUnavailable => {
+                Problem::new(status, "identity-provider-unavailable", "Service Unavailable")
+                    .with_detail(AuthFailure::ProviderUnavailable.description())
+            }
             GatewayError::PayloadTooLarge => Problem::new(status, "payload-too-large", "Content Too Large")
                 .with_detail("The request body exceeds the limit for this route."),
             GatewayError::NoHealthyUpstream => Problem::new(status, "no-healthy-upstream", "Service Unavailable"),

@@ -67,8 +67,12 @@ impl Runtime {
         let router = Router::compile(&config.routes, &mut diagnostics);
         let certificates = tls::load_certificates(&config, &mut diagnostics);
         let client_verifiers = tls::load_client_verifiers(&config, &mut diagnostics);
-        let authenticator =
-            Authenticator::compile(&config.authentication, previous.map(|p| &p.authenticator), &mut diagnostics).await;
+        let authenticator = Authenticator::compile(
+            &config.authentication,
+            previous.map(|p| &p.authenticator),
+            &mut diagnostics,
+        )
+        .await;
         let signer = match previous {
             Some(previous) => previous.signer.clone(),
             None => match InternalSigner::generate() {
@@ -96,7 +100,10 @@ impl Runtime {
                     cluster,
                     protocol,
                     max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes).get(),
-                    auth: route.authentication.as_ref().map(|methods| authenticator.route(&methods.value)),
+                    auth: route
+                        .authentication
+                        .as_ref()
+                        .map(|methods| authenticator.route(&methods.value)),
                     metrics: metrics.route(&route.name.value),
                 })
             })

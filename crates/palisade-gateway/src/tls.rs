@@ -8,16 +8,16 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use palisade_auth::Principal;
 use palisade_core::config::{Config, TlsConfig};
 use palisade_core::Diagnostics;
-use palisade_auth::Principal;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 
 use crate::runtime::Runtime;
@@ -173,7 +173,9 @@ impl ClientCertVerifier for CurrentClientVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         match self.current() {
             Some(verifier) => verifier.verify_client_cert(end_entity, intermediates, now),
-            None => Err(rustls::Error::General("client certificates are not accepted here".into())),
+            None => Err(rustls::Error::General(
+                "client certificates are not accepted here".into(),
+            )),
         }
     }
 

@@ -43,28 +43,49 @@ fn config(echo: SocketAddr, providers: &str, more_auth: &str, orders_methods: &s
 fn refused(reply: &Reply, token: &str, case: &str) {
     assert_eq!(reply.status, 401, "{case}: {}", reply.body);
     assert!(
-        reply.headers["content-type"].to_str().unwrap().starts_with("application/problem+json"),
+        reply.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/problem+json"),
         "{case}"
     );
-    assert!(!token.is_empty() && !reply.body.contains(token), "{case}: the body repeats the token");
+    assert!(
+        !token.is_empty() && !reply.body.contains(token),
+        "{case}: the body repeats the token"
+    );
     let challenge = reply.headers["www-authenticate"].to_str().unwrap();
-    assert!(challenge.starts_with("Bearer realm=\"palisade\""), "{case}: {challenge}");
+    assert!(
+        challenge.starts_with("Bearer realm=\"palisade\""),
+        "{case}: {challenge}"
+    );
 }
 
 #[tokio::test]
 async fn valid_tokens_pass_with_their_identity_and_spoofed_identity_headers_are_removed() {
     let echo = support::echo("orders").await;
     let ec = EcKey::generate("ec-1");
-    let keys = tokens::jwks(&[ec.jwk.clone(), tokens::rsa_jwk()]);
+    let keys = tokens::jwks([&ec.jwk, &tokens::rsa_jwk()]);
     let identity = "  identity:\n    headers:\n      x-palisade-subject: \"{sub}\"\n      x-user-roles: \"{roles}\"\n      x-tenant: \"{claims.tenant}\"\n";
-    let gw = support::start(&config(echo, &tokens::provider_yaml("idp", &keys, ""), identity, "[{ jwt: idp }]")).await;
+    let gw = support::start(&config(
+        echo,
+        &tokens::provider_yaml("idp", &keys, ""),
+        identity,
+        "[{ jwt: idp }]",
+    ))
+    .await;
 
     let mut alice = claims("alice");
     alice["tenant"] = json!("acme");
     for (name, token) in [
         ("ES256", ec.sign(&alice)),
-        ("RS256", tokens::sign_with(Algorithm::RS256, Some("rsa-1"), &alice, &tokens::rsa_key())),
-        ("PS256", tokens::sign_with(Algorithm::PS256, Some("rsa-1"), &alice, &tokens::rsa_key())),
+        (
+            "RS256",
+            tokens::sign_with(Algorithm::RS256, Some("rsa-1"), &alice, &tokens::rsa_key()),
+        ),
+        (
+            "PS256",
+            tokens::sign_with(Algorithm::PS256, Some("rsa-1"), &alice, &tokens::rsa_key()),
+        ),
     ] {
         let reply = call(
             &gw.url("/orders/1"),
@@ -85,7 +106,11 @@ async fn valid_tokens_pass_with_their_identity_and_spoofed_identity_headers_are_
     }
 
     // On a public route nobody is authenticated, and forged identity headers still never arrive.
-    let reply = call(&gw.url("/open"), &[("x-palisade-subject", "admin"), ("x-user-roles", "admin")]).await;
+    let reply = call(
+        &gw.url("/open"),
+        &[("x-palisade-subject", "admin"), ("x-user-roles", "admin")],
+    )
+    .await;
     assert_eq!(reply.status, 200);
     let seen = &echoed(&reply.body)["headers"];
     assert!(seen.get("x-palisade-subject").is_none() && seen.get("x-user-roles").is_none());
@@ -95,7 +120,13 @@ async fn valid_tokens_pass_with_their_identity_and_spoofed_identity_headers_are_
 async fn no_credentials_is_a_401_with_a_bare_bearer_challenge() {
     let echo = support::echo("orders").await;
     let ec = EcKey::generate("ec-1");
-    let gw = support::start(&config(echo, &tokens::provider_yaml("idp", &tokens::jwks(&[ec.jwk.clone()]), ""), "", "[{ jwt: idp }]")).await;
+    let gw = support::start(&config(
+        echo,
+        &tokens::provider_yaml("idp", &tokens::jwks([&ec.jwk]), ""),
+        "",
+        "[{ jwt: idp }]",
+    ))
+    .await;
     let reply = call(&gw.url("/orders/1"), &[]).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.headers["www-authenticate"], "Bearer realm=\"palisade\"");
@@ -110,7 +141,10 @@ async fn no_credentials_is_a_401_with_a_bare_bearer_challenge() {
     };
     let reply = bearer(&gw.url("/orders/1"), &expired).await;
     refused(&reply, &expired, "expired");
-    assert!(reply.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
+    assert!(reply.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("error=\"invalid_token\""));
     assert!(reply.body.contains("expired"), "{}", reply.body);
 }
 
@@ -120,8 +154,14 @@ async fn the_attack_suite_is_refused() {
     let echo = support::echo("orders").await;
     let ec = EcKey::generate("ec-1");
     let attacker = EcKey::generate("attacker");
-    let keys = tokens::jwks(&[ec.jwk.clone(), tokens::rsa_jwk()]);
-    let gw = support::start(&config(echo, &tokens::provider_yaml("idp", &keys, ""), "", "[{ jwt: idp }]")).await;
+    let keys = tokens::jwks([&ec.jwk, &tokens::rsa_jwk()]);
+    let gw = support::start(&config(
+        echo,
+        &tokens::provider_yaml("idp", &keys, ""),
+        "",
+        "[{ jwt: idp }]",
+    ))
+    .await;
     let url = gw.url("/orders/1");
     let good = claims("alice");
     let valid = ec.sign(&good);
@@ -150,38 +190,93 @@ async fn the_attack_suite_is_refused() {
 
     let mut cases: Vec<(&str, String)> = vec![
         ("alg none", forge(&json!({"alg": "none", "typ": "JWT"}), &good, "")),
-        ("alg none with a signature", forge(&json!({"alg": "none"}), &good, parts[2])),
+        (
+            "alg none with a signature",
+            forge(&json!({"alg": "none"}), &good, parts[2]),
+        ),
         ("alg None", forge(&json!({"alg": "None"}), &good, "x")),
         ("alg NONE", forge(&json!({"alg": "NONE"}), &good, "x")),
         ("alg nOnE", forge(&json!({"alg": "nOnE"}), &good, "x")),
         (
             "HS256 signed with the RSA public key",
-            tokens::sign_with(Algorithm::HS256, Some("rsa-1"), &good, &EncodingKey::from_secret(tokens::RSA_PUBLIC)),
+            tokens::sign_with(
+                Algorithm::HS256,
+                Some("rsa-1"),
+                &good,
+                &EncodingKey::from_secret(tokens::RSA_PUBLIC),
+            ),
         ),
         (
             "HS256 signed with the RSA public key, no kid",
-            tokens::sign_with(Algorithm::HS256, None, &good, &EncodingKey::from_secret(tokens::RSA_PUBLIC)),
+            tokens::sign_with(
+                Algorithm::HS256,
+                None,
+                &good,
+                &EncodingKey::from_secret(tokens::RSA_PUBLIC),
+            ),
         ),
-        ("jku to the attacker's keys", attacker_signed(json!({"kid": "attacker", "jku": "http://127.0.0.1:1/jwks"}))),
-        ("x5u to the attacker's certificate", attacker_signed(json!({"kid": "attacker", "x5u": "http://127.0.0.1:1/cert.pem"}))),
+        (
+            "jku to the attacker's keys",
+            attacker_signed(json!({"kid": "attacker", "jku": "http://127.0.0.1:1/jwks"})),
+        ),
+        (
+            "x5u to the attacker's certificate",
+            attacker_signed(json!({"kid": "attacker", "x5u": "http://127.0.0.1:1/cert.pem"})),
+        ),
         ("embedded jwk", attacker_signed(json!({"jwk": attacker.jwk.clone()}))),
-        ("embedded jwk with the real kid", attacker_signed(json!({"kid": "ec-1", "jwk": attacker.jwk.clone()}))),
-        ("kid path traversal", attacker_signed(json!({"kid": "../../../../../../dev/null"}))),
-        ("kid SQL injection", attacker_signed(json!({"kid": "x' UNION SELECT 'secret' --"}))),
+        (
+            "embedded jwk with the real kid",
+            attacker_signed(json!({"kid": "ec-1", "jwk": attacker.jwk.clone()})),
+        ),
+        (
+            "kid path traversal",
+            attacker_signed(json!({"kid": "../../../../../../dev/null"})),
+        ),
+        (
+            "kid SQL injection",
+            attacker_signed(json!({"kid": "x' UNION SELECT 'secret' --"})),
+        ),
         ("no kid, attacker key", attacker_signed(json!({}))),
         ("stripped signature", format!("{}.{}.", parts[0], parts[1])),
         ("two parts", format!("{}.{}", parts[0], parts[1])),
-        ("modified payload, old signature", format!("{}.{}.{}", parts[0], tokens::b64(&tampered), parts[2])),
-        ("JWE shape", format!("{}.{}.{}.{}.{}", parts[0], parts[1], parts[2], parts[1], parts[2])),
+        (
+            "modified payload, old signature",
+            format!("{}.{}.{}", parts[0], tokens::b64(&tampered), parts[2]),
+        ),
+        (
+            "JWE shape",
+            format!("{}.{}.{}.{}.{}", parts[0], parts[1], parts[2], parts[1], parts[2]),
+        ),
         ("expired", with_claims(&|c| c["exp"] = json!(tokens::now() - 3600))),
-        ("not yet valid", with_claims(&|c| c["nbf"] = json!(tokens::now() + 3600))),
-        ("issued in the future", with_claims(&|c| c["iat"] = json!(tokens::now() + 3600))),
+        (
+            "not yet valid",
+            with_claims(&|c| c["nbf"] = json!(tokens::now() + 3600)),
+        ),
+        (
+            "issued in the future",
+            with_claims(&|c| c["iat"] = json!(tokens::now() + 3600)),
+        ),
         ("wrong issuer", with_claims(&|c| c["iss"] = json!("https://evil.test"))),
         ("issuer as an array", with_claims(&|c| c["iss"] = json!([ISSUER]))),
         ("wrong audience", with_claims(&|c| c["aud"] = json!("billing-api"))),
-        ("no audience", with_claims(&|c| { c.as_object_mut().unwrap().remove("aud"); })),
-        ("no exp", with_claims(&|c| { c.as_object_mut().unwrap().remove("exp"); })),
-        ("no subject", with_claims(&|c| { c.as_object_mut().unwrap().remove("sub"); })),
+        (
+            "no audience",
+            with_claims(&|c| {
+                c.as_object_mut().unwrap().remove("aud");
+            }),
+        ),
+        (
+            "no exp",
+            with_claims(&|c| {
+                c.as_object_mut().unwrap().remove("exp");
+            }),
+        ),
+        (
+            "no subject",
+            with_claims(&|c| {
+                c.as_object_mut().unwrap().remove("sub");
+            }),
+        ),
         ("over-size token", huge),
         ("garbage", "not-a-token".to_string()),
     ];
@@ -216,7 +311,14 @@ async fn the_attack_suite_is_refused() {
         assert_eq!(reply.headers["www-authenticate"], "Bearer realm=\"palisade\"");
     }
     // Two Authorization headers are ambiguous, even if one is valid.
-    let twice = call(&url, &[("authorization", &format!("Bearer {valid}")), ("authorization", "Bearer x.y.z")]).await;
+    let twice = call(
+        &url,
+        &[
+            ("authorization", &format!("Bearer {valid}")),
+            ("authorization", "Bearer x.y.z"),
+        ],
+    )
+    .await;
     assert_eq!(twice.status, 401);
 }
 
@@ -229,14 +331,27 @@ async fn tokens_from_a_header_or_cookie_and_shared_secrets() {
         "    hs:\n      issuer: {ISSUER}\n      keys: {{ shared_secret: \"${{PALISADE_TEST_HS_SECRET}}\" }}\n      token: {{ cookie: session }}\n"
     );
     let gw = support::start(&config(echo, &providers, "", "[{ jwt: hs }]")).await;
-    let token = tokens::sign_with(Algorithm::HS256, None, &claims("carol"), &EncodingKey::from_secret(secret.as_bytes()));
-    let reply = call(&gw.url("/orders"), &[("cookie", &format!("theme=dark; session={token}"))]).await;
+    let token = tokens::sign_with(
+        Algorithm::HS256,
+        None,
+        &claims("carol"),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    );
+    let reply = call(
+        &gw.url("/orders"),
+        &[("cookie", &format!("theme=dark; session={token}"))],
+    )
+    .await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(echoed(&reply.body)["headers"]["x-palisade-subject"][0], "carol");
     // The same token as a bearer is not where this provider looks.
     assert_eq!(bearer(&gw.url("/orders"), &token).await.status, 401);
-    let wrong_secret =
-        tokens::sign_with(Algorithm::HS256, None, &claims("carol"), &EncodingKey::from_secret(b"another-secret-of-32-bytes-or-more!!"));
+    let wrong_secret = tokens::sign_with(
+        Algorithm::HS256,
+        None,
+        &claims("carol"),
+        &EncodingKey::from_secret(b"another-secret-of-32-bytes-or-more!!"),
+    );
     let reply = call(&gw.url("/orders"), &[("cookie", &format!("session={wrong_secret}"))]).await;
     assert_eq!(reply.status, 401);
 }
@@ -267,7 +382,7 @@ async fn jwks_rotation_is_picked_up_and_an_idp_outage_keeps_the_last_keys() {
     let echo = support::echo("orders").await;
     let first = EcKey::generate("k1");
     let second = EcKey::generate("k2");
-    let idp = support::idp::start(tokens::jwks(&[first.jwk.clone()])).await;
+    let idp = support::idp::start(tokens::jwks([&first.jwk])).await;
     let providers = format!(
         "    idp:\n      issuer: {ISSUER}\n      audiences: [{AUDIENCE}]\n      keys:\n        jwks_url: {}/jwks\n        refresh: {{ interval: 1h, min_interval: 200ms }}\n",
         idp.url()
@@ -278,7 +393,7 @@ async fn jwks_rotation_is_picked_up_and_an_idp_outage_keeps_the_last_keys() {
     assert_eq!(idp.fetches(), 1);
 
     // The IdP rotates: a token with the new kid triggers a refresh and passes, without a restart.
-    idp.set_jwks(tokens::jwks(&[first.jwk.clone(), second.jwk.clone()]));
+    idp.set_jwks(tokens::jwks([&first.jwk, &second.jwk]));
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     assert_eq!(bearer(&url, &second.sign(&claims("b"))).await.status, 200);
 
@@ -290,14 +405,26 @@ async fn jwks_rotation_is_picked_up_and_an_idp_outage_keeps_the_last_keys() {
         let token = jsonwebtoken::encode(&header, &claims("x"), &second.encoding).unwrap();
         assert_eq!(bearer(&url, &token).await.status, 401);
     }
-    assert!(idp.fetches() - before <= 2, "{} fetches for 20 unknown kids", idp.fetches() - before);
+    assert!(
+        idp.fetches() - before <= 2,
+        "{} fetches for 20 unknown kids",
+        idp.fetches() - before
+    );
 
     // The IdP goes down: new tokens signed with known keys still verify with the last good set.
     idp.fail(true);
     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     let third = EcKey::generate("k3");
-    assert_eq!(bearer(&url, &third.sign(&claims("c"))).await.status, 401, "unknown kid during the outage");
-    assert_eq!(bearer(&url, &first.sign(&claims("d"))).await.status, 200, "last good keys keep serving");
+    assert_eq!(
+        bearer(&url, &third.sign(&claims("c"))).await.status,
+        401,
+        "unknown kid during the outage"
+    );
+    assert_eq!(
+        bearer(&url, &first.sign(&claims("d"))).await.status,
+        200,
+        "last good keys keep serving"
+    );
     assert_eq!(bearer(&url, &second.sign(&claims("e"))).await.status, 200);
 }
 
@@ -305,7 +432,7 @@ async fn jwks_rotation_is_picked_up_and_an_idp_outage_keeps_the_last_keys() {
 async fn oidc_discovery_finds_the_keys_and_refuses_a_document_for_another_issuer() {
     let echo = support::echo("orders").await;
     let key = EcKey::generate("d1");
-    let idp = support::idp::start(tokens::jwks(&[key.jwk.clone()])).await;
+    let idp = support::idp::start(tokens::jwks([&key.jwk])).await;
     let issuer = idp.url();
     let providers = format!("    oidc:\n      issuer: {issuer}\n      keys: {{ discovery: true }}\n");
     let gw = support::start(&config(echo, &providers, "", "[{ jwt: oidc }]")).await;
@@ -314,7 +441,7 @@ async fn oidc_discovery_finds_the_keys_and_refuses_a_document_for_another_issuer
     assert_eq!(bearer(&gw.url("/orders"), &key.sign(&c)).await.status, 200);
 
     // A discovery document naming another issuer is never trusted: no keys, so 503 (fail closed).
-    let other = support::idp::start(tokens::jwks(&[key.jwk.clone()])).await;
+    let other = support::idp::start(tokens::jwks([&key.jwk])).await;
     *other.state.discovery_issuer.lock().unwrap() = Some("https://evil.test".into());
     let providers = format!(
         "    oidc:\n      issuer: {}\n      keys: {{ discovery: true, refresh: {{ timeout: 1s, min_interval: 1h }} }}\n",
@@ -341,7 +468,12 @@ async fn api_keys_authenticate_from_config_and_a_reloadable_file() {
         "  api_keys:\n    keys:\n      - {{ name: reporting, hash: \"{hash}\", scopes: [orders:read] }}\n    file: {}\n",
         keys_file.display()
     );
-    let yaml = config(echo, &tokens::provider_yaml("idp", &tokens::jwks(&[ec.jwk.clone()]), ""), &more, "[{ jwt: idp }, api_key]");
+    let yaml = config(
+        echo,
+        &tokens::provider_yaml("idp", &tokens::jwks([&ec.jwk]), ""),
+        &more,
+        "[{ jwt: idp }, api_key]",
+    );
     let gw = support::start(&yaml).await;
     let url = gw.url("/orders");
     let reply = call(&url, &[("x-api-key", &key)]).await;
@@ -349,10 +481,18 @@ async fn api_keys_authenticate_from_config_and_a_reloadable_file() {
     let seen = &echoed(&reply.body)["headers"];
     assert_eq!(seen["x-palisade-subject"][0], "reporting");
     assert_eq!(seen["x-palisade-auth"][0], "api_key");
-    assert!(seen.get("x-api-key").is_some(), "the key itself is the upstream's business only if not stripped");
+    assert!(
+        seen.get("x-api-key").is_none(),
+        "the upstream never sees the key itself"
+    );
 
     // Any accepted method may succeed: a broken JWT beside a good key still passes.
-    assert_eq!(call(&url, &[("x-api-key", &key), ("authorization", "Bearer a.b.c")]).await.status, 200);
+    assert_eq!(
+        call(&url, &[("x-api-key", &key), ("authorization", "Bearer a.b.c")])
+            .await
+            .status,
+        200
+    );
     let wrong = call(&url, &[("x-api-key", "psk_not-a-real-key")]).await;
     assert_eq!(wrong.status, 401);
     assert!(!wrong.body.contains("psk_not-a-real-key"));
@@ -376,7 +516,7 @@ async fn api_keys_authenticate_from_config_and_a_reloadable_file() {
 #[tokio::test]
 async fn introspection_accepts_active_tokens_caches_them_and_fails_closed() {
     let echo = support::echo("orders").await;
-    let idp = support::idp::start(tokens::jwks(&[])).await;
+    let idp = support::idp::start(tokens::jwks(std::iter::empty())).await;
     std::env::set_var("PALISADE_TEST_INTROSPECTION_SECRET", "s3cret");
     *idp.state.client_basic.lock().unwrap() = format!("Basic {}", base64_of("gateway:s3cret"));
     idp.state.introspection.lock().unwrap().insert(
@@ -387,13 +527,21 @@ async fn introspection_accepts_active_tokens_caches_them_and_fails_closed() {
         "  introspection:\n    corp:\n      endpoint: {}/introspect\n      client_id: gateway\n      client_secret: \"${{PALISADE_TEST_INTROSPECTION_SECRET}}\"\n      timeout: 1s\n",
         idp.url()
     );
-    let gw = support::start(&config(echo, "    {}\n", &more, "[{ introspection: corp }]").replace("jwt_providers:\n    {}\n", "jwt_providers: {}\n")).await;
+    let gw = support::start(
+        &config(echo, "    {}\n", &more, "[{ introspection: corp }]")
+            .replace("jwt_providers:\n    {}\n", "jwt_providers: {}\n"),
+    )
+    .await;
     let url = gw.url("/orders");
     let reply = bearer(&url, "opaque-good").await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(echoed(&reply.body)["headers"]["x-palisade-subject"][0], "erin");
     assert_eq!(bearer(&url, "opaque-good").await.status, 200);
-    assert_eq!(idp.state.introspections.load(Ordering::SeqCst), 1, "the second request is answered from the cache");
+    assert_eq!(
+        idp.state.introspections.load(Ordering::SeqCst),
+        1,
+        "the second request is answered from the cache"
+    );
     let inactive = bearer(&url, "opaque-revoked").await;
     assert_eq!(inactive.status, 401);
     assert!(inactive.body.contains("not active"));
@@ -403,7 +551,11 @@ async fn introspection_accepts_active_tokens_caches_them_and_fails_closed() {
     let reply = bearer(&url, "opaque-new").await;
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.headers["retry-after"], "5");
-    assert_eq!(bearer(&url, "opaque-good").await.status, 200, "cached answers still hold");
+    assert_eq!(
+        bearer(&url, "opaque-good").await.status,
+        200,
+        "cached answers still hold"
+    );
 }
 
 fn base64_of(text: &str) -> String {
@@ -416,12 +568,21 @@ async fn the_internal_token_verifies_against_the_admin_key_set() {
     let echo = support::echo("orders").await;
     let ec = EcKey::generate("ec-1");
     let identity = "  identity:\n    strip_authorization: true\n    internal_token: { ttl: 30s, audience: orders }\n";
-    let gw = support::start(&config(echo, &tokens::provider_yaml("idp", &tokens::jwks(&[ec.jwk.clone()]), ""), identity, "[{ jwt: idp }]")).await;
+    let gw = support::start(&config(
+        echo,
+        &tokens::provider_yaml("idp", &tokens::jwks([&ec.jwk]), ""),
+        identity,
+        "[{ jwt: idp }]",
+    ))
+    .await;
     let reply = bearer(&gw.url("/orders"), &ec.sign(&claims("frank"))).await;
     assert_eq!(reply.status, 200);
     let seen = &echoed(&reply.body)["headers"];
     assert!(seen.get("authorization").is_none(), "the client's token is stripped");
-    let internal = seen["x-palisade-token"][0].as_str().expect("internal token").to_string();
+    let internal = seen["x-palisade-token"][0]
+        .as_str()
+        .expect("internal token")
+        .to_string();
 
     let (status, jwks) = support::get(&format!("http://{}/.well-known/jwks.json", gw.gateway.admin_addr())).await;
     assert_eq!(status, 200);
@@ -430,9 +591,12 @@ async fn the_internal_token_verifies_against_the_admin_key_set() {
     let mut validation = jsonwebtoken::Validation::new(Algorithm::ES256);
     validation.set_audience(&["orders"]);
     validation.set_issuer(&["palisade"]);
-    let decoded =
-        jsonwebtoken::decode::<Value>(&internal, &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(), &validation)
-            .expect("the internal token verifies");
+    let decoded = jsonwebtoken::decode::<Value>(
+        &internal,
+        &jsonwebtoken::DecodingKey::from_jwk(&jwk).unwrap(),
+        &validation,
+    )
+    .expect("the internal token verifies");
     assert_eq!(decoded.claims["sub"], "frank");
     assert!(decoded.claims["exp"].as_u64().unwrap() <= tokens::now() + 31);
 }

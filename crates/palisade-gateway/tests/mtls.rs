@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, SanType,
+};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use tokio::io::AsyncWriteExt;
 
@@ -42,7 +44,11 @@ impl Pki {
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
     let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = body.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
@@ -86,7 +92,9 @@ async fn tls_get(
     };
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(address).await?;
-    let mut stream = connector.connect(ServerName::try_from("localhost").unwrap(), tcp).await?;
+    let mut stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
     let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut received = Vec::new();
@@ -127,7 +135,10 @@ async fn a_verified_client_certificate_is_the_principal_and_others_are_refused()
         ExtendedKeyUsagePurpose::ClientAuth,
     );
     let outcome = tls_get(secure, &pki, Some(forged), "/svc/x").await;
-    assert!(outcome.is_err() || outcome.as_ref().is_ok_and(|r| r.is_empty()), "{outcome:?}");
+    assert!(
+        outcome.is_err() || outcome.as_ref().is_ok_and(|r| r.is_empty()),
+        "{outcome:?}"
+    );
 
     // A certificate on the plain listener is impossible; the mtls route there is a 401.
     let (status, _) = support::get(&gw.url("/svc/x")).await;
@@ -142,10 +153,19 @@ async fn require_mode_refuses_the_handshake_without_a_certificate() {
     let gw = support::start(&write_config(dir.path(), &pki, echo, "require")).await;
     let secure = gw.gateway.listener_addr("secure").unwrap();
     let outcome = tls_get(secure, &pki, None, "/open").await;
-    assert!(outcome.is_err() || outcome.as_ref().is_ok_and(|r| r.is_empty()), "{outcome:?}");
-    let client = pki.issue(vec![SanType::DnsName("billing.shop".try_into().unwrap())], ExtendedKeyUsagePurpose::ClientAuth);
+    assert!(
+        outcome.is_err() || outcome.as_ref().is_ok_and(|r| r.is_empty()),
+        "{outcome:?}"
+    );
+    let client = pki.issue(
+        vec![SanType::DnsName("billing.shop".try_into().unwrap())],
+        ExtendedKeyUsagePurpose::ClientAuth,
+    );
     let response = tls_get(secure, &pki, Some(client), "/svc").await.unwrap();
     assert_eq!(support::status_of(&response), 200, "{response}");
     let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
-    assert_eq!(support::echoed(body)["headers"]["x-palisade-subject"][0], "billing.shop");
+    assert_eq!(
+        support::echoed(body)["headers"]["x-palisade-subject"][0],
+        "billing.shop"
+    );
 }

@@ -41,7 +41,10 @@ impl KeySet {
         let mut keys = Vec::new();
         let mut skipped = 0;
         for entry in entries {
-            match serde_json::from_value::<Jwk>(entry.clone()).ok().and_then(|jwk| verification_key(&jwk)) {
+            match serde_json::from_value::<Jwk>(entry.clone())
+                .ok()
+                .and_then(|jwk| verification_key(&jwk))
+            {
                 Some(key) => keys.push(key),
                 None => skipped += 1,
             }
@@ -73,9 +76,9 @@ impl KeySet {
         algorithm: Algorithm,
         kid: Option<&'a str>,
     ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
-        self.keys.iter().filter(move |key| {
-            key.algorithms.contains(&algorithm) && (kid.is_none() || key.kid.as_deref() == kid)
-        })
+        self.keys
+            .iter()
+            .filter(move |key| key.algorithms.contains(&algorithm) && (kid.is_none() || key.kid.as_deref() == kid))
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {

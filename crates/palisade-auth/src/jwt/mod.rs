@@ -102,7 +102,10 @@ impl JwtProvider {
     }
 
     fn allowed_algorithm(&self, header: &Map<String, Value>) -> Result<Algorithm, AuthFailure> {
-        let name = header.get("alg").and_then(Value::as_str).ok_or(AuthFailure::MalformedToken)?;
+        let name = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(AuthFailure::MalformedToken)?;
         if name.eq_ignore_ascii_case("none") {
             return Err(AuthFailure::AlgorithmNotAllowed);
         }
@@ -187,7 +190,10 @@ impl JwtProvider {
         }
         if let Some(iat) = claims.get("iat") {
             let iat = iat.as_u64().ok_or(AuthFailure::MalformedToken)?;
-            let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
             if iat > now + self.leeway {
                 return Err(AuthFailure::IssuedInFuture);
             }
@@ -214,7 +220,9 @@ fn parse_header(token: &str) -> Result<Map<String, Value>, AuthFailure> {
     if header.is_empty() || payload.is_empty() || signature.is_empty() {
         return Err(AuthFailure::MalformedToken);
     }
-    let bytes = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthFailure::MalformedToken)?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(header)
+        .map_err(|_| AuthFailure::MalformedToken)?;
     serde_json::from_slice(&bytes).map_err(|_| AuthFailure::MalformedToken)
 }
 
@@ -227,7 +235,9 @@ fn failure_of(kind: &ErrorKind) -> AuthFailure {
         ErrorKind::InvalidAudience => AuthFailure::WrongAudience,
         ErrorKind::MissingRequiredClaim(_) => AuthFailure::MissingClaim,
         ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => AuthFailure::AlgorithmNotAllowed,
-        ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidEddsaKey | ErrorKind::InvalidRsaKey(_) => AuthFailure::UnknownKey,
+        ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidEddsaKey | ErrorKind::InvalidRsaKey(_) => {
+            AuthFailure::UnknownKey
+        }
         _ => AuthFailure::MalformedToken,
     }
 }

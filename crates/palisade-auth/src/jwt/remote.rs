@@ -80,7 +80,9 @@ impl RemoteKeys {
     /// `min_interval` (so random `kid`s cannot make the gateway hammer the IdP), and waits for it at
     /// most `timeout`. Returns the set to try again with, or `None` when no new set came.
     pub async fn refresh_for_unknown_kid(&self) -> Option<Arc<KeySet>> {
-        let since_last = self.elapsed_ms().saturating_sub(self.last_attempt_ms.load(Ordering::Acquire));
+        let since_last = self
+            .elapsed_ms()
+            .saturating_sub(self.last_attempt_ms.load(Ordering::Acquire));
         if since_last < millis(self.settings.min_interval.get()) {
             return None;
         }

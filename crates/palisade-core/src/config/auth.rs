@@ -171,6 +171,8 @@ pub struct ApiKeysConfig {
     pub keys: Vec<Spanned<ApiKeyEntry>>,
     /// A YAML file holding a list of entries like `keys`; re-read on reload and watched.
     pub file: Option<Spanned<PathBuf>>,
+    /// Pass the key header on to the upstream. Off: the upstream never sees the credential.
+    pub forward: bool,
 }
 
 impl Default for ApiKeysConfig {
@@ -179,6 +181,7 @@ impl Default for ApiKeysConfig {
             header: "x-api-key".into(),
             keys: Vec::new(),
             file: None,
+            forward: false,
         }
     }
 }

@@ -38,7 +38,8 @@ pub async fn authenticate(
     }
 }
 
-/// Removes client-sent identity headers (and `Authorization` when configured), then sets the
+/// Removes client-sent identity headers, the API key (unless `api_keys.forward`) and
+/// `Authorization` (when configured), then sets the
 /// principal's. Runs on every route, public ones included, so that no client can pose as verified.
 pub fn forward_identity(
     authenticator: &Authenticator,
@@ -47,12 +48,19 @@ pub fn forward_identity(
     principal: Option<&Principal>,
 ) {
     let identity = &authenticator.identity;
-    let spoofed: Vec<_> = headers.keys().filter(|name| identity.is_protected(name)).cloned().collect();
+    let spoofed: Vec<_> = headers
+        .keys()
+        .filter(|name| identity.is_protected(name))
+        .cloned()
+        .collect();
     for name in spoofed {
         headers.remove(name);
     }
     if identity.strip_authorization {
         headers.remove(AUTHORIZATION);
+    }
+    if !authenticator.forward_api_key {
+        headers.remove(authenticator.api_key_header.as_str());
     }
     if let Some(principal) = principal {
         for (name, value) in identity.render(principal, signer) {

@@ -82,7 +82,8 @@ async fn run(
     let route = runtime.routes.get(index).ok_or(GatewayError::NotFound)?;
 
     // 3. authenticate
-    context.principal = authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
+    context.principal =
+        authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
 
     // 4. body limit
     body_limit::check_declared(request.headers(), route.max_body_bytes)?;

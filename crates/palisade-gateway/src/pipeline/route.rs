@@ -399,7 +399,8 @@ mod tests {
     #[test]
     fn wrong_method_is_405_with_allow_only_when_nothing_else_matches() {
         let only =
-            router("  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c, public: true }\n").expect("valid");
+            router("  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c, public: true }\n")
+                .expect("valid");
         assert_eq!(
             only.find("x", "/admin", &Method::PUT),
             RouteMatch::MethodNotAllowed("GET, POST".into())

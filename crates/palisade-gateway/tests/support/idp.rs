@@ -59,7 +59,9 @@ pub async fn start(jwks: Value) -> Idp {
     let served = state.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let state = served.clone();
             let service = hyper::service::service_fn(move |request| answer(state.clone(), address, request));
             tokio::spawn(async move {
@@ -87,7 +89,12 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let response = match path.as_str() {
         "/jwks" => {
             state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
@@ -96,7 +103,10 @@ async fn answer(
         "/.well-known/openid-configuration" => {
             let own = format!("http://{address}");
             let issuer = state.discovery_issuer.lock().unwrap().clone().unwrap_or(own.clone());
-            reply(StatusCode::OK, json!({"issuer": issuer, "jwks_uri": format!("{own}/jwks")}))
+            reply(
+                StatusCode::OK,
+                json!({"issuer": issuer, "jwks_uri": format!("{own}/jwks")}),
+            )
         }
         "/introspect" => {
             state.introspections.fetch_add(1, Ordering::SeqCst);
@@ -123,6 +133,8 @@ fn form_value(body: &[u8], name: &str) -> Option<String> {
 fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = status;
-    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
     response
 }

@@ -47,8 +47,8 @@ pub fn rsa_jwk() -> Value {
     set["keys"][0].clone()
 }
 
-pub fn jwks(keys: &[Value]) -> Value {
-    json!({ "keys": keys })
+pub fn jwks<'a>(keys: impl IntoIterator<Item = &'a Value>) -> Value {
+    json!({ "keys": keys.into_iter().collect::<Vec<_>>() })
 }
 
 pub fn sign_with(algorithm: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
