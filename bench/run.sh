@@ -5,6 +5,7 @@
 #
 #   bash bench/run.sh                         # defaults: 3 rounds, 10 s per run, 16/64/256 connections
 #   ROUNDS=5 DURATION=20 bash bench/run.sh
+#   bash bench/run.sh auth                    # JWT routes (RS256, ES256) against HAProxy's jwt_verify
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -15,4 +16,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release -q
+if [ "${1:-}" = auth ]; then
+  shift
+  exec python3 bench/auth.py "$@"
+fi
 exec python3 bench/drive.py "$@"

@@ -77,23 +77,16 @@ impl Authenticator {
         previous: Option<&Authenticator>,
         diagnostics: &mut Diagnostics,
     ) -> Authenticator {
-        let settings = format!("{config:?}");
         let max_bytes = config.token_cache.max_bytes.get();
-        let cache = match previous {
-            Some(previous) if previous.cache.max_bytes() == max_bytes => {
-                if previous.settings != settings {
-                    // A provider's audiences or claims may have changed: earlier verdicts are void.
-                    previous.cache.flush();
-                }
-                previous.cache.clone()
-            }
-            _ => TokenCache::new(max_bytes),
-        };
+        // Remote key sets and the cache are taken over together: a remote set flushes the cache it
+        // was started with.
+        let kept = previous.filter(|p| p.cache.max_bytes() == max_bytes);
+        let cache = kept.map_or_else(|| TokenCache::new(max_bytes), |p| p.cache.clone());
         let mut cache_ids = 0u32..;
         let mut providers = BTreeMap::new();
         let mut remote_keys = BTreeMap::new();
         for (name, provider) in &config.jwt_providers {
-            let reuse = previous
+            let reuse = kept
                 .and_then(|p| p.remote_keys.get(name))
                 .filter(|(fp, _)| *fp == remote_fingerprint(&provider.value));
             let Some(keys) = key_source(name, provider, reuse.map(|(_, k)| k.clone()), &cache, diagnostics).await
@@ -114,6 +107,16 @@ impl Authenticator {
             if let Some(built) = introspector(name, id, endpoint, &cache, diagnostics) {
                 introspectors.insert(name.clone(), Arc::new(built));
             }
+        }
+        // What earlier verdicts depended on: the settings and the static key material (a JWKS file
+        // or a secret can change without the config text changing).
+        let mut settings = format!("{config:?}");
+        for provider in providers.values() {
+            settings.push_str(&provider.key_fingerprint());
+        }
+        if kept.is_some_and(|p| p.settings != settings) {
+            // A key was removed or a provider's audiences changed: cached verdicts are void.
+            cache.flush();
         }
         let api_keys = ApiKeyStore::compile(&config.api_keys, diagnostics);
         let identity = IdentityHeaders::compile(&config.identity).unwrap_or_else(|message| {

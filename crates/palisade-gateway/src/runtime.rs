@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use palisade_auth::identity::InternalSigner;
 use palisade_auth::{Authenticator, RouteAuth};
-use palisade_core::config::{Config, UpstreamProtocol};
+use palisade_core::config::{AuthMethod, Config, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_telemetry::access_log::Destination;
-use palisade_telemetry::{AccessLog, Metrics, RouteMetrics};
+use palisade_telemetry::{AccessLog, AuthMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
 use crate::pipeline::forwarded::TrustedProxies;
@@ -26,6 +26,7 @@ pub struct RouteRuntime {
     pub max_body_bytes: u64,
     /// `None`: the route is `public: true`.
     pub auth: Option<RouteAuth>,
+    pub auth_metrics: Option<AuthMetrics>,
     pub metrics: RouteMetrics,
 }
 
@@ -104,6 +105,10 @@ impl Runtime {
                         .authentication
                         .as_ref()
                         .map(|methods| authenticator.route(&methods.value)),
+                    auth_metrics: route.authentication.as_ref().map(|methods| {
+                        let names: Vec<&'static str> = methods.value.iter().map(|m| method_label(&m.value)).collect();
+                        metrics.route_auth(&route.name.value, &names)
+                    }),
                     metrics: metrics.route(&route.name.value),
                 })
             })
@@ -128,6 +133,15 @@ impl Runtime {
             unrouted_metrics: metrics.route("none"),
             config,
         })
+    }
+}
+
+fn method_label(method: &AuthMethod) -> &'static str {
+    match method {
+        AuthMethod::Jwt(_) => "jwt",
+        AuthMethod::ApiKey => "api_key",
+        AuthMethod::Mtls => "mtls",
+        AuthMethod::Introspection(_) => "introspection",
     }
 }
 

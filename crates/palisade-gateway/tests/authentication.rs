@@ -600,3 +600,37 @@ async fn the_internal_token_verifies_against_the_admin_key_set() {
     assert_eq!(decoded.claims["sub"], "frank");
     assert!(decoded.claims["exp"].as_u64().unwrap() <= tokens::now() + 31);
 }
+
+#[tokio::test]
+async fn a_key_removed_from_the_key_file_stops_working_at_reload_even_for_cached_tokens() {
+    let echo = support::echo("orders").await;
+    let old = EcKey::generate("old");
+    let new = EcKey::generate("new");
+    let dir = tempfile::tempdir().unwrap();
+    let keys_file = dir.path().join("jwks.json");
+    std::fs::write(&keys_file, tokens::jwks([&old.jwk, &new.jwk]).to_string()).unwrap();
+    let providers = format!(
+        "    idp:\n      issuer: {ISSUER}\n      audiences: [{AUDIENCE}]\n      keys: {{ jwks_file: {} }}\n",
+        keys_file.display()
+    );
+    let gw = support::start(&config(echo, &providers, "", "[{ jwt: idp }]")).await;
+    let url = gw.url("/orders");
+    let by_old_key = old.sign(&claims("gina"));
+    assert_eq!(bearer(&url, &by_old_key).await.status, 200, "verified, and now cached");
+
+    std::fs::write(&keys_file, tokens::jwks([&new.jwk]).to_string()).unwrap();
+    gw.gateway.reload().await.expect("reload");
+    let reply = bearer(&url, &by_old_key).await;
+    refused(&reply, &by_old_key, "a token signed by a removed key");
+    assert_eq!(bearer(&url, &new.sign(&claims("gina"))).await.status, 200);
+
+    // Decisions are counted by route, outcome and reason code: never by subject or token.
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("palisade_auth_decisions_total{route=\"orders\",outcome=\"authenticated\",reason=\"jwt\"} 2"),
+        "{metrics}"
+    );
+    assert!(metrics
+        .contains("palisade_auth_decisions_total{route=\"orders\",outcome=\"refused\",reason=\"unknown_key\"} 1"));
+    assert!(!metrics.contains("gina") && !metrics.contains(&by_old_key));
+}

@@ -46,6 +46,15 @@ struct ClusterLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    route: String,
+    /// `authenticated`, `refused` (401) or `unavailable` (503).
+    outcome: String,
+    /// The method that succeeded, or the failure's reason code; both come from fixed sets.
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -65,6 +74,7 @@ pub struct Metrics {
     upstream_retries: Family<ClusterLabel, Counter>,
     upstream_ejections: Family<TargetLabels, Counter>,
     reloads: Family<OutcomeLabel, Counter>,
+    auth_decisions: Family<AuthLabels, Counter>,
     pub last_reload_ok: Gauge,
     pub open_connections: Gauge,
     pub connections_rejected: Counter,
@@ -83,6 +93,32 @@ impl RouteMetrics {
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[method_index(method)][class].inc();
         self.duration.observe(seconds);
+    }
+}
+
+/// Authentication outcomes of one route.
+#[derive(Clone)]
+pub struct AuthMetrics {
+    route: Arc<str>,
+    succeeded: Arc<Vec<(&'static str, Counter)>>,
+    family: Family<AuthLabels, Counter>,
+}
+
+impl AuthMetrics {
+    pub fn authenticated(&self, method: &str) {
+        if let Some((_, counter)) = self.succeeded.iter().find(|(m, _)| *m == method) {
+            counter.inc();
+        }
+    }
+
+    /// `reason` is a reason code (a fixed set), never anything from the request.
+    pub fn refused(&self, reason: &'static str, unavailable: bool) {
+        let labels = AuthLabels {
+            route: self.route.to_string(),
+            outcome: if unavailable { "unavailable" } else { "refused" }.to_string(),
+            reason: reason.to_string(),
+        };
+        self.family.get_or_create(&labels).inc();
     }
 }
 
@@ -111,6 +147,7 @@ impl Metrics {
             upstream_retries: Family::default(),
             upstream_ejections: Family::default(),
             reloads: Family::default(),
+            auth_decisions: Family::default(),
             last_reload_ok: Gauge::default(),
             open_connections: Gauge::default(),
             connections_rejected: Counter::default(),
@@ -121,6 +158,11 @@ impl Metrics {
             "requests",
             "Requests answered, by route, method and status class",
             m.requests.clone(),
+        );
+        registry.register(
+            "auth_decisions",
+            "Authentication decisions by route, outcome and method or reason code",
+            m.auth_decisions.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -200,6 +242,29 @@ impl Metrics {
             requests: Arc::new(requests),
             duration,
         }
+    }
+
+    /// Authentication counters of a route that accepts `methods`: successes are pre-resolved (they
+    /// are the hot path), refusals are looked up when they happen.
+    pub fn route_auth(&self, route: &str, methods: &[&'static str]) -> AuthMetrics {
+        let succeeded = methods
+            .iter()
+            .map(|method| (*method, self.auth_counter(route, "authenticated", method)))
+            .collect();
+        AuthMetrics {
+            route: route.into(),
+            succeeded: Arc::new(succeeded),
+            family: self.auth_decisions.clone(),
+        }
+    }
+
+    fn auth_counter(&self, route: &str, outcome: &str, reason: &str) -> Counter {
+        let labels = AuthLabels {
+            route: route.to_string(),
+            outcome: outcome.to_string(),
+            reason: reason.to_string(),
+        };
+        self.auth_decisions.get_or_create(&labels).clone()
     }
 
     pub fn upstream_duration(&self, cluster: &str) -> Histogram {

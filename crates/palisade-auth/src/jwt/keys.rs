@@ -8,6 +8,7 @@ use std::str::FromStr;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::Value;
+use sha2::Digest;
 
 pub struct VerificationKey {
     pub kid: Option<String>,
@@ -63,9 +64,11 @@ impl KeySet {
                 .collect(),
             key: DecodingKey::from_secret(secret),
         };
+        // The digest, not the secret: the fingerprint is compared and kept, never shown.
+        let digest = sha2::Sha256::digest(secret);
         KeySet {
             keys: vec![key],
-            fingerprint: String::new(),
+            fingerprint: digest.iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
 

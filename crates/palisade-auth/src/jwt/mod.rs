@@ -204,8 +204,13 @@ impl JwtProvider {
         Ok(())
     }
 
-    pub fn flush_cache(&self) {
-        self.cache.flush();
+    /// What the key material is now: a static set's content, or `remote` (a remote set flushes the
+    /// cache itself when it changes).
+    pub fn key_fingerprint(&self) -> String {
+        match &self.keys {
+            KeySource::Static(set) => set.fingerprint.clone(),
+            KeySource::Remote(_) => "remote".into(),
+        }
     }
 }
 

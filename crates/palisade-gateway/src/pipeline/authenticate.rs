@@ -25,16 +25,26 @@ pub async fn authenticate(
     let Some(auth) = &route.auth else {
         return Ok(None);
     };
-    match authenticator
+    let outcome = authenticator
         .authenticate(auth, headers, connection.client_certificate.as_ref())
-        .await
-    {
-        Ok(principal) => Ok(Some(principal)),
-        Err(failure) if failure.is_unavailable() => Err(GatewayError::AuthUnavailable),
-        Err(failure) => Err(GatewayError::Unauthenticated {
-            failure,
-            challenge: authenticator.challenge(auth, failure),
-        }),
+        .await;
+    let metrics = route.auth_metrics.as_ref();
+    match outcome {
+        Ok(principal) => {
+            metrics.inspect(|m| m.authenticated(principal.method.as_str()));
+            Ok(Some(principal))
+        }
+        Err(failure) => {
+            metrics.inspect(|m| m.refused(failure.reason(), failure.is_unavailable()));
+            if failure.is_unavailable() {
+                Err(GatewayError::AuthUnavailable)
+            } else {
+                Err(GatewayError::Unauthenticated {
+                    failure,
+                    challenge: authenticator.challenge(auth, failure),
+                })
+            }
+        }
     }
 }
 
