@@ -16,6 +16,10 @@ import drive  # noqa: E402
 
 ROOT, OUT, BIN = drive.ROOT, drive.OUT, drive.BIN
 CONNECTIONS = int(os.environ.get("AUTH_CONNECTIONS", "64"))
+# IDENTITY=off sends no identity headers upstream (the echo reflects every header it gets, so the
+# default four headers also make each response ~300 bytes longer): this isolates authentication itself.
+IDENTITY_OFF = os.environ.get("IDENTITY", "on") == "off"
+IDENTITY_SETTINGS = "  identity: { headers: {} }" if IDENTITY_OFF else ""
 
 
 def sh(*args):
@@ -37,7 +41,7 @@ def prepare():
                           "--scope", "orders:read", "--ttl", "2h").strip()
     for template in ("palisade-auth.yaml", "haproxy-auth.cfg"):
         with open(os.path.join(ROOT, "bench", template + ".in")) as f:
-            text = f.read().replace("@OUT@", OUT)
+            text = f.read().replace("@OUT@", OUT).replace("@IDENTITY@", IDENTITY_SETTINGS)
         with open(os.path.join(OUT, template), "w") as f:
             f.write(text)
     return tokens
@@ -90,17 +94,11 @@ def main():
                 results.setdefault(name, []).append(wrk(*cases[name]))
                 print(f"round {round_number + 1} {name}: {results[name][-1]}", file=sys.stderr)
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        drive.stop(processes)
     median = lambda name, i: statistics.median(r[i] for r in results[name])
     lines = [
         f"Machine: {drive.machine()}; load generator on the same machine. wrk -t2 -c{CONNECTIONS}, {drive.DURATION} s per run, "
-        f"{drive.ROUNDS} rounds interleaved, medians. Every request carries the same RS256 or ES256 bearer token; public routes do not check it. One token per route: Palisade's verified-token cache answers after the first request, HAProxy verifies every time.",
+        f"{drive.ROUNDS} rounds interleaved, medians. Identity headers to the upstream: {'none' if IDENTITY_OFF else 'the default four'}. Every request carries the same RS256 or ES256 bearer token; public routes do not check it. One token per route: Palisade's verified-token cache answers after the first request, HAProxy verifies every time.",
         "",
         "| target | req/s | p50 ms | p99 ms | ÷ same proxy's public route |",
         "|---|---:|---:|---:|---:|",

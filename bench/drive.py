@@ -96,6 +96,16 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
 
 
+def stop(processes):
+    for process in processes.values():
+        process.terminate()
+    for process in processes.values():
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def main():
     processes = {}
     lines = []
@@ -135,13 +145,7 @@ def main():
         lines.append("")
         lines.append(f"Palisade resident memory: {idle_rss:.1f} MiB idle after start, {loaded_rss:.1f} MiB after the throughput runs.")
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop(processes)
     report = "\n".join(lines)
     with open(os.path.join(OUT, "report.md"), "w") as f:
         f.write(report + "\n")

@@ -105,37 +105,11 @@ impl Drop for Gateway {
 }
 
 fn start_gateway(config: &Path) -> Gateway {
-    let mut child = palisade()
-        .args(["gateway", "--config"])
-        .arg(config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("gateway logs its address").unwrap();
-        if line.contains("listening") && line.contains("listener=public") {
-            let start = line.find("address=").unwrap() + "address=".len();
-            break line[start..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    Gateway { child, address }
+    start_gateway_capturing(config, "info").0
 }
 
 fn http_status(address: &str, path: &str) -> u16 {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    request_status(address, path, &[])
 }
 
 fn signal(child: &Child, name: &str) {
