@@ -43,6 +43,10 @@ use jwt::{JwtProvider, KeySource};
 /// HMAC secrets shorter than this are refused (RFC 7518 §3.2 asks for at least the hash size).
 const MIN_SHARED_SECRET_BYTES: usize = 32;
 
+/// What a TLS handshake learned from a verified client certificate: its principal, or why it has
+/// none (no subject the listener accepts).
+pub type ClientCertificate = Result<Arc<Principal>, AuthFailure>;
+
 /// A compiled route's accepted methods, in the order they are tried.
 pub struct RouteAuth {
     methods: Vec<RouteMethod>,
@@ -158,7 +162,7 @@ impl Authenticator {
         &self,
         route: &RouteAuth,
         headers: &HeaderMap,
-        client_certificate: Option<&Arc<Principal>>,
+        client_certificate: Option<&ClientCertificate>,
     ) -> Result<Arc<Principal>, AuthFailure> {
         let mut worst = AuthFailure::MissingCredentials;
         for method in &route.methods {
@@ -181,7 +185,10 @@ impl Authenticator {
                     .api_keys
                     .authenticate(headers)
                     .and_then(|found| found.ok_or(AuthFailure::MissingCredentials)),
-                RouteMethod::Mtls => client_certificate.cloned().ok_or(AuthFailure::NoClientCertificate),
+                RouteMethod::Mtls => match client_certificate {
+                    Some(certificate) => certificate.clone(),
+                    None => Err(AuthFailure::NoClientCertificate),
+                },
             };
             match outcome {
                 Ok(principal) => return Ok(principal),

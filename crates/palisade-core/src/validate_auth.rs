@@ -1,7 +1,7 @@
 //! Structural checks of the authentication settings. What needs the key material itself (secret
 //! length, JWK parsing) is checked when the authenticator is built, with the same located diagnostics.
 
-use crate::config::auth::{ClaimMapping, IdentityConfig, JwtProviderConfig};
+use crate::config::auth::{ClaimMapping, IdentityConfig, JwtProviderConfig, TokenLocation};
 use crate::config::{AuthMethod, Config};
 use crate::diagnostic::Diagnostics;
 use crate::Spanned;
@@ -25,6 +25,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         let endpoint_url = &endpoint.value.endpoint;
         check_fetch_url(endpoint_url, &format!("introspection {name:?}: endpoint"), diagnostics);
         check_claims(&endpoint.value.claims, diagnostics, endpoint);
+        check_token_location(&endpoint.value.token, diagnostics, endpoint);
     }
     validate_identity(&auth.identity, diagnostics);
     let mtls_listener = config.listeners.iter().any(|l| {
@@ -156,6 +157,19 @@ fn validate_provider(name: &str, provider: &Spanned<JwtProviderConfig>, diagnost
         diagnostics.on(&value.keys, "keys.refresh interval and timeout must be more than 0");
     }
     check_claims(&value.claims, diagnostics, provider);
+    check_token_location(&value.token, diagnostics, provider);
+}
+
+fn check_token_location<T>(location: &TokenLocation, diagnostics: &mut Diagnostics, at: &Spanned<T>) {
+    match location {
+        TokenLocation::Header(name) if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+            diagnostics.on(at, format!("token.header {name:?} is not a header name"))
+        }
+        TokenLocation::Cookie(name) if name.is_empty() || name.contains([';', '=', ' ']) => {
+            diagnostics.on(at, format!("token.cookie {name:?} is not a cookie name"))
+        }
+        _ => {}
+    }
 }
 
 fn check_claims<T>(claims: &ClaimMapping, diagnostics: &mut Diagnostics, at: &Spanned<T>) {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::Method;
-use palisade_auth::Principal;
+use palisade_auth::{ClientCertificate, Principal};
 
 /// Facts about the client connection, shared by all its requests.
 pub struct ConnectionInfo {
@@ -14,8 +14,9 @@ pub struct ConnectionInfo {
     pub tls: bool,
     pub verdicts: crate::framing::Verdicts,
     pub hop: crate::pipeline::forwarded::HopValues,
-    /// The principal of the client certificate the TLS handshake verified, if any.
-    pub client_certificate: Option<Arc<Principal>>,
+    /// The client certificate the TLS handshake verified, if one was presented: its principal, or
+    /// why it has none.
+    pub client_certificate: Option<ClientCertificate>,
 }
 
 pub struct RequestContext {

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use palisade_auth::Principal;
+use palisade_auth::ClientCertificate;
 use palisade_core::config::{Config, TlsConfig};
 use palisade_core::Diagnostics;
 use rustls::client::danger::HandshakeSignatureValid;
@@ -109,26 +109,24 @@ pub fn load_client_verifiers(
     verifiers
 }
 
-/// The principal of the verified client certificate on this connection, if one was presented.
+/// The principal of the verified client certificate on this connection: `None` when none was
+/// presented, `Some(Err(_))` when it carries no identity the listener's `subject_from` accepts.
 pub fn client_principal(
     connection: &rustls::ServerConnection,
     listener: &str,
     runtime: &Runtime,
-) -> Option<Arc<Principal>> {
+) -> Option<ClientCertificate> {
     let leaf = connection.peer_certificates()?.first()?;
-    let settings = runtime
+    let subject_from = runtime
         .config
         .listeners
         .iter()
-        .find(|l| l.value.name == listener)?
-        .value
-        .tls
-        .as_ref()?
-        .client_certificates
-        .as_ref()?;
-    palisade_auth::mtls::principal_from_certificate(leaf, &settings.value.subject_from)
-        .ok()
-        .map(Arc::new)
+        .find(|l| l.value.name == listener)
+        .and_then(|l| l.value.tls.as_ref())
+        .and_then(|tls| tls.client_certificates.as_ref())
+        .map(|settings| settings.value.subject_from.as_slice())
+        .unwrap_or_default();
+    Some(palisade_auth::mtls::principal_from_certificate(leaf, subject_from).map(Arc::new))
 }
 
 /// Asks for and verifies client certificates with whatever the current runtime configures for the

@@ -72,16 +72,18 @@ impl KeySet {
         }
     }
 
-    /// Keys that may verify a token with this `alg` and `kid`. With a `kid`, only keys of that id;
-    /// without one, every key of a compatible type.
+    /// Keys that may verify a token with this `alg` and `kid`: keys of a compatible type whose id is
+    /// the token's `kid`. A token without `kid`, or a key without one, leaves the id unconstrained
+    /// (the key still comes only from this set).
     pub fn candidates<'a>(
         &'a self,
         algorithm: Algorithm,
         kid: Option<&'a str>,
     ) -> impl Iterator<Item = &'a VerificationKey> + 'a {
-        self.keys
-            .iter()
-            .filter(move |key| key.algorithms.contains(&algorithm) && (kid.is_none() || key.kid.as_deref() == kid))
+        self.keys.iter().filter(move |key| {
+            let id_matches = kid.is_none() || key.kid.is_none() || key.kid.as_deref() == kid;
+            key.algorithms.contains(&algorithm) && id_matches
+        })
     }
 
     pub fn has_kid(&self, kid: &str) -> bool {
@@ -153,6 +155,11 @@ mod tests {
         assert_eq!(set.candidates(Algorithm::HS256, Some("a")).count(), 0);
         assert_eq!(set.candidates(Algorithm::RS256, None).count(), 0);
         assert_eq!(set.candidates(Algorithm::ES256, Some("b")).count(), 0);
+        let mut anonymous = ec_jwk("x", None);
+        anonymous.as_object_mut().unwrap().remove("kid");
+        let (set, _) = KeySet::from_jwks(&json!({"keys": [anonymous]})).unwrap();
+        assert_eq!(set.candidates(Algorithm::ES256, Some("any")).count(), 1);
+        assert_eq!(set.candidates(Algorithm::RS256, Some("any")).count(), 0);
     }
 
     #[test]

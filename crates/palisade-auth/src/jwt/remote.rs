@@ -28,7 +28,7 @@ pub struct RemoteKeys {
     fetcher: Fetcher,
     settings: KeyRefreshConfig,
     current: ArcSwap<KeySet>,
-    /// Counts successful loads that changed the set; waiters on an unknown `kid` watch it.
+    /// Counts fetch attempts; waiters on an unknown `kid` watch it.
     generation: watch::Sender<u64>,
     loaded_once: std::sync::atomic::AtomicBool,
     refresh_now: Arc<Notify>,
@@ -98,9 +98,16 @@ impl RemoteKeys {
         millis(self.epoch.elapsed())
     }
 
-    /// One fetch; swaps the set in when it parsed and differs. `true` on success.
+    /// One fetch; swaps the set in when it parsed and differs. `true` on success. Requests waiting
+    /// on an unknown `kid` are woken either way: the answer, good or bad, is in.
     async fn refresh(&self) -> bool {
         self.last_attempt_ms.store(self.elapsed_ms(), Ordering::Release);
+        let loaded = self.fetch_and_swap().await;
+        self.generation.send_modify(|g| *g += 1);
+        loaded
+    }
+
+    async fn fetch_and_swap(&self) -> bool {
         let document = match self.fetch().await {
             Ok(document) => document,
             Err(error) => {
@@ -124,8 +131,6 @@ impl RemoteKeys {
             self.current.store(Arc::new(set));
             (self.on_change)();
         }
-        // Waiters on an unknown kid are woken either way: the answer is in.
-        self.generation.send_modify(|g| *g += 1);
         true
     }
 
