@@ -82,6 +82,7 @@ Authentication (/secure accepts a JWT from the demo issuer or an API key):
   curl -i {base}/secure                                       # 401 with WWW-Authenticate: Bearer
   curl -i -H "Authorization: Bearer ${{TOKEN}}x" {base}/secure  # 401: token tampered with
   curl -i -H 'X-Api-Key: {api_key}' {base}/secure   # 200 as demo-reporting
+  curl -i -H "Authorization: Bearer $TOKEN" {base}/admin      # 403: authenticated, but alice is no admin
   curl -i -H 'X-Palisade-Subject: admin' {base}/api           # the forged identity never reaches the upstream
   curl -s http://{admin}/readyz
   curl -s http://{admin}/metrics | grep palisade_requests

@@ -234,7 +234,7 @@ fn secure_config(dir: &Path, jwks: &str, hash: &str) -> PathBuf {
     std::fs::write(
         &config,
         format!(
-            "listeners: [{{ name: public, address: '127.0.0.1:0' }}]\nadmin: {{ address: '127.0.0.1:0' }}\nreload: {{ watch: false }}\naccess_log: {{ path: stdout }}\nclusters:\n  c: {{ targets: ['127.0.0.1:9'], retries: {{ attempts: 0 }} }}\nauthentication:\n  jwt_providers:\n    dev:\n      issuer: https://issuer.test\n      audiences: [api]\n      keys: {{ jwks_file: jwks.json }}\n  api_keys:\n    keys: [{{ name: ci, hash: \"{hash}\" }}]\nroutes:\n  - {{ name: secure, match: {{ prefix: /secure }}, cluster: c, authentication: [{{ jwt: dev }}, api_key] }}\n"
+            "listeners: [{{ name: public, address: '127.0.0.1:0' }}]\nadmin: {{ address: '127.0.0.1:0' }}\nreload: {{ watch: false }}\naccess_log: {{ path: stdout }}\nclusters:\n  c: {{ targets: ['127.0.0.1:9'], retries: {{ attempts: 0 }} }}\nauthentication:\n  jwt_providers:\n    dev:\n      issuer: https://issuer.test\n      audiences: [api]\n      keys: {{ jwks_file: jwks.json }}\n  api_keys:\n    keys: [{{ name: ci, hash: \"{hash}\" }}]\nroutes:\n  - {{ name: secure, match: {{ prefix: /secure }}, cluster: c, authentication: [{{ jwt: dev }}, api_key], authorization: {{ allow: authenticated }} }}\n"
         ),
     )
     .unwrap();

@@ -39,6 +39,11 @@ pub fn load_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, 
     serde_saphyr::from_str(&text).map_err(|e| ConfigErrors(vec![parse_diagnostic(&path.display().to_string(), &e)]))
 }
 
+/// Parses a YAML fragment into any config type (tests, and tools that check one section).
+pub fn parse_fragment<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, ConfigErrors> {
+    serde_saphyr::from_str(text).map_err(|e| ConfigErrors(vec![parse_diagnostic("fragment", &e)]))
+}
+
 /// The file's text, refused when it is unreadable or larger than [`MAX_CONFIG_BYTES`].
 fn read_bounded(path: &Path) -> Result<String, ConfigErrors> {
     let fail = |message: String| {

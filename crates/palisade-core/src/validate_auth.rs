@@ -70,6 +70,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
             }
             _ => {}
         }
+        validate_authorization(route, diagnostics);
         for method in methods.map(|m| m.value.as_slice()).unwrap_or_default() {
             match &method.value {
                 AuthMethod::Jwt(provider) if !auth.jwt_providers.contains_key(provider) => {
@@ -91,6 +92,57 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
                     diagnostics.on(method, "`api_key` needs `authentication.api_keys.keys` or `.file`")
                 }
                 _ => {}
+            }
+        }
+    }
+}
+
+fn validate_authorization(route: &crate::config::RouteConfig, diagnostics: &mut Diagnostics) {
+    let name = &route.name.value;
+    let Some(authorization) = &route.authorization else {
+        if route.authentication.is_some() {
+            diagnostics.on(
+                &route.name,
+                format!("route {name:?} authenticates but has no `authorization`; add rules or `allow: authenticated`"),
+            );
+        }
+        return;
+    };
+    if route.public {
+        diagnostics.on(
+            authorization,
+            format!("route {name:?} is public; `authorization` needs authentication"),
+        );
+    }
+    let rules = &authorization.value.rules;
+    match (authorization.value.allow.is_some(), rules.is_empty()) {
+        (true, false) => diagnostics.on(authorization, "`allow: authenticated` and `rules` exclude each other"),
+        (false, true) => diagnostics.on(authorization, "authorization needs `rules` or `allow: authenticated`"),
+        _ => {}
+    }
+    let mut ids = std::collections::HashSet::new();
+    for (index, rule) in rules.iter().enumerate() {
+        let value = &rule.value;
+        let id = value.id.clone().unwrap_or_else(|| format!("rule-{}", index + 1));
+        if !ids.insert(id.clone()) {
+            diagnostics.on(rule, format!("rule id {id:?} is used twice in route {name:?}"));
+        }
+        let conditions = [
+            value.all_of.as_ref().is_some_and(|r| !r.is_empty()),
+            value.any_of.as_ref().is_some_and(|r| !r.is_empty()),
+            value.kinds.as_ref().is_some_and(|k| !k.is_empty()),
+            value.issuers.as_ref().is_some_and(|i| !i.is_empty()),
+            value.subjects.as_ref().is_some_and(|s| !s.is_empty()),
+        ];
+        if !conditions.contains(&true) {
+            diagnostics.on(
+                rule,
+                format!("rule {id:?} has no condition; it would allow everyone (say `allow: authenticated` if meant)"),
+            );
+        }
+        for method in value.methods.iter().flatten() {
+            if method.parse::<http::Method>().is_err() || method.to_ascii_uppercase() != *method {
+                diagnostics.on(rule, format!("rule {id:?}: {method:?} is not an upper-case method"));
             }
         }
     }

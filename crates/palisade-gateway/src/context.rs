@@ -33,6 +33,8 @@ pub struct RequestContext {
     pub params: Vec<(String, String)>,
     /// Who is calling, once the authenticate stage succeeded; `None` on public routes.
     pub principal: Option<Arc<Principal>>,
+    /// What the authorize stage's decision rests on: a rule id, `authenticated` or `default-deny`.
+    pub decided_by: Option<Arc<str>>,
     pub upstream_target: Option<String>,
     pub upstream_ms: Option<f64>,
     pub bytes_in: Arc<AtomicU64>,
@@ -55,6 +57,7 @@ impl RequestContext {
             route_index: None,
             params: Vec::new(),
             principal: None,
+            decided_by: None,
             upstream_target: None,
             upstream_ms: None,
             bytes_in: Arc::new(AtomicU64::new(0)),

@@ -24,6 +24,8 @@ pub enum GatewayError {
         failure: AuthFailure,
         challenge: String,
     },
+    /// Authenticated, but no rule allows this principal here.
+    Forbidden,
     /// The identity provider is unreachable and nothing cached can answer (fail closed).
     AuthUnavailable,
     PayloadTooLarge,
@@ -42,6 +44,7 @@ impl GatewayError {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NoHealthyUpstream | GatewayError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
@@ -58,6 +61,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::Unauthenticated { failure, .. } => failure.reason(),
             GatewayError::AuthUnavailable => AuthFailure::ProviderUnavailable.reason(),
+            GatewayError::Forbidden => "forbidden",
             GatewayError::PayloadTooLarge => "body_too_large",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
@@ -80,6 +84,8 @@ impl GatewayError {
             GatewayError::Unauthenticated { failure, .. } => {
                 Problem::new(status, "unauthenticated", "Unauthorized").with_detail(failure.description())
             }
+            GatewayError::Forbidden => Problem::new(status, "forbidden", "Forbidden")
+                .with_detail("You are not allowed to perform this request."),
             GatewayError::AuthUnavailable => {
                 Problem::new(status, "identity-provider-unavailable", "Service Unavailable")
                     .with_detail(AuthFailure::ProviderUnavailable.description())

@@ -27,6 +27,8 @@ pub struct RouteRuntime {
     /// `None`: the route is `public: true`.
     pub auth: Option<RouteAuth>,
     pub auth_metrics: Option<AuthMetrics>,
+    /// `None` on public routes.
+    pub authorization: Option<palisade_authz::RouteRules>,
     pub metrics: RouteMetrics,
 }
 
@@ -105,6 +107,10 @@ impl Runtime {
                         .authentication
                         .as_ref()
                         .map(|methods| authenticator.route(&methods.value)),
+                    authorization: route
+                        .authorization
+                        .as_ref()
+                        .map(|a| palisade_authz::RouteRules::compile(&a.value)),
                     auth_metrics: route.authentication.as_ref().map(|methods| {
                         let names: Vec<&'static str> = methods.value.iter().map(|m| method_label(&m.value)).collect();
                         metrics.route_auth(&route.name.value, &names)

@@ -83,16 +83,16 @@ impl Drop for Workers {
     }
 }
 
-/// Binds `count` sockets to one address with `SO_REUSEPORT`. With port 0 the first socket picks the
-/// port and the others join it.
+/// Binds `count` sockets to one address with `SO_REUSEPORT` (port 0: see [`bind_shared_ephemeral`]).
 ///
 /// `SO_REUSEPORT` would also let a second gateway started by mistake on the same port silently take
 /// half the connections, so the address is first probed with a plain bind: a port that anyone holds
 /// is an error, as it would be without workers.
 pub fn bind_reuseport(address: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
-    if address.port() != 0 {
-        drop(std::net::TcpListener::bind(address)?);
+    if address.port() == 0 {
+        return bind_shared_ephemeral(address, count);
     }
+    drop(std::net::TcpListener::bind(address)?);
     let mut sockets = Vec::with_capacity(count);
     let mut bound = address;
     for _ in 0..count.max(1) {
@@ -106,5 +106,24 @@ pub fn bind_reuseport(address: SocketAddr, count: usize) -> std::io::Result<Vec<
         bound = listener.local_addr()?;
         sockets.push(listener);
     }
+    Ok(sockets)
+}
+
+/// Port 0 (tests, `demo --listen 127.0.0.1:0`): the kernel may hand a `SO_REUSEPORT` socket a port that
+/// another process's reuseport listener of the same user already holds, and then split connections
+/// between the two. So an ephemeral port gets one ordinary socket, and each worker accepts on its own
+/// duplicate of it.
+fn bind_shared_ephemeral(address: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(4096)?;
+    let listener: std::net::TcpListener = socket.into();
+    let mut sockets = Vec::with_capacity(count.max(1));
+    for _ in 1..count.max(1) {
+        sockets.push(listener.try_clone()?);
+    }
+    sockets.push(listener);
     Ok(sockets)
 }

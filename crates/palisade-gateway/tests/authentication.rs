@@ -36,7 +36,7 @@ async fn bearer(url: &str, token: &str) -> Reply {
 /// A gateway with a public route `/open`, and `/orders` accepting the `idp` provider.
 fn config(echo: SocketAddr, providers: &str, more_auth: &str, orders_methods: &str) -> String {
     format!(
-        "clusters:\n  echo: {{ targets: [\"{echo}\"] }}\nauthentication:\n  jwt_providers:\n{providers}{more_auth}routes:\n  - {{ name: open, match: {{ prefix: /open }}, cluster: echo, public: true }}\n  - {{ name: orders, match: {{ prefix: /orders }}, cluster: echo, authentication: {orders_methods} }}\n"
+        "clusters:\n  echo: {{ targets: [\"{echo}\"] }}\nauthentication:\n  jwt_providers:\n{providers}{more_auth}routes:\n  - {{ name: open, match: {{ prefix: /open }}, cluster: echo, public: true }}\n  - {{ name: orders, match: {{ prefix: /orders }}, cluster: echo, authentication: {orders_methods}, authorization: {{ allow: authenticated }} }}\n"
     )
 }
 

@@ -62,7 +62,7 @@ fn write_config(dir: &Path, pki: &Pki, echo: SocketAddr, mode: &str) -> String {
     std::fs::write(dir.join("server.key"), pem("PRIVATE KEY", &key)).unwrap();
     std::fs::write(dir.join("ca.pem"), pem("CERTIFICATE", pki.ca.der())).unwrap();
     format!(
-        "listeners:\n  - {{ name: public, address: 127.0.0.1:0 }}\n  - name: secure\n    address: 127.0.0.1:0\n    tls:\n      cert: {d}/server.pem\n      key: {d}/server.key\n      client_certificates: {{ mode: {mode}, ca: [{d}/ca.pem] }}\nclusters:\n  echo: {{ targets: [\"{echo}\"] }}\nroutes:\n  - {{ name: svc, match: {{ prefix: /svc }}, cluster: echo, authentication: [mtls] }}\n  - {{ name: open, match: {{ prefix: /open }}, cluster: echo, public: true }}\n",
+        "listeners:\n  - {{ name: public, address: 127.0.0.1:0 }}\n  - name: secure\n    address: 127.0.0.1:0\n    tls:\n      cert: {d}/server.pem\n      key: {d}/server.key\n      client_certificates: {{ mode: {mode}, ca: [{d}/ca.pem] }}\nclusters:\n  echo: {{ targets: [\"{echo}\"] }}\nroutes:\n  - {{ name: svc, match: {{ prefix: /svc }}, cluster: echo, authentication: [mtls], authorization: {{ allow: authenticated }} }}\n  - {{ name: open, match: {{ prefix: /open }}, cluster: echo, public: true }}\n",
         d = dir.display()
     )
 }

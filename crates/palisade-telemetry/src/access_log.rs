@@ -33,6 +33,9 @@ pub struct AccessLogEntry {
     pub principal: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_method: Option<&'static str>,
+    /// The authorization rule that allowed or denied the request (`default-deny` when none allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
     /// Why the gateway answered itself, e.g. `no_route`, `upstream_timeout`; absent when proxied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
@@ -131,6 +134,7 @@ mod tests {
             upstream_ms: None,
             principal: None,
             auth_method: None,
+            decided_by: None,
             reason: None,
         }
     }

@@ -55,6 +55,15 @@ struct AuthLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    route: String,
+    /// `allowed` or `denied`.
+    outcome: String,
+    /// The rule id from the config, `authenticated` or `default-deny`.
+    decided_by: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -75,6 +84,7 @@ pub struct Metrics {
     upstream_ejections: Family<TargetLabels, Counter>,
     reloads: Family<OutcomeLabel, Counter>,
     auth_decisions: Family<AuthLabels, Counter>,
+    authz_decisions: Family<AuthzLabels, Counter>,
     pub last_reload_ok: Gauge,
     pub open_connections: Gauge,
     pub connections_rejected: Counter,
@@ -102,6 +112,7 @@ pub struct AuthMetrics {
     route: Arc<str>,
     succeeded: Arc<Vec<(&'static str, Counter)>>,
     family: Family<AuthLabels, Counter>,
+    authz_family: Family<AuthzLabels, Counter>,
 }
 
 impl AuthMetrics {
@@ -109,6 +120,16 @@ impl AuthMetrics {
         if let Some((_, counter)) = self.succeeded.iter().find(|(m, _)| *m == method) {
             counter.inc();
         }
+    }
+
+    /// An authorization decision; `decided_by` is a rule id from the config or a fixed word.
+    pub fn authorized(&self, allowed: bool, decided_by: &str) {
+        let labels = AuthzLabels {
+            route: self.route.to_string(),
+            outcome: if allowed { "allowed" } else { "denied" }.to_string(),
+            decided_by: decided_by.to_string(),
+        };
+        self.authz_family.get_or_create(&labels).inc();
     }
 
     /// `reason` is a reason code (a fixed set), never anything from the request.
@@ -148,6 +169,7 @@ impl Metrics {
             upstream_ejections: Family::default(),
             reloads: Family::default(),
             auth_decisions: Family::default(),
+            authz_decisions: Family::default(),
             last_reload_ok: Gauge::default(),
             open_connections: Gauge::default(),
             connections_rejected: Counter::default(),
@@ -163,6 +185,11 @@ impl Metrics {
             "auth_decisions",
             "Authentication decisions by route, outcome and method or reason code",
             m.auth_decisions.clone(),
+        );
+        registry.register(
+            "authz_decisions",
+            "Authorization decisions by route, outcome and the rule that decided",
+            m.authz_decisions.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -255,6 +282,7 @@ impl Metrics {
             route: route.into(),
             succeeded: Arc::new(succeeded),
             family: self.auth_decisions.clone(),
+            authz_family: self.authz_decisions.clone(),
         }
     }
 

@@ -344,3 +344,71 @@ pub enum CertificateSubject {
     DnsSan,
     CommonName,
 }
+
+/// Who may use a route once authenticated. Default deny: a request passes only when `allow:
+/// authenticated` is set or one of the rules allows it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizationConfig {
+    /// `authenticated`: any verified principal may use the route (no rules).
+    #[serde(default)]
+    pub allow: Option<AllowAll>,
+    /// Allowing rules; the first one that matches the request and the principal decides.
+    #[serde(default)]
+    pub rules: Vec<Spanned<RuleConfig>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllowAll {
+    Authenticated,
+}
+
+/// One allowing rule. Every condition given must hold; a rule names at least one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Recorded as the deciding rule (audit, access log); default `rule-N` (1-based).
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The rule applies to these methods only. Absent: every method.
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Every listed scope, role and group.
+    #[serde(default)]
+    pub all_of: Option<Requirement>,
+    /// At least one of the listed scopes, roles or groups.
+    #[serde(default)]
+    pub any_of: Option<Requirement>,
+    /// Principal kinds: `user`, `service`, `api_key`.
+    #[serde(default)]
+    pub kinds: Option<Vec<PrincipalKindName>>,
+    /// Exact issuers.
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
+    /// Exact subjects.
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Requirement {
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Requirement {
+    pub fn is_empty(&self) -> bool {
+        self.scopes.is_empty() && self.roles.is_empty() && self.groups.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKindName {
+    User,
+    Service,
+    ApiKey,
+}

@@ -11,7 +11,7 @@ use serde_saphyr::Spanned;
 use crate::units::{ByteSize, Duration};
 
 pub mod auth;
-pub use auth::{AuthMethod, AuthenticationConfig, ClientCertificatesConfig};
+pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig};
 
 /// The whole gateway configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -323,6 +323,9 @@ pub struct RouteConfig {
     /// Accepted ways to authenticate; any one of them succeeding is enough.
     #[serde(default)]
     pub authentication: Option<Spanned<Vec<Spanned<AuthMethod>>>>,
+    /// Who may use the route once authenticated (default deny). Required with `authentication`.
+    #[serde(default)]
+    pub authorization: Option<Spanned<AuthorizationConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,16 +4,18 @@
 //! 1. `normalize`  — framing verdict, request id, canonical path, client address (`forwarded`);
 //! 2. `route`        — the one route for host + path + method (404 / 405);
 //! 3. `authenticate` — the route's accepted credentials → principal (401; 503 if the IdP is down);
-//! 4. `body_limit`   — declared and streamed body size (413);
-//! 5. transform      — hop-by-hop and spoofed identity headers out; forwarding, request id and
+//! 4. `authorize`    — default deny: a rule or `allow: authenticated` must allow the principal (403);
+//! 5. `body_limit`   — declared and streamed body size (413);
+//! 6. transform      — hop-by-hop and spoofed identity headers out; forwarding, request id and
 //!    identity headers in;
-//! 6. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
-//! 7. respond        — errors become problem+json in [`crate::respond`];
-//! 8. `observe`      — metrics and access log when the response body ends.
+//! 7. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
+//! 8. respond        — errors become problem+json in [`crate::respond`];
+//! 9. `observe`      — metrics and access log when the response body ends.
 //!
-//! Later stages (IP rules, rate limits, authorization, validation) slot in around 3.
+//! Later stages (IP rules before 3, rate limits between 3 and 4, validation after 4) slot in here.
 
 pub mod authenticate;
+pub mod authorize;
 pub mod body_limit;
 pub mod forwarded;
 pub mod normalize;
@@ -85,10 +87,13 @@ async fn run(
     context.principal =
         authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
 
-    // 4. body limit
+    // 4. authorize
+    authorize::authorize(route, request.method(), context)?;
+
+    // 5. body limit
     body_limit::check_declared(request.headers(), route.max_body_bytes)?;
 
-    // 5. transform
+    // 6. transform
     let (mut parts, body) = request.into_parts();
     let wants_upgrade = parts.version == Version::HTTP_11 && parts.headers.contains_key(UPGRADE);
     let client_upgrade = wants_upgrade
@@ -118,7 +123,7 @@ async fn run(
     };
     let body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
 
-    // 6. upstream
+    // 7. upstream
     let prepared = upstream::Prepared {
         method: parts.method,
         path_and_query,

@@ -106,6 +106,7 @@ impl Record {
             upstream_ms: context.upstream_ms,
             principal: context.principal.as_ref().map(|p| p.subject.clone()),
             auth_method: context.principal.as_ref().map(|p| p.method.as_str()),
+            decided_by: context.decided_by.as_deref().map(str::to_string),
             reason: context.reason,
         });
     }
