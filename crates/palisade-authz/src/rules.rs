@@ -4,9 +4,13 @@
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+
 use http::Method;
 use palisade_auth::{Principal, PrincipalKind};
 use palisade_core::config::auth::{AllowAll, AuthorizationConfig, PrincipalKindName, Requirement, RuleConfig};
+
+use crate::{CedarPolicies, RequestFacts};
 
 /// The outcome of authorization, with what decided it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +36,15 @@ struct Rule {
 pub struct RouteRules {
     allow_authenticated: bool,
     rules: Vec<Rule>,
+    policies: Option<Arc<CedarPolicies>>,
     default_deny: Arc<str>,
     authenticated: Arc<str>,
 }
 
 impl RouteRules {
-    /// Compiles validated settings (see `palisade_core` validation for what is refused at load).
-    pub fn compile(config: &AuthorizationConfig) -> RouteRules {
+    /// Compiles validated settings (see `palisade_core` validation for what is refused at load);
+    /// `policy_sets` are the loaded Cedar sets by name.
+    pub fn compile(config: &AuthorizationConfig, policy_sets: &BTreeMap<String, Arc<CedarPolicies>>) -> RouteRules {
         let rules = config
             .rules
             .iter()
@@ -48,12 +54,23 @@ impl RouteRules {
         RouteRules {
             allow_authenticated: config.allow == Some(AllowAll::Authenticated),
             rules,
+            policies: config
+                .policies
+                .as_ref()
+                .and_then(|name| policy_sets.get(&name.value).cloned()),
             default_deny: DEFAULT_DENY.into(),
             authenticated: "authenticated".into(),
         }
     }
 
-    pub fn decide(&self, principal: &Principal, method: &Method) -> Decision {
+    pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+        if let Some(policies) = &self.policies {
+            return policies.decide(facts);
+        }
+        self.decide_by_rules(facts.principal, facts.method)
+    }
+
+    fn decide_by_rules(&self, principal: &Principal, method: &Method) -> Decision {
         if self.allow_authenticated {
             return Decision {
                 allowed: true,
@@ -147,7 +164,7 @@ rules:
 
     fn rules(text: &str) -> RouteRules {
         let config: AuthorizationConfig = parse_rules(text);
-        RouteRules::compile(&config)
+        RouteRules::compile(&config, &BTreeMap::new())
     }
 
     fn parse_rules(text: &str) -> AuthorizationConfig {
@@ -252,7 +269,7 @@ rules:
     fn rules_allow_exactly_what_they_say_and_deny_the_rest() {
         let compiled = rules(RULES);
         for (case, principal, method, expected) in cases() {
-            let decision = compiled.decide(&principal, &method);
+            let decision = compiled.decide_by_rules(&principal, &method);
             assert_eq!(decision.allowed, expected.is_some(), "{case}");
             assert_eq!(&*decision.decided_by, expected.unwrap_or(DEFAULT_DENY), "{case}");
         }
@@ -266,9 +283,9 @@ rules:
         for removed in 0..config.rules.len() {
             let mut mutated = config.clone();
             mutated.rules.remove(removed);
-            let compiled = RouteRules::compile(&mutated);
+            let compiled = RouteRules::compile(&mutated, &BTreeMap::new());
             let changed = cases().into_iter().any(|(_, principal, method, expected)| {
-                compiled.decide(&principal, &method).allowed != expected.is_some()
+                compiled.decide_by_rules(&principal, &method).allowed != expected.is_some()
             });
             assert!(changed, "removing rule {removed} changed no decision");
         }
@@ -277,7 +294,7 @@ rules:
     #[test]
     fn allow_authenticated_allows_any_principal() {
         let compiled = rules("allow: authenticated\n");
-        let decision = compiled.decide(&principal("x", PrincipalKind::ApiKey, &[], &[], &[]), &Method::DELETE);
+        let decision = compiled.decide_by_rules(&principal("x", PrincipalKind::ApiKey, &[], &[], &[]), &Method::DELETE);
         assert!(decision.allowed);
         assert_eq!(&*decision.decided_by, "authenticated");
     }

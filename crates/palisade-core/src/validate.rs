@@ -194,6 +194,10 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
         files.extend(endpoint.value.ca.as_mut());
     }
     files.extend(auth.api_keys.file.as_mut());
+    for set in config.policies.values_mut() {
+        files.push(&mut set.value.schema);
+        files.extend(set.value.files.iter_mut());
+    }
     for file in files {
         if file.value.is_relative() {
             file.value = dir.join(&file.value);

@@ -47,6 +47,20 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
             }
         }
     }
+    let policy_sets: Vec<&str> = config.policies.keys().map(String::as_str).collect();
+    for (name, set) in &config.policies {
+        for file in std::iter::once(&set.value.schema).chain(&set.value.files) {
+            if !file.value.is_file() {
+                diagnostics.on(
+                    file,
+                    format!("policy set {name:?}: {} does not exist", file.value.display()),
+                );
+            }
+        }
+        if set.value.files.is_empty() {
+            diagnostics.on(set, format!("policy set {name:?} lists no policy files"));
+        }
+    }
     for route in &config.routes {
         let route = &route.value;
         let methods = route.authentication.as_ref();
@@ -70,7 +84,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
             }
             _ => {}
         }
-        validate_authorization(route, diagnostics);
+        validate_authorization(route, &policy_sets, diagnostics);
         for method in methods.map(|m| m.value.as_slice()).unwrap_or_default() {
             match &method.value {
                 AuthMethod::Jwt(provider) if !auth.jwt_providers.contains_key(provider) => {
@@ -97,7 +111,11 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     }
 }
 
-fn validate_authorization(route: &crate::config::RouteConfig, diagnostics: &mut Diagnostics) {
+fn validate_authorization(
+    route: &crate::config::RouteConfig,
+    known_policy_sets: &[&str],
+    diagnostics: &mut Diagnostics,
+) {
     let name = &route.name.value;
     let Some(authorization) = &route.authorization else {
         if route.authentication.is_some() {
@@ -115,10 +133,30 @@ fn validate_authorization(route: &crate::config::RouteConfig, diagnostics: &mut 
         );
     }
     let rules = &authorization.value.rules;
-    match (authorization.value.allow.is_some(), rules.is_empty()) {
-        (true, false) => diagnostics.on(authorization, "`allow: authenticated` and `rules` exclude each other"),
-        (false, true) => diagnostics.on(authorization, "authorization needs `rules` or `allow: authenticated`"),
-        _ => {}
+    let policies = &authorization.value.policies;
+    let chosen = [
+        authorization.value.allow.is_some(),
+        !rules.is_empty(),
+        policies.is_some(),
+    ];
+    match chosen.iter().filter(|c| **c).count() {
+        0 => diagnostics.on(
+            authorization,
+            "authorization needs `rules`, `policies` or `allow: authenticated`",
+        ),
+        1 => {}
+        _ => diagnostics.on(
+            authorization,
+            "`allow: authenticated`, `rules` and `policies` exclude each other; choose one",
+        ),
+    }
+    if let Some(name) = policies {
+        if !known_policy_sets.contains(&name.value.as_str()) {
+            diagnostics.on(
+                name,
+                format!("unknown policy set {:?}; defined: {known_policy_sets:?}", name.value),
+            );
+        }
     }
     let mut ids = std::collections::HashSet::new();
     for (index, rule) in rules.iter().enumerate() {

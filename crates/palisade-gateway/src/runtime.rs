@@ -70,6 +70,7 @@ impl Runtime {
         let router = Router::compile(&config.routes, &mut diagnostics);
         let certificates = tls::load_certificates(&config, &mut diagnostics);
         let client_verifiers = tls::load_client_verifiers(&config, &mut diagnostics);
+        let policy_sets = load_policy_sets(&config, &mut diagnostics);
         let authenticator = Authenticator::compile(
             &config.authentication,
             previous.map(|p| &p.authenticator),
@@ -110,7 +111,7 @@ impl Runtime {
                     authorization: route
                         .authorization
                         .as_ref()
-                        .map(|a| palisade_authz::RouteRules::compile(&a.value)),
+                        .map(|a| palisade_authz::RouteRules::compile(&a.value, &policy_sets)),
                     auth_metrics: route.authentication.as_ref().map(|methods| {
                         let names: Vec<&'static str> = methods.value.iter().map(|m| method_label(&m.value)).collect();
                         metrics.route_auth(&route.name.value, &names)
@@ -140,6 +141,23 @@ impl Runtime {
             config,
         })
     }
+}
+
+/// Loads every Cedar policy set; a set that does not parse or validate is a diagnostic at its file.
+fn load_policy_sets(
+    config: &Config,
+    diagnostics: &mut Diagnostics,
+) -> BTreeMap<String, Arc<palisade_authz::CedarPolicies>> {
+    let mut sets = BTreeMap::new();
+    for (name, set) in &config.policies {
+        match palisade_authz::CedarPolicies::load(name, set) {
+            Ok(loaded) => {
+                sets.insert(name.clone(), Arc::new(loaded));
+            }
+            Err(errors) => diagnostics.absorb(errors),
+        }
+    }
+    sets
 }
 
 fn method_label(method: &AuthMethod) -> &'static str {

@@ -356,6 +356,22 @@ pub struct AuthorizationConfig {
     /// Allowing rules; the first one that matches the request and the principal decides.
     #[serde(default)]
     pub rules: Vec<Spanned<RuleConfig>>,
+    /// The name of a Cedar policy set (top-level `policies`) that decides for this route.
+    #[serde(default)]
+    pub policies: Option<Spanned<String>>,
+}
+
+/// A Cedar policy set: policies validated against a schema at load, reloaded with the config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySetConfig {
+    /// The Cedar schema (`.cedarschema`) the policies are validated against.
+    pub schema: Spanned<PathBuf>,
+    /// Policy files (`.cedar`).
+    pub files: Vec<Spanned<PathBuf>>,
+    /// Request headers offered to policies as `context.headers` (names lower-cased, `-` → `_`).
+    #[serde(default)]
+    pub context_headers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

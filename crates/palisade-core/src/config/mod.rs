@@ -11,7 +11,7 @@ use serde_saphyr::Spanned;
 use crate::units::{ByteSize, Duration};
 
 pub mod auth;
-pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig};
+pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig, PolicySetConfig};
 
 /// The whole gateway configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -40,6 +40,9 @@ pub struct Config {
     /// Identity providers, API keys and what the upstream learns of the caller.
     #[serde(default)]
     pub authentication: AuthenticationConfig,
+    /// Cedar policy sets by name; routes refer to them as `authorization: { policies: NAME }`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, Spanned<PolicySetConfig>>,
     /// Named groups of upstream targets.
     pub clusters: BTreeMap<String, Spanned<ClusterConfig>>,
     /// Routes, matched most specific first (order in the file does not matter).
@@ -364,6 +367,10 @@ impl Config {
             files.extend(provider.value.keys.value.jwks_file.iter().map(|f| f.value.clone()));
         }
         files.extend(auth.api_keys.file.iter().map(|f| f.value.clone()));
+        for set in self.policies.values() {
+            files.push(set.value.schema.value.clone());
+            files.extend(set.value.files.iter().map(|f| f.value.clone()));
+        }
         files
     }
 }

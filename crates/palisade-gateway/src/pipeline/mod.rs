@@ -88,7 +88,7 @@ async fn run(
         authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
 
     // 4. authorize
-    authorize::authorize(route, request.method(), context)?;
+    authorize::authorize(route, request.method(), request.headers(), connection, context)?;
 
     // 5. body limit
     body_limit::check_declared(request.headers(), route.max_body_bytes)?;
