@@ -2,6 +2,7 @@
 
 mod credentials;
 mod demo;
+mod policy;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -79,8 +80,27 @@ enum Command {
         #[arg(long)]
         jwks: bool,
     },
+    /// Authorization as code: `policy test FILE.yaml` runs the cases in FILE against the gateway
+    /// config it names and exits 1 on any failure; `policy explain FILE.yaml --case NAME` shows the
+    /// route and the deciding rule or policies for one case.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print the version.
     Version,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    Test {
+        file: PathBuf,
+    },
+    Explain {
+        file: PathBuf,
+        #[arg(long)]
+        case: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -200,6 +220,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             credentials::token(&request, jwks)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Policy {
+            command: PolicyCommand::Test { file },
+        } => policy::test(&file).await,
+        Command::Policy {
+            command: PolicyCommand::Explain { file, case },
+        } => policy::explain(&file, &case).await,
         Command::Version => {
             println!("palisade {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

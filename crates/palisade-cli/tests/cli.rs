@@ -26,9 +26,21 @@ fn example_in_temp(name: &str) -> (tempfile::TempDir, PathBuf) {
         generated.signing_key.serialize_pem(),
     )
     .unwrap();
+    copy_dir(
+        &repository().join("examples/authorization"),
+        &dir.path().join("authorization"),
+    );
     let clients_ca = rcgen::generate_simple_self_signed(vec!["clients-ca".to_string()]).unwrap();
     std::fs::write(dir.path().join("certs/clients-ca.pem"), clients_ca.cert.pem()).unwrap();
     (dir, target)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+    }
 }
 
 #[test]
@@ -334,5 +346,78 @@ fn apikey_and_token_helpers_mint_credentials_the_gateway_accepts_and_no_secret_i
         "dXNlcjpodW50ZXIy",
     ] {
         assert!(!lines.contains(secret), "a secret reached the logs: {secret}\n{lines}");
+    }
+}
+
+fn policy_test_passes(dir: &Path) -> (bool, String) {
+    let output = palisade()
+        .args(["policy", "test"])
+        .arg(dir.join("authorization/tests.yaml"))
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn policy_test_runs_the_example_cases_and_fails_on_a_wrong_expectation() {
+    let (dir, _) = example_in_temp("authorization.yaml");
+    let (passed, output) = policy_test_passes(dir.path());
+    assert!(passed, "{output}");
+    assert!(output.contains("15 cases, 0 failed"), "{output}");
+
+    let explain = palisade()
+        .args(["policy", "explain"])
+        .arg(dir.path().join("authorization/tests.yaml"))
+        .args(["--case", "a suspended admin is stopped by the forbid"])
+        .output()
+        .unwrap();
+    let explained = String::from_utf8_lossy(&explain.stdout);
+    assert!(
+        explained.contains("deny (route user-orders, by suspended-accounts)"),
+        "{explained}"
+    );
+
+    let tests = dir.path().join("authorization/tests.yaml");
+    let text = std::fs::read_to_string(&tests).unwrap();
+    std::fs::write(&tests, text.replacen("expect: deny", "expect: allow", 1)).unwrap();
+    let (passed, output) = policy_test_passes(dir.path());
+    assert!(!passed, "{output}");
+    assert!(
+        output.contains("FAIL  an owner cannot read someone else's order"),
+        "{output}"
+    );
+}
+
+/// The mutation check: removing any single policy or rule of the example makes a case fail, so no
+/// policy or rule goes untested.
+#[test]
+fn removing_any_policy_or_rule_of_the_example_fails_a_case() {
+    let (dir, config) = example_in_temp("authorization.yaml");
+    let policies_path = dir.path().join("authorization/shop.cedar");
+    let policies = std::fs::read_to_string(&policies_path).unwrap();
+    let blocks: Vec<&str> = policies.split("\n\n").filter(|b| b.contains("@id(")).collect();
+    assert!(blocks.len() >= 5);
+    for block in &blocks {
+        std::fs::write(&policies_path, policies.replace(block, "")).unwrap();
+        let (passed, output) = policy_test_passes(dir.path());
+        assert!(!passed, "removing this policy changed no case:\n{block}\n{output}");
+    }
+    std::fs::write(&policies_path, &policies).unwrap();
+
+    let gateway = std::fs::read_to_string(&config).unwrap();
+    let rules: Vec<&str> = gateway
+        .lines()
+        .filter(|l| l.trim_start().starts_with("- { id:"))
+        .collect();
+    assert!(rules.len() >= 3);
+    for rule in rules {
+        std::fs::write(&config, gateway.replace(&format!("{rule}\n"), "")).unwrap();
+        let (passed, output) = policy_test_passes(dir.path());
+        assert!(!passed, "removing this rule changed no case: {rule}\n{output}");
     }
 }

@@ -7,6 +7,7 @@ pub mod context;
 pub mod framing;
 pub mod listener;
 pub mod pipeline;
+pub mod policy_check;
 pub mod reload;
 pub mod respond;
 pub mod runtime;
@@ -236,13 +237,20 @@ fn bind_error(address: &str, source: std::io::Error) -> StartError {
 /// Runs every check that `palisade check-config` promises: parse, validate, and compile (routes, TLS
 /// material). Needs a Tokio runtime because compiling prepares upstream clients.
 pub async fn check_config(path: &std::path::Path) -> Result<Config, ConfigErrors> {
+    let (config, runtime) = compile_for_checking(path).await?;
+    drop(runtime);
+    Ok(config)
+}
+
+/// Loads and compiles a config without serving it: no access log file is opened and no health
+/// checks run against real targets.
+pub(crate) async fn compile_for_checking(path: &std::path::Path) -> Result<(Config, Runtime), ConfigErrors> {
     let (config, diagnostics) = palisade_core::load_file_partially(path)?;
     let mut check = config.clone();
-    // Checking must not open the access log file or start health checks against real targets.
     check.access_log.enabled = false;
     for cluster in check.clusters.values_mut() {
         cluster.value.health_check = None;
     }
-    Runtime::compile(check, diagnostics, None, &Metrics::new(), 1).await?;
-    Ok(config)
+    let runtime = Runtime::compile(check, diagnostics, None, &Metrics::new(), 1).await?;
+    Ok((config, runtime))
 }

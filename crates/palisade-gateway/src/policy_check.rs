@@ -1,0 +1,113 @@
+//! Authorization decisions without traffic, for `palisade policy test` and `policy explain`: a case
+//! (method, path, principal, context) goes through the same normalization, routing and authorization
+//! code as a live request, against a compiled gateway config.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use palisade_auth::Principal;
+use palisade_authz::RequestFacts;
+use palisade_core::ConfigErrors;
+
+use crate::pipeline::{normalize, route};
+use crate::runtime::Runtime;
+
+/// One request to decide.
+pub struct PolicyCase<'a> {
+    pub method: Method,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub client_ip: IpAddr,
+    pub headers: &'a [(String, String)],
+    pub mtls_identity: Option<&'a str>,
+    pub principal: &'a Principal,
+    pub unix_time: u64,
+}
+
+/// What the gateway would do with the case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Allow {
+        route: String,
+        decided_by: String,
+    },
+    Deny {
+        route: String,
+        decided_by: String,
+    },
+    /// The route is public: no authorization runs.
+    Public {
+        route: String,
+    },
+    /// 404/405 or a path the gateway refuses (400): the request never reaches a service.
+    NotRouted {
+        reason: &'static str,
+    },
+}
+
+impl Verdict {
+    /// Whether the request would reach the upstream.
+    pub fn reaches_upstream(&self) -> bool {
+        matches!(self, Verdict::Allow { .. } | Verdict::Public { .. })
+    }
+}
+
+pub struct PolicyChecker {
+    runtime: Runtime,
+}
+
+impl PolicyChecker {
+    pub async fn load(config: &Path) -> Result<PolicyChecker, ConfigErrors> {
+        let (_, runtime) = crate::compile_for_checking(config).await?;
+        Ok(PolicyChecker { runtime })
+    }
+
+    pub fn decide(&self, case: &PolicyCase<'_>) -> Verdict {
+        let path = match normalize::normalize_path(case.path) {
+            Ok(path) => path,
+            Err(error) => return Verdict::NotRouted { reason: error.reason() },
+        };
+        let (index, params) = match self.runtime.router.find(case.host, &path, &case.method) {
+            route::RouteMatch::Found { index, params } => (index, params),
+            route::RouteMatch::MethodNotAllowed(_) => {
+                return Verdict::NotRouted {
+                    reason: "method_not_allowed",
+                }
+            }
+            route::RouteMatch::NotFound => return Verdict::NotRouted { reason: "no_route" },
+        };
+        let Some(route) = self.runtime.routes.get(index) else {
+            return Verdict::NotRouted { reason: "no_route" };
+        };
+        let Some(rules) = &route.authorization else {
+            return Verdict::Public {
+                route: route.name.clone(),
+            };
+        };
+        let params: Vec<(String, String)> = params.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut headers = HeaderMap::new();
+        for (name, value) in case.headers {
+            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                headers.append(name, value);
+            }
+        }
+        let decision = rules.decide(&RequestFacts {
+            principal: case.principal,
+            method: &case.method,
+            route: &route.name,
+            path: &path,
+            params: &params,
+            client_ip: case.client_ip,
+            headers: &headers,
+            mtls_identity: case.mtls_identity,
+            unix_time: case.unix_time,
+        });
+        let (route, decided_by) = (route.name.clone(), decision.decided_by.to_string());
+        if decision.allowed {
+            Verdict::Allow { route, decided_by }
+        } else {
+            Verdict::Deny { route, decided_by }
+        }
+    }
+}
