@@ -6,6 +6,7 @@
 #   bash bench/run.sh                         # defaults: 3 rounds, 10 s per run, 16/64/256 connections
 #   ROUNDS=5 DURATION=20 bash bench/run.sh
 #   bash bench/run.sh auth                    # JWT routes (RS256, ES256) against HAProxy's jwt_verify
+#   bash bench/run.sh authz                   # a 20-policy Cedar set against a scope rule
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -16,6 +17,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release -q
+if [ "${1:-}" = authz ]; then
+  shift
+  exec python3 bench/authz.py "$@"
+fi
 if [ "${1:-}" = auth ]; then
   shift
   exec python3 bench/auth.py "$@"

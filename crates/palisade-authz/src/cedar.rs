@@ -12,18 +12,19 @@
 //!
 //! `forbid` wins over `permit`; without a `permit` the answer is deny; an evaluation error denies.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Entities, EntityUid, PolicyId, PolicySet, Request, Schema, ValidationMode, Validator,
+    Authorizer, Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, PolicyId, PolicySet, Request,
+    RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use palisade_auth::PrincipalKind;
 use palisade_core::config::PolicySetConfig;
 use palisade_core::{ConfigErrors, Diagnostic, Spanned};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use crate::{Decision, RequestFacts, DEFAULT_DENY};
 
@@ -36,6 +37,7 @@ pub struct CedarPolicies {
     names: HashMap<PolicyId, Arc<str>>,
     context_headers: Vec<(http::HeaderName, String)>,
     authorizer: Authorizer,
+    types: EntityTypes,
     default_deny: Arc<str>,
 }
 
@@ -109,6 +111,8 @@ impl CedarPolicies {
             names,
             context_headers,
             authorizer: Authorizer::new(),
+            types: EntityTypes::new()
+                .ok_or_else(|| general(schema_path, "Cedar rejected Palisade's entity type names".into()))?,
             default_deny: DEFAULT_DENY.into(),
         })
     }
@@ -142,94 +146,144 @@ impl CedarPolicies {
     }
 
     fn cedar_request(&self, facts: &RequestFacts<'_>) -> Option<(Request, Entities)> {
+        let types = &self.types;
         let principal = facts.principal;
         let principal_type = match principal.kind {
-            PrincipalKind::User => "Palisade::User",
-            PrincipalKind::Service => "Palisade::Service",
-            PrincipalKind::ApiKey => "Palisade::ApiKey",
+            PrincipalKind::User => &types.user,
+            PrincipalKind::Service => &types.service,
+            PrincipalKind::ApiKey => &types.api_key,
         };
-        let parents: Vec<Value> = principal
+        let principal_uid = uid(principal_type, &principal.subject);
+        let parents: HashSet<EntityUid> = principal
             .roles
             .iter()
-            .map(|role| json!({"type": "Palisade::Role", "id": role}))
-            .chain(
-                principal
-                    .groups
-                    .iter()
-                    .map(|group| json!({"type": "Palisade::Group", "id": group})),
-            )
+            .map(|role| uid(&types.role, role))
+            .chain(principal.groups.iter().map(|group| uid(&types.group, group)))
             .collect();
-        let params: Map<String, Value> = facts.params.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        let entities = json!([
-            {
-                "uid": {"type": principal_type, "id": principal.subject},
-                "attrs": {
-                    "subject": principal.subject,
-                    "issuer": principal.issuer,
-                    "scopes": principal.scopes,
-                    "roles": principal.roles,
-                    "groups": principal.groups,
-                    "claims": cedar_record(&principal.claims, 0),
-                },
-                "parents": parents,
-            },
-            {
-                "uid": {"type": "Palisade::Route", "id": facts.route},
-                "attrs": {"path": facts.path, "params": params},
-                "parents": [],
-            },
+        let strings =
+            |list: &[String]| RestrictedExpression::new_set(list.iter().cloned().map(RestrictedExpression::new_string));
+        let attributes = HashMap::from([
+            (
+                "subject".to_string(),
+                RestrictedExpression::new_string(principal.subject.clone()),
+            ),
+            (
+                "issuer".to_string(),
+                RestrictedExpression::new_string(principal.issuer.clone()),
+            ),
+            ("scopes".to_string(), strings(&principal.scopes)),
+            ("roles".to_string(), strings(&principal.roles)),
+            ("groups".to_string(), strings(&principal.groups)),
+            ("claims".to_string(), claims_record(&principal.claims, 0)?),
         ]);
-        let entities = Entities::from_json_value(entities, None).ok()?;
-        let mut headers = Map::new();
-        for (header, key) in &self.context_headers {
-            if let Some(value) = facts.headers.get(header).and_then(|v| v.to_str().ok()) {
-                headers.insert(key.clone(), json!(value));
-            }
-        }
-        let mut context = json!({
-            "ip": {"__extn": {"fn": "ip", "arg": facts.client_ip.to_string()}},
-            "method": facts.method.as_str(),
-            "path": facts.path,
-            "time": facts.unix_time,
-            "headers": headers,
-        });
-        if let Some(identity) = facts.mtls_identity {
-            context["mtls_identity"] = json!(identity);
-        }
-        let context = Context::from_json_value(context, None).ok()?;
-        let uid = |kind: &str, id: &str| EntityUid::from_json(json!({"type": kind, "id": id})).ok();
-        let request = Request::new(
-            uid(principal_type, &principal.subject)?,
-            uid("Palisade::Action", facts.method.as_str())?,
-            uid("Palisade::Route", facts.route)?,
-            context,
-            None,
+        let principal_entity = Entity::new(principal_uid.clone(), attributes, parents).ok()?;
+        let params = RestrictedExpression::new_record(
+            facts
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
         )
         .ok()?;
+        let resource_uid = uid(&types.route, facts.route);
+        let resource = Entity::new(
+            resource_uid.clone(),
+            HashMap::from([
+                (
+                    "path".to_string(),
+                    RestrictedExpression::new_string(facts.path.to_string()),
+                ),
+                ("params".to_string(), params),
+            ]),
+            HashSet::new(),
+        )
+        .ok()?;
+        let entities = Entities::from_entities([principal_entity, resource], None).ok()?;
+        let headers = self.context_headers.iter().filter_map(|(header, key)| {
+            let value = facts.headers.get(header)?.to_str().ok()?;
+            Some((key.clone(), RestrictedExpression::new_string(value.to_string())))
+        });
+        let mut context = vec![
+            (
+                "ip".to_string(),
+                RestrictedExpression::new_ip(facts.client_ip.to_string()),
+            ),
+            (
+                "method".to_string(),
+                RestrictedExpression::new_string(facts.method.as_str().to_string()),
+            ),
+            (
+                "path".to_string(),
+                RestrictedExpression::new_string(facts.path.to_string()),
+            ),
+            (
+                "time".to_string(),
+                RestrictedExpression::new_long(i64::try_from(facts.unix_time).ok()?),
+            ),
+            ("headers".to_string(), RestrictedExpression::new_record(headers).ok()?),
+        ];
+        if let Some(identity) = facts.mtls_identity {
+            context.push((
+                "mtls_identity".to_string(),
+                RestrictedExpression::new_string(identity.to_string()),
+            ));
+        }
+        let context = Context::from_pairs(context).ok()?;
+        let action = uid(&types.action, facts.method.as_str());
+        let request = Request::new(principal_uid, action, resource_uid, context, None).ok()?;
         Some((request, entities))
     }
 }
 
-/// Claims as a Cedar record: strings, booleans, integers, sets and nested records. Keys that Cedar's
-/// JSON format would read as escapes (`__entity`, `__extn`) are dropped, so a claim can never turn
-/// into an entity reference or an extension value.
-fn cedar_record(claims: &Map<String, Value>, depth: usize) -> Value {
-    let fields: Map<String, Value> = claims
-        .iter()
-        .filter(|(key, _)| !key.starts_with("__"))
-        .filter_map(|(key, value)| Some((key.clone(), cedar_value(value, depth)?)))
-        .collect();
-    Value::Object(fields)
+/// The entity type names, parsed once.
+struct EntityTypes {
+    user: EntityTypeName,
+    service: EntityTypeName,
+    api_key: EntityTypeName,
+    role: EntityTypeName,
+    group: EntityTypeName,
+    route: EntityTypeName,
+    action: EntityTypeName,
 }
 
-fn cedar_value(value: &Value, depth: usize) -> Option<Value> {
+impl EntityTypes {
+    fn new() -> Option<EntityTypes> {
+        let name = |text: &str| EntityTypeName::from_str(text).ok();
+        Some(EntityTypes {
+            user: name("Palisade::User")?,
+            service: name("Palisade::Service")?,
+            api_key: name("Palisade::ApiKey")?,
+            role: name("Palisade::Role")?,
+            group: name("Palisade::Group")?,
+            route: name("Palisade::Route")?,
+            action: name("Palisade::Action")?,
+        })
+    }
+}
+
+fn uid(kind: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(kind.clone(), EntityId::new(id))
+}
+
+/// Claims as a Cedar record: strings, booleans, integers, sets and nested records; other values
+/// (floats, nulls, too deep) are left out. Values are built as Cedar values, never parsed from JSON,
+/// so a claim can never turn into an entity reference or an extension value.
+fn claims_record(claims: &Map<String, Value>, depth: usize) -> Option<RestrictedExpression> {
+    let fields: Vec<(String, RestrictedExpression)> = claims
+        .iter()
+        .filter_map(|(key, value)| Some((key.clone(), claim_value(value, depth)?)))
+        .collect();
+    RestrictedExpression::new_record(fields).ok()
+}
+
+fn claim_value(value: &Value, depth: usize) -> Option<RestrictedExpression> {
     match value {
-        Value::String(_) | Value::Bool(_) => Some(value.clone()),
-        Value::Number(number) => number.as_i64().map(|n| json!(n)),
-        Value::Array(items) if depth < MAX_CLAIM_DEPTH => Some(Value::Array(
-            items.iter().filter_map(|v| cedar_value(v, depth + 1)).collect(),
+        Value::String(text) => Some(RestrictedExpression::new_string(text.clone())),
+        Value::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
+        Value::Number(number) => number.as_i64().map(RestrictedExpression::new_long),
+        Value::Array(items) if depth < MAX_CLAIM_DEPTH => Some(RestrictedExpression::new_set(
+            items.iter().filter_map(|item| claim_value(item, depth + 1)),
         )),
-        Value::Object(map) if depth < MAX_CLAIM_DEPTH => Some(cedar_record(map, depth + 1)),
+        Value::Object(map) if depth < MAX_CLAIM_DEPTH => claims_record(map, depth + 1),
         _ => None,
     }
 }

@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Authorization benchmark: the same JWT route (one cached ES256 token) authorized by one scope rule,
+and by a 20-policy Cedar set (bench/authz-policies.cedar), interleaved rounds, medians.
+
+    bash bench/run.sh authz
+"""
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import auth  # noqa: E402
+import drive  # noqa: E402
+
+ROOT, OUT, BIN = drive.ROOT, drive.OUT, drive.BIN
+
+
+def main():
+    tokens = auth.prepare()
+    with open(os.path.join(ROOT, "bench", "palisade-authz.yaml.in")) as f:
+        text = f.read().replace("@OUT@", OUT).replace("@BENCH@", os.path.join(ROOT, "bench"))
+    config = os.path.join(OUT, "palisade-authz.yaml")
+    with open(config, "w") as f:
+        f.write(text)
+    cases = {"scope rule": "/rules/42", "cedar, 20 policies": "/cedar/42"}
+    log = lambda name: open(os.path.join(OUT, f"{name}.log"), "w")
+    processes = {}
+    results = {}
+    try:
+        processes["echo"] = subprocess.Popen([BIN, "echo", "--listen", "127.0.0.1:19000"], stdout=log("echo"), stderr=subprocess.STDOUT)
+        processes["palisade"] = subprocess.Popen([BIN, "gateway", "--config", config], stdout=log("palisade-authz"), stderr=subprocess.STDOUT)
+        for port in (19000, 19080):
+            drive.wait_for_port(port)
+        time.sleep(1)
+        for path in cases.values():
+            auth.wrk(19080, path, tokens["ec"])  # warm-up, and proof that the token is allowed
+        names = list(cases)
+        for round_number in range(drive.ROUNDS):
+            for name in names[round_number % 2:] + names[:round_number % 2]:
+                results.setdefault(name, []).append(auth.wrk(19080, cases[name], tokens["ec"]))
+                print(f"round {round_number + 1} {name}: {results[name][-1]}", file=sys.stderr)
+    finally:
+        drive.stop(processes)
+    median = lambda name, i: statistics.median(r[i] for r in results[name])
+    lines = [
+        f"Machine: {drive.machine()}; wrk -t2 -c{auth.CONNECTIONS}, {drive.DURATION} s per run, {drive.ROUNDS} rounds interleaved, medians; "
+        "one cached ES256 token, no identity headers.",
+        "",
+        "| authorization | req/s | p50 ms | p99 ms | ÷ scope rule |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in cases:
+        lines.append(f"| {name} | {median(name, 0):,.0f} | {median(name, 1):.3f} | {median(name, 2):.3f} | "
+                     f"{median(name, 0) / median('scope rule', 0):.2f} |")
+    report = "\n".join(lines)
+    with open(os.path.join(OUT, "authz-report.md"), "w") as f:
+        f.write(report + "\n")
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
