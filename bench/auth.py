@@ -108,10 +108,7 @@ def main():
         base = f"{proxy} public" if proxy != "direct" else "direct"
         lines.append(f"| {name} | {median(name, 0):,.0f} | {median(name, 1):.3f} | {median(name, 2):.3f} | "
                      f"{median(name, 0) / median(base, 0):.2f} |")
-    report = "\n".join(lines)
-    with open(os.path.join(OUT, "auth-report.md"), "w") as f:
-        f.write(report + "\n")
-    print(report)
+    drive.write_report("auth-report.md", lines)
 
 
 if __name__ == "__main__":

@@ -54,10 +54,7 @@ def main():
     for name in cases:
         lines.append(f"| {name} | {median(name, 0):,.0f} | {median(name, 1):.3f} | {median(name, 2):.3f} | "
                      f"{median(name, 0) / median('scope rule', 0):.2f} |")
-    report = "\n".join(lines)
-    with open(os.path.join(OUT, "authz-report.md"), "w") as f:
-        f.write(report + "\n")
-    print(report)
+    drive.write_report("authz-report.md", lines)
 
 
 if __name__ == "__main__":

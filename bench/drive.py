@@ -96,6 +96,14 @@ def machine():
     return f"{os.cpu_count()} cores ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB"
 
 
+def write_report(name, lines):
+    """Prints the markdown report and keeps a copy in bench/out/NAME."""
+    report = "\n".join(lines)
+    with open(os.path.join(OUT, name), "w") as f:
+        f.write(report + "\n")
+    print(report)
+
+
 def stop(processes):
     for process in processes.values():
         process.terminate()
@@ -146,10 +154,7 @@ def main():
         lines.append(f"Palisade resident memory: {idle_rss:.1f} MiB idle after start, {loaded_rss:.1f} MiB after the throughput runs.")
     finally:
         stop(processes)
-    report = "\n".join(lines)
-    with open(os.path.join(OUT, "report.md"), "w") as f:
-        f.write(report + "\n")
-    print(report)
+    write_report("report.md", lines)
 
 
 if __name__ == "__main__":
