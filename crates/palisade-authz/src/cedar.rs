@@ -60,7 +60,7 @@ impl CedarPolicies {
         let mut policies = PolicySet::new();
         let mut names = HashMap::new();
         let mut sources = HashMap::new();
-        for file in &settings.files {
+        for (file_index, file) in settings.files.iter().enumerate() {
             let text = read(&file.value)?;
             let parsed =
                 PolicySet::from_str(&text).map_err(|error| located(&file.value, &text, &error, format!("{error}")))?;
@@ -69,11 +69,18 @@ impl CedarPolicies {
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
+            if parsed.templates().next().is_some() {
+                return Err(general(
+                    &file.value,
+                    "policy templates are not supported; write plain policies".into(),
+                ));
+            }
             for (index, policy) in parsed.policies().enumerate() {
                 let display = policy
                     .annotation("id")
                     .map_or_else(|| format!("{stem}#{}", index + 1), str::to_string);
-                let id = PolicyId::new(format!("{stem}#{}", index + 1));
+                // Unique even when two files share a name; the display name is what people see.
+                let id = PolicyId::new(format!("{file_index}/{stem}#{}", index + 1));
                 let renamed = policy.new_id(id.clone());
                 policies
                     .add(renamed)
@@ -86,16 +93,19 @@ impl CedarPolicies {
         if !validation.validation_passed() {
             let errors = validation
                 .validation_errors()
-                .map(|error| {
-                    let (path, text) = &sources[error.policy_id()];
-                    located_diagnostic(
-                        path,
-                        text,
-                        error,
-                        format!("policy {} does not match the schema: {error}", names[error.policy_id()]),
-                    )
+                .filter_map(|error| {
+                    let (path, text) = sources.get(error.policy_id())?;
+                    let policy = names.get(error.policy_id())?;
+                    let message = format!("policy {policy} does not match the schema: {error}");
+                    Some(located_diagnostic(path, text, error, message))
                 })
-                .collect();
+                .collect::<Vec<_>>();
+            if errors.is_empty() {
+                return Err(general(
+                    schema_path,
+                    format!("policy set {name:?} does not match its schema"),
+                ));
+            }
             return Err(ConfigErrors(errors));
         }
         let context_headers = settings
@@ -126,21 +136,21 @@ impl CedarPolicies {
             return deny();
         };
         let response = self.authorizer.is_authorized(&request, &self.policies, &entities);
-        let deciding: Vec<&str> = response
+        let deciding: Vec<&Arc<str>> = response
             .diagnostics()
             .reason()
-            .filter_map(|id| self.names.get(id).map(|n| &**n))
+            .filter_map(|id| self.names.get(id))
             .collect();
         let allowed = response.decision() == cedar_policy::Decision::Allow;
         match deciding.as_slice() {
             [] => deny(),
             [one] => Decision {
                 allowed,
-                decided_by: Arc::from(*one),
+                decided_by: Arc::clone(one),
             },
             many => Decision {
                 allowed,
-                decided_by: Arc::from(many.join(",")),
+                decided_by: Arc::from(many.iter().map(|n| n.as_ref()).collect::<Vec<&str>>().join(",")),
             },
         }
     }
