@@ -39,7 +39,48 @@ pub struct CedarPolicies {
     authorizer: Authorizer,
     types: EntityTypes,
     default_deny: Arc<str>,
+    /// Decisions by their complete input (see [`DecisionKey`]); dropped with the set at reload.
+    memo: moka::sync::Cache<DecisionKey, Decision>,
 }
+
+/// Everything a decision depends on. The decision is a pure function of these and of the policy
+/// set, and `context.time` has one-second resolution, so an equal key within the same second has the
+/// same answer. Keys compare in full (no hash is trusted to tell two inputs apart).
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct DecisionKey {
+    principal: PrincipalKey,
+    method: http::Method,
+    route: String,
+    path: String,
+    client_ip: std::net::IpAddr,
+    headers: Vec<Option<String>>,
+    mtls_identity: Option<String>,
+    unix_time: u64,
+}
+
+/// A principal compared by value (pointer equality first: the same verified token gives the same
+/// `Arc`), hashed by its identifying fields.
+#[derive(Clone)]
+struct PrincipalKey(Arc<palisade_auth::Principal>);
+
+impl PartialEq for PrincipalKey {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || *self.0 == *other.0
+    }
+}
+
+impl Eq for PrincipalKey {}
+
+impl std::hash::Hash for PrincipalKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.subject.hash(state);
+        self.0.issuer.hash(state);
+        self.0.expires_at.hash(state);
+    }
+}
+
+/// Memoized decisions kept at most this many; each lives two seconds at most.
+const MEMO_ENTRIES: u64 = 10_000;
 
 impl CedarPolicies {
     /// Loads and validates the set. Every problem is a diagnostic at its file, line and column.
@@ -124,10 +165,43 @@ impl CedarPolicies {
             types: EntityTypes::new()
                 .ok_or_else(|| general(schema_path, "Cedar rejected Palisade's entity type names".into()))?,
             default_deny: DEFAULT_DENY.into(),
+            memo: moka::sync::Cache::builder()
+                .max_capacity(MEMO_ENTRIES)
+                .time_to_live(std::time::Duration::from_secs(2))
+                .build(),
         })
     }
 
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
+        let key = DecisionKey {
+            principal: PrincipalKey(facts.principal.clone()),
+            method: facts.method.clone(),
+            route: facts.route.to_string(),
+            path: facts.path.to_string(),
+            client_ip: facts.client_ip,
+            headers: self
+                .context_headers
+                .iter()
+                .map(|(header, _)| {
+                    facts
+                        .headers
+                        .get(header)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_string)
+                })
+                .collect(),
+            mtls_identity: facts.mtls_identity.map(str::to_string),
+            unix_time: facts.unix_time,
+        };
+        if let Some(decision) = self.memo.get(&key) {
+            return decision;
+        }
+        let decision = self.evaluate(facts);
+        self.memo.insert(key, decision.clone());
+        decision
+    }
+
+    fn evaluate(&self, facts: &RequestFacts<'_>) -> Decision {
         let deny = || Decision {
             allowed: false,
             decided_by: self.default_deny.clone(),

@@ -6,6 +6,7 @@ pub mod cedar;
 pub mod rules;
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use http::{HeaderMap, Method};
 use palisade_auth::Principal;
@@ -16,7 +17,7 @@ pub use rules::{Decision, RouteRules, DEFAULT_DENY};
 /// What a decision may look at: the principal and the request as the gateway understood it (the
 /// normalized path, the routed route, the client address it derived).
 pub struct RequestFacts<'a> {
-    pub principal: &'a Principal,
+    pub principal: &'a Arc<Principal>,
     pub method: &'a Method,
     pub route: &'a str,
     pub path: &'a str,

@@ -105,7 +105,7 @@ async fn load(file: &Path) -> anyhow::Result<Loaded> {
 }
 
 fn decide(checker: &PolicyChecker, case: &TestCase) -> anyhow::Result<Verdict> {
-    let principal = principal_of(&case.principal)?;
+    let principal = std::sync::Arc::new(principal_of(&case.principal)?);
     let headers: Vec<(String, String)> = case.request.headers.clone().into_iter().collect();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?

@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use palisade_auth::Principal;
@@ -21,7 +22,7 @@ pub struct PolicyCase<'a> {
     pub client_ip: IpAddr,
     pub headers: &'a [(String, String)],
     pub mtls_identity: Option<&'a str>,
-    pub principal: &'a Principal,
+    pub principal: &'a Arc<Principal>,
     pub unix_time: u64,
 }
 
