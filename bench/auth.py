@@ -47,8 +47,10 @@ def prepare():
     return tokens
 
 
-def wrk(port, path, token):
+def wrk(port, path, token, script=None):
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{drive.DURATION}s", "--latency"]
+    if script:
+        command += ["-s", script]
     if token:
         command += ["-H", f"Authorization: Bearer {token}"]
     output = subprocess.run(command + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
