@@ -26,6 +26,18 @@ pub enum AuthMethodKind {
     Introspection,
 }
 
+impl From<&palisade_core::config::AuthMethod> for AuthMethodKind {
+    fn from(method: &palisade_core::config::AuthMethod) -> Self {
+        use palisade_core::config::AuthMethod;
+        match method {
+            AuthMethod::Jwt(_) => AuthMethodKind::Jwt,
+            AuthMethod::ApiKey => AuthMethodKind::ApiKey,
+            AuthMethod::Mtls => AuthMethodKind::Mtls,
+            AuthMethod::Introspection(_) => AuthMethodKind::Introspection,
+        }
+    }
+}
+
 impl AuthMethodKind {
     pub fn as_str(self) -> &'static str {
         match self {

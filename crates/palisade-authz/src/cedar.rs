@@ -100,7 +100,9 @@ impl CedarPolicies {
             })?;
         let mut policies = PolicySet::new();
         let mut names = HashMap::new();
-        let mut sources = HashMap::new();
+        // Each file's path and text once; policies point at their file by index.
+        let mut sources: Vec<(std::path::PathBuf, String)> = Vec::new();
+        let mut file_of = HashMap::new();
         for (file_index, file) in settings.files.iter().enumerate() {
             let text = read(&file.value)?;
             let parsed =
@@ -127,15 +129,16 @@ impl CedarPolicies {
                     .add(renamed)
                     .map_err(|error| general(&file.value, format!("{error}")))?;
                 names.insert(id.clone(), Arc::from(display));
-                sources.insert(id, (file.value.clone(), text.clone()));
+                file_of.insert(id, file_index);
             }
+            sources.push((file.value.clone(), text));
         }
         let validation = Validator::new(schema).validate(&policies, ValidationMode::Strict);
         if !validation.validation_passed() {
             let errors = validation
                 .validation_errors()
                 .filter_map(|error| {
-                    let (path, text) = sources.get(error.policy_id())?;
+                    let (path, text) = sources.get(*file_of.get(error.policy_id())?)?;
                     let policy = names.get(error.policy_id())?;
                     let message = format!("policy {policy} does not match the schema: {error}");
                     Some(located_diagnostic(path, text, error, message))

@@ -96,7 +96,7 @@ impl RouteRules {
 }
 
 fn compile_rule(index: usize, config: &RuleConfig) -> Rule {
-    let id = config.id.clone().unwrap_or_else(|| format!("rule-{}", index + 1));
+    let id = config.id_at(index);
     Rule {
         id: id.into(),
         methods: config

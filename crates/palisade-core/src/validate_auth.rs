@@ -161,7 +161,7 @@ fn validate_authorization(
     let mut ids = std::collections::HashSet::new();
     for (index, rule) in rules.iter().enumerate() {
         let value = &rule.value;
-        let id = value.id.clone().unwrap_or_else(|| format!("rule-{}", index + 1));
+        let id = value.id_at(index);
         if !ids.insert(id.clone()) {
             diagnostics.on(rule, format!("rule id {id:?} is used twice in route {name:?}"));
         }

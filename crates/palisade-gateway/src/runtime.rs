@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use palisade_auth::identity::InternalSigner;
-use palisade_auth::{Authenticator, RouteAuth};
-use palisade_core::config::{AuthMethod, Config, UpstreamProtocol};
+use palisade_auth::{AuthMethodKind, Authenticator, RouteAuth};
+use palisade_core::config::{Config, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_telemetry::access_log::Destination;
 use palisade_telemetry::{AccessLog, AuthMetrics, Metrics, RouteMetrics};
@@ -113,7 +113,11 @@ impl Runtime {
                         .as_ref()
                         .map(|a| palisade_authz::RouteRules::compile(&a.value, &policy_sets)),
                     auth_metrics: route.authentication.as_ref().map(|methods| {
-                        let names: Vec<&'static str> = methods.value.iter().map(|m| method_label(&m.value)).collect();
+                        let names: Vec<&'static str> = methods
+                            .value
+                            .iter()
+                            .map(|m| AuthMethodKind::from(&m.value).as_str())
+                            .collect();
                         metrics.route_auth(&route.name.value, &names)
                     }),
                     metrics: metrics.route(&route.name.value),
@@ -158,15 +162,6 @@ fn load_policy_sets(
         }
     }
     sets
-}
-
-fn method_label(method: &AuthMethod) -> &'static str {
-    match method {
-        AuthMethod::Jwt(_) => "jwt",
-        AuthMethod::ApiKey => "api_key",
-        AuthMethod::Mtls => "mtls",
-        AuthMethod::Introspection(_) => "introspection",
-    }
 }
 
 fn build_clusters(

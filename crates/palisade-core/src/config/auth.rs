@@ -407,6 +407,13 @@ pub struct RuleConfig {
     pub subjects: Option<Vec<String>>,
 }
 
+impl RuleConfig {
+    /// The rule's id: its own, or `rule-N` for the rule at `index` (0-based) of its route.
+    pub fn id_at(&self, index: usize) -> String {
+        self.id.clone().unwrap_or_else(|| format!("rule-{}", index + 1))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Requirement {
