@@ -1,13 +1,12 @@
 //! The `palisade` binary as users run it: exit codes, diagnostics, signals.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Duration;
 
-fn palisade() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_palisade"))
-}
+mod support;
+
+use support::*;
 
 fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -26,10 +25,13 @@ fn example_in_temp(name: &str) -> (tempfile::TempDir, PathBuf) {
         generated.signing_key.serialize_pem(),
     )
     .unwrap();
-    copy_dir(
-        &repository().join("examples/authorization"),
-        &dir.path().join("authorization"),
-    );
+    // Files examples name beside them (policies, IP lists, OpenAPI documents) live in subfolders.
+    for entry in std::fs::read_dir(repository().join("examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            copy_dir(&path, &dir.path().join(path.file_name().unwrap()));
+        }
+    }
     let clients_ca = rcgen::generate_simple_self_signed(vec!["clients-ca".to_string()]).unwrap();
     std::fs::write(dir.path().join("certs/clients-ca.pem"), clients_ca.cert.pem()).unwrap();
     (dir, target)
@@ -105,25 +107,6 @@ fn version_prints_the_crate_version() {
     assert!(String::from_utf8_lossy(&output.stdout).contains(env!("CARGO_PKG_VERSION")));
 }
 
-struct Gateway {
-    child: Child,
-    address: String,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn start_gateway(config: &Path) -> Gateway {
-    start_gateway_capturing(config, "info").0
-}
-
-fn http_status(address: &str, path: &str) -> u16 {
-    request_status(address, path, &[])
-}
-
 fn signal(child: &Child, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
@@ -137,17 +120,6 @@ fn config_with_route(path: &str) -> String {
     format!(
         "listeners: [{{ name: public, address: '127.0.0.1:0' }}]\nadmin: {{ address: '127.0.0.1:0' }}\nreload: {{ watch: false }}\naccess_log: {{ enabled: false }}\nclusters:\n  c: {{ targets: ['127.0.0.1:9'] }}\nroutes:\n  - {{ name: r, match: {{ path: {path} }}, cluster: c, public: true }}\n"
     )
-}
-
-fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    false
 }
 
 #[test]
@@ -169,63 +141,6 @@ fn sighup_reloads_and_sigterm_drains_and_exits_zero() {
     let exited = wait_for(|| matches!(gateway.child.try_wait(), Ok(Some(_))));
     assert!(exited, "SIGTERM stops the gateway");
     assert_eq!(gateway.child.wait().unwrap().code(), Some(0));
-}
-
-/// Output lines of a running gateway, collected from both streams.
-type Captured = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
-
-fn start_gateway_capturing(config: &Path, log_level: &str) -> (Gateway, Captured) {
-    let mut child = palisade()
-        .args(["gateway", "--config"])
-        .arg(config)
-        .env("RUST_LOG", log_level)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let captured: Captured = Default::default();
-    let stdout = child.stdout.take().unwrap();
-    let sink = captured.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("gateway logs its address").unwrap();
-        captured.lock().unwrap().push(line.clone());
-        if line.contains("listening") && line.contains("listener=public") {
-            let start = line.find("address=").unwrap() + "address=".len();
-            break line[start..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    let sink = captured.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            sink.lock().unwrap().push(line);
-        }
-    });
-    (Gateway { child, address }, captured)
-}
-
-fn request_status(address: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(address).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    let _ = stream.read_to_string(&mut response);
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 fn run_ok(args: &[&str]) -> String {

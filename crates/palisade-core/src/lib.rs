@@ -9,6 +9,7 @@ pub mod secret;
 pub mod units;
 mod validate;
 mod validate_auth;
+mod validate_traffic;
 
 pub use config::Config;
 pub use diagnostic::{ConfigErrors, Diagnostic, Diagnostics};

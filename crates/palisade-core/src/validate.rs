@@ -36,6 +36,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     }
     validate_routes(config, diagnostics);
     crate::validate_auth::validate(config, diagnostics);
+    crate::validate_traffic::validate(config, diagnostics);
 }
 
 /// Accepts `10.0.0.0/8`, `::1/128` and bare addresses (as a single-host network).
@@ -194,6 +195,15 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
         files.extend(endpoint.value.ca.as_mut());
     }
     files.extend(auth.api_keys.file.as_mut());
+    let ip_rules = std::iter::once(&mut config.ip_rules).chain(
+        config
+            .routes
+            .iter_mut()
+            .filter_map(|route| route.value.ip_rules.as_mut()),
+    );
+    for rules in ip_rules {
+        files.extend(rules.allow_files.iter_mut().chain(rules.deny_files.iter_mut()));
+    }
     for set in config.policies.values_mut() {
         files.push(&mut set.value.schema);
         files.extend(set.value.files.iter_mut());

@@ -40,6 +40,10 @@ pub struct RequestContext {
     pub bytes_in: Arc<AtomicU64>,
     /// Why the gateway answered itself; `None` when the upstream answered.
     pub reason: Option<&'static str>,
+    /// `RateLimit-Policy` and `RateLimit` for the response, once the rate limit stage ran.
+    pub rate_limit_headers: Option<(http::HeaderValue, http::HeaderValue)>,
+    /// The route's in-flight slot, freed when this context is dropped at the end of the response.
+    pub in_flight: Option<palisade_limits::InFlightGuard>,
 }
 
 impl RequestContext {
@@ -62,6 +66,8 @@ impl RequestContext {
             upstream_ms: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
             reason: None,
+            rate_limit_headers: None,
+            in_flight: None,
         }
     }
 }

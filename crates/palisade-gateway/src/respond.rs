@@ -28,6 +28,14 @@ pub enum GatewayError {
     Forbidden,
     /// The identity provider is unreachable and nothing cached can answer (fail closed).
     AuthUnavailable,
+    /// The client address is on a deny list or missing from an allow list.
+    IpDenied,
+    /// A rate limit of the route is exhausted for this caller.
+    RateLimited {
+        retry_after_secs: u64,
+    },
+    /// The route already has `max_in_flight` requests in progress.
+    TooManyInFlight,
     PayloadTooLarge,
     NoHealthyUpstream,
     UpstreamUnreachable,
@@ -44,7 +52,9 @@ impl GatewayError {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::Forbidden | GatewayError::IpDenied => StatusCode::FORBIDDEN,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::TooManyInFlight => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NoHealthyUpstream | GatewayError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
@@ -62,6 +72,9 @@ impl GatewayError {
             GatewayError::Unauthenticated { failure, .. } => failure.reason(),
             GatewayError::AuthUnavailable => AuthFailure::ProviderUnavailable.reason(),
             GatewayError::Forbidden => "forbidden",
+            GatewayError::IpDenied => "ip_denied",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::TooManyInFlight => "too_many_in_flight",
             GatewayError::PayloadTooLarge => "body_too_large",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
@@ -86,6 +99,12 @@ impl GatewayError {
             }
             GatewayError::Forbidden => Problem::new(status, "forbidden", "Forbidden")
                 .with_detail("You are not allowed to perform this request."),
+            GatewayError::IpDenied => Problem::new(status, "ip-denied", "Forbidden")
+                .with_detail("Requests from your network are not allowed here."),
+            GatewayError::RateLimited { .. } => Problem::new(status, "rate-limited", "Too Many Requests")
+                .with_detail("You have sent too many requests; retry after the time in the Retry-After header."),
+            GatewayError::TooManyInFlight => Problem::new(status, "too-many-in-flight", "Service Unavailable")
+                .with_detail("This service is handling as many requests as it can; retry shortly."),
             GatewayError::AuthUnavailable => {
                 Problem::new(status, "identity-provider-unavailable", "Service Unavailable")
                     .with_detail(AuthFailure::ProviderUnavailable.description())
@@ -122,6 +141,12 @@ impl GatewayError {
             }
             GatewayError::AuthUnavailable => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            GatewayError::TooManyInFlight => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::RateLimited { retry_after_secs } => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

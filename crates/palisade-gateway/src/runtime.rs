@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use palisade_auth::identity::InternalSigner;
 use palisade_auth::{AuthMethodKind, Authenticator, RouteAuth};
-use palisade_core::config::{Config, UpstreamProtocol};
+use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
+use palisade_limits::{InFlight, IpRules, RateLimit, SharedStore, StoreHealth};
 use palisade_telemetry::access_log::Destination;
-use palisade_telemetry::{AccessLog, AuthMetrics, Metrics, RouteMetrics};
+use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
 use crate::pipeline::forwarded::TrustedProxies;
@@ -30,6 +31,11 @@ pub struct RouteRuntime {
     /// `None` on public routes.
     pub authorization: Option<palisade_authz::RouteRules>,
     pub metrics: RouteMetrics,
+    pub ip_rules: Option<IpRules>,
+    pub rate_limits: Vec<(RateLimit, LimitMetrics)>,
+    /// The `RateLimit-Policy` value, the same on every response of the route.
+    pub rate_limit_policy: http::HeaderValue,
+    pub in_flight: Option<InFlight>,
 }
 
 pub struct Runtime {
@@ -46,6 +52,11 @@ pub struct Runtime {
     pub authenticator: Authenticator,
     /// The key for internal identity tokens: made once, kept across reloads.
     pub signer: Arc<InternalSigner>,
+    /// Global IP rules, checked before routing.
+    pub ip_rules: Option<IpRules>,
+    /// The shared rate-limit store, when `rate_limits.store` is Redis; kept across reloads.
+    pub limit_store: Option<Arc<SharedStore>>,
+    pub metrics: Metrics,
     unrouted_metrics: RouteMetrics,
 }
 
@@ -88,6 +99,13 @@ impl Runtime {
             },
         };
         let access_log = start_access_log(&config, previous, metrics, &mut diagnostics).await;
+        let ip_rules = load_ip_rules(&config.ip_rules, &mut diagnostics);
+        let route_ip_rules: Vec<Option<IpRules>> = config
+            .routes
+            .iter()
+            .map(|route| load_ip_rules(route.value.ip_rules.as_ref()?, &mut diagnostics))
+            .collect();
+        let limit_store = connect_limit_store(&config, previous, metrics, &mut diagnostics);
         if !diagnostics.is_empty() {
             return Err(ConfigErrors(diagnostics.into_errors()));
         }
@@ -95,8 +113,11 @@ impl Runtime {
         let routes = config
             .routes
             .iter()
-            .filter_map(|route| {
+            .zip(route_ip_rules)
+            .filter_map(|(route, ip_rules)| {
                 let route = &route.value;
+                let previous_route = previous.and_then(|p| p.routes.iter().find(|r| r.name == route.name.value));
+                let limits = RouteLimits::build(&config, route, limit_store.as_ref(), previous_route, metrics);
                 let cluster = clusters.get(&route.cluster.value)?.clone();
                 let protocol = config.clusters.get(&route.cluster.value)?.value.protocol;
                 Some(RouteRuntime {
@@ -121,6 +142,10 @@ impl Runtime {
                         metrics.route_auth(&route.name.value, &names)
                     }),
                     metrics: metrics.route(&route.name.value),
+                    ip_rules,
+                    rate_limits: limits.rate_limits,
+                    rate_limit_policy: limits.policy,
+                    in_flight: limits.in_flight,
                 })
             })
             .collect();
@@ -141,9 +166,114 @@ impl Runtime {
             client_verifiers,
             authenticator,
             signer,
+            ip_rules,
+            limit_store,
+            metrics: metrics.clone(),
             unrouted_metrics: metrics.route("none"),
             config,
         })
+    }
+}
+
+/// A route's traffic limits, built from its config and taking over state from the route of the
+/// same name in the runtime being replaced.
+struct RouteLimits {
+    rate_limits: Vec<(RateLimit, LimitMetrics)>,
+    policy: http::HeaderValue,
+    in_flight: Option<InFlight>,
+}
+
+impl RouteLimits {
+    fn build(
+        config: &Config,
+        route: &RouteConfig,
+        store: Option<&Arc<SharedStore>>,
+        previous: Option<&RouteRuntime>,
+        metrics: &Metrics,
+    ) -> RouteLimits {
+        let name = &route.name.value;
+        let shared = store.map(|store| (store.clone(), config.rate_limits.on_store_error));
+        let rate_limits: Vec<(RateLimit, LimitMetrics)> = route
+            .rate_limits
+            .iter()
+            .map(|limit| {
+                let limit = &limit.value;
+                let before = previous.and_then(|p| p.rate_limits.iter().find(|(l, _)| l.name == limit.name.value));
+                let built = RateLimit::new(
+                    name,
+                    limit,
+                    config.rate_limits.max_keys,
+                    shared.clone(),
+                    before.map(|(l, _)| l),
+                );
+                (built, metrics.rate_limit(name, &limit.name.value))
+            })
+            .collect();
+        let policy = rate_limits
+            .iter()
+            .map(|(limit, _)| limit.policy_header_item())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let in_flight = route
+            .max_in_flight
+            .as_ref()
+            .map(|max| match previous.and_then(|p| p.in_flight.as_ref()) {
+                Some(before) => InFlight::sharing(before, max.value),
+                None => InFlight::new(max.value),
+            });
+        RouteLimits {
+            rate_limits,
+            // Names are validated tokens and the rest are numbers, so the value is always valid.
+            policy: http::HeaderValue::from_str(&policy).unwrap_or(http::HeaderValue::from_static("")),
+            in_flight,
+        }
+    }
+}
+
+fn load_ip_rules(config: &palisade_core::config::IpRulesConfig, diagnostics: &mut Diagnostics) -> Option<IpRules> {
+    if config.is_empty() {
+        return None;
+    }
+    match IpRules::load(config) {
+        Ok(rules) => Some(rules),
+        Err(errors) => {
+            diagnostics.absorb(errors);
+            None
+        }
+    }
+}
+
+/// The Redis store named by `rate_limits.store`, or `None` for `local`. The previous runtime's
+/// connection is kept when the store settings did not change.
+fn connect_limit_store(
+    config: &Config,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+    diagnostics: &mut Diagnostics,
+) -> Option<Arc<SharedStore>> {
+    let settings = &config.rate_limits;
+    if settings.store.value == "local" {
+        return None;
+    }
+    if let Some(previous) = previous {
+        let old = &previous.config.rate_limits;
+        if old.store.value == settings.store.value && old.store_timeout == settings.store_timeout {
+            if let Some(store) = &previous.limit_store {
+                return Some(store.clone());
+            }
+        }
+    }
+    let health = StoreHealth {
+        up: metrics.rate_limit_store_up.clone(),
+        errors: metrics.rate_limit_store_errors.clone(),
+        fallbacks: metrics.rate_limit_store_fallbacks.clone(),
+    };
+    match SharedStore::connect(&settings.store.value, settings.store_timeout.get(), health) {
+        Ok(store) => Some(Arc::new(store)),
+        Err(error) => {
+            diagnostics.on(&settings.store, error.to_string());
+            None
+        }
     }
 }
 

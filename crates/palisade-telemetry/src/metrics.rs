@@ -64,6 +64,24 @@ struct AuthzLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    route: String,
+    limit: String,
+    /// `allowed` or `limited`.
+    outcome: String,
+    /// `local`, `shared`, `fallback` or `store_down`.
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    /// `none` for the global IP rules (checked before routing).
+    route: String,
+    /// `ip_denied` or `too_many_in_flight`.
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -85,6 +103,11 @@ pub struct Metrics {
     reloads: Family<OutcomeLabel, Counter>,
     auth_decisions: Family<AuthLabels, Counter>,
     authz_decisions: Family<AuthzLabels, Counter>,
+    rate_limit_decisions: Family<LimitLabels, Counter>,
+    traffic_refusals: Family<RefusalLabels, Counter>,
+    pub rate_limit_store_up: Gauge,
+    pub rate_limit_store_errors: Counter,
+    pub rate_limit_store_fallbacks: Counter,
     pub last_reload_ok: Gauge,
     pub open_connections: Gauge,
     pub connections_rejected: Counter,
@@ -143,6 +166,35 @@ impl AuthMetrics {
     }
 }
 
+/// Decisions of one rate limit; the common outcomes are pre-resolved.
+#[derive(Clone)]
+pub struct LimitMetrics {
+    route: Arc<str>,
+    limit: Arc<str>,
+    allowed_local: Counter,
+    allowed_shared: Counter,
+    family: Family<LimitLabels, Counter>,
+}
+
+impl LimitMetrics {
+    /// `source` is one of `local`, `shared`, `fallback`, `store_down`.
+    pub fn record(&self, allowed: bool, source: &'static str) {
+        match (allowed, source) {
+            (true, "local") => self.allowed_local.inc(),
+            (true, "shared") => self.allowed_shared.inc(),
+            _ => {
+                let labels = LimitLabels {
+                    route: self.route.to_string(),
+                    limit: self.limit.to_string(),
+                    outcome: if allowed { "allowed" } else { "limited" }.to_string(),
+                    source: source.to_string(),
+                };
+                self.family.get_or_create(&labels).inc()
+            }
+        };
+    }
+}
+
 fn method_index(method: &http::Method) -> usize {
     METHODS
         .iter()
@@ -170,6 +222,11 @@ impl Metrics {
             reloads: Family::default(),
             auth_decisions: Family::default(),
             authz_decisions: Family::default(),
+            rate_limit_decisions: Family::default(),
+            traffic_refusals: Family::default(),
+            rate_limit_store_up: Gauge::default(),
+            rate_limit_store_errors: Counter::default(),
+            rate_limit_store_fallbacks: Counter::default(),
             last_reload_ok: Gauge::default(),
             open_connections: Gauge::default(),
             connections_rejected: Counter::default(),
@@ -190,6 +247,31 @@ impl Metrics {
             "authz_decisions",
             "Authorization decisions by route, outcome and the rule that decided",
             m.authz_decisions.clone(),
+        );
+        registry.register(
+            "rate_limit_decisions",
+            "Rate limit decisions by route, limit, outcome and where they were counted",
+            m.rate_limit_decisions.clone(),
+        );
+        registry.register(
+            "traffic_refusals",
+            "Requests refused by IP rules or the in-flight limit, by route and reason",
+            m.traffic_refusals.clone(),
+        );
+        registry.register(
+            "rate_limit_store_up",
+            "Whether the shared rate-limit store (Redis) answers: 1 yes, 0 no",
+            m.rate_limit_store_up.clone(),
+        );
+        registry.register(
+            "rate_limit_store_errors",
+            "Calls to the shared rate-limit store that failed or timed out",
+            m.rate_limit_store_errors.clone(),
+        );
+        registry.register(
+            "rate_limit_store_fallbacks",
+            "Rate limit decisions made without the shared store because it was down",
+            m.rate_limit_store_fallbacks.clone(),
         );
         registry.register(
             "request_duration_seconds",
@@ -293,6 +375,35 @@ impl Metrics {
             reason: reason.to_string(),
         };
         self.auth_decisions.get_or_create(&labels).clone()
+    }
+
+    pub fn rate_limit(&self, route: &str, limit: &str) -> LimitMetrics {
+        LimitMetrics {
+            route: route.into(),
+            limit: limit.into(),
+            allowed_local: self.limit_counter(route, limit, "allowed", "local"),
+            allowed_shared: self.limit_counter(route, limit, "allowed", "shared"),
+            family: self.rate_limit_decisions.clone(),
+        }
+    }
+
+    fn limit_counter(&self, route: &str, limit: &str, outcome: &str, source: &str) -> Counter {
+        let labels = LimitLabels {
+            route: route.to_string(),
+            limit: limit.to_string(),
+            outcome: outcome.to_string(),
+            source: source.to_string(),
+        };
+        self.rate_limit_decisions.get_or_create(&labels).clone()
+    }
+
+    /// `reason` is `ip_denied` or `too_many_in_flight`.
+    pub fn traffic_refused(&self, route: &str, reason: &'static str) {
+        let labels = RefusalLabels {
+            route: route.to_string(),
+            reason: reason.to_string(),
+        };
+        self.traffic_refusals.get_or_create(&labels).inc();
     }
 
     pub fn upstream_duration(&self, cluster: &str) -> Histogram {

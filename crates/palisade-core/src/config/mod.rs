@@ -11,7 +11,9 @@ use serde_saphyr::Spanned;
 use crate::units::{ByteSize, Duration};
 
 pub mod auth;
+pub mod traffic;
 pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig, PolicySetConfig};
+pub use traffic::{IpRulesConfig, LimitKey, Rate, RateLimitsConfig, RouteRateLimit, StoreErrorPolicy};
 
 /// The whole gateway configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +45,12 @@ pub struct Config {
     /// Cedar policy sets by name; routes refer to them as `authorization: { policies: NAME }`.
     #[serde(default)]
     pub policies: BTreeMap<String, Spanned<PolicySetConfig>>,
+    /// Where rate-limit counters live (`local` or Redis) and how many keys each limit tracks.
+    #[serde(default)]
+    pub rate_limits: RateLimitsConfig,
+    /// Networks refused (or the only ones allowed) on every route, checked before routing.
+    #[serde(default)]
+    pub ip_rules: IpRulesConfig,
     /// Named groups of upstream targets.
     pub clusters: BTreeMap<String, Spanned<ClusterConfig>>,
     /// Routes, matched most specific first (order in the file does not matter).
@@ -329,6 +337,15 @@ pub struct RouteConfig {
     /// Who may use the route once authenticated (default deny). Required with `authentication`.
     #[serde(default)]
     pub authorization: Option<Spanned<AuthorizationConfig>>,
+    /// Rate limits; a request must pass every one (429 otherwise).
+    #[serde(default)]
+    pub rate_limits: Vec<Spanned<RouteRateLimit>>,
+    /// Requests this route may have in flight at once (per gateway process); more → 503.
+    #[serde(default)]
+    pub max_in_flight: Option<Spanned<usize>>,
+    /// Networks refused (or the only ones allowed) on this route, after the global rules.
+    #[serde(default)]
+    pub ip_rules: Option<IpRulesConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +384,10 @@ impl Config {
             files.extend(provider.value.keys.value.jwks_file.iter().map(|f| f.value.clone()));
         }
         files.extend(auth.api_keys.file.iter().map(|f| f.value.clone()));
+        files.extend(self.ip_rules.files().cloned());
+        for route in &self.routes {
+            files.extend(route.value.ip_rules.iter().flat_map(|rules| rules.files().cloned()));
+        }
         for set in self.policies.values() {
             files.push(set.value.schema.value.clone());
             files.extend(set.value.files.iter().map(|f| f.value.clone()));

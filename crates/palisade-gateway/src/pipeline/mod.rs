@@ -1,25 +1,27 @@
 //! The request pipeline. Every request passes these stages in this order; each stage is a module of
 //! its own, returns a decision, and records what it learned in the [`RequestContext`]:
 //!
-//! 1. `normalize`  — framing verdict, request id, canonical path, client address (`forwarded`);
-//! 2. `route`        — the one route for host + path + method (404 / 405);
-//! 3. `authenticate` — the route's accepted credentials → principal (401; 503 if the IdP is down);
-//! 4. `authorize`    — default deny: a rule or `allow: authenticated` must allow the principal (403);
-//! 5. `body_limit`   — declared and streamed body size (413);
-//! 6. transform      — hop-by-hop and spoofed identity headers out; forwarding, request id and
+//! 1. `normalize`    — framing verdict, request id, canonical path, client address (`forwarded`);
+//! 2. `ip_rules`     — global allow/deny lists (403), before routing reveals anything;
+//! 3. `route`        — the one route for host + path + method (404 / 405); then the route's IP rules;
+//! 4. `authenticate` — the route's accepted credentials → principal (401; 503 if the IdP is down);
+//! 5. `rate_limit`   — in-flight limit (503) and every rate limit of the route (429);
+//! 6. `authorize`    — default deny: a rule or `allow: authenticated` must allow the principal (403);
+//! 7. `body_limit`   — declared and streamed body size (413);
+//! 8. transform      — hop-by-hop and spoofed identity headers out; forwarding, request id and
 //!    identity headers in;
-//! 7. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
-//! 8. respond        — errors become problem+json in [`crate::respond`];
-//! 9. `observe`      — metrics and access log when the response body ends.
-//!
-//! Later stages (IP rules before 3, rate limits between 3 and 4, validation after 4) slot in here.
+//! 9. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
+//! 10. respond       — errors become problem+json in [`crate::respond`]; rate-limit headers added;
+//! 11. `observe`     — metrics and access log when the response body ends.
 
 pub mod authenticate;
 pub mod authorize;
 pub mod body_limit;
 pub mod forwarded;
+pub mod ip_rules;
 pub mod normalize;
 pub mod observe;
+pub mod rate_limit;
 pub mod route;
 pub mod upstream;
 
@@ -44,13 +46,18 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, Infallible> {
     let mut context = RequestContext::new(&connection, request.method().clone());
-    let response = match run(&runtime, &connection, &mut context, request).await {
+    let mut response = match run(&runtime, &connection, &mut context, request).await {
         Ok(response) => response,
         Err(error) => {
             context.reason = Some(error.reason());
+            record_refusal(&runtime, &context, &error);
             error.into_response(&context.request_id)
         }
     };
+    if let Some((policy, status)) = context.rate_limit_headers.take() {
+        response.headers_mut().insert(rate_limit::RATELIMIT_POLICY, policy);
+        response.headers_mut().insert(rate_limit::RATELIMIT, status);
+    }
     Ok(observe::observe(response, context, runtime))
 }
 
@@ -68,7 +75,10 @@ async fn run(
     let peer_trusted = runtime.trusted_proxies.contains(context.peer);
     context.client_ip = forwarded::client_ip(request.headers(), context.peer, &runtime.trusted_proxies);
 
-    // 2. route
+    // 2. global IP rules
+    ip_rules::check(runtime.ip_rules.as_ref(), context.client_ip)?;
+
+    // 3. route (and its own IP rules)
     let index = match runtime.router.find(&context.host, &context.path, request.method()) {
         route::RouteMatch::Found { index, params } => {
             context.params = params
@@ -82,18 +92,22 @@ async fn run(
     };
     context.route_index = Some(index);
     let route = runtime.routes.get(index).ok_or(GatewayError::NotFound)?;
+    ip_rules::check(route.ip_rules.as_ref(), context.client_ip)?;
 
-    // 3. authenticate
+    // 4. authenticate
     context.principal =
         authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
 
-    // 4. authorize
+    // 5. rate limit
+    rate_limit::check(route, request.headers(), context).await?;
+
+    // 6. authorize
     authorize::authorize(route, request.method(), request.headers(), connection, context)?;
 
-    // 5. body limit
+    // 7. body limit
     body_limit::check_declared(request.headers(), route.max_body_bytes)?;
 
-    // 6. transform
+    // 8. transform
     let (mut parts, body) = request.into_parts();
     let wants_upgrade = parts.version == Version::HTTP_11 && parts.headers.contains_key(UPGRADE);
     let client_upgrade = wants_upgrade
@@ -123,7 +137,7 @@ async fn run(
     };
     let body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
 
-    // 7. upstream
+    // 9. upstream
     let prepared = upstream::Prepared {
         method: parts.method,
         path_and_query,
@@ -132,6 +146,17 @@ async fn run(
         client_upgrade,
     };
     upstream::forward(&route.cluster, route.protocol, context, prepared).await
+}
+
+/// Refusals of the traffic stages are counted by route and reason (rate limits count their own).
+fn record_refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError) {
+    if matches!(error, GatewayError::IpDenied | GatewayError::TooManyInFlight) {
+        let route = context
+            .route_index
+            .and_then(|index| runtime.routes.get(index))
+            .map_or("none", |route| route.name.as_str());
+        runtime.metrics.traffic_refused(route, error.reason());
+    }
 }
 
 /// Framing that hyper accepted but a next hop might read differently is refused (see `framing.rs`).

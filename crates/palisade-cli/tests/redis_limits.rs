@@ -1,0 +1,189 @@
+//! Cluster-wide rate limits: two gateway processes share one budget through a real `redis-server`,
+//! and when Redis dies they fall back (or fail closed) and recover on their own once it is back.
+//!
+//! Needs `redis-server` on PATH (`.ci/run` installs it). Routes point at a closed port, so a request
+//! the limit allows is answered 502 by the upstream stage and one it refuses is 429.
+
+mod support;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::*;
+
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start_on(port: u16) -> Redis {
+        let mut child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (apt-get install -y redis-server)");
+        assert!(
+            wait_for(|| TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "redis-server accepts connections"
+        );
+        // Tests run in parallel: make sure the server answering is this one, not another test's.
+        assert!(
+            matches!(child.try_wait(), Ok(None)),
+            "redis-server on port {port} is running"
+        );
+        Redis { child, port }
+    }
+
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Redis::start_on(port)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One Redis test at a time: a test that stops its server and restarts it on the same port must
+/// not find that port taken by another test's server in between.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn config(port: u16, on_store_error: &str) -> String {
+    format!(
+        "listeners: [{{ name: public, address: '127.0.0.1:0' }}]
+admin: {{ address: '127.0.0.1:0' }}
+access_log: {{ enabled: false }}
+rate_limits:
+  store: redis://127.0.0.1:{port}/
+  on_store_error: {on_store_error}
+  store_timeout: 1s
+clusters:
+  closed: {{ targets: ['127.0.0.1:9'], passive_health: {{ consecutive_failures: 0 }} }}
+routes:
+  - name: api
+    match: {{ prefix: / }}
+    cluster: closed
+    public: true
+    rate_limits:
+      - {{ name: whole-route, rate: 1/min, burst: 6, key: route }}
+"
+    )
+}
+
+fn metrics(gateway: &Gateway) -> String {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(&gateway.admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    text
+}
+
+fn store_up(gateway: &Gateway) -> bool {
+    metrics(gateway).contains("\npalisade_rate_limit_store_up 1\n")
+}
+
+fn start(dir: &std::path::Path, name: &str, yaml: &str) -> (Gateway, Captured) {
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).unwrap();
+    let (gateway, logs) = start_gateway_capturing(&path, "info");
+    assert!(wait_for(|| store_up(&gateway)), "{name} connects to redis");
+    (gateway, logs)
+}
+
+#[test]
+fn two_gateway_processes_share_one_limit_and_survive_a_redis_restart() {
+    let _serial = one_at_a_time();
+    let mut redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(redis.port, "fallback_local");
+    let (first, first_logs) = start(dir.path(), "first.yaml", &yaml);
+    let (second, _) = start(dir.path(), "second.yaml", &yaml);
+
+    // Six requests in all are allowed, whichever gateway they reach.
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| {
+            let gateway = if i % 2 == 0 { &first } else { &second };
+            http_status(&gateway.address, "/")
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        [502, 502, 502, 502, 502, 502, 429, 429],
+        "one shared budget; {:#?}",
+        first_logs.lock().unwrap()
+    );
+
+    // Redis dies: each gateway falls back to its own local budget (which it has not used).
+    redis.stop();
+    assert_eq!(http_status(&first.address, "/"), 502, "fallback_local keeps serving");
+    assert!(metrics(&first).contains("\npalisade_rate_limit_store_up 0\n"));
+    let fallback = metrics(&first);
+    assert!(
+        fallback.contains(r#"palisade_rate_limit_decisions_total{route="api",limit="whole-route",outcome="allowed",source="fallback"}"#),
+        "{fallback}"
+    );
+
+    // Redis comes back (empty): both gateways reconnect by themselves and share again.
+    let _redis = Redis::start_on(redis.port);
+    assert!(
+        wait_for(|| {
+            // Probe through the gateway: a decision after the breaker closes reconnects.
+            let _ = http_status(&first.address, "/");
+            store_up(&first)
+        }),
+        "the first gateway recovers"
+    );
+    assert!(
+        wait_for(|| {
+            let _ = http_status(&second.address, "/");
+            store_up(&second)
+        }),
+        "the second gateway recovers"
+    );
+    let shared: Vec<u16> = (0..8).map(|_| http_status(&second.address, "/")).collect();
+    assert!(shared.contains(&429), "shared counting resumed: {shared:?}");
+}
+
+#[test]
+fn fail_closed_refuses_while_redis_is_down() {
+    let _serial = one_at_a_time();
+    let mut redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (gateway, logs) = start(dir.path(), "closed.yaml", &config(redis.port, "deny"));
+    assert_eq!(http_status(&gateway.address, "/"), 502, "{:#?}", logs.lock().unwrap());
+    redis.stop();
+    let refused = http_status(&gateway.address, "/");
+    assert_eq!(refused, 429, "on_store_error: deny fails closed");
+    let text = metrics(&gateway);
+    assert!(text.contains("palisade_rate_limit_store_errors_total"), "{text}");
+    assert!(!text.contains("palisade_rate_limit_store_errors_total 0\n"), "{text}");
+}

@@ -1,0 +1,120 @@
+//! Stage 4, rate limit (after authenticate, so limits can be keyed by who is calling; before
+//! authorize, so a client cannot probe policies faster than its budget). Every limit of the route is
+//! checked; the request passes only if all allow it, otherwise 429 with `Retry-After`. The route's
+//! in-flight limit is taken here too (503 when full) and held until the response body ends.
+//!
+//! Responses carry the IETF draft fields: `RateLimit-Policy` (each limit's quota and window) and
+//! `RateLimit` (what is left of each), so well-behaved clients can slow down before they hit 429.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderValue};
+use palisade_auth::Principal;
+use palisade_core::config::LimitKey;
+use palisade_limits::Verdict;
+
+use crate::context::RequestContext;
+use crate::respond::GatewayError;
+use crate::runtime::RouteRuntime;
+
+/// Header values longer than this are cut before they become a key: the key only has to tell
+/// clients apart, and cutting can merge keys (stricter), never split them.
+const MAX_KEY_BYTES: usize = 256;
+
+pub const RATELIMIT_POLICY: http::HeaderName = http::HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: http::HeaderName = http::HeaderName::from_static("ratelimit");
+
+pub async fn check(
+    route: &RouteRuntime,
+    headers: &HeaderMap,
+    context: &mut RequestContext,
+) -> Result<(), GatewayError> {
+    if let Some(in_flight) = &route.in_flight {
+        match in_flight.try_acquire() {
+            Some(guard) => context.in_flight = Some(guard),
+            None => return Err(GatewayError::TooManyInFlight),
+        }
+    }
+    if route.rate_limits.is_empty() {
+        return Ok(());
+    }
+    let mut status = Vec::with_capacity(route.rate_limits.len());
+    let mut longest_wait = None;
+    for (limit, metrics) in &route.rate_limits {
+        let key = key_of(&limit.key, context.client_ip, context.principal.as_deref(), headers);
+        let (verdict, source) = limit.check(&key).await;
+        let allowed = matches!(verdict, Verdict::Allowed { .. });
+        metrics.record(allowed, source.as_str());
+        if let Verdict::Denied { retry_after } = verdict {
+            longest_wait = longest_wait.max(Some(retry_after));
+        }
+        status.push(palisade_limits::status_header_item(&limit.name, &verdict));
+    }
+    context.rate_limit_headers = HeaderValue::from_str(&status.join(", "))
+        .ok()
+        .map(|status| (route.rate_limit_policy.clone(), status));
+    match longest_wait {
+        Some(wait) => Err(GatewayError::RateLimited {
+            retry_after_secs: palisade_limits::retry_after_secs(wait),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The value that identifies the caller for one limit. Absent values (no header, no principal)
+/// share one budget rather than escaping the limit.
+fn key_of(key: &LimitKey, client_ip: IpAddr, principal: Option<&Principal>, headers: &HeaderMap) -> String {
+    match key {
+        LimitKey::ClientIp => client_key(client_ip),
+        LimitKey::Subject => principal.map_or_else(String::new, |p| format!("{}|{}", p.issuer, p.subject)),
+        LimitKey::ApiKey => principal
+            .filter(|p| p.method == palisade_auth::AuthMethodKind::ApiKey)
+            .map_or_else(String::new, |p| p.subject.clone()),
+        LimitKey::Route => String::new(),
+        LimitKey::Header(name) => headers.get(name.as_str()).map_or_else(String::new, |value| {
+            let bytes = value.as_bytes();
+            String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_KEY_BYTES)]).into_owned()
+        }),
+    }
+}
+
+/// IPv4 clients by address; IPv6 clients by their /64, since one subscriber usually holds a whole
+/// /64 and could otherwise take a fresh budget from each of its 2^64 addresses.
+fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            format!(
+                "{:x}:{:x}:{:x}:{:x}::/64",
+                segments[0], segments[1], segments[2], segments[3]
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().expect("ip");
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().expect("ip");
+        let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
+        assert_eq!(client_key(a), client_key(b));
+        assert_ne!(client_key(a), client_key(c));
+        assert_eq!(client_key("192.0.2.1".parse().expect("ip")), "192.0.2.1");
+    }
+
+    #[test]
+    fn header_keys_are_bounded_and_missing_headers_share_a_budget() {
+        let ip: IpAddr = "192.0.2.1".parse().expect("ip");
+        let key = LimitKey::Header("x-tenant".into());
+        let mut headers = HeaderMap::new();
+        assert_eq!(key_of(&key, ip, None, &headers), "");
+        headers.insert("x-tenant", HeaderValue::from_str(&"t".repeat(5000)).expect("value"));
+        assert_eq!(key_of(&key, ip, None, &headers).len(), MAX_KEY_BYTES);
+        assert_eq!(key_of(&LimitKey::Subject, ip, None, &headers), "");
+    }
+}

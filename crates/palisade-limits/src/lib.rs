@@ -1,0 +1,175 @@
+//! Traffic limits: GCRA rate limits counted locally (governor over a bounded store) or shared by all
+//! gateways through Redis, in-flight limits, and IP allow/deny rules.
+//!
+//! The gateway derives each limit's key (client address, subject, …) and asks [`RateLimit::check`];
+//! everything about counting, sharing and failing over lives here.
+
+pub mod in_flight;
+pub mod ip;
+pub mod local;
+pub mod shared;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use palisade_core::config::{LimitKey, Rate, RouteRateLimit, StoreErrorPolicy};
+
+pub use in_flight::{InFlight, InFlightGuard};
+pub use ip::{IpRules, IpSet};
+pub use local::LocalLimit;
+pub use shared::{SharedStore, StoreHealth};
+
+/// One limit's answer for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// `remaining`: requests still allowed at once; `reset`: until the budget is full again.
+    Allowed {
+        remaining: u32,
+        reset: Duration,
+    },
+    Denied {
+        retry_after: Duration,
+    },
+}
+
+/// How a verdict was reached, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Local,
+    Shared,
+    /// The shared store was down and `on_store_error: fallback_local` counted locally.
+    Fallback,
+    /// The shared store was down and `on_store_error: deny` refused.
+    StoreDown,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Local => "local",
+            Source::Shared => "shared",
+            Source::Fallback => "fallback",
+            Source::StoreDown => "store_down",
+        }
+    }
+}
+
+/// One configured rate limit of one route.
+pub struct RateLimit {
+    pub name: String,
+    pub key: LimitKey,
+    pub rate: Rate,
+    pub burst: u32,
+    route: String,
+    local: Arc<LocalLimit>,
+    shared: Option<(Arc<SharedStore>, StoreErrorPolicy)>,
+}
+
+impl RateLimit {
+    /// `previous` is the same limit in the runtime being replaced: its local counts are kept when
+    /// the rate, burst and key did not change, so a reload does not hand everyone a fresh budget.
+    pub fn new(
+        route: &str,
+        config: &RouteRateLimit,
+        max_keys: usize,
+        shared: Option<(Arc<SharedStore>, StoreErrorPolicy)>,
+        previous: Option<&RateLimit>,
+    ) -> RateLimit {
+        let rate = config.rate.value;
+        let burst = config.burst();
+        let key = config.key.value.clone();
+        let local = previous
+            .filter(|p| p.rate == rate && p.burst == burst && p.key == key)
+            .map(|p| p.local.clone())
+            .unwrap_or_else(|| Arc::new(LocalLimit::new(rate.interval(), burst, max_keys)));
+        RateLimit {
+            name: config.name.value.clone(),
+            key,
+            rate,
+            burst,
+            route: route.to_string(),
+            local,
+            shared,
+        }
+    }
+
+    pub async fn check(&self, key: &String) -> (Verdict, Source) {
+        let Some((store, on_error)) = &self.shared else {
+            return (self.local.check(key), Source::Local);
+        };
+        let bucket = SharedStore::bucket(&self.route, &self.name, key);
+        match store.check(&bucket, self.rate.interval(), self.burst).await {
+            Ok(verdict) => (verdict, Source::Shared),
+            Err(_) => {
+                store.health().fallbacks.inc();
+                match on_error {
+                    StoreErrorPolicy::FallbackLocal => (self.local.check(key), Source::Fallback),
+                    StoreErrorPolicy::Deny => (
+                        Verdict::Denied {
+                            retry_after: shared::BREAKER_OPEN,
+                        },
+                        Source::StoreDown,
+                    ),
+                }
+            }
+        }
+    }
+
+    pub fn local(&self) -> &LocalLimit {
+        &self.local
+    }
+
+    /// The `RateLimit-Policy` member for this limit: quota `q` per window `w` seconds.
+    pub fn policy_header_item(&self) -> String {
+        format!(
+            "\"{}\";q={};w={}",
+            self.name,
+            self.rate.count,
+            ceil_secs(self.rate.period).max(1)
+        )
+    }
+}
+
+/// The `RateLimit` member for one verdict: `r` requests remaining, `t` seconds until reset.
+pub fn status_header_item(name: &str, verdict: &Verdict) -> String {
+    match verdict {
+        Verdict::Allowed { remaining, reset } => format!("\"{name}\";r={remaining};t={}", ceil_secs(*reset)),
+        Verdict::Denied { retry_after } => format!("\"{name}\";r=0;t={}", retry_after_secs(*retry_after)),
+    }
+}
+
+/// Whole seconds for `Retry-After`: rounded up, at least 1 (0 would invite an immediate retry).
+pub fn retry_after_secs(wait: Duration) -> u64 {
+    ceil_secs(wait).max(1)
+}
+
+fn ceil_secs(duration: Duration) -> u64 {
+    duration.as_secs() + u64::from(duration.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(Duration::ZERO), 1);
+        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+    }
+
+    #[test]
+    fn header_items_follow_the_draft_syntax() {
+        let allowed = Verdict::Allowed {
+            remaining: 4,
+            reset: Duration::from_millis(600),
+        };
+        assert_eq!(status_header_item("per-client", &allowed), "\"per-client\";r=4;t=1");
+        let denied = Verdict::Denied {
+            retry_after: Duration::from_millis(2100),
+        };
+        assert_eq!(status_header_item("per-client", &denied), "\"per-client\";r=0;t=3");
+    }
+}
