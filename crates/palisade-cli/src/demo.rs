@@ -84,6 +84,11 @@ Authentication (/secure accepts a JWT from the demo issuer or an API key):
   curl -i -H 'X-Api-Key: {api_key}' {base}/secure   # 200 as demo-reporting
   curl -i -H "Authorization: Bearer $TOKEN" {base}/admin      # 403: authenticated, but alice is no admin
   curl -i -H 'X-Palisade-Subject: admin' {base}/api           # the forged identity never reaches the upstream
+
+Traffic protection (/limited allows 3 requests at once, then 2 per minute per client):
+  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' {base}/limited; done; echo   # 200 200 200 429
+  curl -i {base}/limited                            # 429 with Retry-After, RateLimit and RateLimit-Policy
+  curl -i {base}/v1/orders                          # 200 with Deprecation, Sunset and Link: </orders>
   curl -s http://{admin}/readyz
   curl -s http://{admin}/metrics | grep palisade_requests
 

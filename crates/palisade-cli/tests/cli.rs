@@ -336,3 +336,31 @@ fn removing_any_policy_or_rule_of_the_example_fails_a_case() {
         assert!(!passed, "removing this rule changed no case: {rule}\n{output}");
     }
 }
+
+#[test]
+fn the_demo_shows_a_429_after_its_burst_and_a_deprecated_route() {
+    use std::io::{BufRead, BufReader};
+    let mut child = palisade()
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = lines
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let rest = line.split("Palisade is listening on http://").nth(1)?;
+            Some(rest.split_whitespace().next()?.to_string())
+        })
+        .expect("the demo prints its address");
+    let demo = Gateway {
+        child,
+        address: base,
+        admin: String::new(),
+    };
+    let statuses: Vec<u16> = (0..4).map(|_| http_status(&demo.address, "/limited")).collect();
+    assert_eq!(statuses, [200, 200, 200, 429]);
+    assert_eq!(http_status(&demo.address, "/v1/orders"), 200);
+}

@@ -3,7 +3,8 @@
 use std::collections::HashSet;
 
 use crate::config::auth::AuthMethod;
-use crate::config::{Config, IpRulesConfig, LimitKey, RouteConfig};
+use crate::config::traffic::parse_date;
+use crate::config::{Config, IpRulesConfig, LimitKey, RouteConfig, SecurityHeadersConfig};
 use crate::diagnostic::Diagnostics;
 use crate::validate::parse_cidr;
 
@@ -26,9 +27,106 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         diagnostics.on(store, "rate_limits.max_keys must be at least 1");
     }
     validate_ip_rules(&config.ip_rules, diagnostics);
+    validate_security_headers(&config.security_headers, diagnostics);
     for route in &config.routes {
         validate_route(&route.value, diagnostics);
+        validate_browser_facing(&route.value, diagnostics);
     }
+}
+
+fn validate_security_headers(headers: &SecurityHeadersConfig, diagnostics: &mut Diagnostics) {
+    let values = [
+        ("referrer_policy", &headers.referrer_policy),
+        ("frame_options", &headers.frame_options),
+        ("content_security_policy", &headers.content_security_policy),
+    ];
+    for (key, value) in values {
+        if http::HeaderValue::from_str(value).is_err() {
+            diagnostics.general(format!("security_headers.{key} is not a valid header value"));
+        }
+    }
+    for name in &headers.remove {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            diagnostics.general(format!("security_headers.remove: {name:?} is not a header name"));
+        }
+    }
+}
+
+/// CORS and the API lifecycle: what browsers and API clients are told.
+fn validate_browser_facing(route: &RouteConfig, diagnostics: &mut Diagnostics) {
+    if let Some(cors) = &route.cors {
+        let value = &cors.value;
+        for origin in &value.allow_origins {
+            if origin.value == "*" {
+                if value.allow_credentials {
+                    diagnostics.on(
+                        origin,
+                        "cors: `*` cannot be combined with allow_credentials; list the origins",
+                    );
+                }
+            } else if !is_origin(&origin.value) {
+                diagnostics.on(
+                    origin,
+                    format!(
+                        "cors: {:?} is not an origin such as https://app.example.com",
+                        origin.value
+                    ),
+                );
+            }
+        }
+        if value.allow_origins.is_empty() {
+            diagnostics.on(cors, "cors.allow_origins must list at least one origin");
+        }
+        let names = value.allow_headers.iter().chain(&value.expose_headers);
+        for name in names {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                diagnostics.on(cors, format!("cors: {name:?} is not a header name"));
+            }
+        }
+        for method in &value.allow_methods {
+            if http::Method::from_bytes(method.as_bytes()).is_err() {
+                diagnostics.on(cors, format!("cors: {method:?} is not a method"));
+            }
+        }
+    }
+    if let (Some(deprecated), Some(_)) = (&route.deprecated, &route.retired) {
+        diagnostics.on(deprecated, "a route is either deprecated or retired, not both");
+    }
+    if let Some(deprecated) = &route.deprecated {
+        let value = &deprecated.value;
+        let since = parse_date(&value.since.value);
+        if let Err(message) = &since {
+            diagnostics.on(&value.since, format!("deprecated.since: {message}"));
+        }
+        if let Some(sunset) = &value.sunset {
+            match (parse_date(&sunset.value), &since) {
+                (Err(message), _) => diagnostics.on(sunset, format!("deprecated.sunset: {message}")),
+                (Ok(sunset_time), Ok(since_time)) if sunset_time < *since_time => {
+                    diagnostics.on(sunset, "deprecated.sunset is before deprecated.since")
+                }
+                _ => {}
+            }
+        }
+        let links = value.successor.iter().chain(&value.documentation);
+        for link in links {
+            if link.is_empty() || link.contains(['<', '>', '"', ' ']) || http::HeaderValue::from_str(link).is_err() {
+                diagnostics.on(deprecated, format!("deprecated: {link:?} is not a usable link"));
+            }
+        }
+    }
+}
+
+/// `scheme://host[:port]`, nothing after.
+fn is_origin(text: &str) -> bool {
+    let Ok(uri) = text.parse::<http::Uri>() else {
+        return false;
+    };
+    matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.host().is_some()
+        && uri
+            .path_and_query()
+            .is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/")
+        && !text.ends_with('/')
 }
 
 fn validate_route(route: &RouteConfig, diagnostics: &mut Diagnostics) {

@@ -85,6 +85,7 @@ async fn answer(
         .status(status)
         .header("content-type", "application/json")
         .header("server", "palisade-echo")
+        .header("x-powered-by", "palisade-echo")
         .body(Full::new(Bytes::from(body)));
     Ok(response.unwrap_or_else(|_| Response::new(Full::default())))
 }

@@ -44,6 +44,8 @@ pub struct RequestContext {
     pub rate_limit_headers: Option<(http::HeaderValue, http::HeaderValue)>,
     /// The route's in-flight slot, freed when this context is dropped at the end of the response.
     pub in_flight: Option<palisade_limits::InFlightGuard>,
+    /// The request's `Origin`, for the CORS headers of its response.
+    pub origin: Option<http::HeaderValue>,
 }
 
 impl RequestContext {
@@ -68,6 +70,7 @@ impl RequestContext {
             reason: None,
             rate_limit_headers: None,
             in_flight: None,
+            origin: None,
         }
     }
 }

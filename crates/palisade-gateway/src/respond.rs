@@ -36,6 +36,12 @@ pub enum GatewayError {
     },
     /// The route already has `max_in_flight` requests in progress.
     TooManyInFlight,
+    /// A CORS preflight from an origin, for a method or with headers the route does not allow.
+    CorsRejected,
+    /// The route is retired; `successor` is where its callers should go.
+    Gone {
+        successor: Option<String>,
+    },
     PayloadTooLarge,
     NoHealthyUpstream,
     UpstreamUnreachable,
@@ -52,7 +58,8 @@ impl GatewayError {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            GatewayError::Forbidden | GatewayError::IpDenied => StatusCode::FORBIDDEN,
+            GatewayError::Forbidden | GatewayError::IpDenied | GatewayError::CorsRejected => StatusCode::FORBIDDEN,
+            GatewayError::Gone { .. } => StatusCode::GONE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::TooManyInFlight => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -75,6 +82,8 @@ impl GatewayError {
             GatewayError::IpDenied => "ip_denied",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::TooManyInFlight => "too_many_in_flight",
+            GatewayError::CorsRejected => "cors_rejected",
+            GatewayError::Gone { .. } => "retired",
             GatewayError::PayloadTooLarge => "body_too_large",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
@@ -105,6 +114,15 @@ impl GatewayError {
                 .with_detail("You have sent too many requests; retry after the time in the Retry-After header."),
             GatewayError::TooManyInFlight => Problem::new(status, "too-many-in-flight", "Service Unavailable")
                 .with_detail("This service is handling as many requests as it can; retry shortly."),
+            GatewayError::CorsRejected => Problem::new(status, "cors-rejected", "Forbidden")
+                .with_detail("This cross-origin request is not allowed."),
+            GatewayError::Gone { successor } => {
+                let detail = match successor {
+                    Some(successor) => format!("This API version has been retired; use {successor} instead."),
+                    None => "This API version has been retired.".to_string(),
+                };
+                Problem::new(status, "retired", "Gone").with_detail(detail)
+            }
             GatewayError::AuthUnavailable => {
                 Problem::new(status, "identity-provider-unavailable", "Service Unavailable")
                     .with_detail(AuthFailure::ProviderUnavailable.description())
@@ -145,6 +163,13 @@ impl GatewayError {
             GatewayError::TooManyInFlight => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            GatewayError::Gone {
+                successor: Some(successor),
+            } => {
+                if let Ok(value) = HeaderValue::from_str(&format!("<{successor}>; rel=\"successor-version\"")) {
+                    headers.insert(http::header::LINK, value);
+                }
+            }
             GatewayError::RateLimited { retry_after_secs } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
@@ -152,6 +177,10 @@ impl GatewayError {
         }
         response
     }
+}
+
+pub fn empty_body() -> ProxyBody {
+    http_body_util::Empty::new().map_err(|never| match never {}).boxed()
 }
 
 pub fn problem_response(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody> {

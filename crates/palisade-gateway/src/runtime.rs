@@ -11,11 +11,14 @@ use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_limits::{InFlight, IpRules, RateLimit, SharedStore, StoreHealth};
 use palisade_telemetry::access_log::Destination;
-use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
+use palisade_telemetry::{AccessLog, AuthMetrics, DeprecatedMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
+use crate::pipeline::cors::Cors;
 use crate::pipeline::forwarded::TrustedProxies;
+use crate::pipeline::lifecycle::Lifecycle;
 use crate::pipeline::route::Router;
+use crate::pipeline::security_headers::SecurityHeaders;
 use crate::tls;
 use crate::upstream::Cluster;
 
@@ -36,6 +39,10 @@ pub struct RouteRuntime {
     /// The `RateLimit-Policy` value, the same on every response of the route.
     pub rate_limit_policy: http::HeaderValue,
     pub in_flight: Option<InFlight>,
+    pub cors: Option<Cors>,
+    pub lifecycle: Option<Lifecycle>,
+    /// Set on deprecated routes.
+    pub deprecated_metrics: Option<DeprecatedMetrics>,
 }
 
 pub struct Runtime {
@@ -57,6 +64,7 @@ pub struct Runtime {
     /// The shared rate-limit store, when `rate_limits.store` is Redis; kept across reloads.
     pub limit_store: Option<Arc<SharedStore>>,
     pub metrics: Metrics,
+    pub security_headers: SecurityHeaders,
     unrouted_metrics: RouteMetrics,
 }
 
@@ -146,6 +154,16 @@ impl Runtime {
                     rate_limits: limits.rate_limits,
                     rate_limit_policy: limits.policy,
                     in_flight: limits.in_flight,
+                    cors: route
+                        .cors
+                        .as_ref()
+                        .map(|cors| Cors::compile(&cors.value, route.matcher.value.methods.as_deref())),
+                    lifecycle: match (&route.deprecated, &route.retired) {
+                        (Some(deprecated), _) => Some(Lifecycle::deprecated(&deprecated.value)),
+                        (None, Some(retired)) => Some(Lifecycle::retired(&retired.value)),
+                        (None, None) => None,
+                    },
+                    deprecated_metrics: route.deprecated.as_ref().map(|_| metrics.deprecated(&route.name.value)),
                 })
             })
             .collect();
@@ -169,6 +187,7 @@ impl Runtime {
             ip_rules,
             limit_store,
             metrics: metrics.clone(),
+            security_headers: SecurityHeaders::compile(&config.security_headers),
             unrouted_metrics: metrics.route("none"),
             config,
         })

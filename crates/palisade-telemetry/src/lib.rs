@@ -5,4 +5,4 @@ pub mod access_log;
 pub mod metrics;
 
 pub use access_log::{AccessLog, AccessLogEntry};
-pub use metrics::{AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
+pub use metrics::{AuthMetrics, DeprecatedMetrics, LimitMetrics, Metrics, RouteMetrics};

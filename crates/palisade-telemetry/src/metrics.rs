@@ -82,6 +82,17 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeprecatedLabels {
+    route: String,
+    /// A principal's subject (the first [`DEPRECATED_PRINCIPALS`] seen per route), `other` beyond
+    /// them, `anonymous` on public routes.
+    principal: String,
+}
+
+/// Distinct principals a deprecated route labels before folding the rest into `other`.
+pub const DEPRECATED_PRINCIPALS: usize = 50;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -105,6 +116,7 @@ pub struct Metrics {
     authz_decisions: Family<AuthzLabels, Counter>,
     rate_limit_decisions: Family<LimitLabels, Counter>,
     traffic_refusals: Family<RefusalLabels, Counter>,
+    deprecated_calls: Family<DeprecatedLabels, Counter>,
     pub rate_limit_store_up: Gauge,
     pub rate_limit_store_errors: Counter,
     pub rate_limit_store_fallbacks: Counter,
@@ -161,6 +173,35 @@ impl AuthMetrics {
             route: self.route.to_string(),
             outcome: if unavailable { "unavailable" } else { "refused" }.to_string(),
             reason: reason.to_string(),
+        };
+        self.family.get_or_create(&labels).inc();
+    }
+}
+
+/// Calls to one deprecated route, by principal.
+#[derive(Clone)]
+pub struct DeprecatedMetrics {
+    route: Arc<str>,
+    seen: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    family: Family<DeprecatedLabels, Counter>,
+}
+
+impl DeprecatedMetrics {
+    pub fn record(&self, subject: Option<&str>) {
+        let principal = match subject {
+            None => "anonymous".to_string(),
+            Some(subject) => {
+                let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                if seen.contains(subject) || seen.len() < DEPRECATED_PRINCIPALS && seen.insert(subject.to_string()) {
+                    subject.to_string()
+                } else {
+                    "other".to_string()
+                }
+            }
+        };
+        let labels = DeprecatedLabels {
+            route: self.route.to_string(),
+            principal,
         };
         self.family.get_or_create(&labels).inc();
     }
@@ -224,6 +265,7 @@ impl Metrics {
             authz_decisions: Family::default(),
             rate_limit_decisions: Family::default(),
             traffic_refusals: Family::default(),
+            deprecated_calls: Family::default(),
             rate_limit_store_up: Gauge::default(),
             rate_limit_store_errors: Counter::default(),
             rate_limit_store_fallbacks: Counter::default(),
@@ -257,6 +299,11 @@ impl Metrics {
             "traffic_refusals",
             "Requests refused by IP rules or the in-flight limit, by route and reason",
             m.traffic_refusals.clone(),
+        );
+        registry.register(
+            "deprecated_calls",
+            "Calls to deprecated routes by route and principal (bounded: the first 50 principals per route, then other)",
+            m.deprecated_calls.clone(),
         );
         registry.register(
             "rate_limit_store_up",
@@ -395,6 +442,14 @@ impl Metrics {
             source: source.to_string(),
         };
         self.rate_limit_decisions.get_or_create(&labels).clone()
+    }
+
+    pub fn deprecated(&self, route: &str) -> DeprecatedMetrics {
+        DeprecatedMetrics {
+            route: route.into(),
+            seen: Arc::new(std::sync::Mutex::new(std::collections::HashSet::new())),
+            family: self.deprecated_calls.clone(),
+        }
     }
 
     /// `reason` is `ip_denied` or `too_many_in_flight`.

@@ -13,7 +13,10 @@ use crate::units::{ByteSize, Duration};
 pub mod auth;
 pub mod traffic;
 pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig, PolicySetConfig};
-pub use traffic::{IpRulesConfig, LimitKey, Rate, RateLimitsConfig, RouteRateLimit, StoreErrorPolicy};
+pub use traffic::{
+    CorsConfig, DeprecationConfig, IpRulesConfig, LimitKey, Rate, RateLimitsConfig, RetiredConfig, RouteRateLimit,
+    SecurityHeadersConfig, StoreErrorPolicy,
+};
 
 /// The whole gateway configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -51,6 +54,9 @@ pub struct Config {
     /// Networks refused (or the only ones allowed) on every route, checked before routing.
     #[serde(default)]
     pub ip_rules: IpRulesConfig,
+    /// Headers added to (and removed from) every response.
+    #[serde(default)]
+    pub security_headers: SecurityHeadersConfig,
     /// Named groups of upstream targets.
     pub clusters: BTreeMap<String, Spanned<ClusterConfig>>,
     /// Routes, matched most specific first (order in the file does not matter).
@@ -346,6 +352,15 @@ pub struct RouteConfig {
     /// Networks refused (or the only ones allowed) on this route, after the global rules.
     #[serde(default)]
     pub ip_rules: Option<IpRulesConfig>,
+    /// Cross-origin access for browsers; preflights are answered at the gateway.
+    #[serde(default)]
+    pub cors: Option<Spanned<CorsConfig>>,
+    /// Still served, with `Deprecation`, `Sunset` and `Link` headers.
+    #[serde(default)]
+    pub deprecated: Option<Spanned<DeprecationConfig>>,
+    /// No longer served: 410 Gone naming the successor.
+    #[serde(default)]
+    pub retired: Option<Spanned<RetiredConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

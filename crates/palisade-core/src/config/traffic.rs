@@ -224,3 +224,119 @@ mod tests {
         assert!(LimitKey::parse("ip").is_err());
     }
 }
+
+/// Headers added to every response (when the upstream did not set them) and removed from upstream
+/// responses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityHeadersConfig {
+    /// `Strict-Transport-Security`, sent on TLS listeners only.
+    pub hsts: Option<HstsConfig>,
+    /// `X-Content-Type-Options: nosniff`.
+    pub content_type_options: bool,
+    /// `Referrer-Policy` value; empty: not added.
+    pub referrer_policy: String,
+    /// `X-Frame-Options` value (`DENY`, `SAMEORIGIN`); empty: not added.
+    pub frame_options: String,
+    /// `Content-Security-Policy` value; empty (default): not added.
+    pub content_security_policy: String,
+    /// Upstream response headers removed because they advertise internals.
+    pub remove: Vec<String>,
+}
+
+impl Default for SecurityHeadersConfig {
+    fn default() -> Self {
+        Self {
+            hsts: Some(HstsConfig::default()),
+            content_type_options: true,
+            referrer_policy: "strict-origin-when-cross-origin".into(),
+            frame_options: "DENY".into(),
+            content_security_policy: String::new(),
+            remove: vec!["server".into(), "x-powered-by".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HstsConfig {
+    pub max_age: Duration,
+    pub include_subdomains: bool,
+    pub preload: bool,
+}
+
+impl Default for HstsConfig {
+    fn default() -> Self {
+        Self {
+            max_age: Duration::from_secs(365 * 86_400),
+            include_subdomains: true,
+            preload: false,
+        }
+    }
+}
+
+/// Cross-origin access for browsers, answered at the gateway.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Exact origins (`https://app.example.com`), or `*` (never with `allow_credentials`).
+    pub allow_origins: Vec<Spanned<String>>,
+    /// Methods a preflight may ask for. Default: the route's methods, or GET, HEAD, POST.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight may ask for (case-insensitive).
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers scripts may read.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Allow cookies and `Authorization` on cross-origin requests.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long browsers may cache a preflight answer.
+    #[serde(default = "CorsConfig::default_max_age")]
+    pub max_age: Duration,
+}
+
+impl CorsConfig {
+    fn default_max_age() -> Duration {
+        Duration::from_secs(600)
+    }
+}
+
+/// An API version's place in its lifecycle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeprecationConfig {
+    /// When the route was deprecated: `2025-01-31` or `2025-01-31T12:00:00Z`.
+    pub since: Spanned<String>,
+    /// When it stops working (`Sunset`, RFC 8594).
+    #[serde(default)]
+    pub sunset: Option<Spanned<String>>,
+    /// The route that replaces it (`Link: <…>; rel="successor-version"`).
+    #[serde(default)]
+    pub successor: Option<String>,
+    /// A page explaining the deprecation (`Link: <…>; rel="deprecation"`).
+    #[serde(default)]
+    pub documentation: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredConfig {
+    /// The route that replaces it, named in the 410 answer.
+    #[serde(default)]
+    pub successor: Option<String>,
+}
+
+/// `2025-01-31` or an RFC 3339 time → the time it names.
+pub fn parse_date(text: &str) -> Result<std::time::SystemTime, String> {
+    let text = text.trim();
+    let full = if text.len() == 10 {
+        format!("{text}T00:00:00Z")
+    } else {
+        text.to_string()
+    };
+    humantime::parse_rfc3339(&full)
+        .map_err(|_| format!("{text:?} is not a date such as 2025-01-31 or 2025-01-31T12:00:00Z"))
+}

@@ -17,12 +17,15 @@
 pub mod authenticate;
 pub mod authorize;
 pub mod body_limit;
+pub mod cors;
 pub mod forwarded;
 pub mod ip_rules;
+pub mod lifecycle;
 pub mod normalize;
 pub mod observe;
 pub mod rate_limit;
 pub mod route;
+pub mod security_headers;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -54,10 +57,7 @@ pub async fn handle(
             error.into_response(&context.request_id)
         }
     };
-    if let Some((policy, status)) = context.rate_limit_headers.take() {
-        response.headers_mut().insert(rate_limit::RATELIMIT_POLICY, policy);
-        response.headers_mut().insert(rate_limit::RATELIMIT, status);
-    }
+    decorate(&runtime, &connection, &mut context, response.headers_mut());
     Ok(observe::observe(response, context, runtime))
 }
 
@@ -74,29 +74,35 @@ async fn run(
     context.host = forwarded::request_host(request.uri(), request.headers());
     let peer_trusted = runtime.trusted_proxies.contains(context.peer);
     context.client_ip = forwarded::client_ip(request.headers(), context.peer, &runtime.trusted_proxies);
+    context.origin = cors::origin_of(request.headers());
 
     // 2. global IP rules
     ip_rules::check(runtime.ip_rules.as_ref(), context.client_ip)?;
 
-    // 3. route (and its own IP rules)
-    let index = match runtime.router.find(&context.host, &context.path, request.method()) {
-        route::RouteMatch::Found { index, params } => {
-            context.params = params
-                .into_iter()
-                .map(|(name, value)| (name.to_string(), value))
-                .collect();
-            index
+    // 3. route (and its own IP rules, CORS preflight, lifecycle)
+    // A preflight is routed by the method it asks about; a route with `cors` answers it here.
+    if let Some(asked) = cors::preflight_method(&request) {
+        let found = route::find(runtime, context, &asked).ok();
+        if let Some(route) = found.and_then(|index| runtime.routes.get(index)) {
+            if let Some(cors) = &route.cors {
+                ip_rules::check(route.ip_rules.as_ref(), context.client_ip)?;
+                return cors.preflight(request.headers(), &asked);
+            }
         }
-        route::RouteMatch::MethodNotAllowed(allow) => return Err(GatewayError::MethodNotAllowed(allow)),
-        route::RouteMatch::NotFound => return Err(GatewayError::NotFound),
-    };
-    context.route_index = Some(index);
+    }
+    let index = route::find(runtime, context, request.method())?;
     let route = runtime.routes.get(index).ok_or(GatewayError::NotFound)?;
     ip_rules::check(route.ip_rules.as_ref(), context.client_ip)?;
+    if let Some(lifecycle) = &route.lifecycle {
+        lifecycle.check()?;
+    }
 
     // 4. authenticate
     context.principal =
         authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
+    if let Some(deprecated) = &route.deprecated_metrics {
+        deprecated.record(context.principal.as_ref().map(|p| p.subject.as_str()));
+    }
 
     // 5. rate limit
     rate_limit::check(route, request.headers(), context).await?;
@@ -146,6 +152,31 @@ async fn run(
         client_upgrade,
     };
     upstream::forward(&route.cluster, route.protocol, context, prepared).await
+}
+
+/// Respond stage: what every response of this request carries besides its own headers — rate-limit
+/// state, CORS, lifecycle and security headers.
+fn decorate(
+    runtime: &Runtime,
+    connection: &ConnectionInfo,
+    context: &mut RequestContext,
+    headers: &mut http::HeaderMap,
+) {
+    if let Some((policy, status)) = context.rate_limit_headers.take() {
+        headers.insert(rate_limit::RATELIMIT_POLICY, policy);
+        headers.insert(rate_limit::RATELIMIT, status);
+    }
+    if let Some(route) = context.route_index.and_then(|index| runtime.routes.get(index)) {
+        // A refused preflight must not carry the allow headers that decorate adds.
+        let refused_preflight = context.reason == Some(GatewayError::CorsRejected.reason());
+        if let (Some(cors), false) = (&route.cors, refused_preflight) {
+            cors.decorate(context.origin.as_ref(), headers);
+        }
+        if let Some(lifecycle) = &route.lifecycle {
+            lifecycle.decorate(headers);
+        }
+    }
+    runtime.security_headers.apply(headers, connection.tls);
 }
 
 /// Refusals of the traffic stages are counted by route and reason (rate limits count their own).

@@ -14,6 +14,28 @@ use http::Method;
 use palisade_core::config::RouteConfig;
 use palisade_core::{Diagnostics, Spanned};
 
+use crate::context::RequestContext;
+use crate::respond::GatewayError;
+use crate::runtime::Runtime;
+
+/// Stage 3: the route for the request's host and path and `method`, recorded in the context
+/// (404 when nothing matches, 405 with `Allow` when only the method does not).
+pub fn find(runtime: &Runtime, context: &mut RequestContext, method: &Method) -> Result<usize, GatewayError> {
+    context.route_index = None;
+    match runtime.router.find(&context.host, &context.path, method) {
+        RouteMatch::Found { index, params } => {
+            context.params = params
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value))
+                .collect();
+            context.route_index = Some(index);
+            Ok(index)
+        }
+        RouteMatch::MethodNotAllowed(allow) => Err(GatewayError::MethodNotAllowed(allow)),
+        RouteMatch::NotFound => Err(GatewayError::NotFound),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HostPattern {
     Any,
