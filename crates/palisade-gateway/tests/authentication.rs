@@ -7,27 +7,10 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 use support::tokens::{self, claims, forge, EcKey, AUDIENCE, ISSUER};
-use support::{echoed, send_full};
-
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-async fn call(url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = http::Request::get(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let (status, headers, body) = send_full(&support::client(), request.body(Full::<Bytes>::default()).unwrap()).await;
-    Reply { status, headers, body }
-}
+use support::{call, echoed, Reply};
 
 async fn bearer(url: &str, token: &str) -> Reply {
     call(url, &[("authorization", &format!("Bearer {token}"))]).await

@@ -4,16 +4,11 @@
 
 mod support;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::Value;
 
 async fn call(method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, http::HeaderMap, String) {
-    let mut request = http::Request::builder().method(method).uri(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    support::send_full(&support::client(), request.body(Full::<Bytes>::default()).unwrap()).await
+    let reply = support::call_with(method, url, headers).await;
+    (reply.status, reply.headers, reply.body)
 }
 
 fn config(echo: std::net::SocketAddr, key_hash: &str) -> String {

@@ -9,51 +9,32 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use serde_json::Value;
 
-struct Reply {
-    status: u16,
-    headers: http::HeaderMap,
-    body: String,
-}
-
-async fn call(url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut request = http::Request::get(url);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    let (status, headers, body) =
-        support::send_full(&support::client(), request.body(Full::<Bytes>::default()).unwrap()).await;
-    Reply { status, headers, body }
-}
+use support::{call, Reply};
 
 async fn from(url: &str, client_ip: &str) -> Reply {
     call(url, &[("x-forwarded-for", client_ip)]).await
 }
 
 fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
-    reply.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    reply.header(name)
+}
+
+/// A gateway with one public catch-all route `api` to a fresh echo, with `route_extra` added to the
+/// route and `global` before the clusters.
+async fn one_route(global: &str, route_extra: &str) -> support::Running {
+    let echo = support::echo("api").await;
+    support::start(&format!(
+        "{global}clusters:\n  echo: {{ targets: [\"{echo}\"] }}\nroutes:\n  - name: api\n    match: {{ prefix: / }}\n    cluster: echo\n    public: true\n{route_extra}"
+    ))
+    .await
 }
 
 #[tokio::test]
 async fn per_client_limits_answer_429_with_retry_after_and_draft_headers() {
-    let echo = support::echo("api").await;
-    let gw = support::start(&format!(
-        r#"trusted_proxies: [127.0.0.1]
-clusters:
-  echo: {{ targets: ["{echo}"] }}
-routes:
-  - name: api
-    match: {{ prefix: /api }}
-    cluster: echo
-    public: true
-    rate_limits:
-      - {{ name: per-client, rate: 1/min, burst: 3, key: client_ip }}
-"#
-    ))
-    .await;
+    let limit = "    rate_limits:\n      - { name: per-client, rate: 1/min, burst: 3, key: client_ip }\n";
+    let gw = one_route("trusted_proxies: [127.0.0.1]\n", limit).await;
     let url = gw.url("/api/items");
     let mut remaining = Vec::new();
     for _ in 0..3 {
@@ -162,20 +143,8 @@ routes:
 
 #[tokio::test]
 async fn forwarded_addresses_from_untrusted_peers_do_not_buy_a_new_budget() {
-    let echo = support::echo("api").await;
-    let gw = support::start(&format!(
-        r#"clusters:
-  echo: {{ targets: ["{echo}"] }}
-routes:
-  - name: api
-    match: {{ prefix: / }}
-    cluster: echo
-    public: true
-    rate_limits:
-      - {{ name: per-client, rate: 1/min, burst: 1, key: client_ip }}
-"#
-    ))
-    .await;
+    let limit = "    rate_limits:\n      - { name: per-client, rate: 1/min, burst: 1, key: client_ip }\n";
+    let gw = one_route("", limit).await;
     let url = gw.url("/");
     assert_eq!(from(&url, "198.51.100.1").await.status, 200);
     assert_eq!(from(&url, "198.51.100.2").await.status, 429);
@@ -183,19 +152,7 @@ routes:
 
 #[tokio::test]
 async fn the_in_flight_limit_refuses_with_503_and_frees_slots_when_responses_end() {
-    let echo = support::echo("slow").await;
-    let gw = support::start(&format!(
-        r#"clusters:
-  echo: {{ targets: ["{echo}"] }}
-routes:
-  - name: slow
-    match: {{ prefix: / }}
-    cluster: echo
-    public: true
-    max_in_flight: 2
-"#
-    ))
-    .await;
+    let gw = one_route("", "    max_in_flight: 2\n").await;
     let url = gw.url("/");
     let slow = |url: String| async move { call(&url, &[("x-echo-delay-ms", "700")]).await.status };
     let first = tokio::spawn(slow(url.clone()));
@@ -209,7 +166,7 @@ routes:
     assert_eq!(call(&url, &[]).await.status, 200, "slots are free again");
     let metrics = gw.metrics().await;
     assert!(
-        metrics.contains(r#"palisade_traffic_refusals_total{route="slow",reason="too_many_in_flight"} 1"#),
+        metrics.contains(r#"palisade_traffic_refusals_total{route="api",reason="too_many_in_flight"} 1"#),
         "{metrics}"
     );
 }
@@ -301,20 +258,8 @@ async fn a_bad_line_in_an_ip_list_is_a_config_error_with_its_location() {
 /// generous (CI machines are noisy); bench/ reports the precise figure.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_steady_overload_the_accepted_rate_matches_the_limit() {
-    let echo = support::echo("api").await;
-    let gw = support::start(&format!(
-        r#"clusters:
-  echo: {{ targets: ["{echo}"] }}
-routes:
-  - name: api
-    match: {{ prefix: / }}
-    cluster: echo
-    public: true
-    rate_limits:
-      - {{ name: whole-route, rate: 50/s, burst: 5, key: route }}
-"#
-    ))
-    .await;
+    let limit = "    rate_limits:\n      - { name: whole-route, rate: 50/s, burst: 5, key: route }\n";
+    let gw = one_route("", limit).await;
     let url = gw.url("/");
     let run_for = Duration::from_secs(3);
     let started = Instant::now();

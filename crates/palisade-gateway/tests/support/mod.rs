@@ -115,6 +115,35 @@ pub async fn send(request: http::Request<Full<Bytes>>) -> (u16, String) {
     (status, body)
 }
 
+/// A response as tests look at it.
+pub struct Reply {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    /// A header's value as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+    }
+}
+
+/// `method url` with `headers` and no body.
+pub async fn call_with(method: &str, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let (status, headers, body) = send_full(&client(), request.body(Full::default()).unwrap()).await;
+    Reply { status, headers, body }
+}
+
+/// `GET url` with `headers`.
+pub async fn call(url: &str, headers: &[(&str, &str)]) -> Reply {
+    call_with("GET", url, headers).await
+}
+
 /// Sends a request and returns (status, headers, body); fails the test instead of hanging.
 pub async fn send_full(
     client: &Client<HttpConnector, Full<Bytes>>,
