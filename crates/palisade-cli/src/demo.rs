@@ -9,6 +9,9 @@ use palisade_gateway::{ConfigSource, Gateway};
 /// The embedded config; a test in this crate loads it so it cannot rot.
 pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
 
+/// The OpenAPI contract of the demo's `/shop/orders` route, written next to nothing else at start.
+const DEMO_OPENAPI: &str = include_str!("demo-openapi.yaml");
+
 /// The credentials the demo makes at start: a signing key (its public half goes in the config) and
 /// an API key (only its hash goes in the config).
 pub struct DemoCredentials {
@@ -37,8 +40,14 @@ impl DemoCredentials {
     }
 }
 
+/// Where the demo writes its OpenAPI contract (one file per demo process).
+fn openapi_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("palisade-demo-{}-openapi.yaml", std::process::id()))
+}
+
 pub fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, credentials: &DemoCredentials) -> String {
     DEMO_CONFIG
+        .replace("{openapi}", &openapi_path().display().to_string())
         .replace("{listen}", &listen.to_string())
         .replace("{admin}", &admin.to_string())
         .replace("{echo}", &echo.to_string())
@@ -50,6 +59,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCo
     let (echo, _echo_task) = palisade_echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "echo").await?;
     let credentials = DemoCredentials::generate()?;
     let text = config_text(listen, admin, echo, &credentials);
+    std::fs::write(openapi_path(), DEMO_OPENAPI)?;
     let config =
         palisade_core::parse_str("demo.yaml", &text, None).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
     let token = credentials.token("alice", "orders:read")?;
@@ -85,10 +95,13 @@ Authentication (/secure accepts a JWT from the demo issuer or an API key):
   curl -i -H "Authorization: Bearer $TOKEN" {base}/admin      # 403: authenticated, but alice is no admin
   curl -i -H 'X-Palisade-Subject: admin' {base}/api           # the forged identity never reaches the upstream
 
-Traffic protection (/limited allows 3 requests at once, then 2 per minute per client):
+Traffic protection (/limited allows 3 requests at once, then 2 per minute per client; /shop/orders
+is validated against an OpenAPI contract):
   for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' {base}/limited; done; echo   # 200 200 200 429
   curl -i {base}/limited                            # 429 with Retry-After, RateLimit and RateLimit-Policy
   curl -i {base}/v1/orders                          # 200 with Deprecation, Sunset and Link: </orders>
+  curl -i -H 'Content-Type: application/json' -d '{{"sku":"A-1","quantity":2}}' {base}/shop/orders   # 200: matches the OpenAPI contract
+  curl -i -H 'Content-Type: application/json' -d '{{"sku":"a 1","quantity":0}}' {base}/shop/orders   # 400 listing /body/sku and /body/quantity
   curl -s http://{admin}/readyz
   curl -s http://{admin}/metrics | grep palisade_requests
 

@@ -338,7 +338,7 @@ fn removing_any_policy_or_rule_of_the_example_fails_a_case() {
 }
 
 #[test]
-fn the_demo_shows_a_429_after_its_burst_and_a_deprecated_route() {
+fn the_demo_shows_a_429_a_deprecated_route_and_a_400_from_validation() {
     use std::io::{BufRead, BufReader};
     let mut child = palisade()
         .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -363,4 +363,24 @@ fn the_demo_shows_a_429_after_its_burst_and_a_deprecated_route() {
     let statuses: Vec<u16> = (0..4).map(|_| http_status(&demo.address, "/limited")).collect();
     assert_eq!(statuses, [200, 200, 200, 429]);
     assert_eq!(http_status(&demo.address, "/v1/orders"), 200);
+    let order = |body: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&demo.address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!(
+            "POST /shop/orders HTTP/1.1\r\nHost: demo\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    assert!(order(r#"{"sku":"A-1","quantity":2}"#).starts_with("HTTP/1.1 200"));
+    let refused = order(r#"{"sku":"a 1","quantity":0}"#);
+    assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
+    assert!(
+        refused.contains("/body/sku") && refused.contains("/body/quantity"),
+        "{refused}"
+    );
 }

@@ -17,6 +17,18 @@ pub struct Problem {
     /// The request id, so that a user can quote it to an operator who finds the access log line.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// What request validation found (extension member), each with a JSON pointer into the request.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
+}
+
+/// One way a request does not match its API contract.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Violation {
+    /// `/path/id`, `/query/limit`, `/header/x-tenant`, `/content-type` or `/body/items/0/price`.
+    pub pointer: String,
+    /// What was expected; never the offending value itself.
+    pub message: String,
 }
 
 impl Problem {
@@ -28,6 +40,7 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             request_id: None,
+            violations: Vec::new(),
         }
     }
 
@@ -38,6 +51,11 @@ impl Problem {
 
     pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
         self.request_id = request_id;
+        self
+    }
+
+    pub fn with_violations(mut self, violations: Vec<Violation>) -> Self {
+        self.violations = violations;
         self
     }
 

@@ -195,14 +195,14 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
         files.extend(endpoint.value.ca.as_mut());
     }
     files.extend(auth.api_keys.file.as_mut());
-    let ip_rules = std::iter::once(&mut config.ip_rules).chain(
-        config
-            .routes
-            .iter_mut()
-            .filter_map(|route| route.value.ip_rules.as_mut()),
-    );
-    for rules in ip_rules {
-        files.extend(rules.allow_files.iter_mut().chain(rules.deny_files.iter_mut()));
+    let global = &mut config.ip_rules;
+    files.extend(global.allow_files.iter_mut().chain(global.deny_files.iter_mut()));
+    for route in &mut config.routes {
+        let route = &mut route.value;
+        if let Some(rules) = route.ip_rules.as_mut() {
+            files.extend(rules.allow_files.iter_mut().chain(rules.deny_files.iter_mut()));
+        }
+        files.extend(route.validate.as_mut().map(|v| &mut v.value.openapi));
     }
     for set in config.policies.values_mut() {
         files.push(&mut set.value.schema);

@@ -42,6 +42,8 @@ pub enum GatewayError {
     Gone {
         successor: Option<String>,
     },
+    /// The request does not match the route's OpenAPI operation.
+    Invalid(Vec<palisade_core::problem::Violation>),
     PayloadTooLarge,
     NoHealthyUpstream,
     UpstreamUnreachable,
@@ -52,9 +54,10 @@ pub enum GatewayError {
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadFraming(_) | GatewayError::BadPath(_) | GatewayError::BadRequest(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::BadFraming(_)
+            | GatewayError::BadPath(_)
+            | GatewayError::BadRequest(_)
+            | GatewayError::Invalid(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
@@ -84,6 +87,7 @@ impl GatewayError {
             GatewayError::TooManyInFlight => "too_many_in_flight",
             GatewayError::CorsRejected => "cors_rejected",
             GatewayError::Gone { .. } => "retired",
+            GatewayError::Invalid(_) => "validation_failed",
             GatewayError::PayloadTooLarge => "body_too_large",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
@@ -114,6 +118,9 @@ impl GatewayError {
                 .with_detail("You have sent too many requests; retry after the time in the Retry-After header."),
             GatewayError::TooManyInFlight => Problem::new(status, "too-many-in-flight", "Service Unavailable")
                 .with_detail("This service is handling as many requests as it can; retry shortly."),
+            GatewayError::Invalid(violations) => Problem::new(status, "validation-failed", "Bad Request")
+                .with_detail("The request does not match the API contract; see violations.")
+                .with_violations(violations.clone()),
             GatewayError::CorsRejected => Problem::new(status, "cors-rejected", "Forbidden")
                 .with_detail("This cross-origin request is not allowed."),
             GatewayError::Gone { successor } => {

@@ -43,6 +43,8 @@ pub struct RouteRuntime {
     pub lifecycle: Option<Lifecycle>,
     /// Set on deprecated routes.
     pub deprecated_metrics: Option<DeprecatedMetrics>,
+    /// The OpenAPI operation(s) requests must match, on routes with `validate`.
+    pub validator: Option<palisade_validate::RouteValidator>,
 }
 
 pub struct Runtime {
@@ -114,6 +116,11 @@ impl Runtime {
             .map(|route| load_ip_rules(route.value.ip_rules.as_ref()?, &mut diagnostics))
             .collect();
         let limit_store = connect_limit_store(&config, previous, metrics, &mut diagnostics);
+        let mut validators: Vec<Option<palisade_validate::RouteValidator>> = config
+            .routes
+            .iter()
+            .map(|route| load_validator(&route.value, &mut diagnostics))
+            .collect();
         if !diagnostics.is_empty() {
             return Err(ConfigErrors(diagnostics.into_errors()));
         }
@@ -122,7 +129,8 @@ impl Runtime {
             .routes
             .iter()
             .zip(route_ip_rules)
-            .filter_map(|(route, ip_rules)| {
+            .zip(validators.drain(..))
+            .filter_map(|((route, ip_rules), validator)| {
                 let route = &route.value;
                 let previous_route = previous.and_then(|p| p.routes.iter().find(|r| r.name == route.name.value));
                 let limits = RouteLimits::build(&config, route, limit_store.as_ref(), previous_route, metrics);
@@ -164,6 +172,7 @@ impl Runtime {
                         (None, None) => None,
                     },
                     deprecated_metrics: route.deprecated.as_ref().map(|_| metrics.deprecated(&route.name.value)),
+                    validator,
                 })
             })
             .collect();
@@ -245,6 +254,17 @@ impl RouteLimits {
             // Names are validated tokens and the rest are numbers, so the value is always valid.
             policy: http::HeaderValue::from_str(&policy).unwrap_or(http::HeaderValue::from_static("")),
             in_flight,
+        }
+    }
+}
+
+fn load_validator(route: &RouteConfig, diagnostics: &mut Diagnostics) -> Option<palisade_validate::RouteValidator> {
+    let settings = route.validate.as_ref()?;
+    match palisade_validate::RouteValidator::load(&settings.value, route.matcher.value.path.as_deref()) {
+        Ok(validator) => Some(validator),
+        Err(errors) => {
+            diagnostics.absorb(errors);
+            None
         }
     }
 }

@@ -15,7 +15,7 @@ pub mod traffic;
 pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig, PolicySetConfig};
 pub use traffic::{
     CorsConfig, DeprecationConfig, IpRulesConfig, LimitKey, Rate, RateLimitsConfig, RetiredConfig, RouteRateLimit,
-    SecurityHeadersConfig, StoreErrorPolicy,
+    SecurityHeadersConfig, StoreErrorPolicy, ValidationConfig,
 };
 
 /// The whole gateway configuration file.
@@ -361,6 +361,9 @@ pub struct RouteConfig {
     /// No longer served: 410 Gone naming the successor.
     #[serde(default)]
     pub retired: Option<Spanned<RetiredConfig>>,
+    /// Check requests against an OpenAPI operation before they reach the upstream (400).
+    #[serde(default)]
+    pub validate: Option<Spanned<ValidationConfig>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -402,6 +405,7 @@ impl Config {
         files.extend(self.ip_rules.files().cloned());
         for route in &self.routes {
             files.extend(route.value.ip_rules.iter().flat_map(|rules| rules.files().cloned()));
+            files.extend(route.value.validate.iter().map(|v| v.value.openapi.value.clone()));
         }
         for set in self.policies.values() {
             files.push(set.value.schema.value.clone());

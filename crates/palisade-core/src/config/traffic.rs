@@ -340,3 +340,27 @@ pub fn parse_date(text: &str) -> Result<std::time::SystemTime, String> {
     humantime::parse_rfc3339(&full)
         .map_err(|_| format!("{text:?} is not a date such as 2025-01-31 or 2025-01-31T12:00:00Z"))
 }
+
+/// Request validation against an OpenAPI 3.0 or 3.1 document.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// The OpenAPI document (YAML or JSON), relative to the config file.
+    pub openapi: Spanned<PathBuf>,
+    /// The `operationId` this route serves. Absent: the operations under the route's own `match.path`
+    /// in the document, chosen by the request's method.
+    #[serde(default)]
+    pub operation: Option<Spanned<String>>,
+    /// Refuse query parameters the operation does not declare.
+    #[serde(default)]
+    pub reject_unknown_query: bool,
+    /// Violations listed in one 400 answer at most.
+    #[serde(default = "ValidationConfig::default_max_violations")]
+    pub max_violations: usize,
+}
+
+impl ValidationConfig {
+    fn default_max_violations() -> usize {
+        10
+    }
+}

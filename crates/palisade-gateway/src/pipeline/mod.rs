@@ -7,7 +7,8 @@
 //! 4. `authenticate` — the route's accepted credentials → principal (401; 503 if the IdP is down);
 //! 5. `rate_limit`   — in-flight limit (503) and every rate limit of the route (429);
 //! 6. `authorize`    — default deny: a rule or `allow: authenticated` must allow the principal (403);
-//! 7. `body_limit`   — declared and streamed body size (413);
+//! 7. `body_limit`   — declared and streamed body size (413); `validate` — the route's OpenAPI
+//!    operation: parameters, content type, JSON body (400);
 //! 8. transform      — hop-by-hop and spoofed identity headers out; forwarding, request id and
 //!    identity headers in;
 //! 9. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
@@ -27,6 +28,7 @@ pub mod rate_limit;
 pub mod route;
 pub mod security_headers;
 pub mod upstream;
+pub mod validate;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -110,8 +112,13 @@ async fn run(
     // 6. authorize
     authorize::authorize(route, request.method(), request.headers(), connection, context)?;
 
-    // 7. body limit
+    // 7. body limit, then validation of the head against the route's OpenAPI operation
     body_limit::check_declared(request.headers(), route.max_body_bytes)?;
+    let body_rules = validate::check_head(route, &request, context)?;
+    let content_type = body_rules
+        .and(request.headers().get(http::header::CONTENT_TYPE))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
 
     // 8. transform
     let (mut parts, body) = request.into_parts();
@@ -141,7 +148,10 @@ async fn run(
         Some(query) => format!("{}?{query}", context.path),
         None => context.path.clone(),
     };
-    let body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
+    let mut body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
+    if let Some(rules) = body_rules {
+        body = validate::check_body(rules, content_type.as_deref(), body).await?;
+    }
 
     // 9. upstream
     let prepared = upstream::Prepared {
