@@ -7,19 +7,24 @@
 #   ROUNDS=5 DURATION=20 bash bench/run.sh
 #   bash bench/run.sh auth                    # JWT routes (RS256, ES256) against HAProxy's jwt_verify
 #   bash bench/run.sh authz                   # a 20-policy Cedar set against a scope rule
+#   bash bench/run.sh limits                  # rate limits (local, Redis), validation, HAProxy stick table
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
-for tool in nginx haproxy wrk; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in nginx haproxy wrk redis-server; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  apt-get install -y -qq nginx-light haproxy wrk
+  apt-get install -y -qq nginx-light haproxy wrk redis-server
 fi
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release -q
 if [ "${1:-}" = authz ]; then
   shift
   exec python3 bench/authz.py "$@"
+fi
+if [ "${1:-}" = limits ]; then
+  shift
+  exec python3 bench/limits.py "$@"
 fi
 if [ "${1:-}" = auth ]; then
   shift

@@ -187,3 +187,36 @@ fn fail_closed_refuses_while_redis_is_down() {
     assert!(text.contains("palisade_rate_limit_store_errors_total"), "{text}");
     assert!(!text.contains("palisade_rate_limit_store_errors_total 0\n"), "{text}");
 }
+
+/// Under a steady 3x overload, the limit counted in Redis lets through what it should. The
+/// tolerance is generous (CI machines are noisy); bench/ reports the precise figure.
+#[test]
+fn under_steady_overload_the_shared_limit_accepts_its_configured_rate() {
+    let _serial = one_at_a_time();
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(redis.port, "fallback_local").replace("rate: 1/min, burst: 6", "rate: 50/s, burst: 5");
+    let (gateway, _) = start(dir.path(), "accuracy.yaml", &yaml);
+    let run_for = Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    let (mut sent, mut accepted) = (0u32, 0u32);
+    // 150 requests/s, evenly spaced.
+    while started.elapsed() < run_for {
+        let due = started + Duration::from_micros(6_667) * sent;
+        if let Some(wait) = due.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sent += 1;
+        if http_status(&gateway.address, "/") != 429 {
+            accepted += 1;
+        }
+    }
+    let expected = 50.0 * started.elapsed().as_secs_f64() + 5.0;
+    let ratio = f64::from(accepted) / expected;
+    assert!(f64::from(sent) > 2.0 * expected, "the test must overload: sent {sent}");
+    assert!(
+        (0.85..=1.15).contains(&ratio),
+        "accepted {accepted}, expected {expected:.0}"
+    );
+    assert!(store_up(&gateway), "the decisions were shared, not local fallbacks");
+}

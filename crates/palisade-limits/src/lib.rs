@@ -20,6 +20,25 @@ pub use ip::{IpRules, IpSet};
 pub use local::LocalLimit;
 pub use shared::{SharedStore, StoreHealth};
 
+/// Who a limit counts, as the store keys it: addresses as numbers (no text to build per request),
+/// everything else as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// An IPv6 address or an IPv4 one mapped into IPv6 (possibly a /64 prefix).
+    Address(u128),
+    Text(String),
+}
+
+impl Key {
+    /// The bytes a shared store names the bucket after.
+    fn bytes(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Key::Address(address) => std::borrow::Cow::Owned(address.to_be_bytes().to_vec()),
+            Key::Text(text) => std::borrow::Cow::Borrowed(text.as_bytes()),
+        }
+    }
+}
+
 /// One limit's answer for one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -94,11 +113,11 @@ impl RateLimit {
         }
     }
 
-    pub async fn check(&self, key: &String) -> (Verdict, Source) {
+    pub async fn check(&self, key: &Key) -> (Verdict, Source) {
         let Some((store, on_error)) = &self.shared else {
             return (self.local.check(key), Source::Local);
         };
-        let bucket = SharedStore::bucket(&self.route, &self.name, key);
+        let bucket = SharedStore::bucket(&self.route, &self.name, &key.bytes());
         match store.check(&bucket, self.rate.interval(), self.burst).await {
             Ok(verdict) => (verdict, Source::Shared),
             Err(_) => {
@@ -131,12 +150,18 @@ impl RateLimit {
     }
 }
 
-/// The `RateLimit` member for one verdict: `r` requests remaining, `t` seconds until reset.
-pub fn status_header_item(name: &str, verdict: &Verdict) -> String {
-    match verdict {
-        Verdict::Allowed { remaining, reset } => format!("\"{name}\";r={remaining};t={}", ceil_secs(*reset)),
-        Verdict::Denied { retry_after } => format!("\"{name}\";r=0;t={}", retry_after_secs(*retry_after)),
+/// Appends the `RateLimit` member for one verdict to `out` (comma-separated from earlier ones):
+/// `r` requests remaining, `t` seconds until reset.
+pub fn write_status_item(out: &mut String, name: &str, verdict: &Verdict) {
+    use std::fmt::Write;
+    if !out.is_empty() {
+        out.push_str(", ");
     }
+    // Writing to a String cannot fail.
+    let _ = match verdict {
+        Verdict::Allowed { remaining, reset } => write!(out, "\"{name}\";r={remaining};t={}", ceil_secs(*reset)),
+        Verdict::Denied { retry_after } => write!(out, "\"{name}\";r=0;t={}", retry_after_secs(*retry_after)),
+    };
 }
 
 /// Whole seconds for `Retry-After`: rounded up, at least 1 (0 would invite an immediate retry).
@@ -166,10 +191,13 @@ mod tests {
             remaining: 4,
             reset: Duration::from_millis(600),
         };
-        assert_eq!(status_header_item("per-client", &allowed), "\"per-client\";r=4;t=1");
+        let mut header = String::new();
+        write_status_item(&mut header, "per-client", &allowed);
+        assert_eq!(header, "\"per-client\";r=4;t=1");
         let denied = Verdict::Denied {
             retry_after: Duration::from_millis(2100),
         };
-        assert_eq!(status_header_item("per-client", &denied), "\"per-client\";r=0;t=3");
+        write_status_item(&mut header, "everyone", &denied);
+        assert_eq!(header, "\"per-client\";r=4;t=1, \"everyone\";r=0;t=3");
     }
 }

@@ -8,13 +8,13 @@ use governor::middleware::StateInformationMiddleware;
 use governor::{Quota, RateLimiter};
 
 use crate::store::BoundedStore;
-use crate::Verdict;
+use crate::{Key, Verdict};
 
-type Limiter = RateLimiter<String, BoundedStore<String>, QuantaClock, StateInformationMiddleware>;
+type Limiter = RateLimiter<Key, BoundedStore<Key>, QuantaClock, StateInformationMiddleware>;
 
 pub struct LocalLimit {
     limiter: Limiter,
-    store: BoundedStore<String>,
+    store: BoundedStore<Key>,
     clock: QuantaClock,
     interval: Duration,
     burst: u32,
@@ -39,7 +39,7 @@ impl LocalLimit {
         }
     }
 
-    pub fn check(&self, key: &String) -> Verdict {
+    pub fn check(&self, key: &Key) -> Verdict {
         match self.limiter.check_key(key) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity().min(self.burst);
@@ -71,7 +71,7 @@ mod tests {
     #[test]
     fn a_burst_is_allowed_then_the_key_waits_one_interval() {
         let limit = LocalLimit::new(Duration::from_secs(10), 3, 100);
-        let key = "client".to_string();
+        let key = Key::Text("client".to_string());
         let remaining: Vec<u32> = (0..3)
             .map(|_| match limit.check(&key) {
                 Verdict::Allowed { remaining, .. } => remaining,
@@ -85,14 +85,14 @@ mod tests {
             }
             allowed => panic!("beyond the burst: {allowed:?}"),
         }
-        assert!(matches!(limit.check(&"other".to_string()), Verdict::Allowed { .. }));
+        assert!(matches!(limit.check(&Key::Address(7)), Verdict::Allowed { .. }));
     }
 
     #[test]
     fn key_spraying_keeps_the_store_bounded() {
         let limit = LocalLimit::new(Duration::from_secs(60), 1, 1_000);
         for i in 0..50_000 {
-            let _ = limit.check(&format!("sprayed-{i}"));
+            let _ = limit.check(&Key::Address(i));
         }
         assert!(limit.tracked_keys() <= 1_008, "{} keys", limit.tracked_keys());
         assert!(limit.evicted_keys() >= 49_000);

@@ -173,8 +173,8 @@ impl SharedStore {
 
     /// The Redis key of one bucket. Values are hashed: a keyed header might carry something
     /// sensitive, and the store needs no more than a stable name.
-    pub fn bucket(route: &str, limit: &str, value: &str) -> String {
-        let digest = Sha256::digest(value.as_bytes());
+    pub fn bucket(route: &str, limit: &str, value: &[u8]) -> String {
+        let digest = Sha256::digest(value);
         let mut key = format!("palisade:rl:{route}:{limit}:");
         for byte in &digest[..16] {
             key.push_str(&format!("{byte:02x}"));
@@ -265,7 +265,7 @@ mod tests {
 
     #[test]
     fn bucket_names_hash_the_value() {
-        let bucket = SharedStore::bucket("r", "l", "secret-header-value");
+        let bucket = SharedStore::bucket("r", "l", b"secret-header-value");
         assert!(bucket.starts_with("palisade:rl:r:l:"));
         assert!(!bucket.contains("secret"));
         assert_eq!(bucket.len(), "palisade:rl:r:l:".len() + 32);

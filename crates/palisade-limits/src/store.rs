@@ -7,7 +7,7 @@
 //! frees nothing, the least recently seen eighth of the shard (counted as `evicted`: those clients get
 //! a fresh budget, the price of bounded memory).
 
-use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -109,17 +109,14 @@ impl<K: Hash + Eq + Clone> StateStore for BoundedStore<K> {
         if !shard.contains_key(key) && shard.len() >= self.0.per_shard {
             self.make_room(&mut shard, now);
         }
-        match shard.entry(key.clone()) {
-            Entry::Occupied(mut slot) => {
-                let (result, tat) = f(Some(slot.get().tat))?;
-                *slot.get_mut() = Slot { tat, seen: now };
-                Ok(result)
-            }
-            Entry::Vacant(vacant) => {
-                let (result, tat) = f(None)?;
-                vacant.insert(Slot { tat, seen: now });
-                Ok(result)
-            }
+        // Known keys (the common case) are updated in place, without cloning the key.
+        if let Some(slot) = shard.get_mut(key) {
+            let (result, tat) = f(Some(slot.tat))?;
+            *slot = Slot { tat, seen: now };
+            return Ok(result);
         }
+        let (result, tat) = f(None)?;
+        shard.insert(key.clone(), Slot { tat, seen: now });
+        Ok(result)
     }
 }

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderValue};
 use palisade_auth::Principal;
 use palisade_core::config::LimitKey;
-use palisade_limits::Verdict;
+use palisade_limits::{Key, Verdict};
 
 use crate::context::RequestContext;
 use crate::respond::GatewayError;
@@ -38,7 +38,7 @@ pub async fn check(
     if route.rate_limits.is_empty() {
         return Ok(());
     }
-    let mut status = Vec::with_capacity(route.rate_limits.len());
+    let mut status = String::with_capacity(32 * route.rate_limits.len());
     let mut longest_wait = None;
     for (limit, metrics) in &route.rate_limits {
         let key = key_of(&limit.key, context.client_ip, context.principal.as_deref(), headers);
@@ -48,9 +48,9 @@ pub async fn check(
         if let Verdict::Denied { retry_after } = verdict {
             longest_wait = longest_wait.max(Some(retry_after));
         }
-        status.push(palisade_limits::status_header_item(&limit.name, &verdict));
+        palisade_limits::write_status_item(&mut status, &limit.name, &verdict);
     }
-    context.rate_limit_headers = HeaderValue::from_str(&status.join(", "))
+    context.rate_limit_headers = HeaderValue::from_maybe_shared(bytes::Bytes::from(status))
         .ok()
         .map(|status| (route.rate_limit_policy.clone(), status));
     match longest_wait {
@@ -63,9 +63,9 @@ pub async fn check(
 
 /// The value that identifies the caller for one limit. Absent values (no header, no principal)
 /// share one budget rather than escaping the limit.
-fn key_of(key: &LimitKey, client_ip: IpAddr, principal: Option<&Principal>, headers: &HeaderMap) -> String {
-    match key {
-        LimitKey::ClientIp => client_key(client_ip),
+fn key_of(key: &LimitKey, client_ip: IpAddr, principal: Option<&Principal>, headers: &HeaderMap) -> Key {
+    let text = match key {
+        LimitKey::ClientIp => return client_key(client_ip),
         LimitKey::Subject => principal.map_or_else(String::new, |p| format!("{}|{}", p.issuer, p.subject)),
         LimitKey::ApiKey => principal
             .filter(|p| p.method == palisade_auth::AuthMethodKind::ApiKey)
@@ -75,21 +75,16 @@ fn key_of(key: &LimitKey, client_ip: IpAddr, principal: Option<&Principal>, head
             let bytes = value.as_bytes();
             String::from_utf8_lossy(&bytes[..bytes.len().min(MAX_KEY_BYTES)]).into_owned()
         }),
-    }
+    };
+    Key::Text(text)
 }
 
 /// IPv4 clients by address; IPv6 clients by their /64, since one subscriber usually holds a whole
 /// /64 and could otherwise take a fresh budget from each of its 2^64 addresses.
-fn client_key(ip: IpAddr) -> String {
+fn client_key(ip: IpAddr) -> Key {
     match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => {
-            let segments = v6.segments();
-            format!(
-                "{:x}:{:x}:{:x}:{:x}::/64",
-                segments[0], segments[1], segments[2], segments[3]
-            )
-        }
+        IpAddr::V4(v4) => Key::Address(u128::from(v4.to_ipv6_mapped())),
+        IpAddr::V6(v6) => Key::Address(u128::from(v6) & !u128::from(u64::MAX)),
     }
 }
 
@@ -104,7 +99,10 @@ mod tests {
         let c: IpAddr = "2001:db8:1:3::1".parse().expect("ip");
         assert_eq!(client_key(a), client_key(b));
         assert_ne!(client_key(a), client_key(c));
-        assert_eq!(client_key("192.0.2.1".parse().expect("ip")), "192.0.2.1");
+        assert_ne!(
+            client_key("192.0.2.1".parse().expect("ip")),
+            client_key("192.0.2.2".parse().expect("ip"))
+        );
     }
 
     #[test]
@@ -112,9 +110,10 @@ mod tests {
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let key = LimitKey::Header("x-tenant".into());
         let mut headers = HeaderMap::new();
-        assert_eq!(key_of(&key, ip, None, &headers), "");
+        let empty = Key::Text(String::new());
+        assert_eq!(key_of(&key, ip, None, &headers), empty);
         headers.insert("x-tenant", HeaderValue::from_str(&"t".repeat(5000)).expect("value"));
-        assert_eq!(key_of(&key, ip, None, &headers).len(), MAX_KEY_BYTES);
-        assert_eq!(key_of(&LimitKey::Subject, ip, None, &headers), "");
+        assert_eq!(key_of(&key, ip, None, &headers), Key::Text("t".repeat(MAX_KEY_BYTES)));
+        assert_eq!(key_of(&LimitKey::Subject, ip, None, &headers), empty);
     }
 }
