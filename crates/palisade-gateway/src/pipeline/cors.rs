@@ -100,6 +100,7 @@ impl Cors {
         let mut response = Response::new(crate::respond::empty_body());
         *response.status_mut() = StatusCode::NO_CONTENT;
         let out = response.headers_mut();
+        out.append(VARY, HeaderValue::from_static("Origin"));
         self.allow_origin(origin, out);
         out.insert(ACCESS_CONTROL_ALLOW_METHODS, self.methods_value.clone());
         if let Ok(value) = HeaderValue::from_str(&asked_headers.join(", ")) {
@@ -111,7 +112,8 @@ impl Cors {
         Ok(response)
     }
 
-    /// CORS headers for an actual response to a request from `origin`.
+    /// CORS headers for an actual response to a request from `origin`. `Vary: Origin` is added beside
+    /// any `Vary` the upstream sent (replacing it would break caching on its other keys).
     pub fn decorate(&self, origin: Option<&HeaderValue>, out: &mut HeaderMap) {
         out.append(VARY, HeaderValue::from_static("Origin"));
         let Some(origin) = origin.filter(|origin| self.allows_origin(origin)) else {
@@ -128,7 +130,6 @@ impl Cors {
             out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
         } else {
             out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
-            out.insert(VARY, HeaderValue::from_static("Origin"));
         }
         if self.credentials {
             out.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
@@ -201,6 +202,14 @@ mod tests {
         cors.decorate(Some(&HeaderValue::from_static("https://app.example.com")), &mut allowed);
         assert_eq!(allowed[ACCESS_CONTROL_ALLOW_ORIGIN], "https://app.example.com");
         assert_eq!(allowed[ACCESS_CONTROL_EXPOSE_HEADERS], "ratelimit");
+        let mut upstream_vary = HeaderMap::new();
+        upstream_vary.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        cors.decorate(
+            Some(&HeaderValue::from_static("https://app.example.com")),
+            &mut upstream_vary,
+        );
+        let vary: Vec<_> = upstream_vary.get_all(VARY).iter().collect();
+        assert_eq!(vary, ["Accept-Encoding", "Origin"], "the upstream's Vary is kept");
         let mut other = HeaderMap::new();
         cors.decorate(Some(&HeaderValue::from_static("https://evil.example")), &mut other);
         assert!(other.get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
