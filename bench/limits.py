@@ -15,12 +15,13 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import auth  # noqa: E402
 import drive  # noqa: E402
 
 ROOT, OUT, BIN = drive.ROOT, drive.OUT, drive.BIN
 BENCH = os.path.join(ROOT, "bench")
 REDIS_PORT = 19379
-CONNECTIONS = 64
+CONNECTIONS = auth.CONNECTIONS
 
 
 def config(port, admin, store):
@@ -31,19 +32,6 @@ def config(port, admin, store):
     with open(path, "w") as f:
         f.write(text)
     return path
-
-
-def wrk(port, path, script=None):
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{drive.DURATION}s", "--latency"]
-    if script:
-        command += ["-s", script]
-    output = subprocess.run(command + [f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True).stdout
-    if "Non-2xx" in output:
-        raise SystemExit(f"non-2xx answers on {port}{path}\n{output}")
-    rps = float(drive.re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
-    p50 = drive.to_ms(drive.re.search(r"\s50%\s+([\d.]+\w+)", output).group(1))
-    p99 = drive.to_ms(drive.re.search(r"\s99%\s+([\d.]+\w+)", output).group(1))
-    return rps, p50, p99
 
 
 def accepted_rate(port):
@@ -89,7 +77,8 @@ def main():
         for round_number in range(drive.ROUNDS):
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
-                results.setdefault(name, []).append(wrk(*cases[name]))
+                port, path, script = cases[name]
+                results.setdefault(name, []).append(auth.wrk(port, path, None, script))
                 print(f"round {round_number + 1} {name}: {results[name][-1]}", file=sys.stderr)
         accuracy = {"local": accepted_rate(19080), "Redis": accepted_rate(19084)}
     finally:
