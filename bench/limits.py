@@ -28,6 +28,7 @@ def config(port, admin, store):
     with open(os.path.join(BENCH, "palisade-limits.yaml.in")) as f:
         text = f.read()
     text = text.replace("@PORT@", str(port)).replace("@ADMIN@", str(admin)).replace("@STORE@", store).replace("@BENCH@", BENCH)
+    text = text.replace("@OUT@", OUT)
     path = os.path.join(OUT, f"palisade-limits-{port}.yaml")
     with open(path, "w") as f:
         f.write(text)
@@ -45,13 +46,24 @@ def accepted_rate(port):
     return int(codes.get("200", 0)) / drive.DURATION, sum(int(n) for n in codes.values()) / drive.DURATION
 
 
+def write_deny_list():
+    """100,000 single addresses spread over 10.0.0.0/8 and 2001:db8::/32 (none of them 127.0.0.1)."""
+    with open(os.path.join(OUT, "deny-100k.txt"), "w") as f:
+        for i in range(50_000):
+            f.write(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/32\n")
+            f.write(f"2001:db8::{i:x}/128\n")
+
+
 def main():
+    os.makedirs(OUT, exist_ok=True)
+    write_deny_list()
     post = os.path.join(BENCH, "post-order.lua")
     cases = {
         "direct": (19000, "/open/item", None),
         "palisade open route": (19080, "/open/item", None),
         "palisade local rate limit": (19080, "/limited/item", None),
         "palisade Redis rate limit": (19084, "/limited/item", None),
+        "palisade 100k-entry IP deny list": (19080, "/iplisted/item", None),
         "palisade open POST 1 KiB": (19080, "/open/orders", post),
         "palisade validated POST 1 KiB": (19080, "/orders", post),
         "haproxy open": (19082, "/open/item", None),
@@ -85,6 +97,7 @@ def main():
         drive.stop(processes)
     median = lambda name, i: statistics.median(r[i] for r in results[name])
     base = {"palisade local rate limit": "palisade open route", "palisade Redis rate limit": "palisade open route",
+            "palisade 100k-entry IP deny list": "palisade open route",
             "palisade validated POST 1 KiB": "palisade open POST 1 KiB", "haproxy stick-table limit": "haproxy open"}
     lines = [
         f"Machine: {drive.machine()}; wrk -t2 -c{CONNECTIONS}, {drive.DURATION} s per run, {drive.ROUNDS} rounds interleaved, medians.",

@@ -19,6 +19,10 @@ struct Redis {
 
 impl Redis {
     fn start_on(port: u16) -> Redis {
+        Redis::start_with(port, &[])
+    }
+
+    fn start_with(port: u16, extra: &[&str]) -> Redis {
         let mut child = Command::new("redis-server")
             .args([
                 "--port",
@@ -30,6 +34,7 @@ impl Redis {
                 "--appendonly",
                 "no",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -47,11 +52,7 @@ impl Redis {
     }
 
     fn start() -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        Redis::start_on(port)
+        Redis::start_on(free_port())
     }
 
     fn stop(&mut self) {
@@ -64,6 +65,52 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A three-primary Redis Cluster on 127.0.0.1 (no replicas), its files in `dir`.
+fn start_cluster(dir: &std::path::Path) -> Vec<Redis> {
+    let nodes: Vec<Redis> = (0..3)
+        .map(|i| {
+            let port = free_port();
+            let config_file = dir.join(format!("nodes-{i}.conf"));
+            let dir = dir.display().to_string();
+            let config_file = config_file.display().to_string();
+            let extra = [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                &config_file,
+                "--dir",
+                &dir,
+            ];
+            Redis::start_with(port, &extra)
+        })
+        .collect();
+    let addresses: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .expect("redis-cli is installed (Debian package redis-tools, a dependency of redis-server)");
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stdout));
+    let ready = wait_for(|| {
+        nodes.iter().all(|node| {
+            Command::new("redis-cli")
+                .args(["-p", &node.port.to_string(), "cluster", "info"])
+                .output()
+                .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok"))
+        })
+    });
+    assert!(ready, "the cluster reaches state ok");
+    nodes
 }
 
 /// One Redis test at a time: a test that stops its server and restarts it on the same port must
@@ -219,4 +266,27 @@ fn under_steady_overload_the_shared_limit_accepts_its_configured_rate() {
         "accepted {accepted}, expected {expected:.0}"
     );
     assert!(store_up(&gateway), "the decisions were shared, not local fallbacks");
+}
+
+#[test]
+fn two_gateway_processes_share_one_limit_through_a_redis_cluster() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let nodes = start_cluster(dir.path());
+    let seeds: Vec<String> = nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)).collect();
+    let yaml = config(nodes[0].port, "deny").replace(
+        &format!("redis://127.0.0.1:{}/", nodes[0].port),
+        &format!("redis+cluster://{}", seeds.join(",")),
+    );
+    let (first, logs) = start(dir.path(), "first.yaml", &yaml);
+    let (second, _) = start(dir.path(), "second.yaml", &yaml);
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| http_status(if i % 2 == 0 { &first.address } else { &second.address }, "/"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [502, 502, 502, 502, 502, 502, 429, 429],
+        "one budget across processes, counted in the cluster; {:#?}",
+        logs.lock().unwrap()
+    );
 }

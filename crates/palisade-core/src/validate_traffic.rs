@@ -11,11 +11,12 @@ use crate::validate::parse_cidr;
 pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     let limits = &config.rate_limits;
     let store = &limits.store;
-    if store.value != "local" && !store.value.starts_with("redis://") && !store.value.starts_with("rediss://") {
+    let schemes = ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
+    if store.value != "local" && !schemes.iter().any(|scheme| store.value.starts_with(scheme)) {
         diagnostics.on(
             store,
             format!(
-                "rate_limits.store {:?}: expected local, redis://… or rediss://…",
+                "rate_limits.store {:?}: expected local, redis://…, rediss://… or redis+cluster://host:port,host:port",
                 store.value
             ),
         );

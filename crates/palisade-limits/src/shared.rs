@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisResult, Script};
 use sha2::{Digest, Sha256};
 
 use crate::Verdict;
@@ -67,9 +69,87 @@ impl StoreHealth {
     }
 }
 
+/// A connection to one Redis primary, or to a Redis Cluster (keys routed to their slot's node).
+/// Both reconnect on their own once made.
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn gcra(self, script: &Script, key: &str, interval_us: u64, burst: u32) -> RedisResult<(i64, i64, i64)> {
+        let mut invocation = script.key(key);
+        invocation.arg(interval_us).arg(burst);
+        match self {
+            Connection::Single(mut connection) => invocation.invoke_async(&mut connection).await,
+            Connection::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
+        }
+    }
+
+    /// Loads the script now so that the first decision is one round trip, not three (EVALSHA,
+    /// NOSCRIPT, SCRIPT LOAD). After a Redis restart it is reloaded on demand.
+    async fn preload(&self, script: &Script) -> RedisResult<String> {
+        match self.clone() {
+            Connection::Single(mut connection) => script.load_async(&mut connection).await,
+            Connection::Cluster(mut connection) => script.load_async(&mut connection).await,
+        }
+    }
+}
+
+/// How to reach the store: `redis://`/`rediss://` for one primary,
+/// `redis+cluster://host:port,host:port` (or `rediss+cluster://`) for a cluster's seed nodes.
+enum Target {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(ClusterClient),
+}
+
+impl Target {
+    fn parse(url: &str, timeout: Duration) -> Result<Target, StoreError> {
+        let invalid = |e: redis::RedisError| StoreError::InvalidUrl(format!("{:?}", e.kind()));
+        let connect_timeout = timeout.max(Duration::from_millis(200));
+        let cluster = [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")]
+            .iter()
+            .find_map(|(prefix, scheme)| url.strip_prefix(prefix).map(|nodes| (nodes, scheme)));
+        match cluster {
+            Some((nodes, scheme)) => {
+                let seeds: Vec<String> = nodes
+                    .split(',')
+                    .map(|node| format!("{scheme}{}", node.trim()))
+                    .collect();
+                let client = ClusterClient::builder(seeds)
+                    .connection_timeout(connect_timeout)
+                    .response_timeout(timeout)
+                    .retries(1)
+                    .build()
+                    .map_err(invalid)?;
+                Ok(Target::Cluster(client))
+            }
+            None => {
+                let client = redis::Client::open(url).map_err(invalid)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(connect_timeout))
+                    .set_response_timeout(Some(timeout))
+                    .set_number_of_retries(1);
+                Ok(Target::Single(client, config))
+            }
+        }
+    }
+
+    async fn connect(&self) -> RedisResult<Connection> {
+        match self {
+            Target::Single(client, config) => client
+                .get_connection_manager_with_config(config.clone())
+                .await
+                .map(Connection::Single),
+            Target::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
+        }
+    }
+}
+
 pub struct SharedStore {
-    /// Set once the first connection succeeded; the manager reconnects on its own afterwards.
-    connection: Arc<OnceLock<ConnectionManager>>,
+    /// Set once the first connection succeeded; it reconnects on its own afterwards.
+    connection: Arc<OnceLock<Connection>>,
     script: Script,
     timeout: Duration,
     created: Instant,
@@ -85,16 +165,11 @@ impl SharedStore {
     /// Parses `url` and starts connecting in the background; never waits for Redis, so a gateway
     /// starts (on its fallback) while Redis is down. Needs a Tokio runtime.
     pub fn connect(url: &str, timeout: Duration, health: StoreHealth) -> Result<SharedStore, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError::InvalidUrl(format!("{:?}", e.kind())))?;
+        let target = Target::parse(url, timeout)?;
         let display = describe(url);
         let connection = Arc::new(OnceLock::new());
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
         let connector = tokio::spawn(keep_connecting(
-            client,
-            config,
+            target,
             connection.clone(),
             health.clone(),
             display.clone(),
@@ -126,11 +201,8 @@ impl SharedStore {
             tracing::debug!(store = %self.display, "rate-limit store not connected yet");
             return Err(StoreError::Unavailable);
         };
-        let mut connection = connection.clone();
         let interval_us = interval.as_micros().max(1) as u64;
-        let mut invocation = self.script.key(key);
-        invocation.arg(interval_us).arg(burst);
-        let call = invocation.invoke_async::<(i64, i64, i64)>(&mut connection);
+        let call = connection.clone().gcra(&self.script, key, interval_us, burst);
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(answer)) => {
                 self.mark_up();
@@ -203,23 +275,15 @@ fn verdict((allowed, value, reset_us): (i64, i64, i64)) -> Verdict {
     }
 }
 
-async fn keep_connecting(
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    slot: Arc<OnceLock<ConnectionManager>>,
-    health: StoreHealth,
-    shown: String,
-) {
+async fn keep_connecting(target: Target, slot: Arc<OnceLock<Connection>>, health: StoreHealth, shown: String) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match client.get_connection_manager_with_config(config.clone()).await {
-            Ok(mut manager) => {
-                // Loaded now so that the first decision is one round trip, not three (EVALSHA,
-                // NOSCRIPT, SCRIPT LOAD). After a Redis restart the script is reloaded on demand.
-                if let Err(error) = Script::new(GCRA_SCRIPT).load_async(&mut manager).await {
+        match target.connect().await {
+            Ok(connection) => {
+                if let Err(error) = connection.preload(&Script::new(GCRA_SCRIPT)).await {
                     tracing::warn!(event = "rate_limit_store_unavailable", store = %shown, error = %error, "cannot load the rate-limit script");
                 }
-                let _ = slot.set(manager);
+                let _ = slot.set(connection);
                 health.up.set(1);
                 tracing::info!(event = "rate_limit_store_connected", store = %shown, "rate-limit store connected");
                 return;
@@ -261,6 +325,7 @@ mod tests {
             "redis://127.0.0.1:6379/0"
         );
         assert_eq!(describe("rediss://u:p@cache:6380"), "rediss://cache:6380");
+        assert!(!describe("redis+cluster://:pw@a:7000,:pw@b:7001").contains("pw"));
     }
 
     #[test]
