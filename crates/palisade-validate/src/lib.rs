@@ -74,20 +74,20 @@ impl RouteValidator {
         let compiler = Compiler::new(&document);
         let mut operations = Vec::new();
         for operation in &located {
-            operations.push(
-                compiler
-                    .operation(operation, config.max_violations)
-                    .map_err(|message| {
-                        fail(
-                            &document.file,
-                            format!(
-                                "{} {}: {message}",
-                                operation.method.to_uppercase(),
-                                operation.path_pointer
-                            ),
-                        )
-                    })?,
-            );
+            let compiled = compiler
+                .operation(operation, config.max_violations)
+                .and_then(|compiled| compiled.fits(route_path))
+                .map_err(|message| {
+                    fail(
+                        &document.file,
+                        format!(
+                            "{} {}: {message}",
+                            operation.method.to_uppercase(),
+                            operation.path_pointer
+                        ),
+                    )
+                })?;
+            operations.push(compiled);
         }
         Ok(RouteValidator {
             operations,
@@ -147,6 +147,24 @@ impl RouteValidator {
             violations.truncate(self.max_violations);
             Err(violations)
         }
+    }
+}
+
+impl Operation {
+    /// Every path parameter the operation declares must be one the route's template captures;
+    /// otherwise each request would miss it and be refused.
+    fn fits(self, route_path: Option<&str>) -> Result<Operation, String> {
+        for parameter in self.parameters.iter().filter(|p| p.location == Location::Path) {
+            let placeholder = format!("{{{}}}", parameter.name);
+            if !route_path.is_some_and(|path| path.contains(&placeholder)) {
+                return Err(format!(
+                    "path parameter {:?} is not captured by the route's match.path {}",
+                    parameter.name,
+                    route_path.map_or_else(|| "(a prefix route captures none)".to_string(), |p| format!("{p:?}"))
+                ));
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -504,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_operations_and_remote_references_are_load_errors() {
+    fn unknown_operations_and_uncaptured_path_parameters_are_load_errors() {
         let config = ValidationConfig {
             openapi: palisade_core::config::unspanned(example()),
             operation: Some(palisade_core::config::unspanned("nope".to_string())),
@@ -513,5 +531,13 @@ mod tests {
         };
         let error = RouteValidator::load(&config, None).err().expect("refused").to_string();
         assert!(error.contains("operationId \"nope\""), "{error}");
+        let mismatched = ValidationConfig {
+            operation: Some(palisade_core::config::unspanned("getOrder".to_string())),
+            ..config
+        };
+        let error = RouteValidator::load(&mismatched, Some("/orders/{order_id}"))
+            .err()
+            .expect("refused");
+        assert!(error.to_string().contains("path parameter \"id\""), "{error}");
     }
 }
