@@ -46,6 +46,8 @@ pub struct RequestContext {
     pub in_flight: Option<palisade_limits::InFlightGuard>,
     /// The request's `Origin`, for the CORS headers of its response.
     pub origin: Option<http::HeaderValue>,
+    /// A CORS preflight answered at the gateway (its answer carries its own CORS headers).
+    pub preflight: bool,
 }
 
 impl RequestContext {
@@ -71,6 +73,7 @@ impl RequestContext {
             rate_limit_headers: None,
             in_flight: None,
             origin: None,
+            preflight: false,
         }
     }
 }

@@ -11,7 +11,7 @@ use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_limits::{InFlight, IpRules, RateLimit, SharedStore, StoreHealth};
 use palisade_telemetry::access_log::Destination;
-use palisade_telemetry::{AccessLog, AuthMetrics, DeprecatedMetrics, LimitMetrics, Metrics, RouteMetrics};
+use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
 use crate::pipeline::cors::Cors;
@@ -41,8 +41,6 @@ pub struct RouteRuntime {
     pub in_flight: Option<InFlight>,
     pub cors: Option<Cors>,
     pub lifecycle: Option<Lifecycle>,
-    /// Set on deprecated routes.
-    pub deprecated_metrics: Option<DeprecatedMetrics>,
     /// The OpenAPI operation(s) requests must match, on routes with `validate`.
     pub validator: Option<palisade_validate::RouteValidator>,
 }
@@ -167,11 +165,13 @@ impl Runtime {
                         .as_ref()
                         .map(|cors| Cors::compile(&cors.value, route.matcher.value.methods.as_deref())),
                     lifecycle: match (&route.deprecated, &route.retired) {
-                        (Some(deprecated), _) => Some(Lifecycle::deprecated(&deprecated.value)),
+                        (Some(deprecated), _) => Some(Lifecycle::deprecated(
+                            &deprecated.value,
+                            metrics.deprecated(&route.name.value),
+                        )),
                         (None, Some(retired)) => Some(Lifecycle::retired(&retired.value)),
                         (None, None) => None,
                     },
-                    deprecated_metrics: route.deprecated.as_ref().map(|_| metrics.deprecated(&route.name.value)),
                     validator,
                 })
             })

@@ -343,12 +343,11 @@ async fn tokens_from_a_header_or_cookie_and_shared_secrets() {
 async fn short_shared_secrets_and_hmac_with_public_keys_are_config_errors() {
     std::env::set_var("PALISADE_TEST_SHORT_SECRET", "too-short");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("g.yaml");
-    let text = support::with_listeners(
+    let errors = support::config_errors(
+        dir.path(),
         "clusters:\n  c: { targets: [\"127.0.0.1:9\"] }\nauthentication:\n  jwt_providers:\n    short:\n      issuer: x\n      keys: { shared_secret: \"${PALISADE_TEST_SHORT_SECRET}\" }\n    mixed:\n      issuer: y\n      algorithms: [RS256, HS256]\n      keys: { jwks: '{\"keys\": []}' }\n    none:\n      issuer: z\n      algorithms: [none]\n      keys: { jwks_url: \"http://idp.example.com/jwks\" }\nroutes:\n  - { name: r, match: { prefix: / }, cluster: c }\n",
-    );
-    std::fs::write(&path, text).unwrap();
-    let errors = palisade_gateway::check_config(&path).await.unwrap_err().to_string();
+    )
+    .await;
     for expected in [
         "shared_secret must be at least 32 bytes",
         "HS256: HS256/384/512 go with keys.shared_secret",

@@ -101,6 +101,12 @@ async fn cors_preflights_are_answered_at_the_gateway_from_the_allowlist() {
     assert_eq!(headers["access-control-allow-methods"], "GET, PUT");
     assert_eq!(headers["access-control-allow-headers"], "x-api-key, content-type");
     assert_eq!(headers["access-control-max-age"], "300");
+    assert_eq!(
+        headers.get_all("vary").iter().count(),
+        1,
+        "one Vary: Origin on a preflight"
+    );
+    assert!(headers.get("access-control-expose-headers").is_none());
     for (origin, method, asked) in [
         ("https://evil.example", "GET", ""),
         ("null", "GET", ""),

@@ -17,10 +17,6 @@ async fn from(url: &str, client_ip: &str) -> Reply {
     call(url, &[("x-forwarded-for", client_ip)]).await
 }
 
-fn header<'a>(reply: &'a Reply, name: &str) -> &'a str {
-    reply.header(name)
-}
-
 /// A gateway with one public catch-all route `api` to a fresh echo, with `route_extra` added to the
 /// route and `global` before the clusters.
 async fn one_route(global: &str, route_extra: &str) -> support::Running {
@@ -40,20 +36,20 @@ async fn per_client_limits_answer_429_with_retry_after_and_draft_headers() {
     for _ in 0..3 {
         let reply = from(&url, "198.51.100.1").await;
         assert_eq!(reply.status, 200, "{}", reply.body);
-        assert_eq!(header(&reply, "ratelimit-policy"), "\"per-client\";q=1;w=60");
-        remaining.push(header(&reply, "ratelimit").to_string());
+        assert_eq!(reply.header("ratelimit-policy"), "\"per-client\";q=1;w=60");
+        remaining.push(reply.header("ratelimit").to_string());
     }
     assert!(remaining[0].starts_with("\"per-client\";r=2;t="), "{remaining:?}");
     assert!(remaining[2].starts_with("\"per-client\";r=0;t="), "{remaining:?}");
 
     let limited = from(&url, "198.51.100.1").await;
     assert_eq!(limited.status, 429);
-    let retry_after: u64 = header(&limited, "retry-after").parse().expect("Retry-After seconds");
+    let retry_after: u64 = limited.header("retry-after").parse().expect("Retry-After seconds");
     assert!((55..=60).contains(&retry_after), "one interval of 1/min: {retry_after}");
-    assert!(header(&limited, "content-type").starts_with("application/problem+json"));
+    assert!(limited.header("content-type").starts_with("application/problem+json"));
     let problem: Value = serde_json::from_str(&limited.body).expect("problem+json");
     assert_eq!(problem["status"], 429);
-    assert!(header(&limited, "ratelimit").starts_with("\"per-client\";r=0;t="));
+    assert!(limited.header("ratelimit").starts_with("\"per-client\";r=0;t="));
 
     // Another client has its own budget.
     assert_eq!(from(&url, "198.51.100.2").await.status, 200);
@@ -127,7 +123,7 @@ routes:
     let reply = call(&keyed, &[("x-api-key", &key_a), ("x-forwarded-for", "198.51.100.1")]).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(
-        header(&reply, "ratelimit-policy"),
+        reply.header("ratelimit-policy"),
         "\"per-key\";q=1;w=60, \"per-subject\";q=1;w=60"
     );
     assert_eq!(
@@ -160,7 +156,7 @@ async fn the_in_flight_limit_refuses_with_503_and_frees_slots_when_responses_end
     tokio::time::sleep(Duration::from_millis(250)).await;
     let refused = call(&url, &[]).await;
     assert_eq!(refused.status, 503);
-    assert_eq!(header(&refused, "retry-after"), "1");
+    assert_eq!(refused.header("retry-after"), "1");
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(second.await.unwrap(), 200);
     assert_eq!(call(&url, &[]).await.status, 200, "slots are free again");
@@ -241,16 +237,11 @@ async fn a_bad_line_in_an_ip_list_is_a_config_error_with_its_location() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("allow.txt");
     std::fs::write(&list, "10.0.0.0/8\n\n  10.0.0.300\n").unwrap();
-    let yaml = support::with_listeners(&format!(
+    let yaml = format!(
         "ip_rules:\n  allow_files: [{}]\nclusters:\n  echo: {{ targets: [\"127.0.0.1:9\"] }}\nroutes:\n  - name: all\n    match: {{ prefix: / }}\n    cluster: echo\n    public: true\n",
         list.display()
-    ));
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let error = match palisade_gateway::Gateway::start(palisade_gateway::ConfigSource::File(path)).await {
-        Ok(_) => panic!("a bad IP list must not load"),
-        Err(error) => error.to_string(),
-    };
+    );
+    let error = support::config_errors(dir.path(), &yaml).await;
     assert!(error.contains("allow.txt:3:3"), "{error}");
 }
 

@@ -135,17 +135,9 @@ async fn bodies_are_checked_and_valid_ones_forwarded_unchanged() {
 async fn a_contract_that_does_not_load_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();
     let contract = contract();
-    let path = dir.path().join("gateway.yaml");
-    std::fs::write(
-        &path,
-        support::with_listeners(&format!(
-            "clusters:\n  echo: {{ targets: [\"127.0.0.1:9\"] }}\nroutes:\n  - name: r\n    match: {{ prefix: /x }}\n    cluster: echo\n    public: true\n    validate: {{ openapi: \"{contract}\", operation: noSuchOperation }}\n"
-        )),
-    )
-    .unwrap();
-    let error = match palisade_gateway::Gateway::start(palisade_gateway::ConfigSource::File(path)).await {
-        Ok(_) => panic!("an unknown operation must not load"),
-        Err(error) => error.to_string(),
-    };
+    let yaml = format!(
+        "clusters:\n  echo: {{ targets: [\"127.0.0.1:9\"] }}\nroutes:\n  - name: r\n    match: {{ prefix: /x }}\n    cluster: echo\n    public: true\n    validate: {{ openapi: \"{contract}\", operation: noSuchOperation }}\n"
+    );
+    let error = support::config_errors(dir.path(), &yaml).await;
     assert!(error.contains("noSuchOperation"), "{error}");
 }

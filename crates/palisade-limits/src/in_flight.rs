@@ -30,14 +30,6 @@ impl InFlight {
         }
     }
 
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    pub fn current(&self) -> usize {
-        self.current.load(Ordering::Relaxed)
-    }
-
     /// A slot, or `None` when `max` requests are already in flight.
     pub fn try_acquire(&self) -> Option<InFlightGuard> {
         self.current

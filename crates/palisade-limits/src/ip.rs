@@ -97,10 +97,6 @@ impl IpRules {
     pub fn permits(&self, ip: IpAddr) -> bool {
         !self.deny.contains(ip) && self.allow.as_ref().is_none_or(|allow| allow.contains(ip))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.allow.is_none() && self.deny.is_empty()
-    }
 }
 
 /// One network per line; blank lines and `#` comments are ignored.

@@ -135,10 +135,6 @@ impl RateLimit {
         }
     }
 
-    pub fn local(&self) -> &LocalLimit {
-        &self.local
-    }
-
     /// The `RateLimit-Policy` member for this limit: quota `q` per window `w` seconds.
     pub fn policy_header_item(&self) -> String {
         format!(

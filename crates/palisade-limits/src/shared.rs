@@ -63,12 +63,6 @@ pub struct StoreHealth {
     pub fallbacks: Counter,
 }
 
-impl StoreHealth {
-    pub fn is_up(&self) -> bool {
-        self.up.get() == 1
-    }
-}
-
 /// A connection to one Redis primary, or to a Redis Cluster (keys routed to their slot's node).
 /// Both reconnect on their own once made.
 #[derive(Clone)]

@@ -10,6 +10,7 @@ use http::header::{HeaderName, HeaderValue, LINK};
 use http::HeaderMap;
 use palisade_core::config::traffic::parse_date;
 use palisade_core::config::{DeprecationConfig, RetiredConfig};
+use palisade_telemetry::DeprecatedMetrics;
 
 use crate::respond::GatewayError;
 
@@ -17,12 +18,17 @@ pub const DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
 pub const SUNSET: HeaderName = HeaderName::from_static("sunset");
 
 pub enum Lifecycle {
-    Deprecated(Vec<(HeaderName, HeaderValue)>),
-    Retired { successor: Option<String> },
+    Deprecated {
+        headers: Vec<(HeaderName, HeaderValue)>,
+        calls: DeprecatedMetrics,
+    },
+    Retired {
+        successor: Option<String>,
+    },
 }
 
 impl Lifecycle {
-    pub fn deprecated(config: &DeprecationConfig) -> Lifecycle {
+    pub fn deprecated(config: &DeprecationConfig, calls: DeprecatedMetrics) -> Lifecycle {
         let mut headers = Vec::new();
         if let Ok(since) = parse_date(&config.since.value) {
             let seconds = since.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -45,7 +51,7 @@ impl Lifecycle {
         if let (false, Ok(value)) = (links.is_empty(), HeaderValue::from_str(&links.join(", "))) {
             headers.push((LINK, value));
         }
-        Lifecycle::Deprecated(headers)
+        Lifecycle::Deprecated { headers, calls }
     }
 
     pub fn retired(config: &RetiredConfig) -> Lifecycle {
@@ -60,12 +66,19 @@ impl Lifecycle {
             Lifecycle::Retired { successor } => Err(GatewayError::Gone {
                 successor: successor.clone(),
             }),
-            Lifecycle::Deprecated(_) => Ok(()),
+            Lifecycle::Deprecated { .. } => Ok(()),
+        }
+    }
+
+    /// Counts a call to a deprecated route by who made it (after authentication).
+    pub fn count_call(&self, subject: Option<&str>) {
+        if let Lifecycle::Deprecated { calls, .. } = self {
+            calls.record(subject);
         }
     }
 
     pub fn decorate(&self, out: &mut HeaderMap) {
-        if let Lifecycle::Deprecated(headers) = self {
+        if let Lifecycle::Deprecated { headers, .. } = self {
             for (name, value) in headers {
                 out.append(name.clone(), value.clone());
             }
@@ -84,7 +97,8 @@ mod tests {
         )
         .expect("valid");
         let mut headers = HeaderMap::new();
-        Lifecycle::deprecated(&config).decorate(&mut headers);
+        let calls = palisade_telemetry::Metrics::new().deprecated("orders-v1");
+        Lifecycle::deprecated(&config, calls).decorate(&mut headers);
         assert_eq!(headers["deprecation"], "@1735689600");
         assert_eq!(headers["sunset"], "Tue, 30 Jun 2026 00:00:00 GMT");
         assert_eq!(

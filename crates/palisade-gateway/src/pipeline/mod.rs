@@ -87,6 +87,7 @@ async fn run(
         let found = route::find(runtime, context, &asked).ok();
         if let Some(route) = found.and_then(|index| runtime.routes.get(index)) {
             if let Some(cors) = &route.cors {
+                context.preflight = true;
                 ip_rules::check(route.ip_rules.as_ref(), context.client_ip)?;
                 return cors.preflight(request.headers(), &asked);
             }
@@ -102,8 +103,8 @@ async fn run(
     // 4. authenticate
     context.principal =
         authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
-    if let Some(deprecated) = &route.deprecated_metrics {
-        deprecated.record(context.principal.as_ref().map(|p| p.subject.as_str()));
+    if let Some(lifecycle) = &route.lifecycle {
+        lifecycle.count_call(context.principal.as_ref().map(|p| p.subject.as_str()));
     }
 
     // 5. rate limit
@@ -177,9 +178,8 @@ fn decorate(
         headers.insert(rate_limit::RATELIMIT, status);
     }
     if let Some(route) = context.route_index.and_then(|index| runtime.routes.get(index)) {
-        // A refused preflight must not carry the allow headers that decorate adds.
-        let refused_preflight = context.reason == Some(GatewayError::CorsRejected.reason());
-        if let (Some(cors), false) = (&route.cors, refused_preflight) {
+        // A preflight's answer (204, or 403 when refused) already says everything CORS has to say.
+        if let (Some(cors), false) = (&route.cors, context.preflight) {
             cors.decorate(context.origin.as_ref(), headers);
         }
         if let Some(lifecycle) = &route.lifecycle {

@@ -72,6 +72,17 @@ pub fn with_listeners(yaml: &str) -> String {
     text
 }
 
+/// Writes `yaml` (with the test listeners) into `dir` and returns every error `check-config`
+/// reports for it; fails the test if it loads.
+pub async fn config_errors(dir: &std::path::Path, yaml: &str) -> String {
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, with_listeners(yaml)).unwrap();
+    match palisade_gateway::check_config(&path).await {
+        Ok(_) => panic!("this config must not load:\n{yaml}"),
+        Err(errors) => errors.to_string(),
+    }
+}
+
 pub async fn start(yaml: &str) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let config_path = dir.path().join("gateway.yaml");
