@@ -33,9 +33,14 @@ pub fn client_verifier(config: &ClientCertificatesConfig) -> Result<Arc<dyn Clie
         ClientCertificateMode::Request => builder.allow_unauthenticated(),
         ClientCertificateMode::Require => builder,
     };
-    builder
+    let verifier = builder
         .build()
-        .map_err(|e| format!("cannot build the client certificate verifier: {e}"))
+        .map_err(|e| format!("cannot build the client certificate verifier: {e}"))?;
+    if config.trust_domains.is_empty() {
+        return Ok(verifier);
+    }
+    let domains = config.trust_domains.iter().map(|d| d.value.clone()).collect();
+    Ok(Arc::new(palisade_mesh::TrustDomainClientVerifier::new(verifier, domains)))
 }
 
 /// The principal of a certificate the handshake already verified.

@@ -2,6 +2,7 @@
 //! all of its conditions: `all_of` scopes/roles/groups, `any_of` them, principal kinds, issuers,
 //! subjects. Rules only allow; whatever no rule allows is denied.
 
+use palisade_core::spiffe::SpiffePattern;
 use std::sync::Arc;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,30 @@ struct Rule {
     any_of: Requirement,
     kinds: Option<Vec<PrincipalKind>>,
     issuers: Option<Vec<String>>,
-    subjects: Option<Vec<String>>,
+    subjects: Option<Vec<SubjectMatcher>>,
+}
+
+/// A subject a rule names: exact text, or for workload identities a SPIFFE pattern
+/// (`spiffe://example.org/ns/shop/*`), which config validation has already checked.
+enum SubjectMatcher {
+    Exact(String),
+    Spiffe(SpiffePattern),
+}
+
+impl SubjectMatcher {
+    fn new(text: &str) -> Self {
+        match text.starts_with("spiffe://").then(|| SpiffePattern::parse(text)) {
+            Some(Ok(pattern)) => Self::Spiffe(pattern),
+            _ => Self::Exact(text.to_string()),
+        }
+    }
+
+    fn matches(&self, subject: &str) -> bool {
+        match self {
+            Self::Exact(text) => text == subject,
+            Self::Spiffe(pattern) => pattern.matches(subject),
+        }
+    }
 }
 
 /// A route's compiled authorization.
@@ -110,7 +134,10 @@ fn compile_rule(index: usize, config: &RuleConfig) -> Rule {
             .as_ref()
             .map(|kinds| kinds.iter().map(|k| kind_of(*k)).collect()),
         issuers: config.issuers.clone(),
-        subjects: config.subjects.clone(),
+        subjects: config
+            .subjects
+            .as_ref()
+            .map(|subjects| subjects.iter().map(|s| SubjectMatcher::new(s)).collect()),
     }
 }
 
@@ -143,7 +170,7 @@ impl Rule {
         let subject = self
             .subjects
             .as_ref()
-            .is_none_or(|subjects| subjects.contains(&principal.subject));
+            .is_none_or(|subjects| subjects.iter().any(|s| s.matches(&principal.subject)));
         all_of && any_of && kind && issuer && subject
     }
 }

@@ -1,5 +1,6 @@
 //! `palisade`: the one binary. Subcommands are thin: each parses its arguments and calls a library.
 
+mod ca;
 mod credentials;
 mod demo;
 mod policy;
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use palisade_core::ConfigKind;
 use palisade_gateway::{ConfigSource, Gateway};
 
 #[derive(Parser)]
@@ -34,8 +36,23 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a gateway config; prints every error as file:line:column and exits 1 if any.
-    CheckConfig { file: PathBuf },
+    /// Run a sidecar next to one service: mTLS in (callers authorized by SPIFFE ID) and out.
+    Sidecar {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The certificate authority: init, issue, rotate, join tokens.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
+    /// Validate a gateway (or, with --sidecar, a sidecar) config; prints every error as
+    /// file:line:column and exits 1 if any.
+    CheckConfig {
+        file: PathBuf,
+        #[arg(long)]
+        sidecar: bool,
+    },
     /// Run an upstream that answers with a JSON description of each request.
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -148,32 +165,16 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Gateway { config } => {
-            let gateway = Gateway::start(ConfigSource::File(config)).await?;
-            for (name, address) in gateway.listeners() {
-                tracing::info!(listener = %name, %address, "listening");
-            }
-            tracing::info!(address = %gateway.admin_addr(), "admin listening");
-            let drained = gateway.run_until_signal().await?;
-            Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        Command::Gateway { config } => serve(ConfigSource::File(config)).await,
+        Command::Sidecar { config } => serve(ConfigSource::SidecarFile(config)).await,
+        Command::Ca { command } => {
+            ca::run(command)?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file } => match palisade_gateway::check_config(&file).await {
-            Ok(config) => {
-                println!(
-                    "{}: ok ({} listeners, {} clusters, {} routes)",
-                    file.display(),
-                    config.listeners.len(),
-                    config.clusters.len(),
-                    config.routes.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{} error(s) found", errors.0.len());
-                Ok(ExitCode::from(1))
-            }
-        },
+        Command::CheckConfig { file, sidecar } => {
+            let kind = if sidecar { ConfigKind::Sidecar } else { ConfigKind::Gateway };
+            check_config(&file, kind).await
+        }
         Command::Echo { listen, name } => {
             let (address, task) = palisade_echo::spawn(listen, &name).await?;
             tracing::info!(%address, "echo upstream listening");
@@ -229,6 +230,36 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Version => {
             println!("palisade {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let gateway = Gateway::start(source).await?;
+    for (name, address) in gateway.listeners() {
+        tracing::info!(listener = %name, %address, "listening");
+    }
+    tracing::info!(address = %gateway.admin_addr(), "admin listening");
+    let drained = gateway.run_until_signal().await?;
+    Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+async fn check_config(file: &std::path::Path, kind: ConfigKind) -> anyhow::Result<ExitCode> {
+    match palisade_gateway::check_config(file, kind).await {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listeners, {} clusters, {} routes)",
+                file.display(),
+                config.listeners.len(),
+                config.clusters.len(),
+                config.routes.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s) found", errors.0.len());
+            Ok(ExitCode::from(1))
         }
     }
 }

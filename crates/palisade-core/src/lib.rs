@@ -6,6 +6,7 @@ pub mod diagnostic;
 pub mod load;
 pub mod problem;
 pub mod secret;
+pub mod spiffe;
 pub mod units;
 mod validate;
 mod validate_auth;
@@ -13,7 +14,7 @@ mod validate_traffic;
 
 pub use config::Config;
 pub use diagnostic::{ConfigErrors, Diagnostic, Diagnostics};
-pub use load::{load_file, load_file_partially, load_yaml_file, parse_fragment, parse_partially, parse_str};
+pub use load::{load_file, ConfigKind, load_file_partially, load_yaml_file, parse_fragment, parse_partially, parse_str};
 pub use serde_saphyr::Spanned;
 pub use validate::parse_cidr;
 pub use validate_auth::{is_loopback_http, JWT_ALGORITHMS, JWT_DEFAULT_ALGORITHMS, JWT_HMAC_ALGORITHMS};

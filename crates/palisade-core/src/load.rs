@@ -32,6 +32,38 @@ pub fn load_file_partially(path: &Path) -> Result<(Config, Diagnostics), ConfigE
     parse_partially(&path.display().to_string(), &text, path.parent())
 }
 
+/// Which kind of file a config comes from: a gateway config, or a sidecar config that is translated
+/// into one (see [`crate::config::sidecar`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigKind {
+    Gateway,
+    Sidecar,
+}
+
+impl ConfigKind {
+    /// Like [`load_file_partially`], for either kind of file.
+    pub fn load_partially(self, path: &Path) -> Result<(Config, Diagnostics), ConfigErrors> {
+        match self {
+            Self::Gateway => load_file_partially(path),
+            Self::Sidecar => load_sidecar_partially(path),
+        }
+    }
+}
+
+fn load_sidecar_partially(path: &Path) -> Result<(Config, Diagnostics), ConfigErrors> {
+    let text = read_bounded(path)?;
+    let file = path.display().to_string();
+    let sidecar: crate::config::sidecar::SidecarConfig =
+        serde_saphyr::from_str(&text).map_err(|e| ConfigErrors(vec![parse_diagnostic(&file, &e)]))?;
+    let mut diagnostics = Diagnostics::new(&file);
+    let mut config = sidecar.into_gateway(&mut diagnostics);
+    if let Some(dir) = path.parent() {
+        validate::resolve_relative_paths(&mut config, dir);
+    }
+    validate::validate(&config, &mut diagnostics);
+    Ok((config, diagnostics))
+}
+
 /// Reads a YAML file that the config names (an API key list, a policy set) into `T`, with the same
 /// size limit and `file:line:column` errors as the config itself.
 pub fn load_yaml_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigErrors> {

@@ -130,6 +130,45 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagn
     if cluster.request_timeout.get().is_zero() || cluster.connect_timeout.get().is_zero() {
         diagnostics.general(format!("cluster {name:?}: timeouts must be more than 0"));
     }
+    if let Some(tls) = &cluster.tls {
+        validate_upstream_tls(name, cluster, tls, diagnostics);
+    }
+}
+
+fn validate_upstream_tls(
+    name: &str,
+    cluster: &ClusterConfig,
+    tls: &Spanned<crate::config::UpstreamTlsConfig>,
+    diagnostics: &mut Diagnostics,
+) {
+    let value = &tls.value;
+    if cluster.protocol != crate::config::UpstreamProtocol::Http1 {
+        diagnostics.on(tls, format!("cluster {name:?}: tls works with protocol http1 only (for now)"));
+    }
+    for file in [&value.ca, &value.cert, &value.key].into_iter().flatten() {
+        if !file.value.is_file() {
+            diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
+        }
+    }
+    if value.cert.is_some() != value.key.is_some() {
+        diagnostics.on(tls, format!("cluster {name:?}: tls.cert and tls.key go together"));
+    }
+    if let Some(id) = &value.spiffe_id {
+        if let Err(error) = crate::spiffe::SpiffePattern::parse(&id.value) {
+            diagnostics.on(id, format!("spiffe_id {:?}: {error}", id.value));
+        }
+        if value.ca.is_none() {
+            diagnostics.on(id, "spiffe_id needs `ca`: the trust bundle the identity chains to");
+        }
+        if value.server_name.is_some() {
+            diagnostics.on(id, "spiffe_id and server_name exclude each other: a workload is verified by one");
+        }
+    }
+    if let Some(server_name) = &value.server_name {
+        if rustls_pki_types::ServerName::try_from(server_name.value.as_str()).is_err() {
+            diagnostics.on(server_name, format!("{:?} is not a DNS name or IP address", server_name.value));
+        }
+    }
 }
 
 fn is_host_port(text: &str) -> bool {
@@ -165,6 +204,11 @@ fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
                 format!("unknown cluster {:?}; defined clusters: {known:?}", cluster.value),
             );
         }
+        for listener in matcher.value.listeners.iter().flatten() {
+            if !config.listeners.iter().any(|l| &l.value.name == listener) {
+                diagnostics.on(matcher, format!("no listener is named {listener:?}"));
+            }
+        }
         match (&matcher.value.path, &matcher.value.prefix) {
             (Some(_), Some(_)) => diagnostics.on(matcher, "a route matches either `path` or `prefix`, not both"),
             (None, None) => diagnostics.on(matcher, "a route needs `path` or `prefix`"),
@@ -195,6 +239,12 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
         files.extend(endpoint.value.ca.as_mut());
     }
     files.extend(auth.api_keys.file.as_mut());
+    for cluster in config.clusters.values_mut() {
+        if let Some(tls) = cluster.value.tls.as_mut() {
+            let tls = &mut tls.value;
+            files.extend(tls.ca.as_mut().into_iter().chain(tls.cert.as_mut()).chain(tls.key.as_mut()));
+        }
+    }
     let global = &mut config.ip_rules;
     files.extend(global.allow_files.iter_mut().chain(global.deny_files.iter_mut()));
     for route in &mut config.routes {

@@ -46,6 +46,11 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
                 diagnostics.on(file, format!("CA file {} does not exist", file.value.display()));
             }
         }
+        for domain in &client.value.trust_domains {
+            if let Err(error) = crate::spiffe::check_trust_domain(&domain.value) {
+                diagnostics.on(domain, format!("trust domain {:?}: {error}", domain.value));
+            }
+        }
     }
     let policy_sets: Vec<&str> = config.policies.keys().map(String::as_str).collect();
     for (name, set) in &config.policies {
@@ -181,6 +186,11 @@ fn validate_authorization(
         for method in value.methods.iter().flatten() {
             if method.parse::<http::Method>().is_err() || method.to_ascii_uppercase() != *method {
                 diagnostics.on(rule, format!("rule {id:?}: {method:?} is not an upper-case method"));
+            }
+        }
+        for subject in value.subjects.iter().flatten().filter(|s| s.starts_with("spiffe://")) {
+            if let Err(error) = crate::spiffe::SpiffePattern::parse(subject) {
+                diagnostics.on(rule, format!("rule {id:?}: subject {subject:?}: {error}"));
             }
         }
     }

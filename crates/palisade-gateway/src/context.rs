@@ -10,6 +10,8 @@ use palisade_auth::{ClientCertificate, Principal};
 
 /// Facts about the client connection, shared by all its requests.
 pub struct ConnectionInfo {
+    /// The name of the listener the connection arrived on (routes may be bound to listeners).
+    pub listener: Arc<str>,
     pub peer: SocketAddr,
     pub tls: bool,
     pub verdicts: crate::framing::Verdicts,
@@ -29,6 +31,7 @@ pub struct RequestContext {
     /// The normalized path; empty until the normalize stage ran.
     pub path: String,
     pub host: String,
+    pub listener: Arc<str>,
     pub route_index: Option<usize>,
     pub params: Vec<(String, String)>,
     /// Who is calling, once the authenticate stage succeeded; `None` on public routes.
@@ -62,6 +65,7 @@ impl RequestContext {
             client_ip: peer,
             path: String::new(),
             host: String::new(),
+            listener: connection.listener.clone(),
             route_index: None,
             params: Vec::new(),
             principal: None,

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use palisade_core::{Config, ConfigErrors, Diagnostics};
+use palisade_core::{ConfigKind, Config, ConfigErrors, Diagnostics};
 use palisade_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -34,6 +34,7 @@ pub struct Shared {
     pub runtime: Arc<ArcSwap<Runtime>>,
     pub metrics: Metrics,
     config_path: Option<PathBuf>,
+    config_kind: ConfigKind,
     reload_lock: tokio::sync::Mutex<()>,
     open_connections: listener::OpenCount,
     /// Worker threads (each with its own upstream pools).
@@ -43,6 +44,8 @@ pub struct Shared {
 /// Where the configuration comes from. Only a file can be reloaded.
 pub enum ConfigSource {
     File(PathBuf),
+    /// A sidecar config (`palisade sidecar`), translated into a gateway config at every load.
+    SidecarFile(PathBuf),
     /// Already parsed (the demo's embedded config, tests); `name` appears in diagnostics.
     Parsed {
         name: String,
@@ -76,12 +79,16 @@ impl Gateway {
     /// Loads and compiles the config, binds every listener and the admin address, and starts serving.
     /// Nothing is served unless everything succeeded.
     pub async fn start(source: ConfigSource) -> Result<Gateway, StartError> {
-        let (config, diagnostics, config_path) = match source {
+        let (config, diagnostics, config_path, config_kind) = match source {
             ConfigSource::File(path) => {
-                let (config, diagnostics) = palisade_core::load_file_partially(&path)?;
-                (config, diagnostics, Some(path))
+                let (config, diagnostics) = ConfigKind::Gateway.load_partially(&path)?;
+                (config, diagnostics, Some(path), ConfigKind::Gateway)
             }
-            ConfigSource::Parsed { name, config } => (*config, Diagnostics::new(name), None),
+            ConfigSource::SidecarFile(path) => {
+                let (config, diagnostics) = ConfigKind::Sidecar.load_partially(&path)?;
+                (config, diagnostics, Some(path), ConfigKind::Sidecar)
+            }
+            ConfigSource::Parsed { name, config } => (*config, Diagnostics::new(name), None, ConfigKind::Gateway),
         };
         let metrics = Metrics::new();
         let worker_count = workers::resolve_count(config.workers);
@@ -91,6 +98,7 @@ impl Gateway {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
             metrics,
             config_path,
+            config_kind,
             reload_lock: tokio::sync::Mutex::new(()),
             open_connections: listener::OpenCount::new(0),
             workers: worker_count,
@@ -125,7 +133,13 @@ impl Gateway {
                 None => None,
             };
             for (socket, worker) in sockets.into_iter().zip(workers.handles()) {
-                let accept = listener::accept_loop(socket, tls.clone(), shared.clone(), stopped.clone());
+                let accept = listener::accept_loop(
+                    socket,
+                    listener_config.name.as_str().into(),
+                    tls.clone(),
+                    shared.clone(),
+                    stopped.clone(),
+                );
                 tasks.push(worker.spawn(accept));
             }
         }
@@ -236,16 +250,19 @@ fn bind_error(address: &str, source: std::io::Error) -> StartError {
 
 /// Runs every check that `palisade check-config` promises: parse, validate, and compile (routes, TLS
 /// material). Needs a Tokio runtime because compiling prepares upstream clients.
-pub async fn check_config(path: &std::path::Path) -> Result<Config, ConfigErrors> {
-    let (config, runtime) = compile_for_checking(path).await?;
+pub async fn check_config(path: &std::path::Path, kind: ConfigKind) -> Result<Config, ConfigErrors> {
+    let (config, runtime) = compile_for_checking(path, kind).await?;
     drop(runtime);
     Ok(config)
 }
 
 /// Loads and compiles a config without serving it: no access log file is opened and no health
 /// checks run against real targets.
-pub(crate) async fn compile_for_checking(path: &std::path::Path) -> Result<(Config, Runtime), ConfigErrors> {
-    let (config, diagnostics) = palisade_core::load_file_partially(path)?;
+pub(crate) async fn compile_for_checking(
+    path: &std::path::Path,
+    kind: ConfigKind,
+) -> Result<(Config, Runtime), ConfigErrors> {
+    let (config, diagnostics) = kind.load_partially(path)?;
     let mut check = config.clone();
     check.access_log.enabled = false;
     for cluster in check.clusters.values_mut() {

@@ -44,6 +44,7 @@ pub(crate) type OpenCount = AtomicUsize;
 /// `serve_connection`). Runs on a worker's runtime; `listener` is that worker's own `SO_REUSEPORT` socket.
 pub(crate) async fn accept_loop(
     listener: std::net::TcpListener,
+    name: Arc<str>,
     tls: Option<TlsEndpoint>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
@@ -79,6 +80,7 @@ pub(crate) async fn accept_loop(
         tokio::spawn(serve_connection(
             stream,
             peer,
+            name.clone(),
             tls.clone(),
             shared.clone(),
             stop.clone(),
@@ -97,6 +99,7 @@ pub(crate) struct TlsEndpoint {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<str>,
     tls: Option<TlsEndpoint>,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
@@ -110,6 +113,7 @@ async fn serve_connection(
     let builder = http_builder(&runtime.config.limits, max_head);
     let connection_info = |client_certificate| {
         Arc::new(ConnectionInfo {
+            listener: listener.clone(),
             peer,
             tls: tls.is_some(),
             verdicts: verdicts.clone(),
@@ -148,14 +152,28 @@ async fn serve_connection(
         Some(endpoint) => {
             let handshake =
                 tokio::time::timeout(limits.header_read_timeout.get(), endpoint.acceptor.accept(stream)).await;
-            let Ok(Ok(stream)) = handshake else {
-                tracing::debug!(%peer, "TLS handshake failed or timed out");
-                return;
+            let stream = match handshake {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return handshake_refused(&shared, &endpoint.listener, peer, Some(&error)),
+                Err(_) => return handshake_refused(&shared, &endpoint.listener, peer, None),
             };
             let certificate = crate::tls::client_principal(stream.get_ref().1, &endpoint.listener, &runtime);
             let service = service_for(connection_info(certificate));
             serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), service)
         }
+    }
+}
+
+/// Records a failed TLS handshake: a metric by reason code, and an event naming the peer and why. A
+/// refused client certificate is a security decision; a client that just went away is only counted.
+fn handshake_refused(shared: &Shared, listener: &str, peer: SocketAddr, error: Option<&std::io::Error>) {
+    let reason = crate::tls::handshake_failure_reason(error);
+    shared.metrics.tls_handshake_failed(listener, reason);
+    let detail = error.map(ToString::to_string).unwrap_or_else(|| "timed out".into());
+    if crate::tls::is_refusal(reason) {
+        tracing::warn!(event = "tls_handshake_refused", listener, %peer, reason, detail = %detail, "TLS handshake refused");
+    } else {
+        tracing::debug!(listener, %peer, reason, detail = %detail, "TLS handshake failed");
     }
 }
 

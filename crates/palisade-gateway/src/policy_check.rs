@@ -60,7 +60,7 @@ pub struct PolicyChecker {
 
 impl PolicyChecker {
     pub async fn load(config: &Path) -> Result<PolicyChecker, ConfigErrors> {
-        let (_, runtime) = crate::compile_for_checking(config).await?;
+        let (_, runtime) = crate::compile_for_checking(config, palisade_core::ConfigKind::Gateway).await?;
         Ok(PolicyChecker { runtime })
     }
 
@@ -69,7 +69,7 @@ impl PolicyChecker {
             Ok(path) => path,
             Err(error) => return Verdict::NotRouted { reason: error.reason() },
         };
-        let (index, params) = match self.runtime.router.find(case.host, &path, &case.method) {
+        let (index, params) = match self.runtime.router.find(None, case.host, &path, &case.method) {
             route::RouteMatch::Found { index, params } => (index, params),
             route::RouteMatch::MethodNotAllowed(_) => {
                 return Verdict::NotRouted {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use palisade_core::{load_file_partially, ConfigErrors, Diagnostics};
+use palisade_core::{ConfigErrors, Diagnostics};
 use tokio::sync::watch;
 
 use crate::runtime::Runtime;
@@ -35,7 +35,7 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
 }
 
 async fn load_and_compile(shared: &Shared, path: &Path) -> Result<Runtime, ConfigErrors> {
-    let (config, mut diagnostics) = load_file_partially(path)?;
+    let (config, mut diagnostics) = shared.config_kind.load_partially(path)?;
     let previous = shared.runtime.load_full();
     refuse_restart_only_changes(&previous.config, &config, &mut diagnostics);
     Runtime::compile(config, diagnostics, Some(&previous), &shared.metrics, shared.workers).await

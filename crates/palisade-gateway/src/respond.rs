@@ -47,6 +47,8 @@ pub enum GatewayError {
     PayloadTooLarge,
     NoHealthyUpstream,
     UpstreamUnreachable,
+    /// The upstream's certificate did not verify (or it refused ours).
+    UpstreamTls,
     UpstreamTimeout,
     UpstreamFailed,
 }
@@ -67,7 +69,9 @@ impl GatewayError {
             GatewayError::TooManyInFlight => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NoHealthyUpstream | GatewayError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamTls | GatewayError::UpstreamFailed => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -91,6 +95,7 @@ impl GatewayError {
             GatewayError::PayloadTooLarge => "body_too_large",
             GatewayError::NoHealthyUpstream => "no_healthy_upstream",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamTls => "upstream_tls_failed",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamFailed => "upstream_failed",
         }
@@ -138,6 +143,7 @@ impl GatewayError {
                 .with_detail("The request body exceeds the limit for this route."),
             GatewayError::NoHealthyUpstream => Problem::new(status, "no-healthy-upstream", "Service Unavailable"),
             GatewayError::UpstreamUnreachable => Problem::new(status, "upstream-unreachable", "Bad Gateway"),
+            GatewayError::UpstreamTls => Problem::new(status, "upstream-tls-failed", "Bad Gateway"),
             GatewayError::UpstreamTimeout => Problem::new(status, "upstream-timeout", "Gateway Timeout"),
             GatewayError::UpstreamFailed => Problem::new(status, "upstream-failed", "Bad Gateway"),
         }

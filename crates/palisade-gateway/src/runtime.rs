@@ -14,6 +14,7 @@ use palisade_telemetry::access_log::Destination;
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
+use crate::upstream::tls::UpstreamTls;
 use crate::pipeline::cors::Cors;
 use crate::pipeline::forwarded::TrustedProxies;
 use crate::pipeline::lifecycle::Lifecycle;
@@ -119,10 +120,18 @@ impl Runtime {
             .iter()
             .map(|route| load_validator(&route.value, &mut diagnostics))
             .collect();
+        let upstream_tls: BTreeMap<String, Arc<UpstreamTls>> = config
+            .clusters
+            .iter()
+            .filter_map(|(name, cluster)| {
+                let tls = UpstreamTls::load(cluster.value.tls.as_ref()?, &mut diagnostics)?;
+                Some((name.clone(), tls))
+            })
+            .collect();
         if !diagnostics.is_empty() {
             return Err(ConfigErrors(diagnostics.into_errors()));
         }
-        let clusters = build_clusters(&config, previous, metrics, workers);
+        let clusters = build_clusters(&config, previous, &upstream_tls, metrics, workers);
         let routes = config
             .routes
             .iter()
@@ -333,9 +342,12 @@ fn load_policy_sets(
     sets
 }
 
+/// Clusters whose settings did not change are kept (with their pools and health state); their TLS
+/// material is swapped in place, so a renewed certificate needs no new cluster.
 fn build_clusters(
     config: &Config,
     previous: Option<&Runtime>,
+    upstream_tls: &BTreeMap<String, Arc<UpstreamTls>>,
     metrics: &Metrics,
     workers: usize,
 ) -> BTreeMap<String, Arc<Cluster>> {
@@ -345,9 +357,13 @@ fn build_clusters(
         let kept = previous
             .and_then(|p| p.clusters.get(name))
             .filter(|c| c.fingerprint == fresh_fingerprint);
+        let tls = upstream_tls.get(name).cloned();
         let built = match kept {
-            Some(existing) => existing.clone(),
-            None => Cluster::start(name, &cluster.value, metrics, workers),
+            Some(existing) => {
+                existing.tls.store(tls);
+                existing.clone()
+            }
+            None => Cluster::start(name, &cluster.value, tls, metrics, workers),
         };
         clusters.insert(name.clone(), built);
     }

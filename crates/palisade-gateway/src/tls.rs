@@ -217,3 +217,43 @@ pub fn server_config(listener: &str, runtime: Arc<ArcSwap<Runtime>>) -> Result<A
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// A bounded reason code for a failed handshake (`None`: it timed out), for metrics and events.
+pub fn handshake_failure_reason(error: Option<&std::io::Error>) -> &'static str {
+    use rustls::{CertificateError, Error, PeerIncompatible};
+    let Some(error) = error else {
+        return "timeout";
+    };
+    let Some(tls) = error.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return "connection_closed";
+    };
+    match tls {
+        Error::NoCertificatesPresented => "no_client_certificate",
+        Error::InvalidCertificate(certificate) => match certificate {
+            CertificateError::UnknownIssuer => "unknown_issuer",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "certificate_expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => "certificate_not_yet_valid",
+            CertificateError::BadSignature => "bad_signature",
+            CertificateError::Other(other) => match other.0.downcast_ref::<palisade_mesh::IdentityError>() {
+                Some(palisade_mesh::IdentityError::ForeignTrustDomain(_)) => "foreign_trust_domain",
+                Some(_) => "no_workload_identity",
+                None => "certificate_invalid",
+            },
+            _ => "certificate_invalid",
+        },
+        Error::PeerIncompatible(
+            PeerIncompatible::Tls12NotOffered
+            | PeerIncompatible::Tls12NotOfferedOrEnabled
+            | PeerIncompatible::Tls13RequiredForQuic
+            | PeerIncompatible::SupportedVersionsExtensionRequired,
+        ) => "protocol_version",
+        Error::PeerIncompatible(_) => "incompatible",
+        Error::AlertReceived(_) => "alert_received",
+        _ => "protocol_error",
+    }
+}
+
+/// Whether the reason is a decision against the client (as opposed to a client that went away).
+pub fn is_refusal(reason: &str) -> bool {
+    !matches!(reason, "timeout" | "connection_closed" | "alert_received")
+}

@@ -6,11 +6,14 @@ use std::path::{Path, PathBuf};
 
 pub mod ca;
 mod files;
-pub mod spiffe;
+pub mod identity;
 pub mod tokens;
 pub mod verify;
 
+pub use identity::IdentityPaths;
 pub use ca::{CertificateAuthority, Issued, IssuedWithKey, LeafRequest, Lifetimes};
+/// SPIFFE IDs live in the core crate (config validation needs them); re-exported here.
+pub use palisade_core::spiffe;
 pub use spiffe::{SpiffeId, SpiffeIdError, SpiffePattern};
 pub use verify::{spiffe_id_of, IdentityError, SpiffeServerVerifier, TrustDomainClientVerifier};
 

@@ -93,6 +93,12 @@ struct DeprecatedLabels {
 pub const DEPRECATED_PRINCIPALS: usize = 50;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandshakeLabels {
+    listener: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -117,6 +123,7 @@ pub struct Metrics {
     rate_limit_decisions: Family<LimitLabels, Counter>,
     traffic_refusals: Family<RefusalLabels, Counter>,
     deprecated_calls: Family<DeprecatedLabels, Counter>,
+    tls_handshake_failures: Family<HandshakeLabels, Counter>,
     pub rate_limit_store_up: Gauge,
     pub rate_limit_store_errors: Counter,
     pub rate_limit_store_fallbacks: Counter,
@@ -266,6 +273,7 @@ impl Metrics {
             rate_limit_decisions: Family::default(),
             traffic_refusals: Family::default(),
             deprecated_calls: Family::default(),
+            tls_handshake_failures: Family::default(),
             rate_limit_store_up: Gauge::default(),
             rate_limit_store_errors: Counter::default(),
             rate_limit_store_fallbacks: Counter::default(),
@@ -294,6 +302,11 @@ impl Metrics {
             "rate_limit_decisions",
             "Rate limit decisions by route, limit, outcome and where they were counted",
             m.rate_limit_decisions.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes refused or abandoned on client listeners, by listener and reason code",
+            m.tls_handshake_failures.clone(),
         );
         registry.register(
             "traffic_refusals",
@@ -450,6 +463,15 @@ impl Metrics {
             seen: Arc::new(std::sync::Mutex::new(std::collections::HashSet::new())),
             family: self.deprecated_calls.clone(),
         }
+    }
+
+    /// `reason` is one of a fixed set of codes (see `docs/errors.md`).
+    pub fn tls_handshake_failed(&self, listener: &str, reason: &'static str) {
+        let labels = HandshakeLabels {
+            listener: listener.to_string(),
+            reason: reason.to_string(),
+        };
+        self.tls_handshake_failures.get_or_create(&labels).inc();
     }
 
     /// `reason` is `ip_denied` or `too_many_in_flight`.

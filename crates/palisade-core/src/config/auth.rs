@@ -317,6 +317,10 @@ pub struct ClientCertificatesConfig {
     /// Where the subject comes from, first found wins.
     #[serde(default = "ClientCertificatesConfig::default_subject_from")]
     pub subject_from: Vec<CertificateSubject>,
+    /// Accept only workload certificates (X.509-SVIDs) whose one URI SAN is a SPIFFE ID in one of
+    /// these trust domains; anything else is refused in the handshake. Empty: no such requirement.
+    #[serde(default)]
+    pub trust_domains: Vec<Spanned<String>>,
 }
 
 impl ClientCertificatesConfig {
@@ -402,7 +406,8 @@ pub struct RuleConfig {
     /// Exact issuers.
     #[serde(default)]
     pub issuers: Option<Vec<String>>,
-    /// Exact subjects.
+    /// Exact subjects; a workload's SPIFFE ID may also be named by a pattern
+    /// (`spiffe://example.org/ns/shop/*`: every ID below that path).
     #[serde(default)]
     pub subjects: Option<Vec<String>>,
 }

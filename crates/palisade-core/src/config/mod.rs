@@ -11,6 +11,7 @@ use serde_saphyr::Spanned;
 use crate::units::{ByteSize, Duration};
 
 pub mod auth;
+pub mod sidecar;
 pub mod traffic;
 pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig, PolicySetConfig};
 pub use traffic::{
@@ -234,9 +235,53 @@ pub struct ClusterConfig {
     pub passive_health: PassiveHealthConfig,
     #[serde(default)]
     pub retries: RetryConfig,
+    /// Reach the targets over TLS (HTTP/1.1 only), optionally with a client certificate (mTLS) and
+    /// verifying the targets' SPIFFE ID.
+    #[serde(default)]
+    pub tls: Option<Spanned<UpstreamTlsConfig>>,
+}
+
+/// TLS towards a cluster's targets. The files are re-read on reload (and when they change on disk);
+/// connections opened afterwards use the new certificate, open ones finish on the old.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM bundle the targets' certificates must chain to. Absent: the Mozilla root set (not with
+    /// `spiffe_id`, which needs the mesh's trust bundle).
+    #[serde(default)]
+    pub ca: Option<Spanned<PathBuf>>,
+    /// The SPIFFE ID the targets must present (exact, or a pattern such as
+    /// `spiffe://example.org/ns/shop/*`); DNS names are then not checked.
+    #[serde(default)]
+    pub spiffe_id: Option<Spanned<String>>,
+    /// The DNS name verified and sent as SNI. Default: the target's host.
+    #[serde(default)]
+    pub server_name: Option<Spanned<String>>,
+    /// PEM certificate chain presented to the targets (mTLS); with `key`.
+    #[serde(default)]
+    pub cert: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub key: Option<Spanned<PathBuf>>,
 }
 
 impl ClusterConfig {
+    /// A cluster of `targets` with every other setting at its default.
+    pub fn with_targets(targets: Vec<Spanned<String>>) -> Self {
+        Self {
+            targets,
+            protocol: UpstreamProtocol::default(),
+            balance: Balance::default(),
+            connect_timeout: Self::default_connect_timeout(),
+            request_timeout: Self::default_request_timeout(),
+            idle_timeout: Self::default_idle_timeout(),
+            max_idle_per_target: Self::default_max_idle(),
+            health_check: None,
+            passive_health: PassiveHealthConfig::default(),
+            retries: RetryConfig::default(),
+            tls: None,
+        }
+    }
+
     fn default_connect_timeout() -> Duration {
         Duration::from_secs(2)
     }
@@ -366,6 +411,28 @@ pub struct RouteConfig {
     pub validate: Option<Spanned<ValidationConfig>>,
 }
 
+impl RouteConfig {
+    /// A route with every optional setting absent (not public, no authentication: complete it).
+    pub fn new(name: Spanned<String>, matcher: Spanned<RouteMatch>, cluster: Spanned<String>) -> Self {
+        Self {
+            name,
+            matcher,
+            cluster,
+            max_body_bytes: None,
+            public: false,
+            authentication: None,
+            authorization: None,
+            rate_limits: Vec::new(),
+            max_in_flight: None,
+            ip_rules: None,
+            cors: None,
+            deprecated: None,
+            retired: None,
+            validate: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
@@ -381,6 +448,9 @@ pub struct RouteMatch {
     /// Allowed methods. Absent: any method.
     #[serde(default)]
     pub methods: Option<Vec<String>>,
+    /// Only requests that arrived on these listeners (by name). Absent: every listener.
+    #[serde(default)]
+    pub listeners: Option<Vec<String>>,
 }
 
 impl Config {
@@ -395,6 +465,12 @@ impl Config {
                 if let Some(client) = &tls.client_certificates {
                     files.extend(client.value.ca.iter().map(|f| f.value.clone()));
                 }
+            }
+        }
+        for cluster in self.clusters.values() {
+            if let Some(tls) = &cluster.value.tls {
+                let named = [&tls.value.ca, &tls.value.cert, &tls.value.key];
+                files.extend(named.into_iter().flatten().map(|f| f.value.clone()));
             }
         }
         let auth = &self.authentication;

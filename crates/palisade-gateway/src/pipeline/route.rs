@@ -22,7 +22,7 @@ use crate::runtime::Runtime;
 /// (404 when nothing matches, 405 with `Allow` when only the method does not).
 pub fn find(runtime: &Runtime, context: &mut RequestContext, method: &Method) -> Result<usize, GatewayError> {
     context.route_index = None;
-    match runtime.router.find(&context.host, &context.path, method) {
+    match runtime.router.find(Some(&context.listener), &context.host, &context.path, method) {
         RouteMatch::Found { index, params } => {
             context.params = params
                 .into_iter()
@@ -66,6 +66,7 @@ pub struct RouteEntry {
     host: HostPattern,
     path: PathPattern,
     methods: Option<BTreeSet<Method>>,
+    listeners: Option<BTreeSet<String>>,
 }
 
 /// The outcome of routing one request.
@@ -115,11 +116,12 @@ impl Router {
         &self.routes
     }
 
-    /// `host` is lower-case without port; `path` is normalized.
-    pub fn find<'a>(&'a self, host: &str, path: &str, method: &Method) -> RouteMatch<'a> {
+    /// `host` is lower-case without port; `path` is normalized; `listener` is the name of the listener
+    /// the request arrived on (`None`: any, for policy tests).
+    pub fn find<'a>(&'a self, listener: Option<&str>, host: &str, path: &str, method: &Method) -> RouteMatch<'a> {
         let mut allowed: Option<BTreeSet<&str>> = None;
         for route in &self.routes {
-            if !host_matches(&route.host, host) {
+            if !serves_listener(route, listener) || !host_matches(&route.host, host) {
                 continue;
             }
             let Some(params) = path_matches(&route.path, path) else {
@@ -194,6 +196,7 @@ fn compile_route(index: usize, route: &Spanned<RouteConfig>, diagnostics: &mut D
         host,
         path,
         methods,
+        listeners: matcher.value.listeners.as_ref().map(|l| l.iter().cloned().collect()),
     })
 }
 
@@ -326,7 +329,20 @@ fn path_rank(path: &PathPattern) -> (u8, Vec<u8>, usize, String) {
     }
 }
 
+fn serves_listener(route: &RouteEntry, listener: Option<&str>) -> bool {
+    match (&route.listeners, listener) {
+        (Some(names), Some(listener)) => names.contains(listener),
+        _ => true,
+    }
+}
+
 fn methods_overlap(a: &RouteEntry, b: &RouteEntry) -> bool {
+    // Routes bound to different listeners never see the same request.
+    if let (Some(x), Some(y)) = (&a.listeners, &b.listeners) {
+        if x.is_disjoint(y) {
+            return false;
+        }
+    }
     // Different host names or paths never collide, even with equal rank.
     let same_host = match (&a.host, &b.host) {
         (HostPattern::Exact(x), HostPattern::Exact(y)) | (HostPattern::Suffix(x), HostPattern::Suffix(y)) => x == y,
@@ -364,7 +380,7 @@ mod tests {
     }
 
     fn found(router: &Router, host: &str, path: &str, method: Method) -> Option<String> {
-        match router.find(host, path, &method) {
+        match router.find(None, host, path, &method) {
             RouteMatch::Found { index, .. } => router.routes.iter().find(|r| r.index == index).map(|r| r.name.clone()),
             _ => None,
         }
@@ -410,7 +426,7 @@ mod tests {
     #[test]
     fn template_parameters_are_captured() {
         let router = router(ROUTES).expect("valid");
-        match router.find("x", "/orders/42/items/9", &Method::GET) {
+        match router.find(None, "x", "/orders/42/items/9", &Method::GET) {
             RouteMatch::Found { params, .. } => {
                 assert_eq!(params, vec![("id", "42".to_string()), ("item", "9".to_string())])
             }

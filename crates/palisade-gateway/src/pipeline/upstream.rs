@@ -106,7 +106,12 @@ pub async fn forward(
         }
         cluster.record(&target, Outcome::Failure);
         let classified = classify(&error);
-        tracing::debug!(cluster = %cluster.name, target = %target.address, error = %error, "upstream request failed");
+        if error.kind == FailureKind::TlsHandshake {
+            // A misconfiguration or an impostor, never load: say so where operators look.
+            tracing::warn!(cluster = %cluster.name, target = %target.address, error = %error, "upstream TLS handshake refused");
+        } else {
+            tracing::debug!(cluster = %cluster.name, target = %target.address, error = %error, "upstream request failed");
+        }
         if retryable && error.is_connect() && can_retry(cluster, attempt) {
             attempt += 1;
             failed = Some(target);
@@ -135,6 +140,7 @@ fn classify(error: &UpstreamError) -> GatewayError {
     match error.kind {
         FailureKind::Unreachable => GatewayError::UpstreamUnreachable,
         FailureKind::ConnectTimeout => GatewayError::UpstreamTimeout,
+        FailureKind::TlsHandshake => GatewayError::UpstreamTls,
         FailureKind::Exchange => GatewayError::UpstreamFailed,
     }
 }

@@ -8,7 +8,15 @@ use std::time::{Duration, Instant};
 use http_body_util::{BodyExt, Empty};
 use palisade_core::config::HealthCheckConfig;
 
+use super::pool::Http1Pool;
 use super::{Target, UpstreamClient};
+
+/// How probes travel: the shared client for plain clusters, or (TLS clusters) the cluster's own
+/// TLS connection code.
+pub(super) enum Prober {
+    Client(UpstreamClient),
+    Direct(Arc<Http1Pool>),
+}
 
 pub(super) struct ActiveChecker {
     path: String,
@@ -17,7 +25,7 @@ pub(super) struct ActiveChecker {
     healthy_threshold: u32,
     unhealthy_threshold: u32,
     targets: Vec<Arc<Target>>,
-    client: UpstreamClient,
+    prober: Prober,
     epoch: Instant,
 }
 
@@ -25,7 +33,7 @@ impl ActiveChecker {
     pub(super) fn new(
         config: &HealthCheckConfig,
         targets: Vec<Arc<Target>>,
-        client: UpstreamClient,
+        prober: Prober,
         epoch: Instant,
     ) -> Self {
         Self {
@@ -35,7 +43,7 @@ impl ActiveChecker {
             healthy_threshold: config.healthy_threshold,
             unhealthy_threshold: config.unhealthy_threshold,
             targets,
-            client,
+            prober,
             epoch,
         }
     }
@@ -56,17 +64,28 @@ impl ActiveChecker {
     }
 
     async fn probe(&self, target: &Target) -> bool {
-        let uri = format!("http://{}{}", target.authority, self.path);
+        let uri = match &self.prober {
+            Prober::Client(_) => format!("http://{}{}", target.authority, self.path),
+            Prober::Direct(_) => self.path.clone(),
+        };
         let Ok(request) = http::Request::get(uri)
+            .header(http::header::HOST, target.authority.as_str())
             .header(http::header::USER_AGENT, "palisade-health-check")
             .body(Empty::new().map_err(|never| match never {}).boxed())
         else {
             return false;
         };
-        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => response.status().is_success(),
-            _ => false,
-        }
+        let status = async {
+            match &self.prober {
+                Prober::Client(client) => client.request(request).await.ok().map(|r| r.status()),
+                Prober::Direct(pool) => pool
+                    .send(target.index, &target.address, request)
+                    .await
+                    .ok()
+                    .map(|r| r.status()),
+            }
+        };
+        matches!(tokio::time::timeout(self.timeout, status).await, Ok(Some(s)) if s.is_success())
     }
 
     fn apply(&self, target: &Target, passed: bool, streak: &mut i64) {

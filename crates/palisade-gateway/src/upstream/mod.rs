@@ -2,11 +2,13 @@
 
 mod health;
 pub mod pool;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Request, Response, Uri};
 use http_body_util::combinators::BoxBody;
@@ -86,6 +88,8 @@ pub enum FailureKind {
     /// Refused or reset while connecting: the request was never sent.
     Unreachable,
     ConnectTimeout,
+    /// The TLS handshake failed: the target's identity did not verify, or it refused ours.
+    TlsHandshake,
     /// The connection broke after the request was (maybe) sent.
     Exchange,
 }
@@ -101,7 +105,10 @@ pub struct UpstreamError {
 impl UpstreamError {
     /// Failed before the request could reach the upstream, so another target may be tried.
     pub fn is_connect(&self) -> bool {
-        matches!(self.kind, FailureKind::Unreachable | FailureKind::ConnectTimeout)
+        matches!(
+            self.kind,
+            FailureKind::Unreachable | FailureKind::ConnectTimeout | FailureKind::TlsHandshake
+        )
     }
 }
 
@@ -110,6 +117,7 @@ impl From<pool::SendError> for UpstreamError {
         let kind = match &error {
             pool::SendError::Connect(_) => FailureKind::Unreachable,
             pool::SendError::ConnectTimeout => FailureKind::ConnectTimeout,
+            pool::SendError::Handshake(_) => FailureKind::TlsHandshake,
             pool::SendError::Exchange(_) => FailureKind::Exchange,
         };
         Self {
@@ -163,6 +171,8 @@ pub struct Cluster {
     /// Identifies the settings this cluster was built from, to keep it (pool, health) across reloads.
     pub fingerprint: String,
     health_task: Option<tokio::task::AbortHandle>,
+    /// TLS towards the targets, replaced on reload (new connections use the current value).
+    pub tls: Arc<ArcSwapOption<tls::UpstreamTls>>,
 }
 
 impl Drop for Cluster {
@@ -175,7 +185,14 @@ impl Drop for Cluster {
 
 impl Cluster {
     /// Builds the cluster and starts its health checks (needs a Tokio runtime).
-    pub fn start(name: &str, config: &ClusterConfig, metrics: &Metrics, workers: usize) -> Arc<Cluster> {
+    pub fn start(
+        name: &str,
+        config: &ClusterConfig,
+        tls: Option<Arc<tls::UpstreamTls>>,
+        metrics: &Metrics,
+        workers: usize,
+    ) -> Arc<Cluster> {
+        let tls = Arc::new(ArcSwapOption::new(tls));
         let targets: Vec<Arc<Target>> = config
             .targets
             .iter()
@@ -211,6 +228,7 @@ impl Cluster {
                             connect,
                             idle,
                             config.max_idle_per_target,
+                            tls.clone(),
                         ))
                     })
                     .collect(),
@@ -219,7 +237,18 @@ impl Cluster {
         };
         let epoch = Instant::now();
         let health_task = config.health_check.as_ref().map(|check| {
-            let checker = health::ActiveChecker::new(check, targets.clone(), build_client(config), epoch);
+            // TLS clusters are probed over TLS through a pool of their own that keeps no idle connection.
+            let prober = match config.tls {
+                Some(_) => health::Prober::Direct(Arc::new(pool::Http1Pool::new(
+                    targets.len(),
+                    config.connect_timeout.get(),
+                    config.idle_timeout.get(),
+                    0,
+                    tls.clone(),
+                ))),
+                None => health::Prober::Client(build_client(config)),
+            };
+            let checker = health::ActiveChecker::new(check, targets.clone(), prober, epoch);
             tokio::spawn(checker.run()).abort_handle()
         });
         let retries = &config.retries;
@@ -242,6 +271,7 @@ impl Cluster {
             next: AtomicUsize::new(0),
             fingerprint: fingerprint(config),
             health_task,
+            tls,
         })
     }
 
@@ -395,8 +425,11 @@ pub(crate) fn fingerprint(config: &ClusterConfig) -> String {
             h.unhealthy_threshold,
         )
     });
+    // TLS settings are in: a cluster that gains or loses TLS needs new pools. Only the files' contents
+    // may change under a kept cluster (swapped through `Cluster::tls`).
+    let tls = config.tls.as_ref().map(|t| format!("{:?}", t.value));
     format!(
-        "{targets:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{health:?}|{:?}|{:?}",
+        "{targets:?}|{:?}|{:?}|{:?}|{:?}|{:?}|{}|{health:?}|{:?}|{:?}|{tls:?}",
         config.protocol,
         config.balance,
         config.connect_timeout,

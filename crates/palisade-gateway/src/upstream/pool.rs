@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -18,6 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::tls::UpstreamTls;
 use super::ProxyBody;
 
 /// Why a request could not be exchanged with a target.
@@ -27,6 +29,9 @@ pub enum SendError {
     Connect(std::io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    /// The TLS handshake failed (the target's identity did not verify, or it refused ours).
+    #[error("TLS handshake failed: {0}")]
+    Handshake(std::io::Error),
     #[error("upstream exchange failed: {0}")]
     Exchange(#[source] hyper::Error),
 }
@@ -42,15 +47,23 @@ pub struct Http1Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
+    tls: Arc<ArcSwapOption<UpstreamTls>>,
 }
 
 impl Http1Pool {
-    pub fn new(targets: usize, connect_timeout: Duration, idle_timeout: Duration, max_idle: usize) -> Self {
+    pub fn new(
+        targets: usize,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+        tls: Arc<ArcSwapOption<UpstreamTls>>,
+    ) -> Self {
         Self {
             idle: (0..targets).map(|_| Mutex::new(Vec::new())).collect(),
             connect_timeout,
             idle_timeout,
             max_idle,
+            tls,
         }
     }
 
@@ -110,17 +123,36 @@ impl Http1Pool {
             Err(_) => return Err(SendError::ConnectTimeout),
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(SendError::Exchange)?;
-        tokio::spawn(async move {
-            // Errors here surface on the request that was in flight; nothing else to do with them.
-            let _ = connection.with_upgrades().await;
-        });
-        Ok(sender)
+        match self.tls.load_full() {
+            None => Self::handshake(stream).await,
+            Some(tls) => {
+                // The connect timeout covers the TLS handshake too: a target that accepts TCP and then
+                // stalls must not hold the request.
+                let secured = tokio::time::timeout(self.connect_timeout, tls.connect(address, stream)).await;
+                match secured {
+                    Ok(Ok(stream)) => Self::handshake(stream).await,
+                    Ok(Err(error)) => Err(SendError::Handshake(error)),
+                    Err(_) => Err(SendError::ConnectTimeout),
+                }
+            }
+        }
     }
 
-    /// The connection returns to the pool when the response body has been read to the end; an upgraded
+    async fn handshake<T>(stream: T) -> Result<SendRequest<ProxyBody>, SendError>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(SendError::Exchange)?;
+    tokio::spawn(async move {
+        // Errors here surface on the request that was in flight; nothing else to do with them.
+        let _ = connection.with_upgrades().await;
+    });
+    Ok(sender)
+}
+
+/// The connection returns to the pool when the response body has been read to the end; an upgraded
     /// connection or a body abandoned half-way never does.
     fn attach(
         self: &Arc<Self>,

@@ -1,0 +1,173 @@
+//! `palisade ca …`: the certificate authority from the command line. Each subcommand opens the CA
+//! directory, does one thing, and says what it wrote.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use clap::Subcommand;
+use palisade_mesh::ca::humanize;
+use palisade_mesh::{tokens, CertificateAuthority, IdentityPaths, LeafRequest, Lifetimes, SpiffeId};
+
+#[derive(Subcommand)]
+pub enum CaCommand {
+    /// Create a root and an intermediate signing CA (ECDSA P-256) in DIR; refuses to overwrite.
+    Init {
+        #[arg(long)]
+        trust_domain: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "10y", value_parser = humantime::parse_duration)]
+        root_ttl: Duration,
+        #[arg(long, default_value = "365d", value_parser = humantime::parse_duration)]
+        intermediate_ttl: Duration,
+    },
+    /// Issue a certificate and key for manual use into OUT (svid.pem, svid.key, bundle.pem).
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        spiffe_id: String,
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Extra DNS SAN (repeatable), for clients that verify host names (curl, browsers).
+        #[arg(long = "dns")]
+        dns_names: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Rotate: a new intermediate (default); or, for the root, `--root` (stage a new root in the
+    /// bundle), then `--activate-root` (it starts signing), then `--retire-old-roots`.
+    Rotate {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, group = "step")]
+        root: bool,
+        #[arg(long, group = "step")]
+        activate_root: bool,
+        #[arg(long, group = "step")]
+        retire_old_roots: bool,
+        /// With --retire-old-roots: even while leaves they signed may still be valid.
+        #[arg(long)]
+        force: bool,
+        /// The root key when it is kept offline (not in DIR).
+        #[arg(long)]
+        root_key: Option<PathBuf>,
+    },
+    /// Create a one-time join token that lets a workload obtain its first certificate for SPIFFE_ID.
+    Token {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        spiffe_id: String,
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+    },
+}
+
+pub fn run(command: CaCommand) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init {
+            trust_domain,
+            dir,
+            root_ttl,
+            intermediate_ttl,
+        } => {
+            let lifetimes = Lifetimes {
+                root: root_ttl,
+                intermediate: intermediate_ttl,
+            };
+            CertificateAuthority::init(&dir, &trust_domain, lifetimes)?;
+            println!("created the CA for trust domain {trust_domain} in {}", dir.display());
+            println!("  trust bundle: {}", dir.join("bundle.pem").display());
+            println!(
+                "  root key: {} (needed only to rotate: keep it offline)",
+                dir.join("root.key").display()
+            );
+        }
+        CaCommand::Issue {
+            dir,
+            spiffe_id,
+            ttl,
+            dns_names,
+            out,
+        } => {
+            let mut ca = CertificateAuthority::open(&dir)?;
+            let mut request = LeafRequest::new(parse_id(&spiffe_id)?, ttl);
+            request.dns_names = dns_names;
+            let issued = ca.issue(&request)?;
+            let paths = IdentityPaths::in_dir(&out);
+            paths.write(&issued.issued.chain_pem, &issued.key_pem, &issued.issued.bundle_pem, false)?;
+            tracing::info!(
+                event = "certificate_issued",
+                spiffe_id = %spiffe_id,
+                serial = %issued.issued.serial,
+                not_after = %humanize(palisade_mesh::ca::unix_seconds(issued.issued.not_after)),
+                method = "manual",
+                "certificate issued"
+            );
+            println!("issued {spiffe_id} (serial {})", issued.issued.serial);
+            println!("  valid until {}", expiry(issued.issued.not_after));
+            println!(
+                "  wrote {}, {}, {}",
+                paths.cert.display(),
+                paths.key.display(),
+                paths.bundle.display()
+            );
+        }
+        CaCommand::Rotate {
+            dir,
+            root,
+            activate_root,
+            retire_old_roots,
+            force,
+            root_key,
+        } => rotate(&dir, root, activate_root, retire_old_roots, force, root_key.as_deref())?,
+        CaCommand::Token { dir, spiffe_id, ttl } => {
+            let ca = CertificateAuthority::open(&dir)?;
+            let id = parse_id(&spiffe_id)?;
+            if id.trust_domain() != ca.trust_domain() {
+                anyhow::bail!("{id} is outside the trust domain {}", ca.trust_domain());
+            }
+            let token = tokens::create(&dir, &id, ttl)?;
+            eprintln!("join token for {id}, valid until {} (shown once):", expiry(token.expires_at));
+            println!("{}", token.secret);
+        }
+    }
+    Ok(())
+}
+
+fn rotate(
+    dir: &Path,
+    root: bool,
+    activate_root: bool,
+    retire_old_roots: bool,
+    force: bool,
+    root_key: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut ca = CertificateAuthority::open(dir)?;
+    if root {
+        ca.stage_root()?;
+        println!("staged a new root; it is in {} now.", dir.join("bundle.pem").display());
+        println!("once every workload has the new bundle: palisade ca rotate --activate-root");
+    } else if activate_root {
+        ca.activate_root()?;
+        println!("the new root signs now (through a new intermediate); the previous root stays trusted.");
+        println!("once the last leaf it signed has expired: palisade ca rotate --retire-old-roots");
+    } else if retire_old_roots {
+        ca.retire_previous_roots(force, SystemTime::now())?;
+        println!("previous roots removed from {}", dir.join("bundle.pem").display());
+    } else {
+        ca.rotate_intermediate(root_key)?;
+        println!("new intermediate in {}", dir.join("intermediate.pem").display());
+    }
+    Ok(())
+}
+
+fn parse_id(text: &str) -> anyhow::Result<SpiffeId> {
+    SpiffeId::parse(text).with_context(|| format!("{text:?} is not a SPIFFE ID"))
+}
+
+fn expiry(time: SystemTime) -> String {
+    humanize(palisade_mesh::ca::unix_seconds(time))
+}
