@@ -40,7 +40,9 @@ pub fn client_verifier(config: &ClientCertificatesConfig) -> Result<Arc<dyn Clie
         return Ok(verifier);
     }
     let domains = config.trust_domains.iter().map(|d| d.value.clone()).collect();
-    Ok(Arc::new(palisade_mesh::TrustDomainClientVerifier::new(verifier, domains)))
+    Ok(Arc::new(palisade_mesh::TrustDomainClientVerifier::new(
+        verifier, domains,
+    )))
 }
 
 /// The principal of a certificate the handshake already verified.

@@ -97,7 +97,12 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
             request.dns_names = dns_names;
             let issued = ca.issue(&request)?;
             let paths = IdentityPaths::in_dir(&out);
-            paths.write(&issued.issued.chain_pem, &issued.key_pem, &issued.issued.bundle_pem, false)?;
+            paths.write(
+                &issued.issued.chain_pem,
+                &issued.key_pem,
+                &issued.issued.bundle_pem,
+                false,
+            )?;
             tracing::info!(
                 event = "certificate_issued",
                 spiffe_id = %spiffe_id,
@@ -130,7 +135,10 @@ pub fn run(command: CaCommand) -> anyhow::Result<()> {
                 anyhow::bail!("{id} is outside the trust domain {}", ca.trust_domain());
             }
             let token = tokens::create(&dir, &id, ttl)?;
-            eprintln!("join token for {id}, valid until {} (shown once):", expiry(token.expires_at));
+            eprintln!(
+                "join token for {id}, valid until {} (shown once):",
+                expiry(token.expires_at)
+            );
             println!("{}", token.secret);
         }
     }

@@ -172,7 +172,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file, sidecar } => {
-            let kind = if sidecar { ConfigKind::Sidecar } else { ConfigKind::Gateway };
+            let kind = if sidecar {
+                ConfigKind::Sidecar
+            } else {
+                ConfigKind::Gateway
+            };
             check_config(&file, kind).await
         }
         Command::Echo { listen, name } => {

@@ -14,7 +14,9 @@ mod validate_traffic;
 
 pub use config::Config;
 pub use diagnostic::{ConfigErrors, Diagnostic, Diagnostics};
-pub use load::{load_file, ConfigKind, load_file_partially, load_yaml_file, parse_fragment, parse_partially, parse_str};
+pub use load::{
+    load_file, load_file_partially, load_yaml_file, parse_fragment, parse_partially, parse_str, ConfigKind,
+};
 pub use serde_saphyr::Spanned;
 pub use validate::parse_cidr;
 pub use validate_auth::{is_loopback_http, JWT_ALGORITHMS, JWT_DEFAULT_ALGORITHMS, JWT_HMAC_ALGORITHMS};

@@ -143,7 +143,10 @@ fn validate_upstream_tls(
 ) {
     let value = &tls.value;
     if cluster.protocol != crate::config::UpstreamProtocol::Http1 {
-        diagnostics.on(tls, format!("cluster {name:?}: tls works with protocol http1 only (for now)"));
+        diagnostics.on(
+            tls,
+            format!("cluster {name:?}: tls works with protocol http1 only (for now)"),
+        );
     }
     for file in [&value.ca, &value.cert, &value.key].into_iter().flatten() {
         if !file.value.is_file() {
@@ -161,12 +164,18 @@ fn validate_upstream_tls(
             diagnostics.on(id, "spiffe_id needs `ca`: the trust bundle the identity chains to");
         }
         if value.server_name.is_some() {
-            diagnostics.on(id, "spiffe_id and server_name exclude each other: a workload is verified by one");
+            diagnostics.on(
+                id,
+                "spiffe_id and server_name exclude each other: a workload is verified by one",
+            );
         }
     }
     if let Some(server_name) = &value.server_name {
         if rustls_pki_types::ServerName::try_from(server_name.value.as_str()).is_err() {
-            diagnostics.on(server_name, format!("{:?} is not a DNS name or IP address", server_name.value));
+            diagnostics.on(
+                server_name,
+                format!("{:?} is not a DNS name or IP address", server_name.value),
+            );
         }
     }
 }
@@ -242,7 +251,13 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
     for cluster in config.clusters.values_mut() {
         if let Some(tls) = cluster.value.tls.as_mut() {
             let tls = &mut tls.value;
-            files.extend(tls.ca.as_mut().into_iter().chain(tls.cert.as_mut()).chain(tls.key.as_mut()));
+            files.extend(
+                tls.ca
+                    .as_mut()
+                    .into_iter()
+                    .chain(tls.cert.as_mut())
+                    .chain(tls.key.as_mut()),
+            );
         }
     }
     let global = &mut config.ip_rules;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use palisade_core::{ConfigKind, Config, ConfigErrors, Diagnostics};
+use palisade_core::{Config, ConfigErrors, ConfigKind, Diagnostics};
 use palisade_telemetry::Metrics;
 use tokio::net::TcpListener;
 use tokio::sync::watch;

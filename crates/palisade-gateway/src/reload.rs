@@ -87,11 +87,28 @@ fn watched_state(shared: &Shared, path: &Path) -> Vec<Option<(u64, SystemTime)>>
 
 /// Polls the config file and the files it names (certificates, key sets, API keys); a change triggers a reload. Polling (rather than
 /// inotify) also sees Kubernetes ConfigMap updates, which swap a symlink.
-pub(crate) async fn watch_files(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let Some(path) = shared.config_path.clone() else {
-        return;
-    };
-    let mut last = watched_state(&shared, &path);
+/// The returned future compares against the files as they are when this is called (not when the
+/// task first runs), so a change made right after start is not missed.
+pub(crate) fn watch_files(
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let path = shared.config_path.clone();
+    let initial = path.as_ref().map(|path| watched_state(&shared, path));
+    async move {
+        let (Some(path), Some(last)) = (path, initial) else {
+            return;
+        };
+        poll_files(shared, path, last, &mut stop).await;
+    }
+}
+
+async fn poll_files(
+    shared: Arc<Shared>,
+    path: PathBuf,
+    mut last: Vec<Option<(u64, SystemTime)>>,
+    stop: &mut watch::Receiver<bool>,
+) {
     loop {
         let interval = shared.runtime.load().config.reload.poll_interval.get();
         tokio::select! {

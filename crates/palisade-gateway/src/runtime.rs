@@ -14,13 +14,13 @@ use palisade_telemetry::access_log::Destination;
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
-use crate::upstream::tls::UpstreamTls;
 use crate::pipeline::cors::Cors;
 use crate::pipeline::forwarded::TrustedProxies;
 use crate::pipeline::lifecycle::Lifecycle;
 use crate::pipeline::route::Router;
 use crate::pipeline::security_headers::SecurityHeaders;
 use crate::tls;
+use crate::upstream::tls::UpstreamTls;
 use crate::upstream::Cluster;
 
 /// A route's settings, by its index in the config.

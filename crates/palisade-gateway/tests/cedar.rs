@@ -222,7 +222,10 @@ async fn invalid_policies_are_refused_at_load_and_reload_keeps_the_old_set() {
     write_policies(dir.path(), unknown_attribute);
     let path = dir.path().join("g.yaml");
     std::fs::write(&path, support::with_listeners(&config(echo, &key, dir.path()))).unwrap();
-    let errors = palisade_gateway::check_config(&path).await.unwrap_err().to_string();
+    let errors = palisade_gateway::check_config(&path, palisade_core::ConfigKind::Gateway)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(errors.contains("shop.cedar:2:"), "{errors}");
 
     write_policies(dir.path(), POLICIES);

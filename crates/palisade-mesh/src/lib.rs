@@ -10,8 +10,8 @@ pub mod identity;
 pub mod tokens;
 pub mod verify;
 
-pub use identity::IdentityPaths;
 pub use ca::{CertificateAuthority, Issued, IssuedWithKey, LeafRequest, Lifetimes};
+pub use identity::IdentityPaths;
 /// SPIFFE IDs live in the core crate (config validation needs them); re-exported here.
 pub use palisade_core::spiffe;
 pub use spiffe::{SpiffeId, SpiffeIdError, SpiffePattern};

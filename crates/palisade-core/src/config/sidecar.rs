@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::auth::{AuthorizationConfig, CertificateSubject, ClientCertificateMode, ClientCertificatesConfig, RuleConfig};
+use super::auth::{
+    AuthorizationConfig, CertificateSubject, ClientCertificateMode, ClientCertificatesConfig, RuleConfig,
+};
 use super::{
     unspanned, AccessLogConfig, AdminConfig, AuthMethod, ClusterConfig, Config, EdgeLimits, ListenerConfig,
     RateLimitsConfig, ReloadConfig, RouteConfig, RouteMatch, RouteRateLimit, ShutdownConfig, TlsConfig,
@@ -248,7 +250,17 @@ fn inbound_route(route: &Spanned<InboundRoute>) -> Spanned<RouteConfig> {
     matcher.value.listeners = Some(vec![INBOUND.to_string()]);
     let rule = RuleConfig {
         id: Some("allow".to_string()),
-        subjects: Some(value.allow.value.iter().map(|s| s.value.clone()).collect()),
+        // Invalid patterns were reported against the sidecar file already; leaving them out here keeps
+        // the gateway-level check from reporting them a second time.
+        subjects: Some(
+            value
+                .allow
+                .value
+                .iter()
+                .filter(|s| SpiffePattern::parse(&s.value).is_ok())
+                .map(|s| s.value.clone())
+                .collect(),
+        ),
         ..RuleConfig::default()
     };
     let authorization = AuthorizationConfig {

@@ -22,7 +22,10 @@ use crate::runtime::Runtime;
 /// (404 when nothing matches, 405 with `Allow` when only the method does not).
 pub fn find(runtime: &Runtime, context: &mut RequestContext, method: &Method) -> Result<usize, GatewayError> {
     context.route_index = None;
-    match runtime.router.find(Some(&context.listener), &context.host, &context.path, method) {
+    match runtime
+        .router
+        .find(Some(&context.listener), &context.host, &context.path, method)
+    {
         RouteMatch::Found { index, params } => {
             context.params = params
                 .into_iter()
@@ -373,7 +376,12 @@ mod tests {
     }
 
     fn serde_saphyr_routes(yaml: &str) -> Vec<Spanned<RouteConfig>> {
-        let text = format!("listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: ['127.0.0.1:2']}}}}\nroutes:\n{yaml}");
+        let listeners =
+            ["a", "inbound", "outbound", "x", "y"].map(|name| format!("{{name: {name}, address: '127.0.0.1:1'}}"));
+        let text = format!(
+            "listeners: [{}]\nclusters: {{c: {{targets: ['127.0.0.1:2']}}}}\nroutes:\n{yaml}",
+            listeners.join(", ")
+        );
         palisade_core::parse_str("routes.yaml", &text, None)
             .expect("structurally valid")
             .routes
@@ -424,6 +432,27 @@ mod tests {
     }
 
     #[test]
+    fn a_route_bound_to_listeners_serves_only_their_requests() {
+        let routes = "  - { name: inside, match: { prefix: /, listeners: [inbound] }, cluster: c, public: true }\n  - { name: outside, match: { prefix: /, listeners: [outbound] }, cluster: c, public: true }\n";
+        let router = router(routes).expect("same match on disjoint listeners is no tie");
+        let name = |listener| match router.find(Some(listener), "x", "/a", &Method::GET) {
+            RouteMatch::Found { index, .. } => index,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!((name("inbound"), name("outbound")), (0, 1));
+        assert_eq!(
+            router.find(Some("admin"), "x", "/a", &Method::GET),
+            RouteMatch::NotFound
+        );
+        let tie = "  - { name: a, match: { prefix: /, listeners: [x, y] }, cluster: c, public: true }\n  - { name: b, match: { prefix: /, listeners: [y] }, cluster: c, public: true }\n";
+        assert!(router_result_is_tie(tie));
+    }
+
+    fn router_result_is_tie(routes: &str) -> bool {
+        router(routes).is_err_and(|errors| errors.iter().any(|e| e.contains("ties")))
+    }
+
+    #[test]
     fn template_parameters_are_captured() {
         let router = router(ROUTES).expect("valid");
         match router.find(None, "x", "/orders/42/items/9", &Method::GET) {
@@ -440,10 +469,10 @@ mod tests {
             router("  - { name: admin, match: { path: /admin, methods: [GET, POST] }, cluster: c, public: true }\n")
                 .expect("valid");
         assert_eq!(
-            only.find("x", "/admin", &Method::PUT),
+            only.find(None, "x", "/admin", &Method::PUT),
             RouteMatch::MethodNotAllowed("GET, POST".into())
         );
-        assert_eq!(only.find("x", "/other", &Method::PUT), RouteMatch::NotFound);
+        assert_eq!(only.find(None, "x", "/other", &Method::PUT), RouteMatch::NotFound);
         let with_fallback = router(ROUTES).expect("valid");
         assert_eq!(
             found(&with_fallback, "x", "/orders/7", Method::POST).as_deref(),

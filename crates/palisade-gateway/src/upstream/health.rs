@@ -14,7 +14,7 @@ use super::{Target, UpstreamClient};
 /// How probes travel: the shared client for plain clusters, or (TLS clusters) the cluster's own
 /// TLS connection code.
 pub(super) enum Prober {
-    Client(UpstreamClient),
+    Client(Box<UpstreamClient>),
     Direct(Arc<Http1Pool>),
 }
 
@@ -30,12 +30,7 @@ pub(super) struct ActiveChecker {
 }
 
 impl ActiveChecker {
-    pub(super) fn new(
-        config: &HealthCheckConfig,
-        targets: Vec<Arc<Target>>,
-        prober: Prober,
-        epoch: Instant,
-    ) -> Self {
+    pub(super) fn new(config: &HealthCheckConfig, targets: Vec<Arc<Target>>, prober: Prober, epoch: Instant) -> Self {
         Self {
             path: config.path.value.clone(),
             interval: config.interval.get(),

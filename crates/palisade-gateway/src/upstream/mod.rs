@@ -246,7 +246,7 @@ impl Cluster {
                     0,
                     tls.clone(),
                 ))),
-                None => health::Prober::Client(build_client(config)),
+                None => health::Prober::Client(Box::new(build_client(config))),
             };
             let checker = health::ActiveChecker::new(check, targets.clone(), prober, epoch);
             tokio::spawn(checker.run()).abort_handle()
@@ -452,7 +452,7 @@ mod tests {
             list.join(", ")
         );
         let config = palisade_core::parse_str("t.yaml", &text, None).expect("valid");
-        Cluster::start("c", &config.clusters["c"].value, &Metrics::new(), 1)
+        Cluster::start("c", &config.clusters["c"].value, None, &Metrics::new(), 1)
     }
 
     #[tokio::test]

@@ -139,20 +139,20 @@ impl Http1Pool {
     }
 
     async fn handshake<T>(stream: T) -> Result<SendRequest<ProxyBody>, SendError>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(SendError::Exchange)?;
-    tokio::spawn(async move {
-        // Errors here surface on the request that was in flight; nothing else to do with them.
-        let _ = connection.with_upgrades().await;
-    });
-    Ok(sender)
-}
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::Exchange)?;
+        tokio::spawn(async move {
+            // Errors here surface on the request that was in flight; nothing else to do with them.
+            let _ = connection.with_upgrades().await;
+        });
+        Ok(sender)
+    }
 
-/// The connection returns to the pool when the response body has been read to the end; an upgraded
+    /// The connection returns to the pool when the response body has been read to the end; an upgraded
     /// connection or a body abandoned half-way never does.
     fn attach(
         self: &Arc<Self>,

@@ -63,7 +63,8 @@ impl UpstreamTls {
         client.alpn_protocols = vec![b"http/1.1".to_vec()];
         let server_name = match &config.server_name {
             Some(name) => Some(
-                ServerName::try_from(name.value.clone()).map_err(|_| format!("{:?} is not a server name", name.value))?,
+                ServerName::try_from(name.value.clone())
+                    .map_err(|_| format!("{:?} is not a server name", name.value))?,
             ),
             None => None,
         };
@@ -87,8 +88,12 @@ impl UpstreamTls {
 fn target_name(address: &str) -> std::io::Result<ServerName<'static>> {
     let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string())
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{host:?} is not a server name")))
+    ServerName::try_from(host.to_string()).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a server name"),
+        )
+    })
 }
 
 pub(crate) fn read_identity(
@@ -101,6 +106,7 @@ pub(crate) fn read_identity(
     if chain.is_empty() {
         return Err(format!("{} holds no PEM certificate", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
     Ok((chain, key))
 }

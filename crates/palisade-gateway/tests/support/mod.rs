@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod idp;
+pub mod mesh;
 pub mod tokens;
 
 use std::net::SocketAddr;
@@ -77,7 +78,7 @@ pub fn with_listeners(yaml: &str) -> String {
 pub async fn config_errors(dir: &std::path::Path, yaml: &str) -> String {
     let path = dir.join("gateway.yaml");
     std::fs::write(&path, with_listeners(yaml)).unwrap();
-    match palisade_gateway::check_config(&path).await {
+    match palisade_gateway::check_config(&path, palisade_core::ConfigKind::Gateway).await {
         Ok(_) => panic!("this config must not load:\n{yaml}"),
         Err(errors) => errors.to_string(),
     }
