@@ -54,6 +54,23 @@ pub enum CaCommand {
         #[arg(long)]
         root_key: Option<PathBuf>,
     },
+    /// Serve the identity service: workloads send CSRs with a join token (first certificate) or
+    /// over mTLS with their current certificate (renewal).
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: std::net::SocketAddr,
+        /// Lifetime of issued certificates (workloads may ask for less).
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The longest lifetime a workload may ask for.
+        #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+        max_ttl: Duration,
+        /// DNS names in the service's own certificate (repeatable).
+        #[arg(long = "dns", default_value = "localhost")]
+        dns_names: Vec<String>,
+    },
     /// Create a one-time join token that lets a workload obtain its first certificate for SPIFFE_ID.
     Token {
         #[arg(long)]
@@ -65,8 +82,27 @@ pub enum CaCommand {
     },
 }
 
-pub fn run(command: CaCommand) -> anyhow::Result<()> {
+pub async fn run(command: CaCommand) -> anyhow::Result<()> {
     match command {
+        CaCommand::Serve {
+            dir,
+            listen,
+            ttl,
+            max_ttl,
+            dns_names,
+        } => {
+            let options = palisade_mesh::server::ServeOptions {
+                dir,
+                listen,
+                default_ttl: ttl,
+                max_ttl,
+                dns_names,
+            };
+            let server = palisade_mesh::server::CaServer::start(options).await?;
+            tracing::info!(address = %server.address, "identity service listening");
+            wait_for_stop_signal().await;
+            server.shutdown().await;
+        }
         CaCommand::Init {
             trust_domain,
             dir,
@@ -178,4 +214,17 @@ fn parse_id(text: &str) -> anyhow::Result<SpiffeId> {
 
 fn expiry(time: SystemTime) -> String {
     humanize(palisade_mesh::ca::unix_seconds(time))
+}
+
+async fn wait_for_stop_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

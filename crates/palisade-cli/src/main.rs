@@ -4,6 +4,7 @@ mod ca;
 mod credentials;
 mod demo;
 mod policy;
+mod sidecar;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -166,9 +167,9 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Gateway { config } => serve(ConfigSource::File(config)).await,
-        Command::Sidecar { config } => serve(ConfigSource::SidecarFile(config)).await,
+        Command::Sidecar { config } => sidecar::run(config).await,
         Command::Ca { command } => {
-            ca::run(command)?;
+            ca::run(command).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { file, sidecar } => {
@@ -240,6 +241,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 
 async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::start(source).await?;
+    run_gateway(gateway).await
+}
+
+async fn run_gateway(gateway: Gateway) -> anyhow::Result<ExitCode> {
     for (name, address) in gateway.listeners() {
         tracing::info!(listener = %name, %address, "listening");
     }

@@ -15,7 +15,8 @@ mod validate_traffic;
 pub use config::Config;
 pub use diagnostic::{ConfigErrors, Diagnostic, Diagnostics};
 pub use load::{
-    load_file, load_file_partially, load_yaml_file, parse_fragment, parse_partially, parse_str, ConfigKind,
+    load_file, load_file_partially, load_sidecar, load_yaml_file, parse_fragment, parse_partially, parse_str,
+    ConfigKind,
 };
 pub use serde_saphyr::Spanned;
 pub use validate::parse_cidr;

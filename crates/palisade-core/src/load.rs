@@ -50,11 +50,27 @@ impl ConfigKind {
     }
 }
 
-fn load_sidecar_partially(path: &Path) -> Result<(Config, Diagnostics), ConfigErrors> {
+/// Reads a sidecar file as written (its identity paths resolved against the file's directory), for
+/// the parts of the sidecar that live outside the gateway config (the identity agent).
+pub fn load_sidecar(path: &Path) -> Result<crate::config::sidecar::SidecarConfig, ConfigErrors> {
     let text = read_bounded(path)?;
     let file = path.display().to_string();
-    let sidecar: crate::config::sidecar::SidecarConfig =
+    let mut sidecar: crate::config::sidecar::SidecarConfig =
         serde_saphyr::from_str(&text).map_err(|e| ConfigErrors(vec![parse_diagnostic(&file, &e)]))?;
+    if let Some(dir) = path.parent() {
+        let identity = &mut sidecar.identity;
+        for file in [&mut identity.cert, &mut identity.key, &mut identity.bundle] {
+            if file.value.is_relative() {
+                file.value = dir.join(&file.value);
+            }
+        }
+    }
+    Ok(sidecar)
+}
+
+fn load_sidecar_partially(path: &Path) -> Result<(Config, Diagnostics), ConfigErrors> {
+    let sidecar = load_sidecar(path)?;
+    let file = path.display().to_string();
     let mut diagnostics = Diagnostics::new(&file);
     let mut config = sidecar.into_gateway(&mut diagnostics);
     if let Some(dir) = path.parent() {

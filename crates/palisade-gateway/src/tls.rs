@@ -241,8 +241,11 @@ pub fn handshake_failure_reason(error: Option<&std::io::Error>) -> &'static str 
             },
             _ => "certificate_invalid",
         },
+        // A TLS 1.0/1.1 ClientHello carries no signature_algorithms extension, which rustls notices
+        // before the version itself.
         Error::PeerIncompatible(
-            PeerIncompatible::Tls12NotOffered
+            PeerIncompatible::SignatureAlgorithmsExtensionRequired
+            | PeerIncompatible::Tls12NotOffered
             | PeerIncompatible::Tls12NotOfferedOrEnabled
             | PeerIncompatible::Tls13RequiredForQuic
             | PeerIncompatible::SupportedVersionsExtensionRequired,

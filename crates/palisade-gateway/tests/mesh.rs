@@ -140,8 +140,8 @@ async fn every_bad_client_certificate_is_refused_in_the_handshake_with_its_reaso
     ] {
         let outcome = refused(&sidecar, &mesh, client).await;
         assert!(outcome.is_err(), "{name}: {outcome:?}");
-        let metrics = sidecar.metrics().await;
         let line = format!("palisade_tls_handshake_failures_total{{listener=\"inbound\",reason=\"{reason}\"}}");
+        let metrics = sidecar.metric_reaches(&line, 1.0).await;
         let reported: Vec<&str> = metrics
             .lines()
             .filter(|l| l.contains("handshake_failures_total"))
@@ -338,12 +338,8 @@ async fn a_root_rotation_keeps_old_and_new_callers_working_until_the_old_root_is
     let mut refused = false;
     for _ in 0..50 {
         let _ = call(old_caller.clone(), mesh.bundle()).await;
-        let metrics = sidecar.metrics().await;
-        if metric(
-            &metrics,
-            "palisade_tls_handshake_failures_total{listener=\"inbound\",reason=\"unknown_issuer\"}",
-        ) >= 1.0
-        {
+        let line = "palisade_tls_handshake_failures_total{listener=\"inbound\",reason=\"unknown_issuer\"}";
+        if metric(&sidecar.metric_reaches(line, 1.0).await, line) >= 1.0 {
             refused = true;
             break;
         }
@@ -386,4 +382,208 @@ async fn sidecar_config_mistakes_are_reported_at_their_line() {
         "{errors}"
     );
     assert_eq!(errors.lines().count(), 3, "each mistake reported once: {errors}");
+}
+
+/// The identity service of a test CA, and an agent configured like a sidecar's.
+async fn identity_service(mesh: &Mesh) -> palisade_mesh::server::CaServer {
+    let options = palisade_mesh::server::ServeOptions {
+        dir: mesh.dir.path().join("ca"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        default_ttl: Duration::from_secs(3600),
+        max_ttl: Duration::from_secs(3600),
+        dns_names: vec!["localhost".into()],
+    };
+    palisade_mesh::server::CaServer::start(options).await.unwrap()
+}
+
+/// An agent whose identity files live in `dir`, with only the CA's bundle there to start with.
+fn agent(
+    mesh: &Mesh,
+    service: std::net::SocketAddr,
+    dir: &std::path::Path,
+    join_token: Option<String>,
+) -> palisade_mesh::agent::Agent {
+    let paths = palisade_mesh::IdentityPaths::in_dir(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    if !paths.bundle.exists() {
+        std::fs::copy(mesh.bundle(), &paths.bundle).unwrap();
+    }
+    palisade_mesh::agent::Agent::new(palisade_mesh::agent::AgentConfig {
+        url: format!("https://{service}"),
+        server_id: palisade_mesh::SpiffePattern::parse(&id("/palisade/ca")).unwrap(),
+        paths,
+        join_token,
+        ttl: Some(Duration::from_secs(600)),
+        on_expiry: None,
+    })
+}
+
+fn spiffe_id_in(dir: &std::path::Path) -> String {
+    let pem = std::fs::read_to_string(dir.join("svid.pem")).unwrap();
+    let leaf = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes())
+        .next()
+        .map(|r: Result<rustls_pki_types::CertificateDer<'static>, _>| r.unwrap())
+        .unwrap();
+    palisade_mesh::spiffe_id_of(&leaf).unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_join_token_buys_one_first_certificate_and_renewals_need_the_current_one() {
+    let mesh = Mesh::new(DOMAIN);
+    let service = identity_service(&mesh).await;
+    let ca_dir = mesh.dir.path().join("ca");
+    let token = palisade_mesh::tokens::create(
+        &ca_dir,
+        &palisade_mesh::SpiffeId::parse(&id(ORDERS)).unwrap(),
+        Duration::from_secs(600),
+    )
+    .unwrap()
+    .secret;
+    let workdir = tempfile::tempdir().unwrap();
+
+    let first = agent(
+        &mesh,
+        service.address,
+        &workdir.path().join("orders"),
+        Some(token.clone()),
+    );
+    let validity = first.ensure_identity().await.unwrap();
+    assert_eq!(
+        spiffe_id_in(&workdir.path().join("orders")),
+        id(ORDERS),
+        "the ID comes from the token"
+    );
+    let lifetime = validity.not_after.duration_since(SystemTime::now()).unwrap();
+    assert!(
+        lifetime <= Duration::from_secs(600),
+        "the asked-for lifetime: {lifetime:?}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(workdir.path().join("orders/svid.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    // The same token again, from another workload: refused.
+    let replay = agent(
+        &mesh,
+        service.address,
+        &workdir.path().join("thief"),
+        Some(token.clone()),
+    );
+    let refused = replay.ensure_identity().await.unwrap_err().to_string();
+    assert!(
+        refused.contains("401") && refused.contains("join-token-refused"),
+        "{refused}"
+    );
+    assert!(!refused.contains(&token), "the token never appears in an error");
+    // Neither a certificate nor a token: nothing to show.
+    let nothing = agent(&mesh, service.address, &workdir.path().join("nobody"), None);
+    assert!(matches!(
+        nothing.ensure_identity().await,
+        Err(palisade_mesh::agent::AgentError::NoCredential { .. })
+    ));
+    let unknown = agent(
+        &mesh,
+        service.address,
+        &workdir.path().join("guess"),
+        Some("pjt_guess".into()),
+    );
+    assert!(unknown.ensure_identity().await.is_err());
+
+    // Renewal over mTLS with the current certificate: a new key and certificate for the same ID.
+    let key_before = std::fs::read(workdir.path().join("orders/svid.key")).unwrap();
+    let cert_before = std::fs::read(workdir.path().join("orders/svid.pem")).unwrap();
+    first.renew().await.unwrap();
+    assert_ne!(
+        std::fs::read(workdir.path().join("orders/svid.key")).unwrap(),
+        key_before
+    );
+    assert_ne!(
+        std::fs::read(workdir.path().join("orders/svid.pem")).unwrap(),
+        cert_before
+    );
+    assert_eq!(spiffe_id_in(&workdir.path().join("orders")), id(ORDERS));
+    service.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sidecar_renews_from_the_identity_service_under_traffic_and_outlives_a_ca_outage() {
+    let app = support::echo("orders-app").await;
+    let mesh = Mesh::new(DOMAIN);
+    let service = identity_service(&mesh).await;
+    let ca_dir = mesh.dir.path().join("ca");
+    let spiffe = |path: &str| palisade_mesh::SpiffeId::parse(&id(path)).unwrap();
+    let workdir = tempfile::tempdir().unwrap();
+    let token = |path: &str| {
+        palisade_mesh::tokens::create(&ca_dir, &spiffe(path), Duration::from_secs(600))
+            .unwrap()
+            .secret
+    };
+    let orders = agent(
+        &mesh,
+        service.address,
+        &workdir.path().join("orders"),
+        Some(token(ORDERS)),
+    );
+    orders.ensure_identity().await.unwrap();
+    let web = agent(&mesh, service.address, &workdir.path().join("web"), Some(token(WEB)));
+    web.ensure_identity().await.unwrap();
+    let web_paths = palisade_mesh::IdentityPaths::in_dir(&workdir.path().join("web"));
+    let yaml = format!(
+        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\nreload: {{ poll_interval: 100ms }}\ninbound:\n  address: 127.0.0.1:0\n  app: {app}\n  routes:\n    - name: read\n      match: {{ prefix: /orders }}\n      allow: [\"{}\"]\n",
+        identity_yaml(&palisade_mesh::IdentityPaths::in_dir(&workdir.path().join("orders"))),
+        id(WEB)
+    );
+    let sidecar = Sidecar::start(workdir.path(), "orders", &yaml).await;
+    let bundle = mesh.bundle();
+    let first_served = served_serial(&sidecar, &mesh).await;
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let address = sidecar.inbound();
+    let traffic = tokio::spawn(async move {
+        let (mut ok, mut failed) = (0u32, 0u32);
+        while !*stopped.borrow() {
+            let request = get_request("/orders/1", "");
+            match mtls_exchange(address, &bundle, &id(ORDERS), Some(&web_paths), &request).await {
+                Ok(response) if support::status_of(&response) == 200 => ok += 1,
+                _ => failed += 1,
+            }
+        }
+        (ok, failed)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    orders.renew().await.unwrap();
+    let mut renewed_served = first_served.clone();
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        renewed_served = served_serial(&sidecar, &mesh).await;
+        if renewed_served != first_served {
+            break;
+        }
+    }
+    assert_ne!(renewed_served, first_served, "the renewed certificate is served");
+
+    // The CA goes away: renewal fails, the sidecar keeps serving on its current certificate.
+    service.shutdown().await;
+    let outage = orders.renew().await.unwrap_err();
+    assert!(
+        matches!(outage, palisade_mesh::agent::AgentError::Unreachable { .. }),
+        "{outage}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.send(true).unwrap();
+    let (ok, failed) = traffic.await.unwrap();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed across renewal and CA outage",
+        ok + failed
+    );
+    assert!(ok > 10, "traffic ran throughout ({ok})");
+    assert!(orders.current().is_some(), "the current certificate is still valid");
 }

@@ -4,9 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod agent;
 pub mod ca;
+mod dynamic;
 mod files;
 pub mod identity;
+pub mod server;
 pub mod tokens;
 pub mod verify;
 

@@ -131,6 +131,8 @@ pub struct Metrics {
     pub open_connections: Gauge,
     pub connections_rejected: Counter,
     pub access_log_dropped: Counter,
+    /// Seconds until the workload certificate expires (sidecars that renew their own identity).
+    pub identity_expiry_seconds: Gauge,
 }
 
 /// Pre-resolved counters of one route, so that the request path does no label hashing or allocation.
@@ -281,6 +283,7 @@ impl Metrics {
             open_connections: Gauge::default(),
             connections_rejected: Counter::default(),
             access_log_dropped: Counter::default(),
+            identity_expiry_seconds: Gauge::default(),
         };
         let m = &metrics;
         registry.register(
@@ -302,6 +305,11 @@ impl Metrics {
             "rate_limit_decisions",
             "Rate limit decisions by route, limit, outcome and where they were counted",
             m.rate_limit_decisions.clone(),
+        );
+        registry.register(
+            "identity_expiry_seconds",
+            "Seconds until this workload's certificate expires (0: expired or none)",
+            m.identity_expiry_seconds.clone(),
         );
         registry.register(
             "tls_handshake_failures",

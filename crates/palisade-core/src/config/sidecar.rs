@@ -60,8 +60,30 @@ pub struct IdentityFiles {
     /// PEM chain: this workload's X.509-SVID, then its intermediate.
     pub cert: Spanned<PathBuf>,
     pub key: Spanned<PathBuf>,
-    /// PEM trust bundle (the CA's `bundle.pem`): what peers must chain to.
+    /// PEM trust bundle (the CA's `bundle.pem`): what peers must chain to. With `ca`, it must be
+    /// there at start (it is how the sidecar recognizes the identity service); later versions are
+    /// fetched from the service.
     pub bundle: Spanned<PathBuf>,
+    /// Obtain and renew the certificate from `palisade ca serve` instead of having it put in place.
+    #[serde(default)]
+    pub ca: Option<Spanned<IdentityServiceConfig>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityServiceConfig {
+    /// `https://host:port` of the identity service.
+    pub url: Spanned<String>,
+    /// The SPIFFE ID the service must present. Default `spiffe://TRUST_DOMAIN/palisade/ca`.
+    #[serde(default)]
+    pub server_id: Option<Spanned<String>>,
+    /// The one-time join token for the first certificate (`${ENV}` or `file:`); not needed while a
+    /// valid certificate is on disk.
+    #[serde(default)]
+    pub join_token: Option<Spanned<crate::secret::SecretRef>>,
+    /// The lifetime to ask for (the service may shorten it). Default: the service's.
+    #[serde(default)]
+    pub ttl: Option<crate::units::Duration>,
 }
 
 /// Calls into this workload: mTLS in, authorized by caller identity, forwarded to the app.
@@ -159,6 +181,15 @@ impl SidecarConfig {
         let domain = &self.trust_domain;
         if let Err(error) = crate::spiffe::check_trust_domain(&domain.value) {
             diagnostics.on(domain, format!("trust_domain {:?}: {error}", domain.value));
+        }
+        if let Some(service) = &self.identity.ca {
+            let url = &service.value.url;
+            if !url.value.starts_with("https://") || url.value.parse::<http::Uri>().is_err() {
+                diagnostics.on(url, format!("{:?} is not an https:// URL", url.value));
+            }
+            if let Some(id) = &service.value.server_id {
+                check_pattern(id, &domain.value, diagnostics);
+            }
         }
         if self.inbound.is_none() && self.outbound.is_none() {
             diagnostics.general("a sidecar needs `inbound`, `outbound` or both");

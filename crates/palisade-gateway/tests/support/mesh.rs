@@ -99,6 +99,19 @@ impl Sidecar {
         assert_eq!(status, 200);
         body
     }
+
+    /// The metrics once the line starting with `prefix` shows at least `value` (the connection's
+    /// task records a refusal just after the client saw it), or after two seconds.
+    pub async fn metric_reaches(&self, prefix: &str, value: f64) -> String {
+        for _ in 0..40 {
+            let metrics = self.metrics().await;
+            if metric(&metrics, prefix) >= value {
+                return metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.metrics().await
+    }
 }
 
 /// The identity block of a sidecar config for `paths`.

@@ -1,0 +1,81 @@
+//! `palisade sidecar`: the gateway pipeline on a sidecar config, plus (with `identity.ca`) the agent
+//! that obtains the workload's certificate before the listeners open and renews it afterwards.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use palisade_core::config::sidecar::SidecarConfig;
+use palisade_gateway::{ConfigSource, Gateway};
+use palisade_mesh::agent::{Agent, AgentConfig};
+use palisade_mesh::{IdentityPaths, SpiffePattern};
+
+pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let sidecar = palisade_core::load_sidecar(&config)?;
+    let agent = agent_for(&sidecar)?;
+    if let Some(agent) = &agent {
+        let validity = agent
+            .ensure_identity()
+            .await
+            .context("cannot obtain this workload's certificate")?;
+        tracing::info!(
+            expires_at = %palisade_mesh::ca::humanize(palisade_mesh::ca::unix_seconds(validity.not_after)),
+            "identity ready"
+        );
+    }
+    let gateway = Gateway::start(ConfigSource::SidecarFile(config)).await?;
+    if let Some(agent) = agent {
+        let gauge = gateway.shared().metrics.identity_expiry_seconds.clone();
+        let agent = agent.report_expiry_to(Arc::new(move |seconds| {
+            gauge.set(seconds);
+        }));
+        // The agent stops with the process; it holds nothing that needs draining.
+        let (_keep, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let _keep = _keep;
+            agent.run(stop).await;
+        });
+    }
+    crate::run_gateway(gateway).await
+}
+
+fn agent_for(sidecar: &SidecarConfig) -> anyhow::Result<Option<Agent>> {
+    let Some(service) = &sidecar.identity.ca else {
+        return Ok(None);
+    };
+    let service = &service.value;
+    let server_id = match &service.server_id {
+        Some(id) => id.value.clone(),
+        None => format!(
+            "spiffe://{}{}",
+            sidecar.trust_domain.value,
+            palisade_mesh::server::SERVICE_PATH
+        ),
+    };
+    let server_id = SpiffePattern::parse(&server_id).with_context(|| format!("identity.ca.server_id {server_id:?}"))?;
+    let join_token = match &service.join_token {
+        Some(reference) => match reference.value.resolve() {
+            Ok(secret) => Some(secret.expose().to_string()),
+            // Only needed without a valid certificate; `ensure_identity` says so if it is.
+            Err(error) => {
+                tracing::warn!(%error, "identity.ca.join_token cannot be resolved");
+                None
+            }
+        },
+        None => None,
+    };
+    let identity = &sidecar.identity;
+    Ok(Some(Agent::new(AgentConfig {
+        url: service.url.value.clone(),
+        server_id,
+        paths: IdentityPaths {
+            cert: identity.cert.value.clone(),
+            key: identity.key.value.clone(),
+            bundle: identity.bundle.value.clone(),
+        },
+        join_token,
+        ttl: service.ttl.map(|ttl| ttl.get()),
+        on_expiry: None,
+    })))
+}

@@ -1,0 +1,377 @@
+//! The workload side of the identity service: gets a first certificate with a join token, then keeps
+//! it fresh. The key pair is made here and never leaves; the CA sees only CSRs. Renewal happens at a
+//! random point between 50% and 70% of the lifetime (so a fleet does not renew at once), over mTLS
+//! with the current certificate. While the CA is unreachable the current certificate keeps serving;
+//! retries back off, the seconds to expiry are reported, and an event warns before it runs out.
+//!
+//! Everything is written to the identity files the sidecar already watches, so a renewal reaches the
+//! listener and the outbound clusters through the ordinary reload: connections in flight finish on
+//! the old certificate, new ones use the new.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::identity::IdentityPaths;
+use crate::spiffe::SpiffePattern;
+use crate::verify::{load_bundle, SpiffeServerVerifier};
+
+const MAX_RESPONSE: usize = 1024 * 1024;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+const BUNDLE_REFRESH: Duration = Duration::from_secs(60);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot reach the identity service at {url}: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("the identity service refused: {status} {detail}")]
+    Refused { status: u16, detail: String },
+    #[error("no valid certificate at {path} and no join token to get one")]
+    NoCredential { path: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot write the identity: {0}")]
+    Write(#[from] crate::CaError),
+}
+
+#[derive(Clone)]
+pub struct AgentConfig {
+    /// `https://host:port` of `palisade ca serve`.
+    pub url: String,
+    /// Who the identity service must be (`spiffe://TD/palisade/ca`).
+    pub server_id: SpiffePattern,
+    pub paths: IdentityPaths,
+    /// For the first certificate only; never logged.
+    pub join_token: Option<String>,
+    /// Asked-for lifetime; the service may shorten it.
+    pub ttl: Option<Duration>,
+    /// Told the seconds left on the current certificate whenever they are known (a metric).
+    pub on_expiry: Option<Arc<dyn Fn(i64) + Send + Sync>>,
+}
+
+/// The validity of the certificate on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Validity {
+    pub not_before: SystemTime,
+    pub not_after: SystemTime,
+}
+
+impl Validity {
+    /// When to renew: a random point between 50% and 70% of the lifetime.
+    pub fn renewal_time(&self) -> SystemTime {
+        let lifetime = self.not_after.duration_since(self.not_before).unwrap_or_default();
+        let fraction = 0.5 + rand::random::<f64>() * 0.2;
+        self.not_before + lifetime.mul_f64(fraction)
+    }
+
+    fn remaining(&self, now: SystemTime) -> Duration {
+        self.not_after.duration_since(now).unwrap_or_default()
+    }
+}
+
+#[derive(Deserialize)]
+struct SignResponse {
+    certificate_chain: String,
+    trust_bundle: String,
+}
+
+pub struct Agent {
+    config: AgentConfig,
+}
+
+impl Agent {
+    pub fn new(config: AgentConfig) -> Self {
+        Self { config }
+    }
+
+    /// Reports the seconds left on the certificate to `report` (a metric) from now on.
+    pub fn report_expiry_to(mut self, report: Arc<dyn Fn(i64) + Send + Sync>) -> Self {
+        self.config.on_expiry = Some(report);
+        self
+    }
+
+    /// The validity of the certificate on disk, if there is a readable one that has not expired.
+    pub fn current(&self) -> Option<Validity> {
+        let text = std::fs::read_to_string(&self.config.paths.cert).ok()?;
+        let validity = validity_of(&text)?;
+        (validity.not_after > SystemTime::now()).then_some(validity)
+    }
+
+    /// Makes sure a valid identity is on disk: a current one is kept; otherwise the join token
+    /// buys the first one. Run before the sidecar starts (its config needs the files).
+    pub async fn ensure_identity(&self) -> Result<Validity, AgentError> {
+        if let Some(validity) = self.current() {
+            return Ok(validity);
+        }
+        let Some(token) = self.config.join_token.clone() else {
+            return Err(AgentError::NoCredential {
+                path: self.config.paths.cert.display().to_string(),
+            });
+        };
+        self.obtain(Some(&token), false).await
+    }
+
+    /// Renews once, over mTLS with the current certificate.
+    pub async fn renew(&self) -> Result<Validity, AgentError> {
+        self.obtain(None, true).await
+    }
+
+    /// Keeps the identity fresh until `stop` turns true.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut retry = FIRST_RETRY;
+        let mut renew_at = self.current().map(|v| v.renewal_time()).unwrap_or_else(SystemTime::now);
+        let mut next_bundle = SystemTime::now() + BUNDLE_REFRESH;
+        loop {
+            let validity = self.current();
+            self.report(validity);
+            let now = SystemTime::now();
+            let wake = renew_at.min(next_bundle);
+            let wait = wake.duration_since(now).unwrap_or_default().min(Duration::from_secs(5));
+            if !wait.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            if now >= next_bundle {
+                if let Err(error) = self.refresh_bundle().await {
+                    tracing::warn!(%error, "identity: cannot refresh the trust bundle; keeping the current one");
+                }
+                next_bundle = now + BUNDLE_REFRESH;
+            }
+            if now < renew_at {
+                continue;
+            }
+            match self.renew().await {
+                Ok(renewed) => {
+                    tracing::info!(
+                        event = "certificate_renewed",
+                        expires_at = unix(renewed.not_after),
+                        "identity: certificate renewed"
+                    );
+                    renew_at = renewed.renewal_time();
+                    retry = FIRST_RETRY;
+                }
+                Err(error) => {
+                    self.warn_unrenewed(validity, &error);
+                    renew_at = SystemTime::now() + retry;
+                    retry = (retry * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+
+    fn report(&self, validity: Option<Validity>) {
+        if let Some(report) = &self.config.on_expiry {
+            let remaining = validity.map(|v| v.remaining(SystemTime::now()).as_secs()).unwrap_or(0);
+            report(i64::try_from(remaining).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// A failed renewal is a warning while plenty of lifetime is left, and an error (the alert)
+    /// once less than a fifth remains or the certificate has expired.
+    fn warn_unrenewed(&self, validity: Option<Validity>, error: &AgentError) {
+        let now = SystemTime::now();
+        match validity {
+            Some(v) if v.remaining(now) > v.not_after.duration_since(v.not_before).unwrap_or_default() / 5 => {
+                tracing::warn!(%error, expires_at = unix(v.not_after), "identity: renewal failed; serving on the current certificate");
+            }
+            Some(v) => tracing::error!(
+                event = "identity_expiring",
+                %error,
+                expires_at = unix(v.not_after),
+                seconds_left = v.remaining(now).as_secs(),
+                "identity: certificate expires soon and cannot be renewed"
+            ),
+            None => {
+                tracing::error!(event = "identity_expired", %error, "identity: certificate expired and cannot be renewed")
+            }
+        }
+    }
+
+    async fn obtain(&self, join_token: Option<&str>, with_certificate: bool) -> Result<Validity, AgentError> {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let csr = CertificateParams::default()
+            .serialize_request(&key)
+            .and_then(|csr| csr.pem())
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let mut body = serde_json::json!({ "csr": csr });
+        if let Some(token) = join_token {
+            body["join_token"] = token.into();
+        }
+        if let Some(ttl) = self.config.ttl {
+            body["ttl_seconds"] = ttl.as_secs().into();
+        }
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri("/v1/certificates")
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let (status, reply) = self.exchange(request, with_certificate).await?;
+        if status != StatusCode::OK {
+            return Err(AgentError::Refused {
+                status: status.as_u16(),
+                detail: String::from_utf8_lossy(&reply).chars().take(300).collect(),
+            });
+        }
+        let signed: SignResponse =
+            serde_json::from_slice(&reply).map_err(|e| AgentError::Invalid(format!("unexpected answer: {e}")))?;
+        let validity = validity_of(&signed.certificate_chain)
+            .ok_or_else(|| AgentError::Invalid("the answer holds no certificate".into()))?;
+        self.config.paths.write(
+            &signed.certificate_chain,
+            &key.serialize_pem(),
+            &signed.trust_bundle,
+            true,
+        )?;
+        Ok(validity)
+    }
+
+    async fn refresh_bundle(&self) -> Result<(), AgentError> {
+        let request = Request::get("/v1/bundle")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| AgentError::Invalid(e.to_string()))?;
+        let (status, reply) = self.exchange(request, false).await?;
+        if status != StatusCode::OK || load_bundle_text(&reply).is_none() {
+            return Err(AgentError::Refused {
+                status: status.as_u16(),
+                detail: "no usable bundle".into(),
+            });
+        }
+        self.config.paths.write_bundle(&String::from_utf8_lossy(&reply))?;
+        Ok(())
+    }
+
+    /// One request on a fresh mTLS connection to the identity service.
+    async fn exchange(
+        &self,
+        mut request: Request<Full<Bytes>>,
+        with_certificate: bool,
+    ) -> Result<(StatusCode, Bytes), AgentError> {
+        let unreachable = |detail: String| AgentError::Unreachable {
+            url: self.config.url.clone(),
+            detail,
+        };
+        let uri: http::Uri = self.config.url.parse().map_err(|_| unreachable("not a URL".into()))?;
+        let authority = uri
+            .authority()
+            .ok_or_else(|| unreachable("no host:port".into()))?
+            .clone();
+        let port = authority.port_u16().unwrap_or(443);
+        let address = format!("{}:{port}", authority.host());
+        request.headers_mut().insert(
+            http::header::HOST,
+            http::HeaderValue::from_str(authority.as_str()).map_err(|e| unreachable(e.to_string()))?,
+        );
+        let connector = tokio_rustls::TlsConnector::from(self.client_config(with_certificate)?);
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let name = ServerName::try_from(host).map_err(|e| unreachable(e.to_string()))?;
+        let exchange = async {
+            let tcp = tokio::net::TcpStream::connect(&address)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let tls = connector
+                .connect(name, tcp)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            tokio::spawn(connection);
+            let response = sender
+                .send_request(request)
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| unreachable(e.to_string()))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| unreachable("timed out".into()))?
+    }
+
+    fn client_config(&self, with_certificate: bool) -> Result<Arc<rustls::ClientConfig>, AgentError> {
+        let roots = load_bundle(&self.config.paths.bundle).map_err(AgentError::Invalid)?;
+        let verifier = SpiffeServerVerifier::new(Arc::new(roots), self.config.server_id.clone());
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| AgentError::Invalid(e.to_string()))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier));
+        let mut config = if with_certificate {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.config.paths.cert)
+                .and_then(|iter| iter.collect::<Result<_, _>>())
+                .map_err(|e| AgentError::Invalid(format!("current certificate: {e}")))?;
+            let key = PrivateKeyDer::from_pem_file(&self.config.paths.key)
+                .map_err(|e| AgentError::Invalid(format!("current key: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| AgentError::Invalid(e.to_string()))?
+        } else {
+            builder.with_no_client_auth()
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+fn load_bundle_text(bytes: &[u8]) -> Option<()> {
+    let count = CertificateDer::pem_slice_iter(bytes).filter(Result::is_ok).count();
+    (count > 0).then_some(())
+}
+
+/// The validity of the first certificate in `pem`.
+pub fn validity_of(pem: &str) -> Option<Validity> {
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let seconds = |t: i64| UNIX_EPOCH + Duration::from_secs(u64::try_from(t).unwrap_or(0));
+    Some(Validity {
+        not_before: seconds(certificate.validity().not_before.timestamp()),
+        not_after: seconds(certificate.validity().not_after.timestamp()),
+    })
+}
+
+fn unix(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_falls_between_half_and_seven_tenths_of_the_lifetime() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let validity = Validity {
+            not_before: start,
+            not_after: start + Duration::from_secs(1000),
+        };
+        for _ in 0..1000 {
+            let at = validity.renewal_time().duration_since(start).unwrap().as_secs_f64();
+            assert!((500.0..=700.0).contains(&at), "{at}");
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! `palisade ca serve`: the identity service. Workloads send a CSR (their private key never leaves
+//! them) and prove who they are with a one-time join token for their first certificate, or with their
+//! current certificate (mutual TLS) for a renewal. Every issuance and every refusal is an audit event.
+//!
+//! ```text
+//! POST /v1/certificates  {"csr": PEM, "join_token"?: "pjt_…", "ttl_seconds"?: N}
+//!                        → {"spiffe_id", "certificate_chain", "trust_bundle", "expires_at"}
+//! GET  /v1/bundle        → the trust bundle (PEM), so that workloads follow root rotations
+//! ```
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::ca::{unix_seconds, BUNDLE};
+use crate::dynamic::DynamicClientVerifier;
+use crate::spiffe::SpiffeId;
+use crate::tokens::{self, TokenError};
+use crate::verify::{load_bundle, spiffe_id_of, TrustDomainClientVerifier};
+use crate::{CaError, CertificateAuthority, LeafRequest};
+
+/// The path below the trust domain that names the identity service itself.
+pub const SERVICE_PATH: &str = "/palisade/ca";
+const MAX_BODY: usize = 64 * 1024;
+/// Shortest lifetime a workload may ask for.
+const MIN_TTL: Duration = Duration::from_secs(60);
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Lifetime of issued certificates unless the workload asks for less.
+    pub default_ttl: Duration,
+    /// The longest lifetime a workload may ask for.
+    pub max_ttl: Duration,
+    /// DNS names in the service's own certificate (for clients that check host names).
+    pub dns_names: Vec<String>,
+}
+
+/// The running service.
+pub struct CaServer {
+    pub address: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CaServer {
+    pub async fn start(options: ServeOptions) -> Result<CaServer, CaError> {
+        let ca = CertificateAuthority::open(&options.dir)?;
+        let service_id = SpiffeId::parse(&format!("spiffe://{}{SERVICE_PATH}", ca.trust_domain()))
+            .map_err(|e| CaError::Invalid(e.to_string()))?;
+        let state = Arc::new(State {
+            trust_domain: ca.trust_domain().to_string(),
+            certificate: ArcSwap::from_pointee(service_certificate(&options, &service_id)?),
+            verifier: Arc::new(DynamicClientVerifier::new(client_verifier(
+                &options.dir,
+                ca.trust_domain(),
+            )?)),
+            bundle_text: ArcSwap::from_pointee(ca.bundle_pem()?),
+            service_id,
+            options: options.clone(),
+        });
+        let listener = TcpListener::bind(options.listen).await.map_err(|source| CaError::Io {
+            path: PathBuf::from(options.listen.to_string()),
+            source,
+        })?;
+        let address = listener.local_addr().map_err(|source| CaError::Io {
+            path: PathBuf::from(options.listen.to_string()),
+            source,
+        })?;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run(listener, state, stopped));
+        Ok(CaServer { address, stop, task })
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct State {
+    trust_domain: String,
+    service_id: SpiffeId,
+    certificate: ArcSwap<CertifiedKey>,
+    verifier: Arc<DynamicClientVerifier>,
+    bundle_text: ArcSwap<String>,
+    options: ServeOptions,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CaServer({})", self.service_id)
+    }
+}
+
+impl ResolvesServerCert for State {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.certificate.load_full())
+    }
+}
+
+async fn run(listener: TcpListener, state: Arc<State>, mut stopped: watch::Receiver<bool>) {
+    let tls = match server_config(state.clone()) {
+        Ok(config) => TlsAcceptor::from(config),
+        Err(error) => {
+            tracing::error!(%error, "identity service: TLS setup failed");
+            return;
+        }
+    };
+    let refresher = tokio::spawn(refresh(state.clone()));
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        tokio::spawn(serve_connection(stream, peer, tls.clone(), state.clone()));
+    }
+    refresher.abort();
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, tls: TlsAcceptor, state: Arc<State>) {
+    let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::info!(event = "tls_handshake_refused", %peer, detail = %error, "identity service: handshake refused");
+            return;
+        }
+        Err(_) => return,
+    };
+    // The handshake verified the chain and the trust domain; this is the caller's identity, if any.
+    let caller = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| spiffe_id_of(leaf).ok());
+    let service = hyper::service::service_fn(move |request| {
+        let state = state.clone();
+        let caller = caller.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, caller, peer, request).await) }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+}
+
+async fn handle(
+    state: &State,
+    caller: Option<SpiffeId>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::POST, "/v1/certificates") => sign(state, caller, peer, request).await,
+        (&Method::GET, "/v1/bundle") => text(
+            StatusCode::OK,
+            "application/x-pem-file",
+            state.bundle_text.load().to_string(),
+        ),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        _ => problem(StatusCode::NOT_FOUND, "not-found", "Not Found", None),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignRequest {
+    csr: String,
+    #[serde(default)]
+    join_token: Option<String>,
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct SignResponse {
+    pub spiffe_id: String,
+    pub certificate_chain: String,
+    pub trust_bundle: String,
+    pub expires_at: u64,
+}
+
+/// How the caller proved who it is.
+#[derive(Clone, Copy)]
+enum Proof {
+    JoinToken,
+    Renewal,
+}
+
+impl Proof {
+    fn as_str(self) -> &'static str {
+        match self {
+            Proof::JoinToken => "join_token",
+            Proof::Renewal => "renewal",
+        }
+    }
+}
+
+async fn sign(
+    state: &State,
+    caller: Option<SpiffeId>,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return problem(StatusCode::PAYLOAD_TOO_LARGE, "too-large", "Request too large", None),
+    };
+    let Ok(asked) = serde_json::from_slice::<SignRequest>(&body) else {
+        return problem(
+            StatusCode::BAD_REQUEST,
+            "invalid-request",
+            "Bad Request",
+            Some("expected JSON {\"csr\": PEM, \"join_token\"?: string, \"ttl_seconds\"?: number}"),
+        );
+    };
+    let dir = state.options.dir.clone();
+    let (id, proof) = match (caller, asked.join_token) {
+        (Some(_), Some(_)) => {
+            let detail = "a renewal authenticates with the client certificate alone";
+            return problem(StatusCode::BAD_REQUEST, "invalid-request", "Bad Request", Some(detail));
+        }
+        (Some(id), None) => (id, Proof::Renewal),
+        (None, None) => {
+            audit_refusal(peer, None, "no_credential");
+            let detail = "present your current certificate, or a join token for a first certificate";
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "Unauthorized",
+                Some(detail),
+            );
+        }
+        (None, Some(token)) => {
+            let redeemed = tokio::task::spawn_blocking(move || tokens::redeem(&dir, &token, SystemTime::now())).await;
+            match redeemed {
+                Ok(Ok(Ok(id))) => (id, Proof::JoinToken),
+                Ok(Ok(Err(refused))) => {
+                    audit_refusal(peer, None, token_reason(&refused));
+                    return problem(StatusCode::UNAUTHORIZED, "join-token-refused", "Unauthorized", None);
+                }
+                Ok(Err(error)) => return internal(&error),
+                Err(_) => {
+                    return problem(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "internal",
+                        "Internal Server Error",
+                        None,
+                    )
+                }
+            }
+        }
+    };
+    let ttl = asked
+        .ttl_seconds
+        .map(Duration::from_secs)
+        .unwrap_or(state.options.default_ttl)
+        .clamp(MIN_TTL, state.options.max_ttl.max(MIN_TTL));
+    let dir = state.options.dir.clone();
+    let leaf = LeafRequest::new(id.clone(), ttl);
+    let csr = asked.csr;
+    let signed = tokio::task::spawn_blocking(move || {
+        let mut ca = CertificateAuthority::open(&dir)?;
+        ca.sign_csr(&csr, &leaf)
+    })
+    .await;
+    match signed {
+        Ok(Ok(issued)) => {
+            let expires_at = unix_seconds(issued.not_after);
+            tracing::info!(
+                target: "palisade::audit",
+                event = "certificate_issued",
+                spiffe_id = %id,
+                serial = %issued.serial,
+                expires_at,
+                proof = proof.as_str(),
+                %peer,
+                "certificate issued"
+            );
+            let response = SignResponse {
+                spiffe_id: id.to_string(),
+                certificate_chain: issued.chain_pem,
+                trust_bundle: issued.bundle_pem,
+                expires_at,
+            };
+            let body = serde_json::to_vec(&response).unwrap_or_default();
+            json(StatusCode::OK, body)
+        }
+        Ok(Err(CaError::Csr(message))) => {
+            audit_refusal(peer, Some(&id), "invalid_csr");
+            problem(StatusCode::BAD_REQUEST, "invalid-csr", "Bad Request", Some(&message))
+        }
+        Ok(Err(error)) => internal(&error),
+        Err(_) => problem(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal Server Error",
+            None,
+        ),
+    }
+}
+
+fn token_reason(error: &TokenError) -> &'static str {
+    match error {
+        TokenError::Unknown => "unknown_join_token",
+        TokenError::Used => "join_token_replayed",
+        TokenError::Expired => "join_token_expired",
+    }
+}
+
+fn audit_refusal(peer: SocketAddr, id: Option<&SpiffeId>, reason: &'static str) {
+    let id = id.map(ToString::to_string).unwrap_or_default();
+    tracing::warn!(target: "palisade::audit", event = "certificate_refused", reason, spiffe_id = %id, %peer, "certificate refused");
+}
+
+fn internal(error: &CaError) -> Response<Full<Bytes>> {
+    tracing::error!(%error, "identity service: cannot sign");
+    problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal Server Error",
+        None,
+    )
+}
+
+fn problem(status: StatusCode, kind: &str, title: &str, detail: Option<&str>) -> Response<Full<Bytes>> {
+    let mut body = serde_json::json!({
+        "type": format!("https://palisade.dev/problems/{kind}"),
+        "title": title,
+        "status": status.as_u16(),
+    });
+    if let Some(detail) = detail {
+        body["detail"] = detail.into();
+    }
+    let mut response = json(status, serde_json::to_vec(&body).unwrap_or_default());
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    response
+}
+
+fn server_config(state: Arc<State>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn ClientCertVerifier> = state.verifier.clone();
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(state);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Client certificates are optional (a first request has none) and, when given, must chain to the
+/// bundle and name a workload of this trust domain.
+fn client_verifier(dir: &Path, trust_domain: &str) -> Result<Arc<dyn ClientCertVerifier>, CaError> {
+    let roots = load_bundle(&dir.join(BUNDLE)).map_err(CaError::Invalid)?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| CaError::Invalid(e.to_string()))?;
+    Ok(Arc::new(TrustDomainClientVerifier::new(
+        inner,
+        vec![trust_domain.to_string()],
+    )))
+}
+
+/// The service's own certificate, signed by the CA it serves; renewed by [`refresh`].
+fn service_certificate(options: &ServeOptions, id: &SpiffeId) -> Result<CertifiedKey, CaError> {
+    let mut ca = CertificateAuthority::open(&options.dir)?;
+    let mut request = LeafRequest::new(id.clone(), options.default_ttl.max(Duration::from_secs(3600)));
+    request.dns_names = options.dns_names.clone();
+    let issued = ca.issue(&request)?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(issued.issued.chain_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CaError::Invalid(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).map_err(|e| CaError::Invalid(e.to_string()))?;
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| CaError::Invalid(e.to_string()))?;
+    Ok(CertifiedKey::new(chain, signing))
+}
+
+/// Follows the CA directory: a changed bundle (root rotation) updates what renewals are checked
+/// against and what `/v1/bundle` serves; the service's own certificate is renewed at half-life.
+async fn refresh(state: Arc<State>) {
+    let mut issued_at = SystemTime::now();
+    let lifetime = state.options.default_ttl.max(Duration::from_secs(3600));
+    loop {
+        tokio::time::sleep(REFRESH_EVERY).await;
+        let bundle = std::fs::read_to_string(state.options.dir.join(BUNDLE)).unwrap_or_default();
+        if !bundle.is_empty() && bundle != **state.bundle_text.load() {
+            match client_verifier(&state.options.dir, &state.trust_domain) {
+                Ok(verifier) => {
+                    state.verifier.replace(verifier);
+                    state.bundle_text.store(Arc::new(bundle));
+                    tracing::info!("identity service: trust bundle changed");
+                }
+                Err(error) => tracing::error!(%error, "identity service: cannot load the new trust bundle"),
+            }
+        }
+        if issued_at.elapsed().unwrap_or_default() > lifetime / 2 {
+            match service_certificate(&state.options, &state.service_id) {
+                Ok(certificate) => {
+                    state.certificate.store(Arc::new(certificate));
+                    issued_at = SystemTime::now();
+                }
+                Err(error) => tracing::error!(%error, "identity service: cannot renew its own certificate"),
+            }
+        }
+    }
+}
