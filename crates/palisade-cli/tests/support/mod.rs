@@ -45,9 +45,13 @@ pub fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
 pub type Captured = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 pub fn start_gateway_capturing(config: &Path, log_level: &str) -> (Gateway, Captured) {
-    let mut child = palisade()
-        .args(["gateway", "--config"])
-        .arg(config)
+    start_capturing(palisade().args(["gateway", "--config"]).arg(config), log_level, "public")
+}
+
+/// Starts `command` (a `palisade` gateway or sidecar) and waits until it logs the address of
+/// `listener` and of its admin listener.
+pub fn start_capturing(command: &mut Command, log_level: &str, listener: &str) -> (Gateway, Captured) {
+    let mut child = command
         .env("RUST_LOG", log_level)
         .stderr(Stdio::piped())
         .stdout(Stdio::piped())
@@ -70,7 +74,10 @@ pub fn start_gateway_capturing(config: &Path, log_level: &str) -> (Gateway, Capt
             let start = line.find("address=").unwrap() + "address=".len();
             line[start..].split_whitespace().next().unwrap().to_string()
         };
-        if line.contains("listening") && line.contains("listener=public") {
+        if line.starts_with("palisade: ") {
+            panic!("the process failed to start: {line}");
+        }
+        if line.contains("listening") && line.contains(&format!("listener={listener}")) {
             address = Some(logged_address());
         } else if line.contains("admin listening") {
             admin = Some(logged_address());

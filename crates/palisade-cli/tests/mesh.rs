@@ -1,0 +1,220 @@
+//! The mesh from the command line, as an operator runs it: `palisade ca …`, `palisade ca serve`,
+//! and `palisade sidecar` joining with a token; interoperability with curl and openssl.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use support::palisade;
+
+fn run(args: &[&str]) -> Output {
+    palisade().args(args).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn has(tool: &str) -> bool {
+    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
+        || Command::new(tool).arg("version").output().is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn ca_commands_init_issue_rotate_and_refuse_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let ca = ca.to_str().unwrap();
+    let init = run(&["ca", "init", "--trust-domain", "example.org", "--dir", ca]);
+    assert!(init.status.success(), "{}", text(&init));
+    let again = run(&["ca", "init", "--trust-domain", "example.org", "--dir", ca]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again).contains("refusing to overwrite"), "{}", text(&again));
+
+    let out = dir.path().join("orders");
+    let out = out.to_str().unwrap();
+    let id = "spiffe://example.org/ns/shop/sa/orders";
+    let issue = run(&["ca", "issue", "--dir", ca, "--spiffe-id", id, "--ttl", "1h", "--out", out]);
+    assert!(issue.status.success(), "{}", text(&issue));
+    assert!(text(&issue).contains("certificate_issued"), "issuance is an event: {}", text(&issue));
+    let over = run(&["ca", "issue", "--dir", ca, "--spiffe-id", id, "--out", out]);
+    assert_eq!(over.status.code(), Some(1), "an existing key is never overwritten");
+    let outside = run(&["ca", "issue", "--dir", ca, "--spiffe-id", "spiffe://other.org/x", "--out", out]);
+    assert_eq!(outside.status.code(), Some(1));
+
+    assert!(run(&["ca", "rotate", "--dir", ca]).status.success());
+    assert!(run(&["ca", "rotate", "--dir", ca, "--root"]).status.success());
+    assert!(run(&["ca", "rotate", "--dir", ca, "--activate-root"]).status.success());
+    let early = run(&["ca", "rotate", "--dir", ca, "--retire-old-roots"]);
+    assert_eq!(early.status.code(), Some(1), "leaves of the old root are still valid");
+    assert!(text(&early).contains("--force"), "{}", text(&early));
+    assert!(run(&["ca", "rotate", "--dir", ca, "--retire-old-roots", "--force"]).status.success());
+
+    let token = run(&["ca", "token", "--dir", ca, "--spiffe-id", id, "--ttl", "10m"]);
+    assert!(token.status.success(), "{}", text(&token));
+    let secret = String::from_utf8_lossy(&token.stdout).trim().to_string();
+    assert!(secret.starts_with("pjt_") && secret.len() > 60, "{secret}");
+    let stored = std::fs::read_to_string(Path::new(ca).join("tokens.json")).unwrap();
+    assert!(!stored.contains(&secret), "only the hash is stored");
+}
+
+/// `palisade ca serve` on an ephemeral port; returns the process and its address.
+fn serve_ca(ca: &str) -> (support::Gateway, String) {
+    let mut child = palisade()
+        .args(["ca", "serve", "--dir", ca, "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines.next().expect("ca serve logs its address").unwrap();
+        if let Some(start) = line.find("address=") {
+            break line[start + "address=".len()..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let process = support::Gateway {
+        child,
+        address: address.clone(),
+        admin: String::new(),
+    };
+    (process, address)
+}
+
+#[test]
+fn a_sidecar_joins_with_a_token_and_interoperates_with_curl_and_openssl() {
+    if !has("curl") || !has("openssl") {
+        eprintln!("SKIPPED: curl and openssl are needed (.ci/run installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let ca = ca_dir.to_str().unwrap();
+    assert!(run(&["ca", "init", "--trust-domain", "example.org", "--dir", ca]).status.success());
+    let (_ca_server, ca_address) = serve_ca(ca);
+    let orders_id = "spiffe://example.org/ns/shop/sa/orders";
+    let token = run(&["ca", "token", "--dir", ca, "--spiffe-id", orders_id]);
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_string();
+
+    let (_app, app_address) = echo_process();
+    let identity = dir.path().join("orders");
+    std::fs::create_dir_all(&identity).unwrap();
+    std::fs::copy(ca_dir.join("bundle.pem"), identity.join("bundle.pem")).unwrap();
+    let config = dir.path().join("orders.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "trust_domain: example.org\nidentity:\n  cert: orders/svid.pem\n  key: orders/svid.key\n  bundle: orders/bundle.pem\n  ca: {{ url: \"https://{ca_address}\", join_token: \"${{ORDERS_JOIN_TOKEN}}\", ttl: 1h }}\nadmin: {{ address: 127.0.0.1:0 }}\ninbound:\n  address: 127.0.0.1:0\n  app: {app_address}\n  routes:\n    - {{ name: orders, match: {{ prefix: /orders }}, allow: [\"spiffe://example.org/ns/shop/*\"] }}\n"
+        ),
+    )
+    .unwrap();
+    let (sidecar, logs) = support::start_capturing(
+        palisade()
+            .args(["sidecar", "--config"])
+            .arg(&config)
+            .env("ORDERS_JOIN_TOKEN", &token),
+        "info",
+        "inbound",
+    );
+    assert!(identity.join("svid.key").exists(), "the agent wrote the key it generated");
+    let joined = logs.lock().unwrap().join("\n");
+    assert!(!joined.contains(&token), "the join token is never logged");
+
+    // A second workload with the same token is refused and does not start.
+    let replay_config = dir.path().join("replay.yaml");
+    let replay_text = std::fs::read_to_string(&config).unwrap().replace("orders/", "replay/");
+    std::fs::create_dir_all(dir.path().join("replay")).unwrap();
+    std::fs::copy(ca_dir.join("bundle.pem"), dir.path().join("replay/bundle.pem")).unwrap();
+    std::fs::write(&replay_config, replay_text).unwrap();
+    let replay = palisade()
+        .args(["sidecar", "--config"])
+        .arg(&replay_config)
+        .env("ORDERS_JOIN_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert_eq!(replay.status.code(), Some(1));
+    assert!(text(&replay).contains("join-token-refused"), "{}", text(&replay));
+
+    // A caller identity for curl and openssl.
+    let web = dir.path().join("web");
+    let web_id = "spiffe://example.org/ns/shop/sa/web";
+    let issued = run(&["ca", "issue", "--dir", ca, "--spiffe-id", web_id, "--out", web.to_str().unwrap()]);
+    assert!(issued.status.success());
+    let (cert, key, bundle) = (web.join("svid.pem"), web.join("svid.key"), web.join("bundle.pem"));
+    let url = format!("https://{}/orders/1", sidecar.address);
+
+    // curl cannot check a SPIFFE ID (the certificate has no DNS name), hence -k; what is tested is
+    // that the sidecar verifies curl's certificate.
+    let with_cert = Command::new("curl")
+        .args(["-sk", "--cert"])
+        .arg(&cert)
+        .arg("--key")
+        .arg(&key)
+        .arg(&url)
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&with_cert.stdout);
+    assert!(body.contains(web_id), "curl with a valid identity reaches the app: {body}");
+    let without = Command::new("curl").args(["-sk", &url]).output().unwrap();
+    assert!(!without.status.success(), "curl without a certificate is refused in the handshake");
+
+    let request = "GET /orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n";
+    let openssl = |extra: &[&str]| -> String {
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-connect", &sidecar.address])
+            .args(extra)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let _ = child.stdin.take().unwrap().write_all(request.as_bytes());
+        let output = child.wait_with_output().unwrap();
+        text(&output)
+    };
+    let (cert, key, bundle) = (cert.to_str().unwrap(), key.to_str().unwrap(), bundle.to_str().unwrap());
+    let valid = openssl(&["-cert", cert, "-cert_chain", cert, "-key", key, "-CAfile", bundle]);
+    assert!(valid.contains("HTTP/1.1 200"), "openssl with a valid identity: {valid}");
+    let anonymous = openssl(&["-CAfile", bundle]);
+    assert!(!anonymous.contains("HTTP/1.1"), "openssl without a certificate: {anonymous}");
+    let old_protocol = openssl(&["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-cert", cert, "-key", key]);
+    assert!(!old_protocol.contains("HTTP/1.1"), "TLS 1.1 is refused: {old_protocol}");
+    let metrics = admin_metrics(&sidecar.admin);
+    assert!(
+        metrics.contains("palisade_tls_handshake_failures_total{listener=\"inbound\",reason=\"protocol_version\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("palisade_identity_expiry_seconds "), "{metrics}");
+}
+
+fn admin_metrics(admin: &str) -> String {
+    let output = Command::new("curl").args(["-s", &format!("http://{admin}/metrics")]).output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn echo_process() -> (support::Gateway, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let address = format!("127.0.0.1:{port}");
+    let child = palisade()
+        .args(["echo", "--listen", &address, "--name", "orders-app"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(support::wait_for(|| std::net::TcpStream::connect(&address).is_ok()));
+    let process = support::Gateway {
+        child,
+        address: address.clone(),
+        admin: String::new(),
+    };
+    (process, address)
+}
