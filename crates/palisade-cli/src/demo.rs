@@ -1,10 +1,13 @@
 //! `palisade demo`: everything a newcomer needs to see the gateway work, with no files at all.
 
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use palisade_auth::signing::SigningKey;
 use palisade_gateway::{ConfigSource, Gateway};
+use palisade_mesh::{CertificateAuthority, IdentityPaths, LeafRequest, Lifetimes, SpiffeId};
 
 /// The embedded config; a test in this crate loads it so it cannot rot.
 pub const DEMO_CONFIG: &str = include_str!("demo.yaml");
@@ -40,14 +43,58 @@ impl DemoCredentials {
     }
 }
 
-/// Where the demo writes its OpenAPI contract (one file per demo process).
-fn openapi_path() -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("palisade-demo-{}-openapi.yaml", std::process::id()))
+/// The files the demo needs (an OpenAPI contract, a CA and three workload identities) in a
+/// temporary directory that is removed when the demo ends.
+pub struct DemoFiles {
+    dir: tempfile::TempDir,
 }
 
-pub fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, credentials: &DemoCredentials) -> String {
+/// The demo's trust domain and the identities it issues.
+const TRUST_DOMAIN: &str = "demo.palisade";
+const IDENTITIES: [(&str, &str); 3] = [
+    ("gateway", "spiffe://demo.palisade/gateway"),
+    ("orders", "spiffe://demo.palisade/ns/shop/sa/orders"),
+    ("intruder", "spiffe://demo.palisade/ns/other/sa/intruder"),
+];
+
+impl DemoFiles {
+    pub fn create() -> anyhow::Result<DemoFiles> {
+        let dir = tempfile::Builder::new().prefix("palisade-demo-").tempdir()?;
+        std::fs::write(dir.path().join("openapi.yaml"), DEMO_OPENAPI)?;
+        let mut ca = CertificateAuthority::init(&dir.path().join("ca"), TRUST_DOMAIN, Lifetimes::default())?;
+        for (name, id) in IDENTITIES {
+            let request = LeafRequest::new(SpiffeId::parse(id)?, Duration::from_secs(24 * 3600));
+            let issued = ca.issue(&request)?;
+            let paths = IdentityPaths::in_dir(&dir.path().join(name));
+            paths.write(&issued.issued.chain_pem, &issued.key_pem, &issued.issued.bundle_pem, false)?;
+        }
+        Ok(DemoFiles { dir })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The orders sidecar: only the gateway may call `/mesh`.
+    fn sidecar_config(&self, app: SocketAddr) -> String {
+        format!(
+            "trust_domain: {TRUST_DOMAIN}\nidentity: {{ cert: orders/svid.pem, key: orders/svid.key, bundle: orders/bundle.pem }}\nadmin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\ninbound:\n  address: 127.0.0.1:0\n  app: {app}\n  routes:\n    - name: orders\n      match: {{ prefix: /mesh }}\n      allow: [spiffe://demo.palisade/gateway]\n"
+        )
+    }
+}
+
+pub fn config_text(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    echo: SocketAddr,
+    sidecar: SocketAddr,
+    files: &DemoFiles,
+    credentials: &DemoCredentials,
+) -> String {
     DEMO_CONFIG
-        .replace("{openapi}", &openapi_path().display().to_string())
+        .replace("{openapi}", &files.path().join("openapi.yaml").display().to_string())
+        .replace("{mesh}", &files.path().display().to_string())
+        .replace("{sidecar}", &sidecar.to_string())
         .replace("{listen}", &listen.to_string())
         .replace("{admin}", &admin.to_string())
         .replace("{echo}", &echo.to_string())
@@ -56,10 +103,16 @@ pub fn config_text(listen: SocketAddr, admin: SocketAddr, echo: SocketAddr, cred
 }
 
 pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCode> {
-    let (echo, _echo_task) = palisade_echo::spawn(SocketAddr::from(([127, 0, 0, 1], 0)), "echo").await?;
+    let local = SocketAddr::from(([127, 0, 0, 1], 0));
+    let (echo, _echo_task) = palisade_echo::spawn(local, "echo").await?;
+    let (orders_app, _orders_task) = palisade_echo::spawn(local, "orders-app").await?;
+    let files = DemoFiles::create()?;
+    let sidecar_config = files.path().join("orders-sidecar.yaml");
+    std::fs::write(&sidecar_config, files.sidecar_config(orders_app))?;
+    let sidecar = Gateway::start(ConfigSource::SidecarFile(sidecar_config)).await?;
+    let sidecar_address = sidecar.listener_addr("inbound").unwrap_or(local);
     let credentials = DemoCredentials::generate()?;
-    let text = config_text(listen, admin, echo, &credentials);
-    std::fs::write(openapi_path(), DEMO_OPENAPI)?;
+    let text = config_text(listen, admin, echo, sidecar_address, &files, &credentials);
     let config =
         palisade_core::parse_str("demo.yaml", &text, None).map_err(|e| anyhow::anyhow!("embedded config: {e}"))?;
     let token = credentials.token("alice", "orders:read")?;
@@ -102,13 +155,21 @@ is validated against an OpenAPI contract):
   curl -i {base}/v1/orders                          # 200 with Deprecation, Sunset and Link: </orders>
   curl -i -H 'Content-Type: application/json' -d '{{"sku":"A-1","quantity":2}}' {base}/shop/orders   # 200: matches the OpenAPI contract
   curl -i -H 'Content-Type: application/json' -d '{{"sku":"a 1","quantity":0}}' {base}/shop/orders   # 400 listing /body/sku and /body/quantity
+Service mesh (gateway → orders sidecar → orders app, mutual TLS with SPIFFE identities; the
+sidecar lets only spiffe://demo.palisade/gateway call it):
+  curl -i {base}/mesh/orders/1                      # 200: the app sees x-palisade-peer-id: spiffe://demo.palisade/gateway
+  curl -ik --cert {mesh}/intruder/svid.pem --key {mesh}/intruder/svid.key https://{sidecar_address}/mesh/orders/1   # 403: a valid identity, not allowed
+  curl -ik https://{sidecar_address}/mesh/orders/1  # refused in the TLS handshake: no client certificate
+
   curl -s http://{admin}/readyz
   curl -s http://{admin}/metrics | grep palisade_requests
 
 Press Ctrl-C to stop.
-"#
+"#,
+        mesh = files.path().display()
     );
     let drained = gateway.run_until_signal().await?;
+    sidecar.shutdown().await;
     Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
@@ -120,7 +181,14 @@ mod tests {
     fn embedded_demo_config_is_valid() {
         let any: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let credentials = DemoCredentials::generate().unwrap();
-        let text = config_text(any, any, any, &credentials);
+        let files = DemoFiles::create().unwrap();
+        let text = config_text(any, any, any, any, &files, &credentials);
+        let sidecar = files.path().join("sidecar.yaml");
+        std::fs::write(&sidecar, files.sidecar_config(any)).unwrap();
+        palisade_core::ConfigKind::Sidecar
+            .load_partially(&sidecar)
+            .and_then(|(config, diagnostics)| diagnostics.finish(config))
+            .expect("the demo sidecar config loads");
         palisade_core::parse_str("demo.yaml", &text, None).expect("the demo config loads");
     }
 }

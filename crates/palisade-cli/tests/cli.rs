@@ -338,7 +338,7 @@ fn removing_any_policy_or_rule_of_the_example_fails_a_case() {
 }
 
 #[test]
-fn the_demo_shows_a_429_a_deprecated_route_and_a_400_from_validation() {
+fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() {
     use std::io::{BufRead, BufReader};
     let mut child = palisade()
         .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
@@ -347,14 +347,18 @@ fn the_demo_shows_a_429_a_deprecated_route_and_a_400_from_validation() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
     let base = lines
-        .map_while(Result::ok)
         .find_map(|line| {
             let rest = line.split("Palisade is listening on http://").nth(1)?;
             Some(rest.split_whitespace().next()?.to_string())
         })
         .expect("the demo prints its address");
+    // The intruder's curl command: a valid identity of the demo's trust domain, not allowed.
+    let intruder_command: Vec<String> = lines
+        .find(|line| line.contains("--cert"))
+        .map(|line| line.split('#').next().unwrap().split_whitespace().map(str::to_string).collect())
+        .expect("the demo prints the intruder's command");
     let demo = Gateway {
         child,
         address: base,
@@ -377,6 +381,14 @@ fn the_demo_shows_a_429_a_deprecated_route_and_a_400_from_validation() {
         response
     };
     assert!(order(r#"{"sku":"A-1","quantity":2}"#).starts_with("HTTP/1.1 200"));
+    // gateway → sidecar → app over mTLS.
+    assert_eq!(http_status(&demo.address, "/mesh/orders/1"), 200);
+    if std::process::Command::new("curl").arg("--version").output().is_ok() {
+        let mut curl = std::process::Command::new(&intruder_command[0]);
+        curl.args(&intruder_command[1..]).args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+        let status = String::from_utf8(curl.output().unwrap().stdout).unwrap();
+        assert_eq!(status, "403", "the intruder's identity is refused by the sidecar");
+    }
     let refused = order(r#"{"sku":"a 1","quantity":0}"#);
     assert!(refused.starts_with("HTTP/1.1 400"), "{refused}");
     assert!(
