@@ -35,6 +35,9 @@ pub enum CaCommand {
         dns_names: Vec<String>,
         #[arg(long)]
         out: PathBuf,
+        /// Replace an identity already in OUT (a renewal by hand or from cron).
+        #[arg(long)]
+        replace: bool,
     },
     /// Rotate: a new intermediate (default); or, for the root, `--root` (stage a new root in the
     /// bundle), then `--activate-root` (it starts signing), then `--retire-old-roots`.
@@ -127,6 +130,7 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
             ttl,
             dns_names,
             out,
+            replace,
         } => {
             let mut ca = CertificateAuthority::open(&dir)?;
             let mut request = LeafRequest::new(parse_id(&spiffe_id)?, ttl);
@@ -137,7 +141,7 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
                 &issued.issued.chain_pem,
                 &issued.key_pem,
                 &issued.issued.bundle_pem,
-                false,
+                replace,
             )?;
             tracing::info!(
                 event = "certificate_issued",

@@ -66,7 +66,12 @@ impl DemoFiles {
             let request = LeafRequest::new(SpiffeId::parse(id)?, Duration::from_secs(24 * 3600));
             let issued = ca.issue(&request)?;
             let paths = IdentityPaths::in_dir(&dir.path().join(name));
-            paths.write(&issued.issued.chain_pem, &issued.key_pem, &issued.issued.bundle_pem, false)?;
+            paths.write(
+                &issued.issued.chain_pem,
+                &issued.key_pem,
+                &issued.issued.bundle_pem,
+                false,
+            )?;
         }
         Ok(DemoFiles { dir })
     }

@@ -347,7 +347,9 @@ fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() 
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines().map_while(Result::ok);
+    let mut lines = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
     let base = lines
         .find_map(|line| {
             let rest = line.split("Palisade is listening on http://").nth(1)?;
@@ -357,7 +359,14 @@ fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() 
     // The intruder's curl command: a valid identity of the demo's trust domain, not allowed.
     let intruder_command: Vec<String> = lines
         .find(|line| line.contains("--cert"))
-        .map(|line| line.split('#').next().unwrap().split_whitespace().map(str::to_string).collect())
+        .map(|line| {
+            line.split('#')
+                .next()
+                .unwrap()
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
         .expect("the demo prints the intruder's command");
     let demo = Gateway {
         child,
@@ -385,7 +394,8 @@ fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() 
     assert_eq!(http_status(&demo.address, "/mesh/orders/1"), 200);
     if std::process::Command::new("curl").arg("--version").output().is_ok() {
         let mut curl = std::process::Command::new(&intruder_command[0]);
-        curl.args(&intruder_command[1..]).args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
+        curl.args(&intruder_command[1..])
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"]);
         let status = String::from_utf8(curl.output().unwrap().stdout).unwrap();
         assert_eq!(status, "403", "the intruder's identity is refused by the sidecar");
     }

@@ -22,8 +22,14 @@ fn text(output: &Output) -> String {
 }
 
 fn has(tool: &str) -> bool {
-    Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success())
-        || Command::new(tool).arg("version").output().is_ok_and(|o| o.status.success())
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || Command::new(tool)
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -40,12 +46,44 @@ fn ca_commands_init_issue_rotate_and_refuse_to_overwrite() {
     let out = dir.path().join("orders");
     let out = out.to_str().unwrap();
     let id = "spiffe://example.org/ns/shop/sa/orders";
-    let issue = run(&["ca", "issue", "--dir", ca, "--spiffe-id", id, "--ttl", "1h", "--out", out]);
+    let issue = run(&[
+        "ca",
+        "issue",
+        "--dir",
+        ca,
+        "--spiffe-id",
+        id,
+        "--ttl",
+        "1h",
+        "--out",
+        out,
+    ]);
     assert!(issue.status.success(), "{}", text(&issue));
-    assert!(text(&issue).contains("certificate_issued"), "issuance is an event: {}", text(&issue));
+    assert!(
+        text(&issue).contains("certificate_issued"),
+        "issuance is an event: {}",
+        text(&issue)
+    );
     let over = run(&["ca", "issue", "--dir", ca, "--spiffe-id", id, "--out", out]);
-    assert_eq!(over.status.code(), Some(1), "an existing key is never overwritten");
-    let outside = run(&["ca", "issue", "--dir", ca, "--spiffe-id", "spiffe://other.org/x", "--out", out]);
+    assert_eq!(
+        over.status.code(),
+        Some(1),
+        "an existing key is not overwritten by accident"
+    );
+    let key_before = std::fs::read(Path::new(out).join("svid.key")).unwrap();
+    let renewed = run(&["ca", "issue", "--dir", ca, "--spiffe-id", id, "--out", out, "--replace"]);
+    assert!(renewed.status.success(), "{}", text(&renewed));
+    assert_ne!(std::fs::read(Path::new(out).join("svid.key")).unwrap(), key_before);
+    let outside = run(&[
+        "ca",
+        "issue",
+        "--dir",
+        ca,
+        "--spiffe-id",
+        "spiffe://other.org/x",
+        "--out",
+        out,
+    ]);
     assert_eq!(outside.status.code(), Some(1));
 
     assert!(run(&["ca", "rotate", "--dir", ca]).status.success());
@@ -54,7 +92,9 @@ fn ca_commands_init_issue_rotate_and_refuse_to_overwrite() {
     let early = run(&["ca", "rotate", "--dir", ca, "--retire-old-roots"]);
     assert_eq!(early.status.code(), Some(1), "leaves of the old root are still valid");
     assert!(text(&early).contains("--force"), "{}", text(&early));
-    assert!(run(&["ca", "rotate", "--dir", ca, "--retire-old-roots", "--force"]).status.success());
+    assert!(run(&["ca", "rotate", "--dir", ca, "--retire-old-roots", "--force"])
+        .status
+        .success());
 
     let token = run(&["ca", "token", "--dir", ca, "--spiffe-id", id, "--ttl", "10m"]);
     assert!(token.status.success(), "{}", text(&token));
@@ -77,7 +117,11 @@ fn serve_ca(ca: &str) -> (support::Gateway, String) {
     let address = loop {
         let line = lines.next().expect("ca serve logs its address").unwrap();
         if let Some(start) = line.find("address=") {
-            break line[start + "address=".len()..].split_whitespace().next().unwrap().to_string();
+            break line[start + "address=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
         }
     };
     std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
@@ -98,7 +142,9 @@ fn a_sidecar_joins_with_a_token_and_interoperates_with_curl_and_openssl() {
     let dir = tempfile::tempdir().unwrap();
     let ca_dir = dir.path().join("ca");
     let ca = ca_dir.to_str().unwrap();
-    assert!(run(&["ca", "init", "--trust-domain", "example.org", "--dir", ca]).status.success());
+    assert!(run(&["ca", "init", "--trust-domain", "example.org", "--dir", ca])
+        .status
+        .success());
     let (_ca_server, ca_address) = serve_ca(ca);
     let orders_id = "spiffe://example.org/ns/shop/sa/orders";
     let token = run(&["ca", "token", "--dir", ca, "--spiffe-id", orders_id]);
@@ -124,7 +170,10 @@ fn a_sidecar_joins_with_a_token_and_interoperates_with_curl_and_openssl() {
         "info",
         "inbound",
     );
-    assert!(identity.join("svid.key").exists(), "the agent wrote the key it generated");
+    assert!(
+        identity.join("svid.key").exists(),
+        "the agent wrote the key it generated"
+    );
     let joined = logs.lock().unwrap().join("\n");
     assert!(!joined.contains(&token), "the join token is never logged");
 
@@ -146,7 +195,16 @@ fn a_sidecar_joins_with_a_token_and_interoperates_with_curl_and_openssl() {
     // A caller identity for curl and openssl.
     let web = dir.path().join("web");
     let web_id = "spiffe://example.org/ns/shop/sa/web";
-    let issued = run(&["ca", "issue", "--dir", ca, "--spiffe-id", web_id, "--out", web.to_str().unwrap()]);
+    let issued = run(&[
+        "ca",
+        "issue",
+        "--dir",
+        ca,
+        "--spiffe-id",
+        web_id,
+        "--out",
+        web.to_str().unwrap(),
+    ]);
     assert!(issued.status.success());
     let (cert, key, bundle) = (web.join("svid.pem"), web.join("svid.key"), web.join("bundle.pem"));
     let url = format!("https://{}/orders/1", sidecar.address);
@@ -162,9 +220,15 @@ fn a_sidecar_joins_with_a_token_and_interoperates_with_curl_and_openssl() {
         .output()
         .unwrap();
     let body = String::from_utf8_lossy(&with_cert.stdout);
-    assert!(body.contains(web_id), "curl with a valid identity reaches the app: {body}");
+    assert!(
+        body.contains(web_id),
+        "curl with a valid identity reaches the app: {body}"
+    );
     let without = Command::new("curl").args(["-sk", &url]).output().unwrap();
-    assert!(!without.status.success(), "curl without a certificate is refused in the handshake");
+    assert!(
+        !without.status.success(),
+        "curl without a certificate is refused in the handshake"
+    );
 
     let request = "GET /orders/1 HTTP/1.1\r\nHost: orders\r\nConnection: close\r\n\r\n";
     let openssl = |extra: &[&str]| -> String {
@@ -185,7 +249,10 @@ fn a_sidecar_joins_with_a_token_and_interoperates_with_curl_and_openssl() {
     let valid = openssl(&["-cert", cert, "-cert_chain", cert, "-key", key, "-CAfile", bundle]);
     assert!(valid.contains("HTTP/1.1 200"), "openssl with a valid identity: {valid}");
     let anonymous = openssl(&["-CAfile", bundle]);
-    assert!(!anonymous.contains("HTTP/1.1"), "openssl without a certificate: {anonymous}");
+    assert!(
+        !anonymous.contains("HTTP/1.1"),
+        "openssl without a certificate: {anonymous}"
+    );
     let old_protocol = openssl(&["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0", "-cert", cert, "-key", key]);
     assert!(!old_protocol.contains("HTTP/1.1"), "TLS 1.1 is refused: {old_protocol}");
     let metrics = admin_metrics(&sidecar.admin);
@@ -197,12 +264,19 @@ fn a_sidecar_joins_with_a_token_and_interoperates_with_curl_and_openssl() {
 }
 
 fn admin_metrics(admin: &str) -> String {
-    let output = Command::new("curl").args(["-s", &format!("http://{admin}/metrics")]).output().unwrap();
+    let output = Command::new("curl")
+        .args(["-s", &format!("http://{admin}/metrics")])
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 fn echo_process() -> (support::Gateway, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let address = format!("127.0.0.1:{port}");
     let child = palisade()
         .args(["echo", "--listen", &address, "--name", "orders-app"])
@@ -217,4 +291,51 @@ fn echo_process() -> (support::Gateway, String) {
         admin: String::new(),
     };
     (process, address)
+}
+
+#[test]
+fn the_mesh_examples_load_with_identities_from_a_fresh_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let ca = ca.to_str().unwrap();
+    assert!(run(&["ca", "init", "--trust-domain", "example.org", "--dir", ca])
+        .status
+        .success());
+    for (name, id) in [
+        ("orders", "spiffe://example.org/ns/shop/sa/orders"),
+        ("web", "spiffe://example.org/ns/shop/sa/web"),
+        ("gateway", "spiffe://example.org/gateway"),
+    ] {
+        let out = dir.path().join(name);
+        let issued = run(&[
+            "ca",
+            "issue",
+            "--dir",
+            ca,
+            "--spiffe-id",
+            id,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(issued.status.success(), "{}", text(&issued));
+    }
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/mesh");
+    for (file, sidecar) in [
+        ("orders-sidecar.yaml", true),
+        ("web-sidecar.yaml", true),
+        ("gateway.yaml", false),
+    ] {
+        let copy = dir.path().join(file);
+        std::fs::copy(examples.join(file), &copy).unwrap();
+        let mut check = palisade();
+        check
+            .arg("check-config")
+            .arg(&copy)
+            .env("ORDERS_JOIN_TOKEN", "pjt_example");
+        if sidecar {
+            check.arg("--sidecar");
+        }
+        let output = check.output().unwrap();
+        assert!(output.status.success(), "{file}: {}", text(&output));
+    }
 }

@@ -45,7 +45,11 @@ pub fn wait_for(mut condition: impl FnMut() -> bool) -> bool {
 pub type Captured = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
 
 pub fn start_gateway_capturing(config: &Path, log_level: &str) -> (Gateway, Captured) {
-    start_capturing(palisade().args(["gateway", "--config"]).arg(config), log_level, "public")
+    start_capturing(
+        palisade().args(["gateway", "--config"]).arg(config),
+        log_level,
+        "public",
+    )
 }
 
 /// Starts `command` (a `palisade` gateway or sidecar) and waits until it logs the address of
