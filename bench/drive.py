@@ -81,9 +81,14 @@ def wrk(port, connections):
 
 
 def oha(port, rate, connections=64):
+    return oha_path(port, PATH, rate, connections)
+
+
+def oha_path(port, path, rate, connections):
+    """(req/s, p50 ms, p99 ms) at a fixed offered `rate`."""
     output = subprocess.run(
         ["oha", "--no-tui", "--output-format", "json", "--latency-correction", "-z", f"{DURATION}s", "-c", str(connections), "-q", str(rate),
-         f"http://127.0.0.1:{port}{PATH}"],
+         f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout
     result = json.loads(output)

@@ -8,6 +8,7 @@
 #   bash bench/run.sh auth                    # JWT routes (RS256, ES256) against HAProxy's jwt_verify
 #   bash bench/run.sh authz                   # a 20-policy Cedar set against a scope rule
 #   bash bench/run.sh limits                  # rate limits (local, Redis), validation, HAProxy stick table
+#   bash bench/run.sh mesh                    # gateway ⇒ sidecar ⇒ app over mTLS, beside HAProxy
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -21,6 +22,10 @@ cargo build --release -q
 if [ "${1:-}" = authz ]; then
   shift
   exec python3 bench/authz.py "$@"
+fi
+if [ "${1:-}" = mesh ]; then
+  shift
+  exec python3 bench/mesh.py "$@"
 fi
 if [ "${1:-}" = limits ]; then
   shift

@@ -190,6 +190,14 @@ impl CertificateAuthority {
         })
     }
 
+    /// Checks that `csr_pem` is a well-formed CSR whose signature matches its key (proof of
+    /// possession), before anything is spent on it (a join token).
+    pub fn check_csr(csr_pem: &str) -> Result<(), CaError> {
+        CertificateSigningRequestParams::from_pem(csr_pem)
+            .map(|_| ())
+            .map_err(|e| CaError::Csr(format!("not a valid signed CSR: {e}")))
+    }
+
     /// Signs the public key of a CSR for `request`'s identity. Only the key is taken from the CSR
     /// (after its proof-of-possession signature is checked); names and extensions come from the
     /// request, which the caller has authorized, never from what the CSR asks for.

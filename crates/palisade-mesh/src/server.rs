@@ -237,6 +237,11 @@ async fn sign(
             Some("expected JSON {\"csr\": PEM, \"join_token\"?: string, \"ttl_seconds\"?: number}"),
         );
     };
+    // A malformed CSR is refused before a join token is spent on it.
+    if let Err(CaError::Csr(message)) = CertificateAuthority::check_csr(&asked.csr) {
+        audit_refusal(peer, caller.as_ref(), "invalid_csr");
+        return problem(StatusCode::BAD_REQUEST, "invalid-csr", "Bad Request", Some(&message));
+    }
     let dir = state.options.dir.clone();
     let (id, proof) = match (caller, asked.join_token) {
         (Some(_), Some(_)) => {
