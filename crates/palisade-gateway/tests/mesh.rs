@@ -447,7 +447,9 @@ async fn a_join_token_buys_one_first_certificate_and_renewals_need_the_current_o
         "POST /v1/certificates HTTP/1.1\r\nhost: ca\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
-    let answer = mtls_exchange(service.address, &mesh.bundle(), &id("/palisade/ca"), None, &request).await.unwrap();
+    let answer = mtls_exchange(service.address, &mesh.bundle(), &id("/palisade/ca"), None, &request)
+        .await
+        .unwrap();
     assert_eq!(support::status_of(&answer), 400, "{answer}");
     assert!(answer.contains("invalid-csr") && !answer.contains(&token), "{answer}");
 
