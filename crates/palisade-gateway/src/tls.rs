@@ -11,14 +11,13 @@ use arc_swap::ArcSwap;
 use palisade_auth::ClientCertificate;
 use palisade_core::config::{Config, TlsConfig};
 use palisade_core::Diagnostics;
-use rustls::client::danger::HandshakeSignatureValid;
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use palisade_mesh::dynamic::DelegatingClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::runtime::Runtime;
 
@@ -129,84 +128,14 @@ pub fn client_principal(
     Some(palisade_auth::mtls::principal_from_certificate(leaf, subject_from).map(Arc::new))
 }
 
-/// Asks for and verifies client certificates with whatever the current runtime configures for the
-/// listener; without `client_certificates`, no certificate is asked for.
-struct CurrentClientVerifier {
-    listener: String,
-    runtime: Arc<ArcSwap<Runtime>>,
-    schemes: rustls::crypto::WebPkiSupportedAlgorithms,
-}
-
-impl CurrentClientVerifier {
-    fn current(&self) -> Option<Arc<dyn ClientCertVerifier>> {
-        self.runtime.load().client_verifiers.get(&self.listener).cloned()
-    }
-}
-
-impl fmt::Debug for CurrentClientVerifier {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CurrentClientVerifier({})", self.listener)
-    }
-}
-
-impl ClientCertVerifier for CurrentClientVerifier {
-    fn offer_client_auth(&self) -> bool {
-        self.current().is_some_and(|v| v.offer_client_auth())
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.current().is_some_and(|v| v.client_auth_mandatory())
-    }
-
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        // Hints are optional (RFC 8446 §4.2.4); an empty list lets the client choose.
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        match self.current() {
-            Some(verifier) => verifier.verify_client_cert(end_entity, intermediates, now),
-            None => Err(rustls::Error::General(
-                "client certificates are not accepted here".into(),
-            )),
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.schemes)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.schemes)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.schemes.supported_schemes()
-    }
-}
-
 pub fn server_config(listener: &str, runtime: Arc<ArcSwap<Runtime>>) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let client_verifier = Arc::new(CurrentClientVerifier {
-        listener: listener.to_string(),
-        runtime: runtime.clone(),
-        schemes: provider.signature_verification_algorithms,
-    });
+    // Client certificates are asked for and verified with whatever the current runtime configures
+    // for the listener; without `client_certificates`, none is asked for.
+    let (name, current) = (listener.to_string(), runtime.clone());
+    let client_verifier = Arc::new(DelegatingClientVerifier::new(listener, move || {
+        current.load().client_verifiers.get(&name).cloned()
+    }));
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(client_verifier)

@@ -520,6 +520,24 @@ async fn a_join_token_buys_one_first_certificate_and_renewals_need_the_current_o
         cert_before
     );
     assert_eq!(spiffe_id_in(&workdir.path().join("orders")), id(ORDERS));
+
+    // A root staged at the CA reaches the workload's bundle (within five seconds at the service).
+    let mut ca = palisade_mesh::CertificateAuthority::open(&ca_dir).unwrap();
+    ca.stage_root().unwrap();
+    let bundle = workdir.path().join("orders/bundle.pem");
+    let mut roots = 0;
+    for _ in 0..80 {
+        first.refresh_bundle().await.unwrap();
+        roots = std::fs::read_to_string(&bundle)
+            .unwrap()
+            .matches("BEGIN CERTIFICATE")
+            .count();
+        if roots == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(roots, 2, "the staged root is in the workload's bundle");
     service.shutdown().await;
 }
 

@@ -240,7 +240,8 @@ impl Agent {
         Ok(validity)
     }
 
-    async fn refresh_bundle(&self) -> Result<(), AgentError> {
+    /// Fetches the trust bundle and replaces the file if it changed (new or retired roots).
+    pub async fn refresh_bundle(&self) -> Result<(), AgentError> {
         let request = Request::get("/v1/bundle")
             .body(Full::new(Bytes::new()))
             .map_err(|e| AgentError::Invalid(e.to_string()))?;

@@ -1,46 +1,55 @@
-//! A client certificate verifier that can be replaced while the server runs (new trust bundle).
+//! A client certificate verifier that asks, at every handshake, for the verifier currently in force:
+//! a reloaded gateway config, or a trust bundle the identity service re-read. `None` means client
+//! certificates are not asked for (and one offered anyway is refused).
 
 use std::fmt;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use rustls_pki_types::{CertificateDer, UnixTime};
 
-pub struct DynamicClientVerifier(ArcSwap<Arc<dyn ClientCertVerifier>>);
+type Current = dyn Fn() -> Option<Arc<dyn ClientCertVerifier>> + Send + Sync;
 
-impl DynamicClientVerifier {
-    pub fn new(verifier: Arc<dyn ClientCertVerifier>) -> Self {
-        Self(ArcSwap::from_pointee(verifier))
-    }
+pub struct DelegatingClientVerifier {
+    /// Names the verifier in debug output (a listener name).
+    name: String,
+    current: Box<Current>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
 
-    pub fn replace(&self, verifier: Arc<dyn ClientCertVerifier>) {
-        self.0.store(Arc::new(verifier));
-    }
-
-    fn current(&self) -> Arc<dyn ClientCertVerifier> {
-        self.0.load().as_ref().clone()
+impl DelegatingClientVerifier {
+    pub fn new(
+        name: impl Into<String>,
+        current: impl Fn() -> Option<Arc<dyn ClientCertVerifier>> + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            current: Box::new(current),
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        }
     }
 }
 
-impl fmt::Debug for DynamicClientVerifier {
+impl fmt::Debug for DelegatingClientVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("DynamicClientVerifier")
+        write!(f, "DelegatingClientVerifier({})", self.name)
     }
 }
 
-impl ClientCertVerifier for DynamicClientVerifier {
+impl ClientCertVerifier for DelegatingClientVerifier {
     fn offer_client_auth(&self) -> bool {
-        self.current().offer_client_auth()
+        (self.current)().is_some_and(|v| v.offer_client_auth())
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        self.current().client_auth_mandatory()
+        (self.current)().is_some_and(|v| v.client_auth_mandatory())
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // Hints are optional (RFC 8446 §4.2.4); an empty list lets the client choose.
         &[]
     }
 
@@ -50,7 +59,12 @@ impl ClientCertVerifier for DynamicClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.current().verify_client_cert(end_entity, intermediates, now)
+        match (self.current)() {
+            Some(verifier) => verifier.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::General(
+                "client certificates are not accepted here".into(),
+            )),
+        }
     }
 
     fn verify_tls12_signature(
@@ -59,7 +73,7 @@ impl ClientCertVerifier for DynamicClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -68,10 +82,10 @@ impl ClientCertVerifier for DynamicClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.current().verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.current().supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 pub mod agent;
 pub mod ca;
-mod dynamic;
+pub mod dynamic;
 mod files;
 pub mod identity;
 pub mod server;

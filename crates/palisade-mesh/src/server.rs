@@ -30,7 +30,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::ca::{unix_seconds, BUNDLE};
-use crate::dynamic::DynamicClientVerifier;
+use crate::dynamic::DelegatingClientVerifier;
 use crate::spiffe::SpiffeId;
 use crate::tokens::{self, TokenError};
 use crate::verify::{load_bundle, spiffe_id_of, TrustDomainClientVerifier};
@@ -70,10 +70,7 @@ impl CaServer {
         let state = Arc::new(State {
             trust_domain: ca.trust_domain().to_string(),
             certificate: ArcSwap::from_pointee(service_certificate(&options, &service_id)?),
-            verifier: Arc::new(DynamicClientVerifier::new(client_verifier(
-                &options.dir,
-                ca.trust_domain(),
-            )?)),
+            verifier: Arc::new(ArcSwap::from_pointee(client_verifier(&options.dir, ca.trust_domain())?)),
             bundle_text: ArcSwap::from_pointee(ca.bundle_pem()?),
             service_id,
             options: options.clone(),
@@ -101,7 +98,8 @@ struct State {
     trust_domain: String,
     service_id: SpiffeId,
     certificate: ArcSwap<CertifiedKey>,
-    verifier: Arc<DynamicClientVerifier>,
+    /// Replaced when the bundle changes; handshakes read the current one.
+    verifier: Arc<ArcSwap<Arc<dyn ClientCertVerifier>>>,
     bundle_text: ArcSwap<String>,
     options: ServeOptions,
 }
@@ -389,7 +387,10 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 
 fn server_config(state: Arc<State>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier: Arc<dyn ClientCertVerifier> = state.verifier.clone();
+    let current = state.verifier.clone();
+    let verifier = Arc::new(DelegatingClientVerifier::new("identity service", move || {
+        Some(current.load().as_ref().clone())
+    }));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier)
@@ -438,7 +439,7 @@ async fn refresh(state: Arc<State>) {
         if !bundle.is_empty() && bundle != **state.bundle_text.load() {
             match client_verifier(&state.options.dir, &state.trust_domain) {
                 Ok(verifier) => {
-                    state.verifier.replace(verifier);
+                    state.verifier.store(Arc::new(verifier));
                     state.bundle_text.store(Arc::new(bundle));
                     tracing::info!("identity service: trust bundle changed");
                 }
