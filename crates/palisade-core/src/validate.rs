@@ -28,6 +28,9 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     if config.access_log.buffer == 0 {
         diagnostics.general("access_log.buffer must be at least 1");
     }
+    if config.audit.buffer == 0 || config.audit.max_file_bytes.get() < 4096 {
+        diagnostics.general("audit.buffer must be at least 1 and audit.max_file_bytes at least 4KiB");
+    }
     for (name, cluster) in &config.clusters {
         validate_cluster(name, &cluster.value, diagnostics);
         if cluster.value.targets.is_empty() {

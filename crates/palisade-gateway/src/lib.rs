@@ -3,6 +3,7 @@
 //! and the integration tests both use it the same way.
 
 pub mod admin;
+pub mod audit;
 pub mod context;
 pub mod framing;
 pub mod listener;

@@ -171,6 +171,7 @@ fn handshake_refused(shared: &Shared, listener: &str, peer: SocketAddr, error: O
     shared.metrics.tls_handshake_failed(listener, reason);
     let detail = error.map(ToString::to_string).unwrap_or_else(|| "timed out".into());
     if crate::tls::is_refusal(reason) {
+        crate::audit::handshake_refused(&shared.runtime.load(), listener, peer, reason);
         tracing::warn!(event = "tls_handshake_refused", listener, %peer, reason, detail = %detail, "TLS handshake refused");
     } else {
         tracing::debug!(listener, %peer, reason, detail = %detail, "TLS handshake failed");

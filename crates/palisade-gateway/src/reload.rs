@@ -22,6 +22,7 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
     match outcome {
         Ok(runtime) => {
             shared.runtime.store(Arc::new(runtime));
+            crate::audit::reload(&shared.runtime.load(), true, None);
             tracing::info!(config = %path.display(), "configuration reloaded");
             Ok(())
         }
@@ -29,6 +30,8 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
             for diagnostic in &errors.0 {
                 tracing::error!(%diagnostic, "configuration rejected; the previous configuration stays in force");
             }
+            let first = errors.0.first().map(ToString::to_string);
+            crate::audit::reload(&shared.runtime.load(), false, first.as_deref());
             Err(errors)
         }
     }

@@ -11,6 +11,7 @@ use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_limits::{InFlight, IpRules, RateLimit, SharedStore, StoreHealth};
 use palisade_telemetry::access_log::Destination;
+use palisade_telemetry::audit::{AuditLog, AuditSink};
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
@@ -53,6 +54,8 @@ pub struct Runtime {
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub trusted_proxies: TrustedProxies,
     pub access_log: Option<AccessLog>,
+    /// Security decisions as OCSF events; kept across reloads while its settings do not change.
+    pub audit: Option<AuditLog>,
     /// Server certificates by listener name.
     pub certificates: BTreeMap<String, Arc<CertifiedKey>>,
     /// Client certificate verifiers by listener name (listeners with `client_certificates`).
@@ -108,6 +111,7 @@ impl Runtime {
             },
         };
         let access_log = start_access_log(&config, previous, metrics, &mut diagnostics).await;
+        let audit = start_audit_log(&config, previous, metrics, &mut diagnostics).await;
         let ip_rules = load_ip_rules(&config.ip_rules, &mut diagnostics);
         let route_ip_rules: Vec<Option<IpRules>> = config
             .routes
@@ -198,6 +202,7 @@ impl Runtime {
             clusters,
             trusted_proxies,
             access_log,
+            audit,
             certificates,
             client_verifiers,
             authenticator,
@@ -380,6 +385,40 @@ fn build_clusters(
         }
     }
     clusters
+}
+
+async fn start_audit_log(
+    config: &Config,
+    previous: Option<&Runtime>,
+    metrics: &Metrics,
+    diagnostics: &mut Diagnostics,
+) -> Option<AuditLog> {
+    let settings = &config.audit;
+    if !settings.enabled {
+        return None;
+    }
+    if let Some(previous) = previous.filter(|p| p.config.audit == *settings) {
+        return previous.audit.clone();
+    }
+    let sink = match settings.path.as_str() {
+        "stdout" | "-" => AuditSink::Stdout,
+        path => AuditSink::File {
+            path: path.into(),
+            max_bytes: settings.max_file_bytes.get(),
+            keep: settings.keep_files,
+        },
+    };
+    match AuditLog::start(sink, settings.buffer, metrics.audit.clone()).await {
+        Ok(log) => Some(log),
+        Err(error) => {
+            diagnostics.general(format!(
+                "audit.path {:?} cannot be opened: {}",
+                settings.path,
+                error.kind()
+            ));
+            None
+        }
+    }
 }
 
 async fn start_access_log(

@@ -15,7 +15,7 @@ const REPORTS: &str = "/ns/shop/sa/reports";
 fn orders_yaml(mesh: &mut Mesh, app: std::net::SocketAddr) -> String {
     let identity = mesh.identity("orders", &id(ORDERS));
     format!(
-        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\nreload: {{ poll_interval: 100ms }}\ninbound:\n  address: 127.0.0.1:0\n  app: {app}\n  routes:\n    - name: read\n      match: {{ prefix: /orders, methods: [GET] }}\n      allow: [\"spiffe://{DOMAIN}/ns/shop/*\"]\n    - name: write\n      match: {{ prefix: /orders, methods: [POST] }}\n      allow: [\"{}\"]\n",
+        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\naudit: {{ enabled: false }}\nreload: {{ poll_interval: 100ms }}\ninbound:\n  address: 127.0.0.1:0\n  app: {app}\n  routes:\n    - name: read\n      match: {{ prefix: /orders, methods: [GET] }}\n      allow: [\"spiffe://{DOMAIN}/ns/shop/*\"]\n    - name: write\n      match: {{ prefix: /orders, methods: [POST] }}\n      allow: [\"{}\"]\n",
         identity_yaml(&identity),
         id(WEB)
     )
@@ -176,7 +176,7 @@ async fn outbound_calls_carry_the_workload_identity_and_verify_the_destination()
     let orders = Sidecar::start(dir.path(), "orders", &orders_yaml(&mut mesh, app)).await;
     let web_identity = mesh.identity("web-sidecar", &id(WEB));
     let web_yaml = format!(
-        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\noutbound:\n  address: 127.0.0.1:0\n  destinations:\n    orders: {{ targets: [\"{o}\"], spiffe_id: \"{}\" }}\n    impostor: {{ targets: [\"{o}\"], spiffe_id: \"{}\" }}\n",
+        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\naudit: {{ enabled: false }}\noutbound:\n  address: 127.0.0.1:0\n  destinations:\n    orders: {{ targets: [\"{o}\"], spiffe_id: \"{}\" }}\n    impostor: {{ targets: [\"{o}\"], spiffe_id: \"{}\" }}\n",
         identity_yaml(&web_identity),
         id(ORDERS),
         id("/ns/shop/sa/payments"),
@@ -565,7 +565,7 @@ async fn a_sidecar_renews_from_the_identity_service_under_traffic_and_outlives_a
     web.ensure_identity().await.unwrap();
     let web_paths = palisade_mesh::IdentityPaths::in_dir(&workdir.path().join("web"));
     let yaml = format!(
-        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\nreload: {{ poll_interval: 100ms }}\ninbound:\n  address: 127.0.0.1:0\n  app: {app}\n  routes:\n    - name: read\n      match: {{ prefix: /orders }}\n      allow: [\"{}\"]\n",
+        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\naudit: {{ enabled: false }}\nreload: {{ poll_interval: 100ms }}\ninbound:\n  address: 127.0.0.1:0\n  app: {app}\n  routes:\n    - name: read\n      match: {{ prefix: /orders }}\n      allow: [\"{}\"]\n",
         identity_yaml(&palisade_mesh::IdentityPaths::in_dir(&workdir.path().join("orders"))),
         id(WEB)
     );

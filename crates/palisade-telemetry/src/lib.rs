@@ -2,7 +2,9 @@
 //! labels, and the non-blocking JSON access log.
 
 pub mod access_log;
+pub mod audit;
 pub mod metrics;
 
 pub use access_log::{AccessLog, AccessLogEntry};
+pub use audit::{AuditEvent, AuditLog, EventKind, RequestFacts};
 pub use metrics::{AuthMetrics, DeprecatedMetrics, LimitMetrics, Metrics, RouteMetrics};

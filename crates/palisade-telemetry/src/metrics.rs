@@ -133,6 +133,8 @@ pub struct Metrics {
     pub access_log_dropped: Counter,
     /// Seconds until the workload certificate expires (sidecars that renew their own identity).
     pub identity_expiry_seconds: Gauge,
+    /// The audit log's counters (written, dropped, queue depth).
+    pub audit: crate::audit::AuditMetrics,
 }
 
 /// Pre-resolved counters of one route, so that the request path does no label hashing or allocation.
@@ -284,6 +286,7 @@ impl Metrics {
             connections_rejected: Counter::default(),
             access_log_dropped: Counter::default(),
             identity_expiry_seconds: Gauge::default(),
+            audit: crate::audit::AuditMetrics::default(),
         };
         let m = &metrics;
         registry.register(
@@ -305,6 +308,21 @@ impl Metrics {
             "rate_limit_decisions",
             "Rate limit decisions by route, limit, outcome and where they were counted",
             m.rate_limit_decisions.clone(),
+        );
+        registry.register(
+            "audit_events_written",
+            "Audit events written to the sink",
+            m.audit.written.clone(),
+        );
+        registry.register(
+            "audit_events_dropped",
+            "Audit events lost because the queue was full or the sink failed (reported as an event later)",
+            m.audit.dropped.clone(),
+        );
+        registry.register(
+            "audit_queue_depth",
+            "Audit events waiting for the sink",
+            m.audit.queue_depth.clone(),
         );
         registry.register(
             "identity_expiry_seconds",

@@ -39,6 +39,9 @@ pub struct Config {
     pub trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// Security decisions as OCSF events (docs/audit-events.md).
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
     #[serde(default)]
@@ -156,6 +159,36 @@ impl Default for AccessLogConfig {
             enabled: true,
             path: "stdout".into(),
             buffer: 8192,
+        }
+    }
+}
+
+/// The audit log: one OCSF JSON event per security decision, through a bounded queue.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    pub enabled: bool,
+    /// `stdout` or a file path (appended to, mode 0600, rotated by size).
+    pub path: String,
+    /// A file is rotated to `PATH.1` before it would grow past this.
+    pub max_file_bytes: ByteSize,
+    /// Rotated files kept (`PATH.1` … `PATH.N`).
+    pub keep_files: usize,
+    /// Events waiting for the sink; when full, events are dropped, counted and reported later.
+    pub buffer: usize,
+    /// Also record successful authentications (one event per authenticated request).
+    pub authentication_successes: bool,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "stdout".into(),
+            max_file_bytes: ByteSize(100 * 1024 * 1024),
+            keep_files: 5,
+            buffer: 8192,
+            authentication_successes: false,
         }
     }
 }

@@ -14,8 +14,8 @@ use super::auth::{
     AuthorizationConfig, CertificateSubject, ClientCertificateMode, ClientCertificatesConfig, RuleConfig,
 };
 use super::{
-    unspanned, AccessLogConfig, AdminConfig, AuthMethod, ClusterConfig, Config, EdgeLimits, ListenerConfig,
-    RateLimitsConfig, ReloadConfig, RouteConfig, RouteMatch, RouteRateLimit, ShutdownConfig, TlsConfig,
+    unspanned, AccessLogConfig, AdminConfig, AuditConfig, AuthMethod, ClusterConfig, Config, EdgeLimits,
+    ListenerConfig, RateLimitsConfig, ReloadConfig, RouteConfig, RouteMatch, RouteRateLimit, ShutdownConfig, TlsConfig,
     UpstreamTlsConfig,
 };
 use crate::diagnostic::Diagnostics;
@@ -44,6 +44,8 @@ pub struct SidecarConfig {
     pub limits: EdgeLimits,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
     #[serde(default)]
@@ -165,6 +167,7 @@ impl SidecarConfig {
             limits: self.limits,
             trusted_proxies: Vec::new(),
             access_log: self.access_log,
+            audit: self.audit,
             reload: self.reload,
             shutdown: self.shutdown,
             authentication,

@@ -13,7 +13,8 @@
 //!    identity headers in;
 //! 9. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
 //! 10. respond       — errors become problem+json in [`crate::respond`]; rate-limit headers added;
-//! 11. `observe`     — metrics and access log when the response body ends.
+//! 11. `observe`     — metrics and access log when the response body ends; security refusals (and,
+//!     when configured, authentications) are audit events (`crate::audit`).
 
 pub mod authenticate;
 pub mod authorize;
@@ -56,6 +57,7 @@ pub async fn handle(
         Err(error) => {
             context.reason = Some(error.reason());
             record_refusal(&runtime, &context, &error);
+            crate::audit::refusal(&runtime, &context, &error);
             error.into_response(&context.request_id)
         }
     };
@@ -106,6 +108,7 @@ async fn run(
     if let Some(lifecycle) = &route.lifecycle {
         lifecycle.count_call(context.principal.as_ref().map(|p| p.subject.as_str()));
     }
+    crate::audit::authenticated(runtime, context);
 
     // 5. rate limit
     rate_limit::check(route, request.headers(), context).await?;

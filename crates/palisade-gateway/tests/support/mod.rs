@@ -69,6 +69,9 @@ pub fn with_listeners(yaml: &str) -> String {
     if !yaml.contains("access_log:") {
         text.push_str("access_log:\n  enabled: false\n");
     }
+    if !yaml.contains("audit:") {
+        text.push_str("audit:\n  enabled: false\n");
+    }
     text.push_str(yaml);
     text
 }

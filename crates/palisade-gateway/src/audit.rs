@@ -1,0 +1,118 @@
+//! Which gateway decisions become audit events, built from the request context (never from headers,
+//! so no credential can reach the audit log). The events themselves and their OCSF mapping live in
+//! `palisade_telemetry::audit`.
+
+use std::net::SocketAddr;
+
+use palisade_telemetry::{AuditEvent, EventKind, RequestFacts};
+
+use crate::context::RequestContext;
+use crate::respond::GatewayError;
+use crate::runtime::Runtime;
+
+/// The audit kind of a refusal, or `None` for answers that are not security decisions (404, 5xx).
+fn kind_of(error: &GatewayError) -> Option<EventKind> {
+    Some(match error {
+        GatewayError::Unauthenticated { .. } | GatewayError::AuthUnavailable => EventKind::AuthenticationFailed,
+        GatewayError::Forbidden => EventKind::AuthorizationDenied,
+        GatewayError::IpDenied => EventKind::IpBlocked,
+        GatewayError::RateLimited { .. } => EventKind::RateLimited,
+        GatewayError::Invalid(_) => EventKind::ValidationFailed,
+        GatewayError::BadFraming(_) | GatewayError::BadPath(_) => EventKind::RequestRejected,
+        GatewayError::CorsRejected => EventKind::CorsRejected,
+        _ => return None,
+    })
+}
+
+fn facts(runtime: &Runtime, context: &RequestContext, status: u16) -> RequestFacts {
+    RequestFacts {
+        request_id: context.request_id.clone(),
+        method: context.method.to_string(),
+        path: context.path.clone(),
+        host: context.host.clone(),
+        client_ip: Some(context.client_ip),
+        route: context
+            .route_index
+            .and_then(|index| runtime.routes.get(index))
+            .map(|route| route.name.clone()),
+        listener: Some(context.listener.to_string()),
+        status: Some(status),
+    }
+}
+
+/// Records a refused request if the refusal is a security decision.
+pub fn refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError) {
+    let (Some(log), Some(kind)) = (&runtime.audit, kind_of(error)) else {
+        return;
+    };
+    let mut event = AuditEvent::for_request(kind, error.reason(), facts(runtime, context, error.status().as_u16()));
+    if let Some(principal) = &context.principal {
+        event = event.with_subject(&principal.subject, Some(principal.method.as_str()));
+    }
+    event.unmapped.decided_by = context.decided_by.as_deref().map(str::to_string);
+    log.record(event);
+}
+
+/// Records a successful authentication, when the config asks for them.
+pub fn authenticated(runtime: &Runtime, context: &RequestContext) {
+    let (Some(log), Some(principal)) = (&runtime.audit, &context.principal) else {
+        return;
+    };
+    if !runtime.config.audit.authentication_successes {
+        return;
+    }
+    let facts = facts(runtime, context, 0);
+    let facts = RequestFacts { status: None, ..facts };
+    let event = AuditEvent::for_request(EventKind::AuthenticationSucceeded, principal.method.as_str(), facts)
+        .with_subject(&principal.subject, Some(principal.method.as_str()));
+    log.record(event);
+}
+
+/// Records a refused TLS handshake (not a client that merely went away).
+pub fn handshake_refused(runtime: &Runtime, listener: &str, peer: SocketAddr, reason: &'static str) {
+    let Some(log) = &runtime.audit else {
+        return;
+    };
+    let mut event = AuditEvent::new(
+        EventKind::TlsHandshakeRefused,
+        Some(reason),
+        format!("TLS handshake on listener {listener} refused: {reason}"),
+    )
+    .with_source(peer.ip(), Some(peer.port()));
+    event.unmapped.listener = Some(listener.to_string());
+    log.record(event);
+}
+
+/// Records a reload: applied, or refused with its first error (a config location, no secret).
+pub fn reload(runtime: &Runtime, applied: bool, detail: Option<&str>) {
+    let Some(log) = &runtime.audit else {
+        return;
+    };
+    let event = if applied {
+        AuditEvent::new(EventKind::ConfigReloaded, None, "configuration reloaded")
+    } else {
+        let message = format!(
+            "configuration rejected; the previous one stays in force: {}",
+            detail.unwrap_or("invalid")
+        );
+        AuditEvent::new(EventKind::ConfigRejected, Some("invalid_config"), message)
+    };
+    log.record(event);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn security_refusals_are_audited_and_plain_misses_are_not() {
+        assert_eq!(kind_of(&GatewayError::Forbidden), Some(EventKind::AuthorizationDenied));
+        assert_eq!(kind_of(&GatewayError::IpDenied), Some(EventKind::IpBlocked));
+        assert_eq!(
+            kind_of(&GatewayError::BadFraming("x")),
+            Some(EventKind::RequestRejected)
+        );
+        assert_eq!(kind_of(&GatewayError::NotFound), None);
+        assert_eq!(kind_of(&GatewayError::UpstreamTimeout), None);
+    }
+}
