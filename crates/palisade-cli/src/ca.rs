@@ -73,6 +73,9 @@ pub enum CaCommand {
         /// DNS names in the service's own certificate (repeatable).
         #[arg(long = "dns", default_value = "localhost")]
         dns_names: Vec<String>,
+        /// Where issuances and refusals are recorded as OCSF audit events: `stdout` or a file.
+        #[arg(long, default_value = "stdout")]
+        audit: String,
     },
     /// Create a one-time join token that lets a workload obtain its first certificate for SPIFFE_ID.
     Token {
@@ -93,13 +96,25 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
             ttl,
             max_ttl,
             dns_names,
+            audit,
         } => {
+            let sink = match audit.as_str() {
+                "stdout" | "-" => palisade_telemetry::audit::AuditSink::Stdout,
+                path => palisade_telemetry::audit::AuditSink::File {
+                    path: path.into(),
+                    max_bytes: 100 * 1024 * 1024,
+                    keep: 5,
+                },
+            };
+            let metrics = palisade_telemetry::audit::AuditMetrics::default();
+            let audit = palisade_telemetry::AuditLog::start(sink, 8192, metrics).await?;
             let options = palisade_mesh::server::ServeOptions {
                 dir,
                 listen,
                 default_ttl: ttl,
                 max_ttl,
                 dns_names,
+                audit: Some(audit),
             };
             let server = palisade_mesh::server::CaServer::start(options).await?;
             tracing::info!(address = %server.address, "identity service listening");

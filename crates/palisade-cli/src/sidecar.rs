@@ -27,9 +27,12 @@ pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     let gateway = Gateway::start(ConfigSource::SidecarFile(config)).await?;
     if let Some(agent) = agent {
         let gauge = gateway.shared().metrics.identity_expiry_seconds.clone();
-        let agent = agent.report_expiry_to(Arc::new(move |seconds| {
-            gauge.set(seconds);
-        }));
+        let audit = gateway.shared().runtime.load().audit.clone();
+        let agent = agent
+            .report_expiry_to(Arc::new(move |seconds| {
+                gauge.set(seconds);
+            }))
+            .audit_to(audit);
         // The agent stops with the process; it holds nothing that needs draining.
         let (_keep, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
@@ -77,5 +80,6 @@ fn agent_for(sidecar: &SidecarConfig) -> anyhow::Result<Option<Agent>> {
         join_token,
         ttl: service.ttl.map(|ttl| ttl.get()),
         on_expiry: None,
+        audit: None,
     })))
 }

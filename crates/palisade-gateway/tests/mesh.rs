@@ -392,6 +392,19 @@ async fn identity_service(mesh: &Mesh) -> palisade_mesh::server::CaServer {
         default_ttl: Duration::from_secs(3600),
         max_ttl: Duration::from_secs(3600),
         dns_names: vec!["localhost".into()],
+        audit: Some(
+            palisade_telemetry::AuditLog::start(
+                palisade_telemetry::audit::AuditSink::File {
+                    path: mesh.dir.path().join("audit.log"),
+                    max_bytes: 1 << 20,
+                    keep: 1,
+                },
+                1024,
+                Default::default(),
+            )
+            .await
+            .unwrap(),
+        ),
     };
     palisade_mesh::server::CaServer::start(options).await.unwrap()
 }
@@ -415,6 +428,7 @@ fn agent(
         join_token,
         ttl: Some(Duration::from_secs(600)),
         on_expiry: None,
+        audit: None,
     })
 }
 
@@ -539,6 +553,28 @@ async fn a_join_token_buys_one_first_certificate_and_renewals_need_the_current_o
     }
     assert_eq!(roots, 2, "the staged root is in the workload's bundle");
     service.shutdown().await;
+
+    // Every issuance and every refusal is an audit event; the token appears in none.
+    let audit = std::fs::read_to_string(mesh.dir.path().join("audit.log")).unwrap();
+    let events: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let of = |kind: &str, detail: &str| {
+        events
+            .iter()
+            .filter(|e| e["unmapped"]["event"] == kind && e["status_detail"] == detail)
+            .count()
+    };
+    assert_eq!(of("certificate_issued", "join_token"), 1);
+    assert_eq!(of("certificate_issued", "renewal"), 1);
+    assert_eq!(of("certificate_refused", "join_token_replayed"), 1);
+    assert_eq!(of("certificate_refused", "unknown_join_token"), 1);
+    assert_eq!(of("certificate_refused", "invalid_csr"), 1);
+    let issued = events
+        .iter()
+        .find(|e| e["unmapped"]["event"] == "certificate_issued")
+        .unwrap();
+    assert_eq!(issued["class_uid"], 3004);
+    assert_eq!(issued["entity"]["name"], id(ORDERS));
+    assert!(!audit.contains(&token), "the join token never reaches the audit log");
 }
 
 #[tokio::test]

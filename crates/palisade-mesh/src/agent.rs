@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
+use palisade_telemetry::{AuditEvent, AuditLog, EventKind};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -58,6 +59,8 @@ pub struct AgentConfig {
     pub ttl: Option<Duration>,
     /// Told the seconds left on the current certificate whenever they are known (a metric).
     pub on_expiry: Option<Arc<dyn Fn(i64) + Send + Sync>>,
+    /// Where renewals and expiry warnings are recorded.
+    pub audit: Option<AuditLog>,
 }
 
 /// The validity of the certificate on disk.
@@ -93,6 +96,12 @@ pub struct Agent {
 impl Agent {
     pub fn new(config: AgentConfig) -> Self {
         Self { config }
+    }
+
+    /// Records renewals and expiry warnings in `audit` from now on.
+    pub fn audit_to(mut self, audit: Option<AuditLog>) -> Self {
+        self.config.audit = audit;
+        self
     }
 
     /// Reports the seconds left on the certificate to `report` (a metric) from now on.
@@ -156,11 +165,8 @@ impl Agent {
             }
             match self.renew().await {
                 Ok(renewed) => {
-                    tracing::info!(
-                        event = "certificate_renewed",
-                        expires_at = unix(renewed.not_after),
-                        "identity: certificate renewed"
-                    );
+                    tracing::info!(expires_at = unix(renewed.not_after), "identity: certificate renewed");
+                    self.audit(EventKind::CertificateRenewed, None, "certificate renewed", renewed);
                     renew_at = renewed.renewal_time();
                     retry = FIRST_RETRY;
                 }
@@ -188,17 +194,36 @@ impl Agent {
             Some(v) if v.remaining(now) > v.not_after.duration_since(v.not_before).unwrap_or_default() / 5 => {
                 tracing::warn!(%error, expires_at = unix(v.not_after), "identity: renewal failed; serving on the current certificate");
             }
-            Some(v) => tracing::error!(
-                event = "identity_expiring",
-                %error,
-                expires_at = unix(v.not_after),
-                seconds_left = v.remaining(now).as_secs(),
-                "identity: certificate expires soon and cannot be renewed"
-            ),
+            Some(v) => {
+                tracing::error!(
+                    event = "identity_expiring",
+                    %error,
+                    expires_at = unix(v.not_after),
+                    seconds_left = v.remaining(now).as_secs(),
+                    "identity: certificate expires soon and cannot be renewed"
+                );
+                let message = format!(
+                    "certificate expires in {} s and cannot be renewed",
+                    v.remaining(now).as_secs()
+                );
+                self.audit(EventKind::CertificateExpiring, Some("renewal_failed"), &message, v);
+            }
             None => {
                 tracing::error!(event = "identity_expired", %error, "identity: certificate expired and cannot be renewed")
             }
         }
+    }
+
+    fn audit(&self, kind: EventKind, reason: Option<&str>, message: &str, validity: Validity) {
+        let Some(log) = &self.config.audit else {
+            return;
+        };
+        let id = std::fs::read_to_string(&self.config.paths.cert)
+            .ok()
+            .and_then(|pem| spiffe_id_of_pem(&pem))
+            .unwrap_or_default();
+        let event = AuditEvent::new(kind, reason, message).with_certificate(&id, None, Some(unix(validity.not_after)));
+        log.record(event);
     }
 
     async fn obtain(&self, join_token: Option<&str>, with_certificate: bool) -> Result<Validity, AgentError> {
@@ -342,6 +367,11 @@ impl Agent {
 fn load_bundle_text(bytes: &[u8]) -> Option<()> {
     let count = CertificateDer::pem_slice_iter(bytes).filter(Result::is_ok).count();
     (count > 0).then_some(())
+}
+
+fn spiffe_id_of_pem(pem: &str) -> Option<String> {
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes()).next()?.ok()?;
+    crate::verify::spiffe_id_of(&der).ok().map(|id| id.to_string())
 }
 
 /// The validity of the first certificate in `pem`.

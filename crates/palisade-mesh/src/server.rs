@@ -19,6 +19,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use palisade_telemetry::{AuditEvent, AuditLog, EventKind};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -53,6 +54,8 @@ pub struct ServeOptions {
     pub max_ttl: Duration,
     /// DNS names in the service's own certificate (for clients that check host names).
     pub dns_names: Vec<String>,
+    /// Where issuances and refusals are recorded (OCSF Entity Management events).
+    pub audit: Option<AuditLog>,
 }
 
 /// The running service.
@@ -237,7 +240,7 @@ async fn sign(
     };
     // A malformed CSR is refused before a join token is spent on it.
     if let Err(CaError::Csr(message)) = CertificateAuthority::check_csr(&asked.csr) {
-        audit_refusal(peer, caller.as_ref(), "invalid_csr");
+        audit_refusal(state, peer, caller.as_ref(), "invalid_csr");
         return problem(StatusCode::BAD_REQUEST, "invalid-csr", "Bad Request", Some(&message));
     }
     let dir = state.options.dir.clone();
@@ -248,7 +251,7 @@ async fn sign(
         }
         (Some(id), None) => (id, Proof::Renewal),
         (None, None) => {
-            audit_refusal(peer, None, "no_credential");
+            audit_refusal(state, peer, None, "no_credential");
             let detail = "present your current certificate, or a join token for a first certificate";
             return problem(
                 StatusCode::UNAUTHORIZED,
@@ -262,7 +265,7 @@ async fn sign(
             match redeemed {
                 Ok(Ok(Ok(id))) => (id, Proof::JoinToken),
                 Ok(Ok(Err(refused))) => {
-                    audit_refusal(peer, None, token_reason(&refused));
+                    audit_refusal(state, peer, None, token_reason(&refused));
                     return problem(StatusCode::UNAUTHORIZED, "join-token-refused", "Unauthorized", None);
                 }
                 Ok(Err(error)) => return internal(&error),
@@ -293,16 +296,14 @@ async fn sign(
     match signed {
         Ok(Ok(issued)) => {
             let expires_at = unix_seconds(issued.not_after);
-            tracing::info!(
-                target: "palisade::audit",
-                event = "certificate_issued",
-                spiffe_id = %id,
-                serial = %issued.serial,
-                expires_at,
-                proof = proof.as_str(),
-                %peer,
-                "certificate issued"
-            );
+            tracing::info!(spiffe_id = %id, serial = %issued.serial, expires_at, proof = proof.as_str(), %peer, "certificate issued");
+            if let Some(log) = &state.options.audit {
+                let message = format!("certificate issued to {id} ({})", proof.as_str());
+                let event = AuditEvent::new(EventKind::CertificateIssued, Some(proof.as_str()), message)
+                    .with_certificate(id.as_str(), Some(&issued.serial), Some(expires_at))
+                    .with_source(peer.ip(), Some(peer.port()));
+                log.record(event);
+            }
             let response = SignResponse {
                 spiffe_id: id.to_string(),
                 certificate_chain: issued.chain_pem,
@@ -313,7 +314,7 @@ async fn sign(
             json(StatusCode::OK, body)
         }
         Ok(Err(CaError::Csr(message))) => {
-            audit_refusal(peer, Some(&id), "invalid_csr");
+            audit_refusal(state, peer, Some(&id), "invalid_csr");
             problem(StatusCode::BAD_REQUEST, "invalid-csr", "Bad Request", Some(&message))
         }
         Ok(Err(error)) => internal(&error),
@@ -334,9 +335,19 @@ fn token_reason(error: &TokenError) -> &'static str {
     }
 }
 
-fn audit_refusal(peer: SocketAddr, id: Option<&SpiffeId>, reason: &'static str) {
+fn audit_refusal(state: &State, peer: SocketAddr, id: Option<&SpiffeId>, reason: &'static str) {
     let id = id.map(ToString::to_string).unwrap_or_default();
-    tracing::warn!(target: "palisade::audit", event = "certificate_refused", reason, spiffe_id = %id, %peer, "certificate refused");
+    tracing::warn!(reason, spiffe_id = %id, %peer, "certificate refused");
+    if let Some(log) = &state.options.audit {
+        let event = AuditEvent::new(
+            EventKind::CertificateRefused,
+            Some(reason),
+            format!("certificate refused: {reason}"),
+        )
+        .with_certificate(&id, None, None)
+        .with_source(peer.ip(), Some(peer.port()));
+        log.record(event);
+    }
 }
 
 fn internal(error: &CaError) -> Response<Full<Bytes>> {

@@ -443,6 +443,16 @@ pub struct AuditLog {
     metrics: AuditMetrics,
 }
 
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AuditLog(queued {})",
+            self.queue.max_capacity() - self.queue.capacity()
+        )
+    }
+}
+
 impl AuditLog {
     /// Starts the writer (needs a Tokio runtime). Opening the file may fail.
     pub async fn start(sink: AuditSink, buffer: usize, metrics: AuditMetrics) -> std::io::Result<Self> {
