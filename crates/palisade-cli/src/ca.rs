@@ -107,7 +107,7 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
                 },
             };
             let metrics = palisade_telemetry::audit::AuditMetrics::default();
-            let audit = palisade_telemetry::AuditLog::start(sink, 8192, metrics).await?;
+            let audit = palisade_telemetry::AuditLog::start(vec![sink], 8192, metrics).await?;
             let options = palisade_mesh::server::ServeOptions {
                 dir,
                 listen,

@@ -31,6 +31,16 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     if config.audit.buffer == 0 || config.audit.max_file_bytes.get() < 4096 {
         diagnostics.general("audit.buffer must be at least 1 and audit.max_file_bytes at least 4KiB");
     }
+    if let Some(syslog) = &config.audit.syslog {
+        if !is_host_port(&syslog.address) {
+            diagnostics.general(format!("audit.syslog.address {:?} is not host:port", syslog.address));
+        }
+        if let Some(ca) = syslog.tls.as_ref().and_then(|tls| tls.ca.as_ref()) {
+            if !ca.is_file() {
+                diagnostics.general(format!("audit.syslog.tls.ca {} does not exist", ca.display()));
+            }
+        }
+    }
     for (name, cluster) in &config.clusters {
         validate_cluster(name, &cluster.value, diagnostics);
         if cluster.value.targets.is_empty() {
@@ -279,6 +289,17 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
     for file in files {
         if file.value.is_relative() {
             file.value = dir.join(&file.value);
+        }
+    }
+    if let Some(ca) = config
+        .audit
+        .syslog
+        .as_mut()
+        .and_then(|s| s.tls.as_mut())
+        .and_then(|t| t.ca.as_mut())
+    {
+        if ca.is_relative() {
+            *ca = dir.join(&*ca);
         }
     }
 }

@@ -266,6 +266,7 @@ pub(crate) async fn compile_for_checking(
     let (config, diagnostics) = kind.load_partially(path)?;
     let mut check = config.clone();
     check.access_log.enabled = false;
+    check.audit.enabled = false;
     for cluster in check.clusters.values_mut() {
         cluster.value.health_check = None;
     }

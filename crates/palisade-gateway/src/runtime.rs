@@ -11,7 +11,7 @@ use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_limits::{InFlight, IpRules, RateLimit, SharedStore, StoreHealth};
 use palisade_telemetry::access_log::Destination;
-use palisade_telemetry::audit::{AuditLog, AuditSink};
+use palisade_telemetry::audit::{AuditLog, AuditSink, SyslogTarget};
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
@@ -400,15 +400,24 @@ async fn start_audit_log(
     if let Some(previous) = previous.filter(|p| p.config.audit == *settings) {
         return previous.audit.clone();
     }
-    let sink = match settings.path.as_str() {
-        "stdout" | "-" => AuditSink::Stdout,
-        path => AuditSink::File {
+    let mut sinks = Vec::new();
+    match settings.path.as_str() {
+        "none" => {}
+        "stdout" | "-" => sinks.push(AuditSink::Stdout),
+        path => sinks.push(AuditSink::File {
             path: path.into(),
             max_bytes: settings.max_file_bytes.get(),
             keep: settings.keep_files,
-        },
-    };
-    match AuditLog::start(sink, settings.buffer, metrics.audit.clone()).await {
+        }),
+    }
+    if let Some(syslog) = &settings.syslog {
+        sinks.push(AuditSink::Syslog(SyslogTarget {
+            address: syslog.address.clone(),
+            tls: syslog.tls.as_ref().map(|tls| (tls.ca.clone(), tls.server_name.clone())),
+            hostname: syslog.hostname.clone().unwrap_or_else(|| "palisade".into()),
+        }));
+    }
+    match AuditLog::start(sinks, settings.buffer, metrics.audit.clone()).await {
         Ok(log) => Some(log),
         Err(error) => {
             diagnostics.general(format!(

@@ -394,11 +394,11 @@ async fn identity_service(mesh: &Mesh) -> palisade_mesh::server::CaServer {
         dns_names: vec!["localhost".into()],
         audit: Some(
             palisade_telemetry::AuditLog::start(
-                palisade_telemetry::audit::AuditSink::File {
+                vec![palisade_telemetry::audit::AuditSink::File {
                     path: mesh.dir.path().join("audit.log"),
                     max_bytes: 1 << 20,
                     keep: 1,
-                },
+                }],
                 1024,
                 Default::default(),
             )

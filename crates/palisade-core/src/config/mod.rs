@@ -168,7 +168,7 @@ impl Default for AccessLogConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     pub enabled: bool,
-    /// `stdout` or a file path (appended to, mode 0600, rotated by size).
+    /// `stdout`, a file path (appended to, mode 0600, rotated by size), or `none` (only syslog).
     pub path: String,
     /// A file is rotated to `PATH.1` before it would grow past this.
     pub max_file_bytes: ByteSize,
@@ -178,6 +178,31 @@ pub struct AuditConfig {
     pub buffer: usize,
     /// Also record successful authentications (one event per authenticated request).
     pub authentication_successes: bool,
+    /// Also send every event to a syslog collector (RFC 5424 over TCP or TLS).
+    pub syslog: Option<AuditSyslogConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSyslogConfig {
+    /// `host:port` of the collector.
+    pub address: String,
+    /// TLS (RFC 5425). Absent: plain TCP (RFC 6587 octet counting).
+    #[serde(default)]
+    pub tls: Option<AuditSyslogTls>,
+    /// The HOSTNAME field. Default: `palisade`.
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSyslogTls {
+    /// PEM bundle to verify the collector with. Absent: the Mozilla root set.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The collector's DNS name, verified in its certificate.
+    pub server_name: String,
 }
 
 impl Default for AuditConfig {
@@ -189,6 +214,7 @@ impl Default for AuditConfig {
             keep_files: 5,
             buffer: 8192,
             authentication_successes: false,
+            syslog: None,
         }
     }
 }
