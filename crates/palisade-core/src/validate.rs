@@ -31,6 +31,24 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     if config.audit.buffer == 0 || config.audit.max_file_bytes.get() < 4096 {
         diagnostics.general("audit.buffer must be at least 1 and audit.max_file_bytes at least 4KiB");
     }
+    if let Some(otlp) = &config.audit.otlp {
+        let endpoint = &otlp.endpoint;
+        let secure = match endpoint.parse::<http::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("https") => uri.host().is_some(),
+            Ok(uri) if uri.scheme_str() == Some("http") => crate::validate_auth::is_loopback_http(&uri),
+            _ => false,
+        };
+        if !secure {
+            diagnostics.general(format!(
+                "audit.otlp.endpoint {endpoint:?} must be an https:// URL (http:// only to a loopback address)"
+            ));
+        }
+        for (name, value) in &otlp.headers {
+            if let Err(error) = value.resolve() {
+                diagnostics.general(format!("audit.otlp.headers.{name}: {error}"));
+            }
+        }
+    }
     if let Some(syslog) = &config.audit.syslog {
         if !is_host_port(&syslog.address) {
             diagnostics.general(format!("audit.syslog.address {:?} is not host:port", syslog.address));
@@ -291,13 +309,14 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
             file.value = dir.join(&file.value);
         }
     }
-    if let Some(ca) = config
+    let syslog_ca = config
         .audit
         .syslog
         .as_mut()
         .and_then(|s| s.tls.as_mut())
-        .and_then(|t| t.ca.as_mut())
-    {
+        .and_then(|t| t.ca.as_mut());
+    let otlp_ca = config.audit.otlp.as_mut().and_then(|o| o.ca.as_mut());
+    for ca in syslog_ca.into_iter().chain(otlp_ca) {
         if ca.is_relative() {
             *ca = dir.join(&*ca);
         }

@@ -11,7 +11,7 @@ use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
 use palisade_limits::{InFlight, IpRules, RateLimit, SharedStore, StoreHealth};
 use palisade_telemetry::access_log::Destination;
-use palisade_telemetry::audit::{AuditLog, AuditSink, SyslogTarget};
+use palisade_telemetry::audit::{AuditLog, AuditSink, OtlpTarget, SyslogTarget};
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
@@ -415,6 +415,22 @@ async fn start_audit_log(
             address: syslog.address.clone(),
             tls: syslog.tls.as_ref().map(|tls| (tls.ca.clone(), tls.server_name.clone())),
             hostname: syslog.hostname.clone().unwrap_or_else(|| "palisade".into()),
+        }));
+    }
+    if let Some(otlp) = &settings.otlp {
+        // Secret references were checked at validation; a value that vanished since is an error here.
+        let mut headers = Vec::new();
+        for (name, reference) in &otlp.headers {
+            match reference.resolve() {
+                Ok(value) => headers.push((name.clone(), value.expose().to_string())),
+                Err(error) => diagnostics.general(format!("audit.otlp.headers.{name}: {error}")),
+            }
+        }
+        sinks.push(AuditSink::Otlp(OtlpTarget {
+            endpoint: otlp.endpoint.clone(),
+            headers,
+            ca: otlp.ca.clone(),
+            service_name: otlp.service_name.clone().unwrap_or_else(|| "palisade".into()),
         }));
     }
     match AuditLog::start(sinks, settings.buffer, metrics.audit.clone()).await {

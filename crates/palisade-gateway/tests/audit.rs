@@ -251,3 +251,83 @@ async fn a_slow_sink_never_slows_requests_and_loses_only_counted_events() {
     drop(gw);
     let _ = reader.join();
 }
+
+/// A collector on 127.0.0.1 that keeps the bodies POSTed to it with their Authorization header.
+async fn otlp_collector() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let store = store.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let store = store.clone();
+                async move {
+                    let token = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    store
+                        .lock()
+                        .unwrap()
+                        .push((token, serde_json::from_slice(&body).unwrap()));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::new(),
+                    )))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (address, received)
+}
+
+#[tokio::test]
+async fn events_also_reach_an_opentelemetry_collector_with_its_token_from_the_environment() {
+    let (collector, received) = otlp_collector().await;
+    std::env::set_var("PALISADE_TEST_OTLP_TOKEN", "Bearer otlp-secret-token");
+    let echo = support::echo("api").await;
+    let yaml = format!(
+        "audit:\n  path: none\n  otlp:\n    endpoint: http://{collector}\n    headers: {{ authorization: \"${{PALISADE_TEST_OTLP_TOKEN}}\" }}\n    service_name: edge\ntrusted_proxies: [127.0.0.1]\nclusters:\n  echo: {{ targets: [\"{echo}\"] }}\nroutes:\n  - {{ name: walled, match: {{ prefix: / }}, cluster: echo, public: true, ip_rules: {{ deny: [203.0.113.0/24] }} }}\n"
+    );
+    let gw = support::start(&yaml).await;
+    let reply = support::call(&gw.url("/x"), &[("x-forwarded-for", "203.0.113.5")]).await;
+    assert_eq!(reply.status, 403);
+    for _ in 0..100 {
+        if !received.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = received.lock().unwrap();
+    let (token, body) = received.first().expect("the collector received the event");
+    assert_eq!(token, "Bearer otlp-secret-token");
+    let resource = &body["resourceLogs"][0];
+    assert_eq!(resource["resource"]["attributes"][0]["value"]["stringValue"], "edge");
+    let record = &resource["scopeLogs"][0]["logRecords"][0];
+    let event: Value = serde_json::from_str(record["body"]["stringValue"].as_str().unwrap()).unwrap();
+    assert_eq!(event["unmapped"]["event"], "ip_blocked");
+    assert_eq!(event["src_endpoint"]["ip"], "203.0.113.5");
+}
+
+#[tokio::test]
+async fn an_audit_collector_over_plain_http_to_another_host_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = support::config_errors(
+        dir.path(),
+        "audit:\n  otlp: { endpoint: \"http://collector.example.org:4318\" }\nclusters:\n  c: { targets: [\"127.0.0.1:9\"] }\nroutes:\n  - { name: r, match: { prefix: / }, cluster: c, public: true }\n",
+    )
+    .await;
+    assert!(errors.contains("must be an https:// URL"), "{errors}");
+}

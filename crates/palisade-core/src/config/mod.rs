@@ -180,6 +180,25 @@ pub struct AuditConfig {
     pub authentication_successes: bool,
     /// Also send every event to a syslog collector (RFC 5424 over TCP or TLS).
     pub syslog: Option<AuditSyslogConfig>,
+    /// Also send every event to an OpenTelemetry collector (OTLP/HTTP logs).
+    pub otlp: Option<AuditOtlpConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditOtlpConfig {
+    /// The collector's base URL, `https://…:4318` (plain `http://` only to a loopback address);
+    /// events are POSTed to `/v1/logs`.
+    pub endpoint: String,
+    /// Request headers, e.g. the collector's token; values are secrets (`${ENV}` or `file:`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, crate::secret::SecretRef>,
+    /// A PEM bundle trusted besides the Mozilla roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// The resource's `service.name`. Default `palisade`.
+    #[serde(default)]
+    pub service_name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -215,6 +234,7 @@ impl Default for AuditConfig {
             buffer: 8192,
             authentication_successes: false,
             syslog: None,
+            otlp: None,
         }
     }
 }

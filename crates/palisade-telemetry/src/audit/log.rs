@@ -11,6 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::event::{AuditEvent, EventKind};
+use super::otlp::{Otlp, OtlpTarget};
 use super::syslog::{Syslog, SyslogTarget};
 
 /// Where events are written.
@@ -25,6 +26,8 @@ pub enum AuditSink {
     },
     /// RFC 5424 over TCP or TLS to a collector.
     Syslog(SyslogTarget),
+    /// OpenTelemetry logs over OTLP/HTTP (JSON).
+    Otlp(OtlpTarget),
 }
 
 /// The counters a sink reports to.
@@ -104,6 +107,7 @@ enum Output {
         keep: usize,
     },
     Syslog(Box<Syslog>),
+    Otlp(Box<Otlp>),
 }
 
 struct Writer {
@@ -126,6 +130,7 @@ impl Writer {
                 }
             }
             AuditSink::Syslog(target) => Output::Syslog(Box::new(Syslog::new(target)?)),
+            AuditSink::Otlp(target) => Output::Otlp(Box::new(Otlp::new(target)?)),
         };
         Ok(Writer { output })
     }
@@ -177,6 +182,7 @@ impl Writer {
                 syslog.frame(event, &json, &mut framed);
                 Some(framed)
             }
+            Output::Otlp(_) => serde_json::to_vec(&Otlp::record(event, &json)).ok(),
             _ => {
                 let mut line = json;
                 line.push(b'\n');
@@ -189,6 +195,7 @@ impl Writer {
     async fn write(&mut self, lines: &[Vec<u8>]) -> std::io::Result<()> {
         match &mut self.output {
             Output::Syslog(syslog) => syslog.write(&lines.concat()).await,
+            Output::Otlp(otlp) => otlp.send(lines).await,
             Output::Stdout(out) => {
                 out.write_all(&lines.concat()).await?;
                 out.flush().await

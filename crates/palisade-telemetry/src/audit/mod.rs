@@ -10,8 +10,10 @@
 
 pub mod event;
 pub mod log;
+mod otlp;
 mod syslog;
 
 pub use event::{AuditEvent, EventKind, RequestFacts, OCSF_VERSION};
 pub use log::{AuditLog, AuditMetrics, AuditSink};
+pub use otlp::OtlpTarget;
 pub use syslog::SyslogTarget;
