@@ -40,9 +40,30 @@ fn facts(runtime: &Runtime, context: &RequestContext, status: u16) -> RequestFac
     }
 }
 
-/// Records a refused request if the refusal is a security decision.
+/// The pipeline stage a security refusal comes from (the `stage` label of `palisade_denials_total`).
+fn stage_of(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::AuthenticationFailed => "authenticate",
+        EventKind::AuthorizationDenied => "authorize",
+        EventKind::IpBlocked => "ip_rules",
+        EventKind::RateLimited => "rate_limit",
+        EventKind::ValidationFailed => "validate",
+        EventKind::CorsRejected => "cors",
+        _ => "normalize",
+    }
+}
+
+/// Counts a refused request and records it as an audit event if the refusal is a security decision.
 pub fn refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError) {
-    let (Some(log), Some(kind)) = (&runtime.audit, kind_of(error)) else {
+    let Some(kind) = kind_of(error) else {
+        return;
+    };
+    let route = context
+        .route_index
+        .and_then(|index| runtime.routes.get(index))
+        .map_or("none", |route| route.name.as_str());
+    runtime.metrics.denied(route, stage_of(kind), error.reason());
+    let Some(log) = &runtime.audit else {
         return;
     };
     let mut event = AuditEvent::for_request(kind, error.reason(), facts(runtime, context, error.status().as_u16()));

@@ -171,6 +171,18 @@ async fn every_decision_is_an_ocsf_event_and_no_secret_reaches_the_audit_log() {
         "no_client_certificate"
     );
 
+    // The same decisions, counted by route, stage and reason.
+    let metrics = gw.metrics().await;
+    for line in [
+        "palisade_denials_total{route=\"admin\",stage=\"authorize\",reason=\"forbidden\"} 1",
+        "palisade_denials_total{route=\"secure\",stage=\"authenticate\",reason=\"malformed_token\"} 1",
+        "palisade_denials_total{route=\"limited\",stage=\"rate_limit\",reason=\"rate_limited\"} 1",
+        "palisade_denials_total{route=\"walled\",stage=\"ip_rules\",reason=\"ip_denied\"} 1",
+        "palisade_denials_total{route=\"orders\",stage=\"validate\",reason=\"validation_failed\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+
     // No secret in any event, in any form.
     let text = std::fs::read_to_string(&audit_path).unwrap();
     let signature = token.rsplit('.').next().unwrap();

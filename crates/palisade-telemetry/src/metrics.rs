@@ -93,6 +93,16 @@ struct DeprecatedLabels {
 pub const DEPRECATED_PRINCIPALS: usize = 50;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DenialLabels {
+    /// A route name from the config, or `none` before routing.
+    route: String,
+    /// The pipeline stage that refused: a fixed set.
+    stage: String,
+    /// A reason code: a fixed set.
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HandshakeLabels {
     listener: String,
     reason: String,
@@ -124,6 +134,7 @@ pub struct Metrics {
     traffic_refusals: Family<RefusalLabels, Counter>,
     deprecated_calls: Family<DeprecatedLabels, Counter>,
     tls_handshake_failures: Family<HandshakeLabels, Counter>,
+    denials: Family<DenialLabels, Counter>,
     pub rate_limit_store_up: Gauge,
     pub rate_limit_store_errors: Counter,
     pub rate_limit_store_fallbacks: Counter,
@@ -278,6 +289,7 @@ impl Metrics {
             traffic_refusals: Family::default(),
             deprecated_calls: Family::default(),
             tls_handshake_failures: Family::default(),
+            denials: Family::default(),
             rate_limit_store_up: Gauge::default(),
             rate_limit_store_errors: Counter::default(),
             rate_limit_store_fallbacks: Counter::default(),
@@ -328,6 +340,11 @@ impl Metrics {
             "identity_expiry_seconds",
             "Seconds until this workload's certificate expires (0: expired or none)",
             m.identity_expiry_seconds.clone(),
+        );
+        registry.register(
+            "denials",
+            "Requests refused by a security stage, by route, stage and reason code (the audited decisions)",
+            m.denials.clone(),
         );
         registry.register(
             "tls_handshake_failures",
@@ -491,6 +508,16 @@ impl Metrics {
         }
     }
 
+    /// A request refused by `stage` for `reason` (both from fixed sets) on `route` (a config name).
+    pub fn denied(&self, route: &str, stage: &'static str, reason: &'static str) {
+        let labels = DenialLabels {
+            route: route.to_string(),
+            stage: stage.to_string(),
+            reason: reason.to_string(),
+        };
+        self.denials.get_or_create(&labels).inc();
+    }
+
     /// `reason` is one of a fixed set of codes (see `docs/errors.md`).
     pub fn tls_handshake_failed(&self, listener: &str, reason: &'static str) {
         let labels = HandshakeLabels {
@@ -590,5 +617,47 @@ mod tests {
         );
         assert!(text.contains(r#"palisade_requests_total{route="orders",method="GET",status_class="2xx"} 1"#));
         assert!(!text.contains("BREW"));
+    }
+}
+
+#[cfg(test)]
+mod alert_rules {
+    /// The metric names this module registers (the `palisade_` prefix and type suffixes left off).
+    fn registered() -> Vec<String> {
+        let source = include_str!("metrics.rs");
+        let mut names = Vec::new();
+        let mut rest = source;
+        while let Some(at) = rest.find("registry.register(") {
+            rest = &rest[at + "registry.register(".len()..];
+            if let Some(start) = rest.find('"') {
+                let tail = &rest[start + 1..];
+                if let Some(end) = tail.find('"') {
+                    names.push(tail[..end].to_string());
+                }
+            }
+        }
+        names
+    }
+
+    #[test]
+    fn every_metric_the_example_alert_rules_use_is_exported() {
+        let rules = include_str!("../../../examples/prometheus/palisade-alerts.yaml");
+        let registered = registered();
+        let mut used = 0;
+        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            let Some(name) = word.strip_prefix("palisade_").filter(|name| !name.is_empty()) else {
+                continue;
+            };
+            let base = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                registered.iter().any(|r| r == base || r == name),
+                "the alert rules use palisade_{name}, which is not exported (registered: {registered:?})"
+            );
+            used += 1;
+        }
+        assert!(used >= 8, "the rules file was read ({used} metric uses)");
     }
 }
