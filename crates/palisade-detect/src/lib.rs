@@ -1,0 +1,425 @@
+//! Anomaly detection on the live decision stream. Every answered request is observed (route, client,
+//! status, reason code); once a second, `tick` evaluates the detectors and returns the alerts that
+//! opened or closed:
+//!
+//! - `rate_spike` (per route): requests per tick against a streaming baseline (robust z-score and a
+//!   ratio, after a warm-up; the baseline does not learn from a spike it is alerting on);
+//! - `auth_failures` (per client address): refused credentials in a sliding minute (stuffing, brute force);
+//! - `scanning` (per client): distinct unknown paths (404/405) in a sliding minute;
+//! - `probing` (per client): authorization refusals (403) in a sliding minute;
+//! - `upstream_errors` (per cluster): the share of failed upstream exchanges over ten seconds.
+//!
+//! State per client is bounded: idle clients are forgotten, and past `max_clients` the least
+//! recently seen go first, so an attacker spraying addresses costs bounded memory.
+//! Time is passed in (seconds), which makes the detectors deterministic to test and to simulate.
+
+pub mod alerts;
+pub mod baseline;
+pub mod window;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::IpAddr;
+
+use alerts::Finding;
+pub use alerts::{Alert, AlertBook, AlertChange, Severity};
+use baseline::Baseline;
+use window::SlidingCount;
+
+/// One answered request, as the detectors see it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestRecord<'a> {
+    /// `None` when no route matched.
+    pub route: Option<&'a str>,
+    pub client: IpAddr,
+    pub status: u16,
+    /// The gateway's reason code when it answered itself.
+    pub reason: Option<&'a str>,
+    /// The normalized path (for counting distinct unknown paths; only a hash is kept).
+    pub path: &'a str,
+    /// The cluster, when the request was sent upstream.
+    pub cluster: Option<&'a str>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectorConfig {
+    pub rate_spike: RateSpikeConfig,
+    pub auth_failures: ThresholdConfig,
+    pub scanning: ThresholdConfig,
+    pub probing: ThresholdConfig,
+    pub upstream_errors: UpstreamConfig,
+    /// Clients tracked at once; beyond it the least recently seen are forgotten.
+    pub max_clients: usize,
+    /// Ticks a condition must stay clear before its alert closes.
+    pub clear_ticks: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateSpikeConfig {
+    /// Baseline half-life, in ticks.
+    pub half_life: f64,
+    /// Ticks of history before the detector may fire.
+    pub warm_up: u64,
+    /// Robust z-score that counts as a spike…
+    pub min_score: f64,
+    /// …when also at least this many times the baseline…
+    pub min_ratio: f64,
+    /// …and at least this many requests per tick…
+    pub min_count: f64,
+    /// …for this many ticks in a row.
+    pub sustain: u32,
+}
+
+/// Events of one kind from one client in a sliding window: open at `open_at`, close below `close_below`.
+#[derive(Debug, Clone)]
+pub struct ThresholdConfig {
+    pub window_seconds: usize,
+    pub open_at: u32,
+    pub close_below: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub window_seconds: usize,
+    pub min_requests: u32,
+    /// Failed share that opens an alert.
+    pub open_ratio: f64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        Self {
+            rate_spike: RateSpikeConfig {
+                half_life: 300.0,
+                warm_up: 60,
+                min_score: 8.0,
+                min_ratio: 3.0,
+                min_count: 20.0,
+                sustain: 2,
+            },
+            auth_failures: ThresholdConfig {
+                window_seconds: 60,
+                open_at: 20,
+                close_below: 5,
+            },
+            scanning: ThresholdConfig {
+                window_seconds: 60,
+                open_at: 50,
+                close_below: 10,
+            },
+            probing: ThresholdConfig {
+                window_seconds: 60,
+                open_at: 30,
+                close_below: 5,
+            },
+            upstream_errors: UpstreamConfig {
+                window_seconds: 10,
+                min_requests: 20,
+                open_ratio: 0.25,
+            },
+            max_clients: 100_000,
+            clear_ticks: 30,
+        }
+    }
+}
+
+struct RouteState {
+    since_tick: u32,
+    baseline: Baseline,
+    spiking_for: u32,
+}
+
+struct ClientState {
+    last_seen: u64,
+    auth_failures: SlidingCount,
+    forbidden: SlidingCount,
+    /// (second, path hash) of recent 404/405 answers, capped.
+    unknown_paths: VecDeque<(u64, u64)>,
+}
+
+struct ClusterState {
+    requests: SlidingCount,
+    failures: SlidingCount,
+}
+
+pub struct Detector {
+    config: DetectorConfig,
+    routes: HashMap<String, RouteState>,
+    clients: HashMap<IpAddr, ClientState>,
+    clusters: HashMap<String, ClusterState>,
+    alerts: AlertBook,
+}
+
+const RATE_SPIKE: &str = "rate_spike";
+const AUTH_FAILURES: &str = "auth_failures";
+const SCANNING: &str = "scanning";
+const PROBING: &str = "probing";
+const UPSTREAM_ERRORS: &str = "upstream_errors";
+/// A client unseen this long is forgotten (longer than every window).
+const CLIENT_IDLE_SECONDS: u64 = 180;
+
+impl Detector {
+    pub fn new(config: DetectorConfig) -> Self {
+        let alerts = AlertBook::new(config.clear_ticks, 1000);
+        Self {
+            config,
+            routes: HashMap::new(),
+            clients: HashMap::new(),
+            clusters: HashMap::new(),
+            alerts,
+        }
+    }
+
+    /// Records one answered request at second `now`.
+    pub fn observe(&mut self, now: u64, record: &RequestRecord<'_>) {
+        if let Some(route) = record.route {
+            self.routes
+                .entry(route.to_string())
+                .or_insert_with(|| RouteState {
+                    since_tick: 0,
+                    baseline: Baseline::new(self.config.rate_spike.half_life),
+                    spiking_for: 0,
+                })
+                .since_tick += 1;
+        }
+        if let Some(cluster) = record.cluster {
+            let window = self.config.upstream_errors.window_seconds;
+            let state = self
+                .clusters
+                .entry(cluster.to_string())
+                .or_insert_with(|| ClusterState {
+                    requests: SlidingCount::new(window),
+                    failures: SlidingCount::new(window),
+                });
+            state.requests.add(now, 1);
+            if matches!(record.status, 502..=504) {
+                state.failures.add(now, 1);
+            }
+        }
+        let interesting = record.status == 401 || record.status == 403 || matches!(record.status, 404 | 405);
+        if !interesting {
+            return;
+        }
+        let client = self.client(now, record.client);
+        match record.status {
+            401 => client.auth_failures.add(now, 1),
+            403 if record.reason == Some("forbidden") => client.forbidden.add(now, 1),
+            404 | 405 => {
+                let mut hasher = DefaultHasher::new();
+                record.path.hash(&mut hasher);
+                client.unknown_paths.push_back((now, hasher.finish()));
+                if client.unknown_paths.len() > 512 {
+                    client.unknown_paths.pop_front();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn client(&mut self, now: u64, address: IpAddr) -> &mut ClientState {
+        if !self.clients.contains_key(&address) && self.clients.len() >= self.config.max_clients {
+            self.forget_clients(now);
+        }
+        let (auth, probing) = (
+            self.config.auth_failures.window_seconds,
+            self.config.probing.window_seconds,
+        );
+        let state = self.clients.entry(address).or_insert_with(|| ClientState {
+            last_seen: now,
+            auth_failures: SlidingCount::new(auth),
+            forbidden: SlidingCount::new(probing),
+            unknown_paths: VecDeque::new(),
+        });
+        state.last_seen = now;
+        state
+    }
+
+    /// Makes room: idle clients first; if that is not enough, the least recently seen eighth.
+    fn forget_clients(&mut self, now: u64) {
+        self.clients
+            .retain(|_, state| now.saturating_sub(state.last_seen) < CLIENT_IDLE_SECONDS);
+        if self.clients.len() >= self.config.max_clients {
+            let mut seen: Vec<u64> = self.clients.values().map(|s| s.last_seen).collect();
+            let cut = seen.len() / 8;
+            seen.select_nth_unstable(cut);
+            let oldest_kept = seen[cut];
+            self.clients.retain(|_, state| state.last_seen > oldest_kept);
+        }
+    }
+
+    pub fn tracked_clients(&self) -> usize {
+        self.clients.len()
+    }
+
+    /// Evaluates every detector for second `now`; returns alerts that opened or closed.
+    pub fn tick(&mut self, now: u64) -> Vec<AlertChange> {
+        let mut findings = Vec::new();
+        self.evaluate_routes(&mut findings);
+        self.evaluate_clients(now, &mut findings);
+        self.evaluate_clusters(now, &mut findings);
+        findings
+            .into_iter()
+            .filter_map(|finding| self.alerts.apply(now, finding))
+            .collect()
+    }
+
+    fn evaluate_routes(&mut self, findings: &mut Vec<Finding>) {
+        let config = &self.config.rate_spike;
+        for (route, state) in &mut self.routes {
+            let count = f64::from(std::mem::take(&mut state.since_tick));
+            let baseline = &mut state.baseline;
+            let mean = baseline.mean();
+            let warmed_up = baseline.samples() >= config.warm_up;
+            let unusual = warmed_up
+                && baseline.score(count, mean.sqrt().max(1.0)) >= config.min_score
+                && count >= config.min_ratio * mean.max(1.0)
+                && count >= config.min_count;
+            state.spiking_for = if unusual { state.spiking_for + 1 } else { 0 };
+            let open = self.alerts.is_open(RATE_SPIKE, route);
+            // While a spike is being reported the baseline does not learn it as the new normal.
+            if !unusual && !open {
+                baseline.update(count);
+            }
+            let firing = state.spiking_for >= config.sustain || (open && count >= config.min_ratio * mean.max(1.0));
+            findings.push(Finding {
+                detector: RATE_SPIKE,
+                subject: route.clone(),
+                firing,
+                severity: Severity::Medium,
+                value: count,
+                message: format!("route {route}: {count:.0} requests/s against a baseline of {mean:.1}"),
+            });
+        }
+    }
+
+    fn evaluate_clients(&mut self, now: u64, findings: &mut Vec<Finding>) {
+        let config = &self.config;
+        self.clients
+            .retain(|_, state| now.saturating_sub(state.last_seen) < CLIENT_IDLE_SECONDS);
+        for (address, state) in &mut self.clients {
+            let subject = address.to_string();
+            let failures = state.auth_failures.total(now);
+            findings.push(threshold(
+                &self.alerts,
+                AUTH_FAILURES,
+                &subject,
+                failures,
+                &config.auth_failures,
+                Severity::High,
+                format!(
+                    "{subject}: {failures} refused credentials in {} s",
+                    config.auth_failures.window_seconds
+                ),
+            ));
+            let forbidden = state.forbidden.total(now);
+            findings.push(threshold(
+                &self.alerts,
+                PROBING,
+                &subject,
+                forbidden,
+                &config.probing,
+                Severity::Medium,
+                format!(
+                    "{subject}: {forbidden} forbidden requests in {} s",
+                    config.probing.window_seconds
+                ),
+            ));
+            let window = config.scanning.window_seconds as u64;
+            while state
+                .unknown_paths
+                .front()
+                .is_some_and(|(second, _)| now.saturating_sub(*second) >= window)
+            {
+                state.unknown_paths.pop_front();
+            }
+            let distinct = state
+                .unknown_paths
+                .iter()
+                .map(|(_, hash)| *hash)
+                .collect::<HashSet<_>>()
+                .len();
+            let distinct = u32::try_from(distinct).unwrap_or(u32::MAX);
+            findings.push(threshold(
+                &self.alerts,
+                SCANNING,
+                &subject,
+                distinct,
+                &config.scanning,
+                Severity::Medium,
+                format!("{subject}: {distinct} distinct unknown paths in {window} s"),
+            ));
+        }
+        // Alerts of clients that were forgotten (idle) are evaluated as clear.
+        for detector in [AUTH_FAILURES, PROBING, SCANNING] {
+            for subject in self.alerts.open_subjects(detector) {
+                let tracked = subject.parse().is_ok_and(|ip: IpAddr| self.clients.contains_key(&ip));
+                if !tracked {
+                    findings.push(Finding {
+                        detector,
+                        subject,
+                        firing: false,
+                        severity: Severity::Low,
+                        value: 0.0,
+                        message: String::new(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn evaluate_clusters(&mut self, now: u64, findings: &mut Vec<Finding>) {
+        let config = &self.config.upstream_errors;
+        for (cluster, state) in &mut self.clusters {
+            let requests = state.requests.total(now);
+            let failures = state.failures.total(now);
+            let ratio = if requests == 0 {
+                0.0
+            } else {
+                f64::from(failures) / f64::from(requests)
+            };
+            let open = self.alerts.is_open(UPSTREAM_ERRORS, cluster);
+            let firing = requests >= config.min_requests && ratio >= config.open_ratio
+                || open && ratio >= config.open_ratio / 2.0;
+            findings.push(Finding {
+                detector: UPSTREAM_ERRORS,
+                subject: cluster.clone(),
+                firing,
+                severity: Severity::High,
+                value: ratio,
+                message: format!(
+                    "cluster {cluster}: {failures} of {requests} upstream exchanges failed in {} s",
+                    config.window_seconds
+                ),
+            });
+        }
+    }
+
+    pub fn open_alerts(&self) -> Vec<Alert> {
+        self.alerts.open_alerts()
+    }
+
+    pub fn closed_alerts(&self) -> &[Alert] {
+        self.alerts.closed_alerts()
+    }
+}
+
+/// A count against open/close thresholds, with hysteresis on the value as well.
+fn threshold(
+    alerts: &AlertBook,
+    detector: &'static str,
+    subject: &str,
+    count: u32,
+    config: &ThresholdConfig,
+    severity: Severity,
+    message: String,
+) -> Finding {
+    let open = alerts.is_open(detector, subject);
+    Finding {
+        detector,
+        subject: subject.to_string(),
+        firing: count >= config.open_at || (open && count >= config.close_below),
+        severity,
+        value: f64::from(count),
+        message,
+    }
+}

@@ -1,0 +1,214 @@
+//! The detectors against simulated traffic: a steady baseline with jitter and the attacks the issue
+//! names. Time is simulated (one tick per second), so a 30-minute run takes milliseconds and the
+//! detection delays are exact. Run with `--nocapture` to see the delays.
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use palisade_detect::{AlertChange, Detector, DetectorConfig, RequestRecord};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const START: u64 = 1_800_000_000;
+
+fn client(n: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
+}
+
+/// One second of ordinary traffic: ~100 requests/s ±40% from 50 clients, a few failed logins,
+/// typos (404), refusals (403) and upstream failures, as a healthy service sees them.
+fn normal_second(detector: &mut Detector, rng: &mut StdRng, now: u64, rate: u32) {
+    let requests = rng.random_range(rate * 6 / 10..=rate * 14 / 10);
+    for _ in 0..requests {
+        let who = client(rng.random_range(0..50));
+        let roll = rng.random_range(0..1000);
+        let (status, reason, path) = match roll {
+            0..=29 => (401, Some("token_expired"), "/api/orders".to_string()),
+            30..=49 => (404, Some("no_route"), format!("/api/typo{}", rng.random_range(0..5))),
+            50..=59 => (403, Some("forbidden"), "/api/admin".to_string()),
+            60..=64 => (502, Some("upstream_unreachable"), "/api/orders".to_string()),
+            _ => (200, None, "/api/orders".to_string()),
+        };
+        let record = RequestRecord {
+            route: (status != 404).then_some("api"),
+            client: who,
+            status,
+            reason,
+            path: &path,
+            cluster: matches!(status, 200 | 502).then_some("orders"),
+        };
+        detector.observe(now, &record);
+    }
+}
+
+fn opened(changes: &[AlertChange], detector: &str) -> Option<String> {
+    changes.iter().find_map(|change| match change {
+        AlertChange::Opened(alert) if alert.detector == detector => Some(alert.subject.clone()),
+        _ => None,
+    })
+}
+
+#[test]
+fn a_30_minute_steady_baseline_with_normal_jitter_raises_no_alert() {
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let mut alerts = Vec::new();
+    for second in 0..1800 {
+        let now = START + second;
+        normal_second(&mut detector, &mut rng, now, 100);
+        alerts.extend(detector.tick(now));
+    }
+    eprintln!("30-minute baseline: {} alert changes", alerts.len());
+    assert!(alerts.is_empty(), "false alerts: {alerts:#?}");
+}
+
+#[test]
+fn a_tenfold_rate_spike_alerts_within_ten_seconds_and_closes_after_it_ends() {
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let spike_start = START + 600;
+    let mut delay = None;
+    let mut closed_after = None;
+    for second in 0..900 {
+        let now = START + second;
+        let spiking = (spike_start..spike_start + 120).contains(&now);
+        normal_second(&mut detector, &mut rng, now, if spiking { 1000 } else { 100 });
+        let changes = detector.tick(now);
+        if delay.is_none() && opened(&changes, "rate_spike").is_some() {
+            assert!(now >= spike_start, "alerted before the spike at {}", now - START);
+            delay = Some(now - spike_start + 1);
+        }
+        if changes
+            .iter()
+            .any(|c| matches!(c, AlertChange::Closed(a) if a.detector == "rate_spike"))
+        {
+            closed_after = Some(now - (spike_start + 120));
+        }
+    }
+    let delay = delay.expect("the spike was detected");
+    eprintln!("10x rate spike: detected after {delay} s; closed {closed_after:?} s after it ended");
+    assert!(delay <= 10, "{delay} s");
+    assert!(closed_after.is_some_and(|after| after <= 60), "{closed_after:?}");
+}
+
+#[test]
+fn twenty_failed_logins_from_one_address_in_a_minute_alert() {
+    let mut rng = StdRng::seed_from_u64(13);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let attacker = client(4000);
+    let attack_start = START + 300;
+    let mut delay = None;
+    for second in 0..420 {
+        let now = START + second;
+        normal_second(&mut detector, &mut rng, now, 100);
+        // One failed login every 3 s: 20 within 57 s.
+        if now >= attack_start && (now - attack_start).is_multiple_of(3) && now < attack_start + 60 {
+            let record = RequestRecord {
+                route: Some("login"),
+                client: attacker,
+                status: 401,
+                reason: Some("bad_signature"),
+                path: "/login",
+                cluster: None,
+            };
+            detector.observe(now, &record);
+        }
+        let changes = detector.tick(now);
+        if let Some(subject) = opened(&changes, "auth_failures") {
+            assert_eq!(subject, attacker.to_string(), "only the attacker");
+            delay.get_or_insert(now - attack_start + 1);
+        }
+    }
+    let delay = delay.expect("the burst was detected");
+    eprintln!("20 failed logins in a minute: detected {delay} s after the first");
+    assert!(delay <= 60);
+}
+
+#[test]
+fn a_scan_of_fifty_unknown_paths_alerts() {
+    let mut rng = StdRng::seed_from_u64(17);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let scanner = client(5000);
+    let scan_start = START + 300;
+    let mut delay = None;
+    for second in 0..400 {
+        let now = START + second;
+        normal_second(&mut detector, &mut rng, now, 100);
+        if (scan_start..scan_start + 25).contains(&now) {
+            for n in 0..2 {
+                let path = format!("/.env{}{n}", now - scan_start);
+                let record = RequestRecord {
+                    route: None,
+                    client: scanner,
+                    status: 404,
+                    reason: Some("no_route"),
+                    path: &path,
+                    cluster: None,
+                };
+                detector.observe(now, &record);
+            }
+        }
+        let changes = detector.tick(now);
+        if opened(&changes, "scanning").is_some() {
+            delay.get_or_insert(now - scan_start + 1);
+        }
+    }
+    let delay = delay.expect("the scan was detected");
+    eprintln!("scan of 50 distinct unknown paths (2/s): detected after {delay} s");
+    assert!(delay <= 30);
+}
+
+#[test]
+fn failing_upstreams_alert_per_cluster() {
+    let mut rng = StdRng::seed_from_u64(19);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let mut alerted = None;
+    for second in 0..200 {
+        let now = START + second;
+        normal_second(&mut detector, &mut rng, now, 100);
+        if second >= 100 {
+            for _ in 0..40 {
+                let record = RequestRecord {
+                    route: Some("api"),
+                    client: client(1),
+                    status: 503,
+                    reason: Some("upstream_timeout"),
+                    path: "/api/orders",
+                    cluster: Some("orders"),
+                };
+                detector.observe(now, &record);
+            }
+        }
+        if let Some(cluster) = opened(&detector.tick(now), "upstream_errors") {
+            alerted.get_or_insert((cluster, second - 100 + 1));
+        }
+    }
+    let (cluster, delay) = alerted.expect("the failures were detected");
+    eprintln!("upstream failing (~35% of exchanges): detected after {delay} s");
+    assert_eq!(cluster, "orders");
+    assert!(delay <= 10);
+}
+
+#[test]
+fn client_state_stays_bounded_under_address_spraying() {
+    let config = DetectorConfig {
+        max_clients: 1000,
+        ..DetectorConfig::default()
+    };
+    let mut detector = Detector::new(config);
+    for n in 0..200_000u32 {
+        let now = START + u64::from(n / 2000);
+        let record = RequestRecord {
+            route: Some("login"),
+            client: client(n),
+            status: 401,
+            reason: Some("bad_signature"),
+            path: "/login",
+            cluster: None,
+        };
+        detector.observe(now, &record);
+        assert!(detector.tracked_clients() <= 1000);
+        if n % 2000 == 1999 {
+            detector.tick(now);
+        }
+    }
+}
