@@ -653,3 +653,33 @@ async fn a_sidecar_renews_from_the_identity_service_under_traffic_and_outlives_a
     assert!(ok > 10, "traffic ran throughout ({ok})");
     assert!(orders.current().is_some(), "the current certificate is still valid");
 }
+
+#[tokio::test]
+async fn outbound_destinations_cannot_be_reached_through_the_inbound_port() {
+    let orders_app = support::echo("orders-app").await;
+    let web_app = support::echo("web-app").await;
+    let mut mesh = Mesh::new(DOMAIN);
+    let dir = tempfile::tempdir().unwrap();
+    let orders = Sidecar::start(dir.path(), "orders", &orders_yaml(&mut mesh, orders_app)).await;
+    let web_identity = mesh.identity("web-sidecar", &id(WEB));
+    let yaml = format!(
+        "trust_domain: {DOMAIN}\n{}admin: {{ address: 127.0.0.1:0 }}\naccess_log: {{ enabled: false }}\naudit: {{ enabled: false }}\ninbound:\n  address: 127.0.0.1:0\n  app: {web_app}\n  routes:\n    - {{ name: web, match: {{ prefix: /web }}, allow: [\"spiffe://{DOMAIN}/ns/shop/*\"] }}\noutbound:\n  address: 127.0.0.1:0\n  destinations:\n    orders: {{ targets: [\"{}\"], spiffe_id: \"{}\" }}\n",
+        identity_yaml(&web_identity),
+        orders.inbound(),
+        id(ORDERS)
+    );
+    let web = Sidecar::start(dir.path(), "web", &yaml).await;
+    let caller = mesh.identity("reports", &id(REPORTS));
+    // A valid caller on web's mTLS port, naming web's outbound destination, must not be relayed to it
+    // with web's identity (the outbound routes are bound to the loopback listener).
+    let request = "GET /orders/1 HTTP/1.1\r\nhost: orders\r\nconnection: close\r\n\r\n";
+    let answer = mtls_exchange(web.inbound(), &mesh.bundle(), &id(WEB), Some(&caller), request)
+        .await
+        .unwrap();
+    assert_eq!(support::status_of(&answer), 404, "{answer}");
+    assert!(!answer.contains("orders-app"), "{answer}");
+    // The same request from the app, on the loopback outbound port, is relayed.
+    let reply = support::call(&format!("http://{}/orders/1", web.outbound()), &[("host", "orders")]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("orders-app"));
+}
