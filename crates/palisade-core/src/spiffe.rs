@@ -57,11 +57,6 @@ impl SpiffeId {
         })
     }
 
-    /// `spiffe://DOMAIN` itself: the ID of a trust domain (used for CA certificates).
-    pub fn of_trust_domain(domain: &str) -> Result<Self, SpiffeIdError> {
-        Self::parse(&format!("{SCHEME}{domain}"))
-    }
-
     pub fn trust_domain(&self) -> &str {
         &self.text[SCHEME.len()..self.path_start]
     }
@@ -172,7 +167,7 @@ mod tests {
         let id = SpiffeId::parse("spiffe://example.org/ns/shop/sa/orders").unwrap();
         assert_eq!(id.trust_domain(), "example.org");
         assert_eq!(id.path(), "/ns/shop/sa/orders");
-        let domain = SpiffeId::of_trust_domain("example.org").unwrap();
+        let domain = SpiffeId::parse("spiffe://example.org").unwrap();
         assert_eq!(domain.path(), "");
     }
 

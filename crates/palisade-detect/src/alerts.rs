@@ -123,8 +123,7 @@ impl AlertBook {
         }
     }
 
-    /// Subjects with an open alert of `detector` whose condition was not evaluated this tick (their
-    /// state went idle or was evicted) count as clear.
+    /// The subjects with an open alert of `detector`.
     pub fn open_subjects(&self, detector: &'static str) -> Vec<String> {
         self.open
             .keys()

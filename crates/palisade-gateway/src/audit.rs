@@ -31,10 +31,7 @@ fn facts(runtime: &Runtime, context: &RequestContext, status: u16) -> RequestFac
         path: context.path.clone(),
         host: context.host.clone(),
         client_ip: Some(context.client_ip),
-        route: context
-            .route_index
-            .and_then(|index| runtime.routes.get(index))
-            .map(|route| route.name.clone()),
+        route: runtime.route_name(context.route_index).map(str::to_string),
         listener: Some(context.listener.to_string()),
         status: Some(status),
     }
@@ -58,10 +55,7 @@ pub fn refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError
     let Some(kind) = kind_of(error) else {
         return;
     };
-    let route = context
-        .route_index
-        .and_then(|index| runtime.routes.get(index))
-        .map_or("none", |route| route.name.as_str());
+    let route = runtime.route_name(context.route_index).unwrap_or("none");
     runtime.metrics.denied(route, stage_of(kind), error.reason());
     let Some(log) = &runtime.audit else {
         return;

@@ -73,6 +73,11 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The name of the route at `index` (the context's `route_index`), if one matched.
+    pub fn route_name(&self, index: Option<usize>) -> Option<&str> {
+        index.and_then(|i| self.routes.get(i)).map(|route| route.name.as_str())
+    }
+
     pub fn route_metrics(&self, index: Option<usize>) -> RouteMetrics {
         index
             .and_then(|i| self.routes.get(i))

@@ -172,10 +172,6 @@ impl CertificateAuthority {
         &self.meta.trust_domain
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     pub fn bundle_pem(&self) -> Result<String, CaError> {
         read_text(&self.dir.join(BUNDLE))
     }

@@ -195,10 +195,7 @@ fn decorate(
 /// Refusals of the traffic stages are counted by route and reason (rate limits count their own).
 fn record_refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError) {
     if matches!(error, GatewayError::IpDenied | GatewayError::TooManyInFlight) {
-        let route = context
-            .route_index
-            .and_then(|index| runtime.routes.get(index))
-            .map_or("none", |route| route.name.as_str());
+        let route = runtime.route_name(context.route_index).unwrap_or("none");
         runtime.metrics.traffic_refused(route, error.reason());
     }
 }

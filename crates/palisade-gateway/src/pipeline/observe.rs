@@ -94,10 +94,7 @@ impl Record {
             client_ip: Some(context.client_ip),
             method: context.method.to_string(),
             path: context.path,
-            route: context
-                .route_index
-                .and_then(|i| self.runtime.routes.get(i))
-                .map(|r| r.name.clone()),
+            route: self.runtime.route_name(context.route_index).map(str::to_string),
             status: self.status,
             bytes_in: context.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,

@@ -400,21 +400,27 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A denied `GET /admin` as the tests of this module and its sinks use it.
+#[cfg(test)]
+pub(crate) fn sample_request() -> RequestFacts {
+    RequestFacts {
+        request_id: "r-1".into(),
+        method: "GET".into(),
+        path: "/admin".into(),
+        host: "api.example.com".into(),
+        client_ip: Some("192.0.2.7".parse().unwrap()),
+        route: Some("admin".into()),
+        listener: Some("public".into()),
+        status: Some(403),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn request() -> RequestFacts {
-        RequestFacts {
-            request_id: "r-1".into(),
-            method: "GET".into(),
-            path: "/admin".into(),
-            host: "api.example.com".into(),
-            client_ip: Some("192.0.2.7".parse().unwrap()),
-            route: Some("admin".into()),
-            listener: Some("public".into()),
-            status: Some(403),
-        }
+        sample_request()
     }
 
     #[test]

@@ -258,16 +258,7 @@ mod tests {
     use crate::audit::event::{EventKind, RequestFacts};
 
     fn request() -> RequestFacts {
-        RequestFacts {
-            request_id: "r-1".into(),
-            method: "GET".into(),
-            path: "/admin".into(),
-            host: "api.example.com".into(),
-            client_ip: Some("192.0.2.7".parse().unwrap()),
-            route: Some("admin".into()),
-            listener: Some("public".into()),
-            status: Some(403),
-        }
+        crate::audit::event::sample_request()
     }
 
     #[tokio::test(flavor = "current_thread")]
