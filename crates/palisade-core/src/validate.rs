@@ -33,12 +33,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     }
     if let Some(otlp) = &config.audit.otlp {
         let endpoint = &otlp.endpoint;
-        let secure = match endpoint.parse::<http::Uri>() {
-            Ok(uri) if uri.scheme_str() == Some("https") => uri.host().is_some(),
-            Ok(uri) if uri.scheme_str() == Some("http") => crate::validate_auth::is_loopback_http(&uri),
-            _ => false,
-        };
-        if !secure {
+        if !is_secure_url(endpoint) {
             diagnostics.general(format!(
                 "audit.otlp.endpoint {endpoint:?} must be an https:// URL (http:// only to a loopback address)"
             ));
@@ -59,6 +54,7 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
             }
         }
     }
+    validate_detection(config, diagnostics);
     for (name, cluster) in &config.clusters {
         validate_cluster(name, &cluster.value, diagnostics);
         if cluster.value.targets.is_empty() {
@@ -316,10 +312,99 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
         .and_then(|s| s.tls.as_mut())
         .and_then(|t| t.ca.as_mut());
     let otlp_ca = config.audit.otlp.as_mut().and_then(|o| o.ca.as_mut());
-    for ca in syslog_ca.into_iter().chain(otlp_ca) {
+    let webhook_ca = config.detection.webhook.as_mut().and_then(|w| w.ca.as_mut());
+    for ca in syslog_ca.into_iter().chain(otlp_ca).chain(webhook_ca) {
         if ca.is_relative() {
             *ca = dir.join(&*ca);
         }
+    }
+}
+
+/// Detection thresholds in range, responses complete, the webhook secure and its secrets resolvable.
+fn validate_detection(config: &Config, diagnostics: &mut Diagnostics) {
+    let detection = &config.detection;
+    if detection.max_clients == 0 || detection.max_responses == 0 {
+        diagnostics.general("detection.max_clients and detection.max_responses must be at least 1");
+    }
+    let clear = detection.clear_after.get();
+    if clear < std::time::Duration::from_secs(1) || clear > std::time::Duration::from_secs(3600) {
+        diagnostics.general("detection.clear_after must be between 1s and 1h");
+    }
+    let spike = &detection.rate_spike;
+    if !(spike.min_ratio >= 1.0 && spike.min_ratio.is_finite()) || spike.min_requests == 0 {
+        diagnostics.general("detection.rate_spike: min_ratio must be at least 1 and min_requests at least 1");
+    }
+    let upstream = &detection.upstream_errors;
+    if !(upstream.error_ratio > 0.0 && upstream.error_ratio <= 1.0) {
+        diagnostics.general("detection.upstream_errors.error_ratio must be above 0 and at most 1");
+    }
+    for (name, detector) in [
+        ("auth_failures", &detection.auth_failures),
+        ("scanning", &detection.scanning),
+        ("probing", &detection.probing),
+    ] {
+        if detector.threshold == Some(0) {
+            diagnostics.general(format!("detection.{name}.threshold must be at least 1"));
+        }
+        let window_ok = detector.window.is_none_or(|w| {
+            (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&w.get())
+        });
+        if !window_ok {
+            diagnostics.general(format!("detection.{name}.window must be between 1s and 1h"));
+        }
+        if let Some(respond) = &detector.respond {
+            validate_response(name, respond, diagnostics);
+        }
+    }
+    if let Some(webhook) = &detection.webhook {
+        if !is_secure_url(&webhook.url) {
+            diagnostics.general(format!(
+                "detection.webhook.url {:?} must be an https:// URL (http:// only to a loopback address)",
+                webhook.url
+            ));
+        }
+        if webhook.max_attempts == 0 {
+            diagnostics.general("detection.webhook.max_attempts must be at least 1");
+        }
+        for (name, value) in &webhook.headers {
+            if let Err(error) = value.resolve() {
+                diagnostics.general(format!("detection.webhook.headers.{name}: {error}"));
+            }
+        }
+    }
+    if let Some(Err(error)) = config.admin.token.as_ref().map(|token| token.resolve()) {
+        diagnostics.general(format!("admin.token: {error}"));
+    }
+}
+
+fn validate_response(detector: &str, respond: &Spanned<crate::config::ResponseConfig>, diagnostics: &mut Diagnostics) {
+    use crate::config::ResponseAction;
+    let ttl = respond.value.ttl.get();
+    if ttl < std::time::Duration::from_secs(1) || ttl > std::time::Duration::from_secs(7 * 24 * 3600) {
+        diagnostics.on(
+            respond,
+            format!("detection.{detector}.respond.ttl must be between 1s and 7d"),
+        );
+    }
+    match (respond.value.action, &respond.value.rate) {
+        (ResponseAction::Limit, None) => diagnostics.on(
+            respond,
+            format!("detection.{detector}.respond: action limit needs a rate, e.g. rate: 1/s"),
+        ),
+        (ResponseAction::Block, Some(_)) => diagnostics.on(
+            respond,
+            format!("detection.{detector}.respond: action block takes no rate"),
+        ),
+        _ => {}
+    }
+}
+
+/// `https://host…`, or `http://` to a loopback address.
+fn is_secure_url(url: &str) -> bool {
+    match url.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("https") => uri.host().is_some(),
+        Ok(uri) if uri.scheme_str() == Some("http") => crate::validate_auth::is_loopback_http(&uri),
+        _ => false,
     }
 }
 

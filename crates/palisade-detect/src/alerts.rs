@@ -46,6 +46,8 @@ pub struct Finding {
     pub firing: bool,
     pub severity: Severity,
     pub value: f64,
+    /// `value` over the detector's threshold (for the anomaly score metric).
+    pub score: f64,
     pub message: String,
 }
 
@@ -123,6 +125,10 @@ impl AlertBook {
         }
     }
 
+    pub fn set_clear_ticks(&mut self, clear_ticks: u32) {
+        self.clear_ticks = clear_ticks;
+    }
+
     /// The subjects with an open alert of `detector`.
     pub fn open_subjects(&self, detector: &'static str) -> Vec<String> {
         self.open
@@ -156,6 +162,7 @@ mod tests {
             firing,
             severity: Severity::High,
             value,
+            score: 1.0,
             message: "m".into(),
         }
     }

@@ -17,7 +17,7 @@ pub mod alerts;
 pub mod baseline;
 pub mod window;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::IpAddr;
 
@@ -35,13 +35,21 @@ pub struct RequestRecord<'a> {
     pub status: u16,
     /// The gateway's reason code when it answered itself.
     pub reason: Option<&'a str>,
-    /// The normalized path (for counting distinct unknown paths; only a hash is kept).
-    pub path: &'a str,
+    /// [`hash_path`] of the normalized path, for 404/405 answers (distinct unknown paths are
+    /// counted by hash; no path is kept).
+    pub path_hash: u64,
     /// The cluster, when the request was sent upstream.
     pub cluster: Option<&'a str>,
 }
 
-#[derive(Debug, Clone)]
+/// The hash [`RequestRecord::path_hash`] expects.
+pub fn hash_path(path: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    path.hash(&mut hasher);
+    hasher.finish()
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct DetectorConfig {
     pub rate_spike: RateSpikeConfig,
     pub auth_failures: ThresholdConfig,
@@ -54,8 +62,9 @@ pub struct DetectorConfig {
     pub clear_ticks: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateSpikeConfig {
+    pub enabled: bool,
     /// Baseline half-life, in ticks.
     pub half_life: f64,
     /// Ticks of history before the detector may fire.
@@ -71,15 +80,17 @@ pub struct RateSpikeConfig {
 }
 
 /// Events of one kind from one client in a sliding window: open at `open_at`, close below `close_below`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdConfig {
+    pub enabled: bool,
     pub window_seconds: usize,
     pub open_at: u32,
     pub close_below: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamConfig {
+    pub enabled: bool,
     pub window_seconds: usize,
     pub min_requests: u32,
     /// Failed share that opens an alert.
@@ -90,6 +101,7 @@ impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
             rate_spike: RateSpikeConfig {
+                enabled: true,
                 half_life: 300.0,
                 warm_up: 60,
                 min_score: 8.0,
@@ -98,21 +110,25 @@ impl Default for DetectorConfig {
                 sustain: 2,
             },
             auth_failures: ThresholdConfig {
+                enabled: true,
                 window_seconds: 60,
                 open_at: 20,
                 close_below: 5,
             },
             scanning: ThresholdConfig {
+                enabled: true,
                 window_seconds: 60,
                 open_at: 50,
                 close_below: 10,
             },
             probing: ThresholdConfig {
+                enabled: true,
                 window_seconds: 60,
                 open_at: 30,
                 close_below: 5,
             },
             upstream_errors: UpstreamConfig {
+                enabled: true,
                 window_seconds: 10,
                 min_requests: 20,
                 open_ratio: 0.25,
@@ -148,6 +164,8 @@ pub struct Detector {
     clients: HashMap<IpAddr, ClientState>,
     clusters: HashMap<String, ClusterState>,
     alerts: AlertBook,
+    /// The highest score of each detector at the last tick (1.0 = at its threshold).
+    scores: BTreeMap<&'static str, f64>,
 }
 
 const RATE_SPIKE: &str = "rate_spike";
@@ -167,7 +185,25 @@ impl Detector {
             clients: HashMap::new(),
             clusters: HashMap::new(),
             alerts,
+            scores: BTreeMap::new(),
         }
+    }
+
+    /// Applies new settings (a reload). Per-client and per-cluster counts start over, since their
+    /// windows may have changed; route baselines and open alerts are kept.
+    pub fn reconfigure(&mut self, config: DetectorConfig) {
+        if config == self.config {
+            return;
+        }
+        self.clients.clear();
+        self.clusters.clear();
+        self.alerts.set_clear_ticks(config.clear_ticks);
+        self.config = config;
+    }
+
+    /// The highest score of each detector at the last tick: the measured value over its threshold.
+    pub fn scores(&self) -> &BTreeMap<&'static str, f64> {
+        &self.scores
     }
 
     /// Records one answered request at second `now`.
@@ -205,9 +241,7 @@ impl Detector {
             401 => client.auth_failures.add(now, 1),
             403 if record.reason == Some("forbidden") => client.forbidden.add(now, 1),
             404 | 405 => {
-                let mut hasher = DefaultHasher::new();
-                record.path.hash(&mut hasher);
-                client.unknown_paths.push_back((now, hasher.finish()));
+                client.unknown_paths.push_back((now, record.path_hash));
                 if client.unknown_paths.len() > 512 {
                     client.unknown_paths.pop_front();
                 }
@@ -257,10 +291,30 @@ impl Detector {
         self.evaluate_routes(&mut findings);
         self.evaluate_clients(now, &mut findings);
         self.evaluate_clusters(now, &mut findings);
+        self.scores.clear();
+        for finding in &mut findings {
+            // A disabled detector still closes the alerts it had open.
+            if !self.enabled(finding.detector) {
+                finding.firing = false;
+                finding.score = 0.0;
+            }
+            let score = self.scores.entry(finding.detector).or_insert(0.0);
+            *score = score.max(finding.score);
+        }
         findings
             .into_iter()
             .filter_map(|finding| self.alerts.apply(now, finding))
             .collect()
+    }
+
+    fn enabled(&self, detector: &str) -> bool {
+        match detector {
+            RATE_SPIKE => self.config.rate_spike.enabled,
+            AUTH_FAILURES => self.config.auth_failures.enabled,
+            SCANNING => self.config.scanning.enabled,
+            PROBING => self.config.probing.enabled,
+            _ => self.config.upstream_errors.enabled,
+        }
     }
 
     fn evaluate_routes(&mut self, findings: &mut Vec<Finding>) {
@@ -287,6 +341,11 @@ impl Detector {
                 firing,
                 severity: Severity::Medium,
                 value: count,
+                score: if warmed_up {
+                    count / (config.min_ratio * mean.max(1.0)).max(config.min_count)
+                } else {
+                    0.0
+                },
                 message: format!("route {route}: {count:.0} requests/s against a baseline of {mean:.1}"),
             });
         }
@@ -360,6 +419,7 @@ impl Detector {
                         firing: false,
                         severity: Severity::Low,
                         value: 0.0,
+                        score: 0.0,
                         message: String::new(),
                     });
                 }
@@ -386,6 +446,11 @@ impl Detector {
                 firing,
                 severity: Severity::High,
                 value: ratio,
+                score: if requests >= config.min_requests {
+                    ratio / config.open_ratio
+                } else {
+                    0.0
+                },
                 message: format!(
                     "cluster {cluster}: {failures} of {requests} upstream exchanges failed in {} s",
                     config.window_seconds
@@ -420,6 +485,7 @@ fn threshold(
         firing: count >= config.open_at || (open && count >= config.close_below),
         severity,
         value: f64::from(count),
+        score: f64::from(count) / f64::from(config.open_at.max(1)),
         message,
     }
 }

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use palisade_detect::{AlertChange, Detector, DetectorConfig, RequestRecord};
+use palisade_detect::{hash_path, AlertChange, Detector, DetectorConfig, RequestRecord};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -33,7 +33,7 @@ fn normal_second(detector: &mut Detector, rng: &mut StdRng, now: u64, rate: u32)
             client: who,
             status,
             reason,
-            path: &path,
+            path_hash: hash_path(&path),
             cluster: matches!(status, 200 | 502).then_some("orders"),
         };
         detector.observe(now, &record);
@@ -107,7 +107,7 @@ fn twenty_failed_logins_from_one_address_in_a_minute_alert() {
                 client: attacker,
                 status: 401,
                 reason: Some("bad_signature"),
-                path: "/login",
+                path_hash: hash_path("/login"),
                 cluster: None,
             };
             detector.observe(now, &record);
@@ -141,7 +141,7 @@ fn a_scan_of_fifty_unknown_paths_alerts() {
                     client: scanner,
                     status: 404,
                     reason: Some("no_route"),
-                    path: &path,
+                    path_hash: hash_path(&path),
                     cluster: None,
                 };
                 detector.observe(now, &record);
@@ -172,7 +172,7 @@ fn failing_upstreams_alert_per_cluster() {
                     client: client(1),
                     status: 503,
                     reason: Some("upstream_timeout"),
-                    path: "/api/orders",
+                    path_hash: hash_path("/api/orders"),
                     cluster: Some("orders"),
                 };
                 detector.observe(now, &record);
@@ -202,7 +202,7 @@ fn client_state_stays_bounded_under_address_spraying() {
             client: client(n),
             status: 401,
             reason: Some("bad_signature"),
-            path: "/login",
+            path_hash: hash_path("/login"),
             cluster: None,
         };
         detector.observe(now, &record);

@@ -1,25 +1,36 @@
 //! The admin listener (loopback by default): `/healthz` (the process answers), `/readyz` (a config is
-//! loaded and every cluster has a target in rotation) and `/metrics` (Prometheus/OpenMetrics text).
-//! It is read-only; nothing here changes state.
+//! loaded and every cluster has a target in rotation) and `/metrics` (Prometheus/OpenMetrics text)
+//! answer anyone who can reach it. `/alerts` and `/responses` (list, add, revoke blocks and limits)
+//! need `Authorization: Bearer` with `admin.token`; without a configured token they are refused,
+//! so nothing here changes state unauthenticated. Changes and refusals are audit events.
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use palisade_core::config::{Rate, ResponseAction};
 use palisade_core::problem::Problem;
+use palisade_limits::responses::{Action, ActiveResponse, Target};
+use palisade_limits::ResponseTable;
+use palisade_telemetry::{AuditEvent, EventKind};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::pipeline::responses::now_secs;
+use crate::runtime::Runtime;
 use crate::Shared;
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(_) => continue,
@@ -28,7 +39,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: 
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| answer(shared.clone(), request));
+            let service = hyper::service::service_fn(move |request| answer(shared.clone(), peer.ip(), request));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -39,7 +50,22 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: 
     }
 }
 
-async fn answer(shared: Arc<Shared>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    shared: Arc<Shared>,
+    peer: IpAddr,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let path = request.uri().path();
+    if path == "/alerts" || path == "/responses" || path.starts_with("/responses/") {
+        let runtime = shared.runtime.load_full();
+        return Ok(match check_token(&runtime, &request) {
+            Ok(()) => responses_api(&runtime, peer, request).await,
+            Err(refusal) => {
+                record(&runtime, peer, &request, Some(refusal.reason()));
+                refusal.response()
+            }
+        });
+    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return Ok(problem(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -95,4 +121,212 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
 fn problem(status: StatusCode, slug: &str, title: &str) -> Response<Full<Bytes>> {
     let body = Problem::new(status, slug, title).to_json();
     text(status, palisade_core::problem::CONTENT_TYPE, body)
+}
+
+/// Why an admin call was refused before it did anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// `admin.token` is not set: the state-changing API is off.
+    NotConfigured,
+    MissingToken,
+    WrongToken,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotConfigured => "admin_token_not_configured",
+            Refusal::MissingToken => "admin_token_missing",
+            Refusal::WrongToken => "admin_token_invalid",
+        }
+    }
+
+    fn response(self) -> Response<Full<Bytes>> {
+        if self == Refusal::NotConfigured {
+            let body = Problem::new(StatusCode::FORBIDDEN, "admin-api-disabled", "Forbidden")
+                .with_detail("Set admin.token to use this endpoint.")
+                .to_json();
+            return text(StatusCode::FORBIDDEN, palisade_core::problem::CONTENT_TYPE, body);
+        }
+        let mut response = problem(StatusCode::UNAUTHORIZED, "unauthenticated", "Unauthorized");
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"palisade-admin\""),
+        );
+        response
+    }
+}
+
+/// The bearer token against `admin.token`, compared in constant time.
+fn check_token(runtime: &Runtime, request: &Request<Incoming>) -> Result<(), Refusal> {
+    let configured = runtime.config.admin.token.as_ref().ok_or(Refusal::NotConfigured)?;
+    let expected = configured.resolve().map_err(|_| Refusal::NotConfigured)?;
+    let presented = request
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or(Refusal::MissingToken)?;
+    if bool::from(presented.trim().as_bytes().ct_eq(expected.expose().as_bytes())) {
+        Ok(())
+    } else {
+        Err(Refusal::WrongToken)
+    }
+}
+
+/// `/alerts` and `/responses`, once the caller is authenticated.
+async fn responses_api(runtime: &Runtime, peer: IpAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = request.uri().path().to_string();
+    let method = request.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/alerts") => json(StatusCode::OK, &runtime.detection.alerts()),
+        (&Method::GET, "/responses") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "responses": runtime.responses.list() }),
+        ),
+        (&Method::POST, "/responses") => {
+            let answer = add_response(runtime, request).await;
+            let refused = (!answer.status().is_success()).then_some("invalid_request");
+            record_call(runtime, peer, &method, "/responses", refused);
+            answer
+        }
+        (&Method::DELETE, id) if id.starts_with("/responses/") => {
+            let id = &id["/responses/".len()..];
+            let answer = revoke_response(runtime, id);
+            let refused = (!answer.status().is_success()).then_some("unknown_response");
+            record_call(runtime, peer, &method, "/responses/{id}", refused);
+            answer
+        }
+        (_, "/alerts") => method_not_allowed("GET"),
+        (_, "/responses") => method_not_allowed("GET, POST"),
+        (_, _) if path.starts_with("/responses/") => method_not_allowed("DELETE"),
+        _ => problem(StatusCode::NOT_FOUND, "not-found", "Not Found"),
+    }
+}
+
+/// The body of `POST /responses`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewResponse {
+    ip: Option<String>,
+    subject: Option<String>,
+    action: ResponseAction,
+    ttl: palisade_core::units::Duration,
+    rate: Option<Rate>,
+    reason: Option<String>,
+}
+
+const MAX_BODY: usize = 16 * 1024;
+const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+async fn add_response(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return bad_request("The body is unreadable or larger than 16KiB."),
+    };
+    let new: NewResponse = match serde_json::from_slice(&body) {
+        Ok(new) => new,
+        Err(error) => {
+            let mut detail = format!("The body is not a response: {error}");
+            detail.truncate(300);
+            return bad_request(&detail);
+        }
+    };
+    let target = match (&new.ip, &new.subject) {
+        (Some(ip), None) => match ip.parse::<IpAddr>() {
+            Ok(ip) => Target::ip(ip),
+            Err(_) => return bad_request("ip is not an IP address."),
+        },
+        (None, Some(subject)) if !subject.is_empty() && subject.len() <= 1024 => Target::Subject(subject.clone()),
+        _ => return bad_request("Give exactly one of ip or subject (at most 1024 characters)."),
+    };
+    let ttl = new.ttl.get();
+    if ttl < std::time::Duration::from_secs(1) || ttl > MAX_TTL {
+        return bad_request("ttl must be between 1s and 7d.");
+    }
+    let action = match (new.action, new.rate) {
+        (ResponseAction::Block, None) => Action::Block,
+        (ResponseAction::Limit, Some(_)) => Action::Limit,
+        _ => return bad_request("action limit needs a rate (e.g. \"1/s\"); action block takes none."),
+    };
+    let mut response = ActiveResponse::new(target, action, new.rate, ttl, now_secs());
+    response.reason = new.reason.unwrap_or_else(|| "set through the admin API".into());
+    response.reason.truncate(500);
+    match crate::detection::take(runtime, response.clone()) {
+        Ok(()) => json(StatusCode::CREATED, &response),
+        Err(error) => {
+            let body = Problem::new(StatusCode::CONFLICT, "too-many-responses", "Conflict")
+                .with_detail(error.to_string())
+                .to_json();
+            text(StatusCode::CONFLICT, palisade_core::problem::CONTENT_TYPE, body)
+        }
+    }
+}
+
+fn revoke_response(runtime: &Runtime, id: &str) -> Response<Full<Bytes>> {
+    let Some(response) = runtime.responses.remove(id) else {
+        return problem(StatusCode::NOT_FOUND, "not-found", "Not Found");
+    };
+    crate::detection::lifted(runtime, &response, "revoked");
+    if let Some(store) = runtime.limit_store.clone() {
+        // Every gateway lifts it at its next synchronization.
+        tokio::spawn(async move {
+            if let Err(error) = ResponseTable::publish_revocation(&store, &response).await {
+                tracing::warn!(%error, id = %response.id, "revocation not shared; other gateways keep the response until it expires");
+            }
+        });
+    }
+    let mut answer = text(StatusCode::NO_CONTENT, "text/plain", Bytes::new());
+    answer.headers_mut().remove(CONTENT_TYPE);
+    answer
+}
+
+/// A state change, or a refused call, as an API Activity audit event.
+fn record(runtime: &Runtime, peer: IpAddr, request: &Request<Incoming>, refused: Option<&'static str>) {
+    let path = request.uri().path();
+    let operation = if path.starts_with("/responses/") {
+        "/responses/{id}"
+    } else {
+        path
+    };
+    record_call(runtime, peer, request.method(), operation, refused);
+}
+
+fn record_call(runtime: &Runtime, peer: IpAddr, method: &Method, operation: &str, refused: Option<&'static str>) {
+    let Some(log) = &runtime.audit else {
+        return;
+    };
+    // Only an admin path is ever recorded (never a caller-chosen string beyond it).
+    let operation = match operation {
+        "/alerts" | "/responses" | "/responses/{id}" => format!("{method} {operation}"),
+        _ => return,
+    };
+    let kind = if refused.is_some() {
+        EventKind::AdminRefused
+    } else {
+        EventKind::AdminAction
+    };
+    log.record(AuditEvent::for_admin(kind, operation, peer, refused));
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    text(status, "application/json", body)
+}
+
+fn bad_request(detail: &str) -> Response<Full<Bytes>> {
+    let body = Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad Request")
+        .with_detail(detail.to_string())
+        .to_json();
+    text(StatusCode::BAD_REQUEST, palisade_core::problem::CONTENT_TYPE, body)
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut response = problem(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method Not Allowed",
+    );
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
 }

@@ -15,7 +15,8 @@ fn kind_of(error: &GatewayError) -> Option<EventKind> {
     Some(match error {
         GatewayError::Unauthenticated { .. } | GatewayError::AuthUnavailable => EventKind::AuthenticationFailed,
         GatewayError::Forbidden => EventKind::AuthorizationDenied,
-        GatewayError::IpDenied => EventKind::IpBlocked,
+        GatewayError::IpDenied | GatewayError::ClientBlocked => EventKind::IpBlocked,
+        GatewayError::PrincipalBlocked => EventKind::AuthorizationDenied,
         GatewayError::RateLimited { .. } => EventKind::RateLimited,
         GatewayError::Invalid(_) => EventKind::ValidationFailed,
         GatewayError::BadFraming(_) | GatewayError::BadPath(_) => EventKind::RequestRejected,

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod context;
+pub mod detection;
 pub mod framing;
 pub mod listener;
 pub mod pipeline;
@@ -150,6 +151,11 @@ impl Gateway {
             .map_err(|source| bind_error(&config.config.admin.address.value, source))?;
         tasks.push(tokio::spawn(admin::serve(
             admin_listener,
+            shared.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(detection::run(shared.clone(), stopped.clone())));
+        tasks.push(tokio::spawn(detection::maintain_responses(
             shared.clone(),
             stopped.clone(),
         )));

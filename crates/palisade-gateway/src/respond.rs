@@ -30,6 +30,10 @@ pub enum GatewayError {
     AuthUnavailable,
     /// The client address is on a deny list or missing from an allow list.
     IpDenied,
+    /// An active response (an alert's automatic block, or an operator's) blocks this client address.
+    ClientBlocked,
+    /// An active response blocks this principal.
+    PrincipalBlocked,
     /// A rate limit of the route is exhausted for this caller.
     RateLimited {
         retry_after_secs: u64,
@@ -63,7 +67,11 @@ impl GatewayError {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            GatewayError::Forbidden | GatewayError::IpDenied | GatewayError::CorsRejected => StatusCode::FORBIDDEN,
+            GatewayError::Forbidden
+            | GatewayError::IpDenied
+            | GatewayError::CorsRejected
+            | GatewayError::ClientBlocked
+            | GatewayError::PrincipalBlocked => StatusCode::FORBIDDEN,
             GatewayError::Gone { .. } => StatusCode::GONE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::TooManyInFlight => StatusCode::SERVICE_UNAVAILABLE,
@@ -87,6 +95,8 @@ impl GatewayError {
             GatewayError::AuthUnavailable => AuthFailure::ProviderUnavailable.reason(),
             GatewayError::Forbidden => "forbidden",
             GatewayError::IpDenied => "ip_denied",
+            GatewayError::ClientBlocked => "client_blocked",
+            GatewayError::PrincipalBlocked => "principal_blocked",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::TooManyInFlight => "too_many_in_flight",
             GatewayError::CorsRejected => "cors_rejected",
@@ -119,6 +129,10 @@ impl GatewayError {
                 .with_detail("You are not allowed to perform this request."),
             GatewayError::IpDenied => Problem::new(status, "ip-denied", "Forbidden")
                 .with_detail("Requests from your network are not allowed here."),
+            GatewayError::ClientBlocked | GatewayError::PrincipalBlocked => {
+                Problem::new(status, "temporarily-blocked", "Forbidden")
+                    .with_detail("Requests from this client are temporarily blocked.")
+            }
             GatewayError::RateLimited { .. } => Problem::new(status, "rate-limited", "Too Many Requests")
                 .with_detail("You have sent too many requests; retry after the time in the Retry-After header."),
             GatewayError::TooManyInFlight => Problem::new(status, "too-many-in-flight", "Service Unavailable")

@@ -9,12 +9,13 @@ use palisade_auth::identity::InternalSigner;
 use palisade_auth::{AuthMethodKind, Authenticator, RouteAuth};
 use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
 use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
-use palisade_limits::{InFlight, IpRules, RateLimit, SharedStore, StoreHealth};
+use palisade_limits::{InFlight, IpRules, RateLimit, ResponseTable, SharedStore, StoreHealth};
 use palisade_telemetry::access_log::Destination;
 use palisade_telemetry::audit::{AuditLog, AuditSink, OtlpTarget, SyslogTarget};
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
+use crate::detection::DetectionFeed;
 use crate::pipeline::cors::Cors;
 use crate::pipeline::forwarded::TrustedProxies;
 use crate::pipeline::lifecycle::Lifecycle;
@@ -27,6 +28,9 @@ use crate::upstream::Cluster;
 /// A route's settings, by its index in the config.
 pub struct RouteRuntime {
     pub name: String,
+    /// The route's and its cluster's names, shared with the detectors without copying.
+    pub label: Arc<str>,
+    pub cluster_label: Arc<str>,
     pub cluster: Arc<Cluster>,
     pub protocol: UpstreamProtocol,
     pub max_body_bytes: u64,
@@ -69,6 +73,10 @@ pub struct Runtime {
     pub limit_store: Option<Arc<SharedStore>>,
     pub metrics: Metrics,
     pub security_headers: SecurityHeaders,
+    /// Blocks and tightened limits in force; kept across reloads.
+    pub responses: Arc<ResponseTable>,
+    /// The queue into the anomaly detectors and their alerts; kept across reloads.
+    pub detection: Arc<DetectionFeed>,
     unrouted_metrics: RouteMetrics,
 }
 
@@ -154,6 +162,8 @@ impl Runtime {
                 let protocol = config.clusters.get(&route.cluster.value)?.value.protocol;
                 Some(RouteRuntime {
                     name: route.name.value.clone(),
+                    label: route.name.value.as_str().into(),
+                    cluster_label: route.cluster.value.as_str().into(),
                     cluster,
                     protocol,
                     max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes).get(),
@@ -216,6 +226,11 @@ impl Runtime {
             limit_store,
             metrics: metrics.clone(),
             security_headers: SecurityHeaders::compile(&config.security_headers),
+            responses: previous.map_or_else(
+                || Arc::new(ResponseTable::new(config.detection.max_responses)),
+                |p| p.responses.clone(),
+            ),
+            detection: previous.map_or_else(|| Arc::new(DetectionFeed::new()), |p| p.detection.clone()),
             unrouted_metrics: metrics.route("none"),
             config,
         })

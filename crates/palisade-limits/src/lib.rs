@@ -7,6 +7,7 @@
 pub mod in_flight;
 pub mod ip;
 pub mod local;
+pub mod responses;
 pub mod shared;
 pub mod store;
 
@@ -18,6 +19,7 @@ use palisade_core::config::{LimitKey, Rate, RouteRateLimit, StoreErrorPolicy};
 pub use in_flight::{InFlight, InFlightGuard};
 pub use ip::{IpRules, IpSet};
 pub use local::LocalLimit;
+pub use responses::{ActiveResponse, Enforcement, ResponseTable};
 pub use shared::{SharedStore, StoreHealth};
 
 /// Who a limit counts, as the store keys it: addresses as numbers (no text to build per request),

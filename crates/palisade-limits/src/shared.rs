@@ -23,6 +23,9 @@ use crate::Verdict;
 /// How long the store is left alone after a failure before one call probes it again.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 
+/// The longest wait of a background command (response sharing), whatever the decision timeout.
+const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// GCRA on the server. KEYS[1]: the bucket. ARGV[1]: emission interval (µs), ARGV[2]: burst.
 /// Returns {1, remaining, reset µs} or {0, retry after µs, reset µs}. Times are µs since the epoch,
 /// below 2^53, so Lua's doubles hold them exactly; `%.0f` keeps `SET` from writing them in
@@ -234,6 +237,22 @@ impl SharedStore {
                 error = why,
                 "rate-limit store is unreachable: applying rate_limits.on_store_error"
             );
+        }
+    }
+
+    /// Runs one command for a background task (not the request path): waits for the first
+    /// connection no longer than the timeout, and does not touch the breaker.
+    pub async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
+        let connection = self.connection.get().ok_or(StoreError::Unavailable)?.clone();
+        let call = async move {
+            match connection {
+                Connection::Single(mut connection) => command.query_async(&mut connection).await,
+                Connection::Cluster(mut connection) => command.query_async(&mut connection).await,
+            }
+        };
+        match tokio::time::timeout(self.timeout.max(BACKGROUND_TIMEOUT), call).await {
+            Ok(Ok(value)) => Ok(value),
+            _ => Err(StoreError::Unavailable),
         }
     }
 

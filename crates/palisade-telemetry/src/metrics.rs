@@ -93,6 +93,26 @@ struct DeprecatedLabels {
 pub const DEPRECATED_PRINCIPALS: usize = 50;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DetectorLabel {
+    /// A detector name: a fixed set.
+    detector: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlertLabels {
+    detector: String,
+    severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    /// `block` or `limit`.
+    action: String,
+    /// `detector` or `admin`.
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DenialLabels {
     /// A route name from the config, or `none` before routing.
     route: String,
@@ -135,6 +155,15 @@ pub struct Metrics {
     deprecated_calls: Family<DeprecatedLabels, Counter>,
     tls_handshake_failures: Family<HandshakeLabels, Counter>,
     denials: Family<DenialLabels, Counter>,
+    alerts_opened: Family<AlertLabels, Counter>,
+    alerts_open: Family<DetectorLabel, Gauge>,
+    anomaly_scores: Family<DetectorLabel, Gauge<f64, AtomicU64>>,
+    responses_taken: Family<ResponseLabels, Counter>,
+    responses_active: Family<ResponseLabels, Gauge>,
+    /// Requests the detectors never saw because their queue was full.
+    pub detection_dropped: Counter,
+    /// Alert notifications given up after every webhook attempt failed.
+    pub alert_webhook_failures: Counter,
     pub rate_limit_store_up: Gauge,
     pub rate_limit_store_errors: Counter,
     pub rate_limit_store_fallbacks: Counter,
@@ -290,6 +319,13 @@ impl Metrics {
             deprecated_calls: Family::default(),
             tls_handshake_failures: Family::default(),
             denials: Family::default(),
+            alerts_opened: Family::default(),
+            alerts_open: Family::default(),
+            anomaly_scores: Family::default(),
+            responses_taken: Family::default(),
+            responses_active: Family::default(),
+            detection_dropped: Counter::default(),
+            alert_webhook_failures: Counter::default(),
             rate_limit_store_up: Gauge::default(),
             rate_limit_store_errors: Counter::default(),
             rate_limit_store_fallbacks: Counter::default(),
@@ -345,6 +381,37 @@ impl Metrics {
             "denials",
             "Requests refused by a security stage, by route, stage and reason code (the audited decisions)",
             m.denials.clone(),
+        );
+        registry.register(
+            "alerts_opened",
+            "Alerts opened by the anomaly detectors, by detector and severity",
+            m.alerts_opened.clone(),
+        );
+        registry.register("alerts_open", "Alerts open now, by detector", m.alerts_open.clone());
+        registry.register(
+            "anomaly_score",
+            "The highest score of each detector at its last evaluation (1 = at its alert threshold)",
+            m.anomaly_scores.clone(),
+        );
+        registry.register(
+            "responses_taken",
+            "Automatic and manual responses (blocks, tightened limits) applied, by action and source",
+            m.responses_taken.clone(),
+        );
+        registry.register(
+            "responses_active",
+            "Responses in force now, by action and source",
+            m.responses_active.clone(),
+        );
+        registry.register(
+            "detection_dropped",
+            "Requests the anomaly detectors did not see because their queue was full",
+            m.detection_dropped.clone(),
+        );
+        registry.register(
+            "alert_webhook_failures",
+            "Alert notifications given up after every webhook attempt failed",
+            m.alert_webhook_failures.clone(),
         );
         registry.register(
             "tls_handshake_failures",
@@ -518,6 +585,38 @@ impl Metrics {
         self.denials.get_or_create(&labels).inc();
     }
 
+    /// An alert opened (`detector` and `severity` from fixed sets).
+    pub fn alert_opened(&self, detector: &str, severity: &str) {
+        let labels = AlertLabels {
+            detector: detector.to_string(),
+            severity: severity.to_string(),
+        };
+        self.alerts_opened.get_or_create(&labels).inc();
+    }
+
+    /// The detectors' state after one evaluation: open alerts and highest score per detector.
+    pub fn detector_state(&self, detector: &str, open: i64, score: f64) {
+        let label = DetectorLabel {
+            detector: detector.to_string(),
+        };
+        self.alerts_open.get_or_create(&label).set(open);
+        self.anomaly_scores.get_or_create(&label).set(score);
+    }
+
+    /// A response applied (`action`: block or limit; `source`: detector or admin).
+    pub fn response_taken(&self, action: &str, source: &str) {
+        self.responses_taken
+            .get_or_create(&response_labels(action, source))
+            .inc();
+    }
+
+    /// Responses in force, per action and source.
+    pub fn responses_active(&self, action: &str, source: &str, count: i64) {
+        self.responses_active
+            .get_or_create(&response_labels(action, source))
+            .set(count);
+    }
+
     /// `reason` is one of a fixed set of codes (see `docs/errors.md`).
     pub fn tls_handshake_failed(&self, listener: &str, reason: &'static str) {
         let labels = HandshakeLabels {
@@ -659,5 +758,12 @@ mod alert_rules {
             used += 1;
         }
         assert!(used >= 8, "the rules file was read ({used} metric uses)");
+    }
+}
+
+fn response_labels(action: &str, source: &str) -> ResponseLabels {
+    ResponseLabels {
+        action: action.to_string(),
+        source: source.to_string(),
     }
 }

@@ -11,9 +11,11 @@ use serde_saphyr::Spanned;
 use crate::units::{ByteSize, Duration};
 
 pub mod auth;
+pub mod detection;
 pub mod sidecar;
 pub mod traffic;
 pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig, PolicySetConfig};
+pub use detection::{ClientDetector, DetectionConfig, ResponseAction, ResponseConfig, WebhookConfig};
 pub use traffic::{
     CorsConfig, DeprecationConfig, IpRulesConfig, LimitKey, Rate, RateLimitsConfig, RetiredConfig, RouteRateLimit,
     SecurityHeadersConfig, StoreErrorPolicy, ValidationConfig,
@@ -42,6 +44,9 @@ pub struct Config {
     /// Security decisions as OCSF events (docs/audit-events.md).
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Anomaly detection, alerts and automatic responses (docs/observability.md).
+    #[serde(default)]
+    pub detection: DetectionConfig,
     #[serde(default)]
     pub reload: ReloadConfig,
     #[serde(default)]
@@ -94,6 +99,10 @@ pub struct TlsConfig {
 pub struct AdminConfig {
     #[serde(default = "AdminConfig::default_address")]
     pub address: Spanned<String>,
+    /// Bearer token for `/alerts` and `/responses` (`${ENV}` or `file:`). Without it, those answer
+    /// 403: nothing on the admin listener can change state unauthenticated.
+    #[serde(default)]
+    pub token: Option<crate::secret::SecretRef>,
 }
 
 impl AdminConfig {
@@ -106,6 +115,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             address: Self::default_address(),
+            token: None,
         }
     }
 }

@@ -168,6 +168,7 @@ impl SidecarConfig {
             trusted_proxies: Vec::new(),
             access_log: self.access_log,
             audit: self.audit,
+            detection: Default::default(),
             reload: self.reload,
             shutdown: self.shutdown,
             authentication,

@@ -2,9 +2,11 @@
 //! its own, returns a decision, and records what it learned in the [`RequestContext`]:
 //!
 //! 1. `normalize`    — framing verdict, request id, canonical path, client address (`forwarded`);
-//! 2. `ip_rules`     — global allow/deny lists (403), before routing reveals anything;
+//! 2. `ip_rules`     — global allow/deny lists (403), before routing reveals anything; then
+//!    `responses` — a client blocked (403) or held to a tightened limit (429) by an alert or operator;
 //! 3. `route`        — the one route for host + path + method (404 / 405); then the route's IP rules;
 //! 4. `authenticate` — the route's accepted credentials → principal (401; 503 if the IdP is down);
+//!    a blocked principal is refused here (403);
 //! 5. `rate_limit`   — in-flight limit (503) and every rate limit of the route (429);
 //! 6. `authorize`    — default deny: a rule or `allow: authenticated` must allow the principal (403);
 //! 7. `body_limit`   — declared and streamed body size (413); `validate` — the route's OpenAPI
@@ -14,7 +16,8 @@
 //! 9. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
 //! 10. respond       — errors become problem+json in [`crate::respond`]; rate-limit headers added;
 //! 11. `observe`     — metrics and access log when the response body ends; security refusals (and,
-//!     when configured, authentications) are audit events (`crate::audit`).
+//!     when configured, authentications) are audit events (`crate::audit`); every answer goes to
+//!     the anomaly detectors (`crate::detection`).
 
 pub mod authenticate;
 pub mod authorize;
@@ -26,6 +29,7 @@ pub mod lifecycle;
 pub mod normalize;
 pub mod observe;
 pub mod rate_limit;
+pub mod responses;
 pub mod route;
 pub mod security_headers;
 pub mod upstream;
@@ -82,6 +86,7 @@ async fn run(
 
     // 2. global IP rules
     ip_rules::check(runtime.ip_rules.as_ref(), context.client_ip)?;
+    responses::check_client(&runtime.responses, context.client_ip)?;
 
     // 3. route (and its own IP rules, CORS preflight, lifecycle)
     // A preflight is routed by the method it asks about; a route with `cors` answers it here.
@@ -109,6 +114,9 @@ async fn run(
         lifecycle.count_call(context.principal.as_ref().map(|p| p.subject.as_str()));
     }
     crate::audit::authenticated(runtime, context);
+    if let Some(principal) = &context.principal {
+        responses::check_principal(&runtime.responses, &principal.subject)?;
+    }
 
     // 5. rate limit
     rate_limit::check(route, request.headers(), context).await?;

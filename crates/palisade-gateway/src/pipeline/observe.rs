@@ -1,6 +1,7 @@
 //! Last stage, observe: when the response body has been sent (or abandoned), record the request in the
 //! route's metrics and the access log. Doing it at the end of the body, not when the head is ready,
-//! gives the true duration and byte count of streamed responses.
+//! gives the true duration and byte count of streamed responses. With detection on, the answer is
+//! also handed to the anomaly detectors.
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -12,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use palisade_telemetry::{AccessLogEntry, RouteMetrics};
 
 use crate::context::RequestContext;
+use crate::detection::Observation;
 use crate::runtime::Runtime;
 use crate::upstream::{BoxError, ProxyBody};
 
@@ -79,12 +81,39 @@ impl Drop for ObservedBody {
     }
 }
 
+/// Hands the answer to the anomaly detectors (their queue is bounded; a full one is counted).
+fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
+    let route = context.route_index.and_then(|index| runtime.routes.get(index));
+    let reached_upstream = context.upstream_target.is_some()
+        || context
+            .reason
+            .is_some_and(|reason| reason.starts_with("upstream") || reason == "no_healthy_upstream");
+    let observation = Observation {
+        route: route.map(|r| r.label.clone()),
+        cluster: route.filter(|_| reached_upstream).map(|r| r.cluster_label.clone()),
+        client: context.client_ip,
+        status,
+        reason: context.reason,
+        path_hash: if matches!(status, 404 | 405) {
+            palisade_detect::hash_path(&context.path)
+        } else {
+            0
+        },
+    };
+    if !runtime.detection.offer(observation) {
+        runtime.metrics.detection_dropped.inc();
+    }
+}
+
 impl Record {
     fn finish(self) {
         let context = self.context;
         let elapsed = context.started.elapsed();
         self.metrics
             .observe(&context.method, self.status, elapsed.as_secs_f64());
+        if self.runtime.config.detection.enabled {
+            detect(&self.runtime, &context, self.status);
+        }
         let Some(log) = &self.runtime.access_log else {
             return;
         };

@@ -31,6 +31,18 @@ pub enum EventKind {
     CertificateExpiring,
     /// Events lost while the sink was behind (counted, reported when it caught up).
     AuditEventsDropped,
+    /// An anomaly detector opened an alert (OCSF Detection Finding, Create).
+    AlertOpened,
+    /// The condition cleared and the alert closed (Detection Finding, Close).
+    AlertClosed,
+    /// A block or tightened limit was applied to a client or principal (Detection Finding, Update).
+    ResponseTaken,
+    /// A response expired or was revoked (Detection Finding, Update).
+    ResponseLifted,
+    /// An admin API call that reads or changes alerts or responses (OCSF API Activity).
+    AdminAction,
+    /// An admin API call refused: no or a wrong token (API Activity, failure).
+    AdminRefused,
 }
 
 struct Class {
@@ -64,6 +76,18 @@ const HTTP_ACTIVITY: Class = Class {
     category_uid: 4,
     category_name: "Network Activity",
 };
+const DETECTION_FINDING: Class = Class {
+    class_uid: 2004,
+    class_name: "Detection Finding",
+    category_uid: 2,
+    category_name: "Findings",
+};
+const API_ACTIVITY: Class = Class {
+    class_uid: 6003,
+    class_name: "API Activity",
+    category_uid: 6,
+    category_name: "Application Activity",
+};
 const APPLICATION_LIFECYCLE: Class = Class {
     class_uid: 6002,
     class_name: "Application Lifecycle",
@@ -82,6 +106,8 @@ impl EventKind {
             TlsHandshakeRefused => &NETWORK_ACTIVITY,
             ConfigReloaded | ConfigRejected | AuditEventsDropped => &APPLICATION_LIFECYCLE,
             CertificateIssued | CertificateRefused | CertificateRenewed | CertificateExpiring => &ENTITY_MANAGEMENT,
+            AlertOpened | AlertClosed | ResponseTaken | ResponseLifted => &DETECTION_FINDING,
+            AdminAction | AdminRefused => &API_ACTIVITY,
         }
     }
 
@@ -89,11 +115,18 @@ impl EventKind {
     fn severity(self) -> (u8, &'static str) {
         use EventKind::*;
         match self {
-            AuthenticationSucceeded | ConfigReloaded | CertificateIssued | CertificateRenewed => (1, "Informational"),
+            AuthenticationSucceeded
+            | ConfigReloaded
+            | CertificateIssued
+            | CertificateRenewed
+            | AlertClosed
+            | ResponseLifted
+            | AdminAction => (1, "Informational"),
             AuthorizationDenied | IpBlocked | RateLimited | ValidationFailed | CorsRejected | TlsHandshakeRefused
             | CertificateRefused => (2, "Low"),
-            AuthenticationFailed | RequestRejected | ConfigRejected | AuditEventsDropped => (3, "Medium"),
-            CertificateExpiring => (4, "High"),
+            AuthenticationFailed | RequestRejected | ConfigRejected | AuditEventsDropped | ResponseTaken
+            | AdminRefused => (3, "Medium"),
+            CertificateExpiring | AlertOpened => (4, "High"),
         }
     }
 
@@ -101,7 +134,15 @@ impl EventKind {
         use EventKind::*;
         matches!(
             self,
-            AuthenticationSucceeded | ConfigReloaded | CertificateIssued | CertificateRenewed
+            AuthenticationSucceeded
+                | ConfigReloaded
+                | CertificateIssued
+                | CertificateRenewed
+                | AlertOpened
+                | AlertClosed
+                | ResponseTaken
+                | ResponseLifted
+                | AdminAction
         )
     }
 }
@@ -162,6 +203,12 @@ pub struct AuditEvent {
     /// Entity Management: the certificate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entity: Option<Entity>,
+    /// Detection Finding: the alert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finding_info: Option<FindingInfo>,
+    /// API Activity: the admin operation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api: Option<Api>,
     /// Palisade's own fields, under OCSF's `unmapped`.
     pub unmapped: Unmapped,
 }
@@ -226,6 +273,21 @@ pub struct Entity {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct FindingInfo {
+    /// The alert id (unique within one gateway process).
+    pub uid: String,
+    pub title: String,
+    /// The detector: `rate_spike`, `auth_failures`, `scanning`, `probing`, `upstream_errors`.
+    pub types: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Api {
+    /// `METHOD /path`, e.g. `DELETE /responses/{id}`.
+    pub operation: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Unmapped {
     /// The Palisade event kind: the stable name to filter on.
     pub event: EventKind,
@@ -244,6 +306,12 @@ pub struct Unmapped {
     pub count: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
+    /// What an alert was about (a route, a client address, a cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// A response (block or limit) taken, lifted or changed through the admin API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<serde_json::Value>,
 }
 
 impl AuditEvent {
@@ -285,6 +353,8 @@ impl AuditEvent {
             http_request: None,
             http_response: None,
             entity: None,
+            finding_info: None,
+            api: None,
             unmapped: Unmapped {
                 event: kind,
                 route: None,
@@ -293,6 +363,8 @@ impl AuditEvent {
                 auth_method: None,
                 count: None,
                 expires_at: None,
+                subject: None,
+                response: None,
             },
         }
     }
@@ -356,6 +428,55 @@ impl AuditEvent {
         self
     }
 
+    /// An alert event: the detector's finding, with the alert's own severity (`low`, `medium`,
+    /// `high`) in place of the kind's.
+    pub fn for_alert(kind: EventKind, id: u64, detector: &str, subject: &str, severity: &str, message: &str) -> Self {
+        let mut event = Self::new(kind, Some(detector), message);
+        if kind == EventKind::AlertOpened {
+            (event.severity_id, event.severity) = match severity {
+                "low" => (2, "Low"),
+                "medium" => (3, "Medium"),
+                _ => (4, "High"),
+            };
+        }
+        event.finding_info = Some(FindingInfo {
+            uid: id.to_string(),
+            title: message.to_string(),
+            types: vec![detector.to_string()],
+        });
+        event.unmapped.subject = Some(subject.to_string());
+        if let Ok(ip) = subject.parse() {
+            event.src_endpoint = Some(Endpoint { ip, port: None });
+        }
+        event
+    }
+
+    /// An admin API call by `peer` (the actor is the admin token, never its value).
+    pub fn for_admin(kind: EventKind, operation: String, peer: IpAddr, reason: Option<&str>) -> Self {
+        let message = match reason {
+            Some(reason) => format!("admin API {operation} refused: {reason}"),
+            None => format!("admin API {operation}"),
+        };
+        let mut event = Self::new(kind, reason, message);
+        let (id, name) = match operation.split(' ').next() {
+            Some("POST") => (1, "Create"),
+            Some("GET") | Some("HEAD") => (2, "Read"),
+            Some("PUT") | Some("PATCH") => (3, "Update"),
+            Some("DELETE") => (4, "Delete"),
+            _ => (99, "Other"),
+        };
+        event.set_activity(id, name);
+        event.api = Some(Api { operation });
+        event.src_endpoint = Some(Endpoint { ip: peer, port: None });
+        event.actor = Some(Actor {
+            user: User {
+                uid: "admin-token".into(),
+                type_name: Some("Admin".into()),
+            },
+        });
+        event
+    }
+
     fn set_activity(&mut self, id: u32, name: &'static str) {
         self.activity_id = id;
         self.activity_name = name;
@@ -370,6 +491,10 @@ fn default_activity(kind: EventKind) -> (u32, &'static str) {
         TlsHandshakeRefused => (5, "Refuse"),
         ConfigReloaded | ConfigRejected => (8, "Update"),
         AuditEventsDropped => (99, "Other"),
+        AlertOpened => (1, "Create"),
+        ResponseTaken | ResponseLifted => (2, "Update"),
+        AlertClosed => (3, "Close"),
+        AdminAction | AdminRefused => (99, "Other"),
         CertificateIssued | CertificateRenewed => (1, "Create"),
         CertificateRefused | CertificateExpiring => (99, "Other"),
         AuthorizationDenied | IpBlocked | RateLimited | ValidationFailed | RequestRejected | CorsRejected => {

@@ -10,7 +10,7 @@
 
 pub mod event;
 pub mod log;
-mod otlp;
+pub(crate) mod otlp;
 mod syslog;
 
 pub use event::{AuditEvent, EventKind, RequestFacts, OCSF_VERSION};

@@ -54,14 +54,7 @@ impl Otlp {
         let uri: Uri = format!("{}/v1/logs", target.endpoint.trim_end_matches('/'))
             .parse()
             .map_err(|_| invalid(format!("{:?} is not a URL", target.endpoint)))?;
-        let mut headers = Vec::with_capacity(target.headers.len());
-        for (name, value) in &target.headers {
-            let name = HeaderName::try_from(name.as_str()).map_err(|_| invalid(format!("header name {name:?}")))?;
-            let mut value =
-                HeaderValue::try_from(value.as_str()).map_err(|_| invalid(format!("header {name} value")))?;
-            value.set_sensitive(true);
-            headers.push((name, value));
-        }
+        let headers = secret_headers(&target.headers)?;
         let client = http_client(target.ca.as_deref())?;
         Ok(Otlp {
             uri,
@@ -113,31 +106,56 @@ impl Otlp {
             body.extend_from_slice(record);
         }
         body.extend_from_slice(b"]}]}]}");
-        let mut request = Request::post(self.uri.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(std::io::Error::other)?;
-        for (name, value) in &self.headers {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(std::io::Error::other)?;
-            let status = response.status();
-            // Read the (small) answer so that the connection can be reused.
-            let _ = response.into_body().collect().await;
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(std::io::Error::other(format!("collector answered {status}")))
-            }
-        };
-        tokio::time::timeout(TIMEOUT, exchange)
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+        post_json(&self.client, &self.uri, &self.headers, body).await
     }
 }
 
-fn http_client(extra_ca: Option<&Path>) -> std::io::Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
+/// POSTs a JSON body with `headers`; anything but a 2xx answer within the timeout is a failure.
+pub(crate) async fn post_json(
+    client: &Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    uri: &Uri,
+    headers: &[(HeaderName, HeaderValue)],
+    body: Vec<u8>,
+) -> std::io::Result<()> {
+    let mut request = Request::post(uri.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(std::io::Error::other)?;
+    for (name, value) in headers {
+        request.headers_mut().insert(name.clone(), value.clone());
+    }
+    let exchange = async {
+        let response = client.request(request).await.map_err(std::io::Error::other)?;
+        let status = response.status();
+        // Read the (small) answer so that the connection can be reused.
+        let _ = response.into_body().collect().await;
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("the receiver answered {status}")))
+        }
+    };
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
+}
+
+/// Header values marked sensitive, so that no debug output shows them.
+pub(crate) fn secret_headers(headers: &[(String, String)]) -> std::io::Result<Vec<(HeaderName, HeaderValue)>> {
+    let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
+    let mut out = Vec::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = HeaderName::try_from(name.as_str()).map_err(|_| invalid(format!("header name {name:?}")))?;
+        let mut value = HeaderValue::try_from(value.as_str()).map_err(|_| invalid(format!("header {name} value")))?;
+        value.set_sensitive(true);
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+pub(crate) fn http_client(
+    extra_ca: Option<&Path>,
+) -> std::io::Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = extra_ca {
