@@ -57,10 +57,25 @@ const IDENTITIES: [(&str, &str); 3] = [
     ("intruder", "spiffe://demo.palisade/ns/other/sa/intruder"),
 ];
 
+/// A file only its owner can read (the demo's admin token).
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
 impl DemoFiles {
     pub fn create() -> anyhow::Result<DemoFiles> {
         let dir = tempfile::Builder::new().prefix("palisade-demo-").tempdir()?;
         std::fs::write(dir.path().join("openapi.yaml"), DEMO_OPENAPI)?;
+        let admin_token: [u8; 16] = rand::random();
+        let admin_token: String = admin_token.iter().map(|b| format!("{b:02x}")).collect();
+        write_private(&dir.path().join("admin-token"), &format!("adm_{admin_token}"))?;
         let mut ca = CertificateAuthority::init(&dir.path().join("ca"), TRUST_DOMAIN, Lifetimes::default())?;
         for (name, id) in IDENTITIES {
             let request = LeafRequest::new(SpiffeId::parse(id)?, Duration::from_secs(24 * 3600));
@@ -78,6 +93,10 @@ impl DemoFiles {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    fn admin_token(&self) -> anyhow::Result<String> {
+        Ok(std::fs::read_to_string(self.path().join("admin-token"))?)
     }
 
     /// The orders sidecar: only the gateway may call `/mesh`.
@@ -129,6 +148,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<ExitCo
     .await?;
     let base = format!("http://{}", gateway.listener_addr("public").unwrap_or(listen));
     let admin = gateway.admin_addr();
+    let admin_token = files.admin_token()?;
     eprintln!("--- palisade demo: embedded config ---\n{text}--------------------------------------");
     eprintln!(
         r#"
@@ -166,8 +186,16 @@ sidecar lets only spiffe://demo.palisade/gateway call it):
   curl -ik --cert {mesh}/intruder/svid.pem --key {mesh}/intruder/svid.key https://{sidecar_address}/mesh/orders/1   # 403: a valid identity, not allowed
   curl -ik https://{sidecar_address}/mesh/orders/1  # refused in the TLS handshake: no client certificate
 
+Security observability (10 refused credentials from one client in a minute open an alert, and the
+client is blocked for 60 s; the alert and the block are audit events on stdout):
+  for i in $(seq 10); do curl -s -o /dev/null -H "Authorization: Bearer forged$i" {base}/secure; done
+  curl -s -H 'Authorization: Bearer {admin_token}' http://{admin}/alerts      # the auth_failures alert
+  curl -i {base}/api/hello                          # 403 temporarily-blocked: this client, for 60 s
+  curl -s -H 'Authorization: Bearer {admin_token}' http://{admin}/responses   # the block, with its id
+  curl -i -X DELETE -H 'Authorization: Bearer {admin_token}' http://{admin}/responses/ID   # lift it now
+
   curl -s http://{admin}/readyz
-  curl -s http://{admin}/metrics | grep palisade_requests
+  curl -s http://{admin}/metrics | grep -E 'palisade_(requests|alerts|denials)'
 
 Press Ctrl-C to stop.
 "#,

@@ -368,10 +368,26 @@ fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() 
                 .collect()
         })
         .expect("the demo prints the intruder's command");
+    // The observability commands: the admin address and token, as printed.
+    let alerts_command = lines
+        .find(|line| line.contains("/alerts"))
+        .expect("the demo prints how to list alerts");
+    let admin_token = alerts_command
+        .split("Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("the command carries the admin token")
+        .to_string();
+    let admin = alerts_command
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .expect("the command names the admin address")
+        .to_string();
     let demo = Gateway {
         child,
         address: base,
-        admin: String::new(),
+        admin,
     };
     let statuses: Vec<u16> = (0..4).map(|_| http_status(&demo.address, "/limited")).collect();
     assert_eq!(statuses, [200, 200, 200, 429]);
@@ -405,4 +421,29 @@ fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() 
         refused.contains("/body/sku") && refused.contains("/body/quantity"),
         "{refused}"
     );
+
+    // A burst of forged tokens opens an alert and blocks the client (last: it blocks this test's
+    // address for a minute).
+    for n in 0..10 {
+        let forged = format!("Bearer forged{n}");
+        assert_eq!(request_status(&demo.address, "/secure", &[("authorization", &forged)]), 401);
+    }
+    let admin_get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&demo.admin).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {admin_token}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        let _ = stream.read_to_string(&mut response);
+        response
+    };
+    assert!(
+        wait_for(|| admin_get("/alerts").contains("\"detector\":\"auth_failures\"")),
+        "the alert opens: {}",
+        admin_get("/alerts")
+    );
+    assert_eq!(http_status(&demo.address, "/api/hello"), 403, "the client is blocked");
+    assert!(admin_get("/responses").contains("\"action\":\"block\""));
 }

@@ -290,3 +290,80 @@ fn two_gateway_processes_share_one_limit_through_a_redis_cluster() {
         logs.lock().unwrap()
     );
 }
+
+/// One admin API call with the test token, on a fresh connection: (status, body).
+fn admin_call(gateway: &Gateway, method: &str, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = TcpStream::connect(&gateway.admin).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {SHARED_ADMIN_TOKEN}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+const SHARED_ADMIN_TOKEN: &str = "adm_shared_9c8b7a6d5e4f";
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_block_taken_on_one_gateway_applies_on_the_other_and_so_does_its_revocation() {
+    let _serial = one_at_a_time();
+    std::env::set_var("PALISADE_SHARED_ADMIN_TOKEN", SHARED_ADMIN_TOKEN);
+    let redis = Redis::start();
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = config(redis.port, "fallback_local")
+        .replace(
+            "admin: { address: '127.0.0.1:0' }",
+            "admin: { address: '127.0.0.1:0', token: '${PALISADE_SHARED_ADMIN_TOKEN}' }\ntrusted_proxies: [127.0.0.1]",
+        )
+        .replace("rate: 1/min, burst: 6", "rate: 1000/s, burst: 1000");
+    let (first, _) = start(dir.path(), "first.yaml", &yaml);
+    let (second, second_logs) = start(dir.path(), "second.yaml", &yaml);
+    let attacker = [("x-forwarded-for", "203.0.113.77")];
+    assert_eq!(request_status(&second.address, "/", &attacker), 502, "allowed (closed upstream)");
+
+    let (status, body) = admin_call(
+        &first,
+        "POST",
+        "/responses",
+        r#"{"ip": "203.0.113.77", "action": "block", "ttl": "10m", "reason": "shared test"}"#,
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body.split("\"id\":\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_string();
+    assert_eq!(request_status(&first.address, "/", &attacker), 403, "at once where it was taken");
+    assert!(
+        wait_for(|| request_status(&second.address, "/", &attacker) == 403),
+        "the other gateway applies it: {:#?}",
+        second_logs.lock().unwrap()
+    );
+
+    // Redis loses its data (a restart without persistence): the gateways publish it again.
+    redis_cli(redis.port, &["FLUSHALL"]);
+    assert!(wait_for(|| redis_cli(redis.port, &["HLEN", "palisade:responses"]) == "1"), "republished");
+    assert_eq!(request_status(&second.address, "/", &attacker), 403, "still in force");
+
+    // Revoked on the second gateway: lifted on both.
+    let (status, _) = admin_call(&second, "DELETE", &format!("/responses/{id}"), "");
+    assert_eq!(status, 204);
+    assert_eq!(request_status(&second.address, "/", &attacker), 502);
+    assert!(
+        wait_for(|| request_status(&first.address, "/", &attacker) == 502),
+        "the revocation reaches the first gateway"
+    );
+    let (_, listed) = admin_call(&first, "GET", "/responses", "");
+    assert_eq!(listed, r#"{"responses":[]}"#);
+}
