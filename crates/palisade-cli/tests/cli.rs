@@ -61,6 +61,8 @@ fn every_example_config_passes_check_config() {
             .arg(&copy)
             .env("IDP_CLIENT_SECRET", "example-client-secret")
             .env("WEB_JWT_SECRET", "an-example-secret-of-at-least-32-bytes")
+            .env("PALISADE_ADMIN_TOKEN", "adm_example_token")
+            .env("ALERT_WEBHOOK_TOKEN", "Bearer example-hook-token")
             .output()
             .unwrap();
         assert!(
@@ -426,14 +428,18 @@ fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() 
     // address for a minute).
     for n in 0..10 {
         let forged = format!("Bearer forged{n}");
-        assert_eq!(request_status(&demo.address, "/secure", &[("authorization", &forged)]), 401);
+        assert_eq!(
+            request_status(&demo.address, "/secure", &[("authorization", &forged)]),
+            401
+        );
     }
     let admin_get = |path: &str| {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&demo.admin).unwrap();
         stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {admin_token}\r\nConnection: close\r\n\r\n");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: admin\r\nAuthorization: Bearer {admin_token}\r\nConnection: close\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).unwrap();
         let mut response = String::new();
         let _ = stream.read_to_string(&mut response);

@@ -334,7 +334,11 @@ fn a_block_taken_on_one_gateway_applies_on_the_other_and_so_does_its_revocation(
     let (first, _) = start(dir.path(), "first.yaml", &yaml);
     let (second, second_logs) = start(dir.path(), "second.yaml", &yaml);
     let attacker = [("x-forwarded-for", "203.0.113.77")];
-    assert_eq!(request_status(&second.address, "/", &attacker), 502, "allowed (closed upstream)");
+    assert_eq!(
+        request_status(&second.address, "/", &attacker),
+        502,
+        "allowed (closed upstream)"
+    );
 
     let (status, body) = admin_call(
         &first,
@@ -343,8 +347,17 @@ fn a_block_taken_on_one_gateway_applies_on_the_other_and_so_does_its_revocation(
         r#"{"ip": "203.0.113.77", "action": "block", "ttl": "10m", "reason": "shared test"}"#,
     );
     assert_eq!(status, 201, "{body}");
-    let id = body.split("\"id\":\"").nth(1).and_then(|rest| rest.split('"').next()).unwrap().to_string();
-    assert_eq!(request_status(&first.address, "/", &attacker), 403, "at once where it was taken");
+    let id = body
+        .split("\"id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        request_status(&first.address, "/", &attacker),
+        403,
+        "at once where it was taken"
+    );
     assert!(
         wait_for(|| request_status(&second.address, "/", &attacker) == 403),
         "the other gateway applies it: {:#?}",
@@ -353,7 +366,10 @@ fn a_block_taken_on_one_gateway_applies_on_the_other_and_so_does_its_revocation(
 
     // Redis loses its data (a restart without persistence): the gateways publish it again.
     redis_cli(redis.port, &["FLUSHALL"]);
-    assert!(wait_for(|| redis_cli(redis.port, &["HLEN", "palisade:responses"]) == "1"), "republished");
+    assert!(
+        wait_for(|| redis_cli(redis.port, &["HLEN", "palisade:responses"]) == "1"),
+        "republished"
+    );
     assert_eq!(request_status(&second.address, "/", &attacker), 403, "still in force");
 
     // Revoked on the second gateway: lifted on both.

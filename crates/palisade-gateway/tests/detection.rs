@@ -429,3 +429,32 @@ async fn without_an_admin_token_the_responses_api_is_off() {
     assert!(reply.body.contains("admin-api-disabled"));
     assert_eq!(admin(&gateway, "GET", "/alerts", None, "").await.status, 403);
 }
+
+#[tokio::test]
+async fn incomplete_responses_and_an_insecure_webhook_are_config_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = support::config_errors(
+        dir.path(),
+        "admin: { address: 127.0.0.1:0, token: plain-text-token }
+detection:
+  enabled: true
+  auth_failures: { threshold: 0, respond: { action: limit, ttl: 10m } }
+  scanning: { respond: { action: block, rate: 1/s, ttl: 30d } }
+  webhook: { url: http://alerts.example.org/hook }
+clusters: { echo: { targets: ['127.0.0.1:9'] } }
+routes: [{ name: all, match: { prefix: / }, cluster: echo, public: true }]
+",
+    )
+    .await;
+    for expected in [
+        "admin.token",
+        "detection.auth_failures.threshold must be at least 1",
+        "detection.auth_failures.respond: action limit needs a rate",
+        "detection.scanning.respond: action block takes no rate",
+        "detection.scanning.respond.ttl must be between 1s and 7d",
+        "detection.webhook.url",
+    ] {
+        assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
+    }
+    assert!(errors.contains("gateway.yaml:"), "located: {errors}");
+}
