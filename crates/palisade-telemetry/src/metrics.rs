@@ -699,6 +699,13 @@ impl Metrics {
 /// The content type of [`Metrics::encode`].
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+fn response_labels(action: &str, source: &str) -> ResponseLabels {
+    ResponseLabels {
+        action: action.to_string(),
+        source: source.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,12 +765,5 @@ mod alert_rules {
             used += 1;
         }
         assert!(used >= 8, "the rules file was read ({used} metric uses)");
-    }
-}
-
-fn response_labels(action: &str, source: &str) -> ResponseLabels {
-    ResponseLabels {
-        action: action.to_string(),
-        source: source.to_string(),
     }
 }
