@@ -334,6 +334,18 @@ fn validate_detection(config: &Config, diagnostics: &mut Diagnostics) {
     if !(spike.min_ratio >= 1.0 && spike.min_ratio.is_finite()) || spike.min_requests == 0 {
         diagnostics.general("detection.rate_spike: min_ratio must be at least 1 and min_requests at least 1");
     }
+    let latency = &detection.upstream_latency;
+    if !(latency.min_ratio >= 1.0 && latency.min_ratio.is_finite()) {
+        diagnostics.general("detection.upstream_latency.min_ratio must be at least 1");
+    }
+    let subject = &detection.targeted_subject;
+    let subject_window = subject.window.get();
+    if subject.threshold == 0
+        || subject_window < std::time::Duration::from_secs(1)
+        || subject_window > std::time::Duration::from_secs(3600)
+    {
+        diagnostics.general("detection.targeted_subject: threshold must be at least 1 and window between 1s and 1h");
+    }
     let upstream = &detection.upstream_errors;
     if !(upstream.error_ratio > 0.0 && upstream.error_ratio <= 1.0) {
         diagnostics.general("detection.upstream_errors.error_ratio must be above 0 and at most 1");

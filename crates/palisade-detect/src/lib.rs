@@ -7,7 +7,10 @@
 //! - `auth_failures` (per client address): refused credentials in a sliding minute (stuffing, brute force);
 //! - `scanning` (per client): distinct unknown paths (404/405) in a sliding minute;
 //! - `probing` (per client): authorization refusals (403) in a sliding minute;
-//! - `upstream_errors` (per cluster): the share of failed upstream exchanges over ten seconds.
+//! - `upstream_errors` (per cluster): the share of failed upstream exchanges over ten seconds;
+//! - `upstream_latency` (per cluster): mean upstream latency per tick against a streaming baseline;
+//! - `targeted_subject` (per attempted subject): refused credentials naming one principal, from any
+//!   number of addresses (distributed brute force against one account).
 //!
 //! State per client is bounded: idle clients are forgotten, and past `max_clients` the least
 //! recently seen go first, so an attacker spraying addresses costs bounded memory.
@@ -40,6 +43,10 @@ pub struct RequestRecord<'a> {
     pub path_hash: u64,
     /// The cluster, when the request was sent upstream.
     pub cluster: Option<&'a str>,
+    /// How long the upstream took to answer (milliseconds), when it did.
+    pub upstream_ms: Option<f64>,
+    /// On a refused credential: the subject it claimed, unverified (e.g. a forged token's `sub`).
+    pub attempted_subject: Option<&'a str>,
 }
 
 /// The hash [`RequestRecord::path_hash`] expects.
@@ -56,6 +63,9 @@ pub struct DetectorConfig {
     pub scanning: ThresholdConfig,
     pub probing: ThresholdConfig,
     pub upstream_errors: UpstreamConfig,
+    pub upstream_latency: LatencyConfig,
+    /// Refused credentials naming one subject, from any address.
+    pub targeted_subject: ThresholdConfig,
     /// Clients tracked at once; beyond it the least recently seen are forgotten.
     pub max_clients: usize,
     /// Ticks a condition must stay clear before its alert closes.
@@ -97,6 +107,20 @@ pub struct UpstreamConfig {
     pub open_ratio: f64,
 }
 
+/// Mean upstream latency per tick: fires at `min_ratio` × the baseline and at least `min_increase_ms`
+/// above it, for `sustain` ticks, once `warm_up` ticks with traffic were learned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LatencyConfig {
+    pub enabled: bool,
+    pub half_life: f64,
+    pub warm_up: u64,
+    pub min_ratio: f64,
+    pub min_increase_ms: f64,
+    /// Exchanges in a tick below which the tick is neither learned nor judged.
+    pub min_requests: u32,
+    pub sustain: u32,
+}
+
 impl Default for DetectorConfig {
     fn default() -> Self {
         Self {
@@ -133,6 +157,21 @@ impl Default for DetectorConfig {
                 min_requests: 20,
                 open_ratio: 0.25,
             },
+            upstream_latency: LatencyConfig {
+                enabled: true,
+                half_life: 300.0,
+                warm_up: 60,
+                min_ratio: 3.0,
+                min_increase_ms: 100.0,
+                min_requests: 5,
+                sustain: 3,
+            },
+            targeted_subject: ThresholdConfig {
+                enabled: true,
+                window_seconds: 300,
+                open_at: 50,
+                close_below: 10,
+            },
             max_clients: 100_000,
             clear_ticks: 30,
         }
@@ -156,6 +195,17 @@ struct ClientState {
 struct ClusterState {
     requests: SlidingCount,
     failures: SlidingCount,
+    /// Latency of this tick's answered exchanges (sum, count), the learned baseline and the run of
+    /// slow ticks.
+    latency_ms: f64,
+    answered: u32,
+    latency: Baseline,
+    slow_for: u32,
+}
+
+struct SubjectState {
+    last_seen: u64,
+    failures: SlidingCount,
 }
 
 pub struct Detector {
@@ -163,6 +213,7 @@ pub struct Detector {
     routes: HashMap<String, RouteState>,
     clients: HashMap<IpAddr, ClientState>,
     clusters: HashMap<String, ClusterState>,
+    subjects: HashMap<String, SubjectState>,
     alerts: AlertBook,
     /// The highest score of each detector at the last tick (1.0 = at its threshold).
     scores: BTreeMap<&'static str, f64>,
@@ -173,6 +224,10 @@ const AUTH_FAILURES: &str = "auth_failures";
 const SCANNING: &str = "scanning";
 const PROBING: &str = "probing";
 const UPSTREAM_ERRORS: &str = "upstream_errors";
+const UPSTREAM_LATENCY: &str = "upstream_latency";
+const TARGETED_SUBJECT: &str = "targeted_subject";
+/// Attempted subjects are text a client chose: kept short.
+const MAX_SUBJECT_BYTES: usize = 256;
 /// A client unseen this long is forgotten (longer than every window).
 const CLIENT_IDLE_SECONDS: u64 = 180;
 
@@ -184,6 +239,7 @@ impl Detector {
             routes: HashMap::new(),
             clients: HashMap::new(),
             clusters: HashMap::new(),
+            subjects: HashMap::new(),
             alerts,
             scores: BTreeMap::new(),
         }
@@ -197,6 +253,7 @@ impl Detector {
         }
         self.clients.clear();
         self.clusters.clear();
+        self.subjects.clear();
         self.alerts.set_clear_ticks(config.clear_ticks);
         self.config = config;
     }
@@ -220,17 +277,29 @@ impl Detector {
         }
         if let Some(cluster) = record.cluster {
             let window = self.config.upstream_errors.window_seconds;
+            let half_life = self.config.upstream_latency.half_life;
             let state = self
                 .clusters
                 .entry(cluster.to_string())
                 .or_insert_with(|| ClusterState {
                     requests: SlidingCount::new(window),
                     failures: SlidingCount::new(window),
+                    latency_ms: 0.0,
+                    answered: 0,
+                    latency: Baseline::new(half_life),
+                    slow_for: 0,
                 });
             state.requests.add(now, 1);
             if matches!(record.status, 502..=504) {
                 state.failures.add(now, 1);
             }
+            if let Some(ms) = record.upstream_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+                state.latency_ms += ms;
+                state.answered += 1;
+            }
+        }
+        if let (401, Some(subject)) = (record.status, record.attempted_subject) {
+            self.subject_failed(now, subject);
         }
         let interesting = record.status == 401 || record.status == 403 || matches!(record.status, 404 | 405);
         if !interesting {
@@ -281,6 +350,29 @@ impl Detector {
         }
     }
 
+    fn subject_failed(&mut self, now: u64, subject: &str) {
+        if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES {
+            return;
+        }
+        if !self.subjects.contains_key(subject) && self.subjects.len() >= self.config.max_clients {
+            self.subjects
+                .retain(|_, state| now.saturating_sub(state.last_seen) < CLIENT_IDLE_SECONDS * 2);
+            if self.subjects.len() >= self.config.max_clients {
+                return;
+            }
+        }
+        let window = self.config.targeted_subject.window_seconds;
+        let state = self
+            .subjects
+            .entry(subject.to_string())
+            .or_insert_with(|| SubjectState {
+                last_seen: now,
+                failures: SlidingCount::new(window),
+            });
+        state.last_seen = now;
+        state.failures.add(now, 1);
+    }
+
     pub fn tracked_clients(&self) -> usize {
         self.clients.len()
     }
@@ -291,6 +383,7 @@ impl Detector {
         self.evaluate_routes(&mut findings);
         self.evaluate_clients(now, &mut findings);
         self.evaluate_clusters(now, &mut findings);
+        self.evaluate_subjects(now, &mut findings);
         self.scores.clear();
         for finding in &mut findings {
             // A disabled detector still closes the alerts it had open.
@@ -313,6 +406,8 @@ impl Detector {
             AUTH_FAILURES => self.config.auth_failures.enabled,
             SCANNING => self.config.scanning.enabled,
             PROBING => self.config.probing.enabled,
+            UPSTREAM_LATENCY => self.config.upstream_latency.enabled,
+            TARGETED_SUBJECT => self.config.targeted_subject.enabled,
             _ => self.config.upstream_errors.enabled,
         }
     }
@@ -429,7 +524,9 @@ impl Detector {
 
     fn evaluate_clusters(&mut self, now: u64, findings: &mut Vec<Finding>) {
         let config = &self.config.upstream_errors;
+        let latency = &self.config.upstream_latency;
         for (cluster, state) in &mut self.clusters {
+            findings.push(latency_finding(&self.alerts, latency, cluster, state));
             let requests = state.requests.total(now);
             let failures = state.failures.total(now);
             let ratio = if requests == 0 {
@@ -459,12 +556,89 @@ impl Detector {
         }
     }
 
+    /// Refused credentials naming one subject, from anywhere; forgotten subjects close as clear.
+    fn evaluate_subjects(&mut self, now: u64, findings: &mut Vec<Finding>) {
+        let config = &self.config.targeted_subject;
+        let idle = (config.window_seconds as u64).max(CLIENT_IDLE_SECONDS);
+        self.subjects
+            .retain(|_, state| now.saturating_sub(state.last_seen) < idle);
+        for (subject, state) in &mut self.subjects {
+            let failures = state.failures.total(now);
+            findings.push(threshold(
+                &self.alerts,
+                TARGETED_SUBJECT,
+                subject,
+                failures,
+                config,
+                Severity::High,
+                format!(
+                    "subject {subject:?}: {failures} refused credentials in {} s",
+                    config.window_seconds
+                ),
+            ));
+        }
+        for subject in self.alerts.open_subjects(TARGETED_SUBJECT) {
+            if !self.subjects.contains_key(&subject) {
+                findings.push(Finding {
+                    detector: TARGETED_SUBJECT,
+                    subject,
+                    firing: false,
+                    severity: Severity::Low,
+                    value: 0.0,
+                    score: 0.0,
+                    message: String::new(),
+                });
+            }
+        }
+    }
+
     pub fn open_alerts(&self) -> Vec<Alert> {
         self.alerts.open_alerts()
     }
 
     pub fn closed_alerts(&self) -> &[Alert] {
         self.alerts.closed_alerts()
+    }
+}
+
+/// This tick's mean upstream latency of one cluster against its baseline; learns quiet ticks only.
+fn latency_finding(alerts: &AlertBook, config: &LatencyConfig, cluster: &str, state: &mut ClusterState) -> Finding {
+    let answered = std::mem::take(&mut state.answered);
+    let total = std::mem::take(&mut state.latency_ms);
+    let judged = answered >= config.min_requests;
+    let mean_ms = if answered == 0 {
+        0.0
+    } else {
+        total / f64::from(answered)
+    };
+    let baseline = state.latency.mean();
+    let warmed_up = state.latency.samples() >= config.warm_up;
+    let slow =
+        judged && warmed_up && mean_ms >= config.min_ratio * baseline && mean_ms >= baseline + config.min_increase_ms;
+    let open = alerts.is_open(UPSTREAM_LATENCY, cluster);
+    if judged {
+        state.slow_for = if slow { state.slow_for + 1 } else { 0 };
+        if !slow && !open {
+            state.latency.update(mean_ms);
+        }
+    }
+    // While open, a tick without enough traffic neither confirms nor clears the alert.
+    let still_slow = open && (!judged || mean_ms >= baseline + config.min_increase_ms / 2.0);
+    let threshold_ms = (config.min_ratio * baseline).max(baseline + config.min_increase_ms);
+    Finding {
+        detector: UPSTREAM_LATENCY,
+        subject: cluster.to_string(),
+        firing: state.slow_for >= config.sustain || still_slow,
+        severity: Severity::Medium,
+        value: mean_ms,
+        score: if judged && warmed_up && threshold_ms > 0.0 {
+            mean_ms / threshold_ms
+        } else {
+            0.0
+        },
+        message: format!(
+            "cluster {cluster}: upstream answers in {mean_ms:.0} ms on average against a baseline of {baseline:.0} ms"
+        ),
     }
 }
 

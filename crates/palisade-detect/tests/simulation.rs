@@ -17,6 +17,12 @@ fn client(n: u32) -> IpAddr {
 /// One second of ordinary traffic: ~100 requests/s ±40% from 50 clients, a few failed logins,
 /// typos (404), refusals (403) and upstream failures, as a healthy service sees them.
 fn normal_second(detector: &mut Detector, rng: &mut StdRng, now: u64, rate: u32) {
+    second_with_latency(detector, rng, now, rate, 30.0);
+}
+
+/// Like `normal_second`, with upstream answers taking around `latency_ms` (±50%, 1% outliers at 8×).
+/// Failed logins name one of 50 users, as real typos do.
+fn second_with_latency(detector: &mut Detector, rng: &mut StdRng, now: u64, rate: u32, latency_ms: f64) {
     let requests = rng.random_range(rate * 6 / 10..=rate * 14 / 10);
     for _ in 0..requests {
         let who = client(rng.random_range(0..50));
@@ -28,12 +34,19 @@ fn normal_second(detector: &mut Detector, rng: &mut StdRng, now: u64, rate: u32)
             60..=64 => (502, Some("upstream_unreachable"), "/api/orders".to_string()),
             _ => (200, None, "/api/orders".to_string()),
         };
+        let upstream_ms = (status == 200).then(|| {
+            let outlier = if rng.random_range(0..100) == 0 { 8.0 } else { 1.0 };
+            latency_ms * rng.random_range(0.5..1.5) * outlier
+        });
+        let user = format!("user{}", rng.random_range(0..50));
         let record = RequestRecord {
             route: (status != 404).then_some("api"),
             client: who,
             status,
             reason,
             path_hash: hash_path(&path),
+            upstream_ms,
+            attempted_subject: (status == 401).then_some(user.as_str()),
             cluster: matches!(status, 200 | 502).then_some("orders"),
         };
         detector.observe(now, &record);
@@ -108,6 +121,8 @@ fn twenty_failed_logins_from_one_address_in_a_minute_alert() {
                 status: 401,
                 reason: Some("bad_signature"),
                 path_hash: hash_path("/login"),
+                upstream_ms: None,
+                attempted_subject: None,
                 cluster: None,
             };
             detector.observe(now, &record);
@@ -142,6 +157,8 @@ fn a_scan_of_fifty_unknown_paths_alerts() {
                     status: 404,
                     reason: Some("no_route"),
                     path_hash: hash_path(&path),
+                    upstream_ms: None,
+                    attempted_subject: None,
                     cluster: None,
                 };
                 detector.observe(now, &record);
@@ -173,6 +190,8 @@ fn failing_upstreams_alert_per_cluster() {
                     status: 503,
                     reason: Some("upstream_timeout"),
                     path_hash: hash_path("/api/orders"),
+                    upstream_ms: None,
+                    attempted_subject: None,
                     cluster: Some("orders"),
                 };
                 detector.observe(now, &record);
@@ -203,6 +222,8 @@ fn client_state_stays_bounded_under_address_spraying() {
             status: 401,
             reason: Some("bad_signature"),
             path_hash: hash_path("/login"),
+            upstream_ms: None,
+            attempted_subject: None,
             cluster: None,
         };
         detector.observe(now, &record);
@@ -211,4 +232,65 @@ fn client_state_stays_bounded_under_address_spraying() {
             detector.tick(now);
         }
     }
+}
+
+#[test]
+fn a_latency_jump_on_an_upstream_alerts() {
+    let mut rng = StdRng::seed_from_u64(23);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let mut alerted = None;
+    for second in 0..400 {
+        let now = START + second;
+        // From second 300 the upstream answers in ~300 ms instead of ~30 ms.
+        let latency = if second >= 300 { 300.0 } else { 30.0 };
+        second_with_latency(&mut detector, &mut rng, now, 100, latency);
+        let changes = detector.tick(now);
+        if let Some(cluster) = opened(&changes, "upstream_latency") {
+            assert!(second >= 300, "false latency alert at {second}");
+            alerted.get_or_insert((cluster, second - 300 + 1));
+        }
+    }
+    let (cluster, delay) = alerted.expect("the latency jump was detected");
+    eprintln!("upstream latency 30 ms -> 300 ms: detected after {delay} s");
+    assert_eq!(cluster, "orders");
+    assert!(delay <= 5);
+}
+
+#[test]
+fn refused_logins_against_one_subject_from_many_addresses_alert() {
+    let mut rng = StdRng::seed_from_u64(29);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let mut alerted = None;
+    for second in 0..400 {
+        let now = START + second;
+        normal_second(&mut detector, &mut rng, now, 100);
+        // From second 200: one forged login for "admin" per second, each from a new address, so no
+        // single client comes near its own threshold.
+        if second >= 200 {
+            let record = RequestRecord {
+                route: Some("login"),
+                client: client(10_000 + u32::try_from(second).unwrap()),
+                status: 401,
+                reason: Some("bad_signature"),
+                path_hash: hash_path("/login"),
+                upstream_ms: None,
+                attempted_subject: Some("admin"),
+                cluster: None,
+            };
+            detector.observe(now, &record);
+        }
+        let changes = detector.tick(now);
+        assert_eq!(
+            opened(&changes, "auth_failures"),
+            None,
+            "no client crossed its threshold"
+        );
+        if let Some(subject) = opened(&changes, "targeted_subject") {
+            alerted.get_or_insert((subject, second - 200 + 1));
+        }
+    }
+    let (subject, attempts) = alerted.expect("the distributed attack was detected");
+    eprintln!("distributed brute force on one subject (1/s from new addresses): detected at attempt {attempts}");
+    assert_eq!(subject, "admin");
+    assert_eq!(attempts, 50);
 }

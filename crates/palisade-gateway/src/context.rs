@@ -40,6 +40,8 @@ pub struct RequestContext {
     pub decided_by: Option<Arc<str>>,
     pub upstream_target: Option<String>,
     pub upstream_ms: Option<f64>,
+    /// On a refused credential, with detection on: the subject the credential claimed (unverified).
+    pub attempted_subject: Option<String>,
     pub bytes_in: Arc<AtomicU64>,
     /// Why the gateway answered itself; `None` when the upstream answered.
     pub reason: Option<&'static str>,
@@ -72,6 +74,7 @@ impl RequestContext {
             decided_by: None,
             upstream_target: None,
             upstream_ms: None,
+            attempted_subject: None,
             bytes_in: Arc::new(AtomicU64::new(0)),
             reason: None,
             rate_limit_headers: None,

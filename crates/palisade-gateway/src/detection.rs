@@ -33,6 +33,9 @@ pub struct Observation {
     pub status: u16,
     pub reason: Option<&'static str>,
     pub path_hash: u64,
+    pub upstream_ms: Option<f64>,
+    /// On a refused credential: the subject it claimed (unverified).
+    pub attempted_subject: Option<String>,
 }
 
 /// The queue into the detectors and what they found, shared by every runtime of one gateway.
@@ -107,6 +110,16 @@ pub fn detector_config(config: &DetectionConfig) -> DetectorConfig {
     upstream.open_ratio = config.upstream_errors.error_ratio;
     upstream.min_requests = config.upstream_errors.min_requests;
     upstream.window_seconds = usize::try_from(config.upstream_errors.window.get().as_secs().max(1)).unwrap_or(10);
+    let latency = &mut detector.upstream_latency;
+    latency.enabled = config.upstream_latency.enabled;
+    latency.warm_up = config.upstream_latency.warm_up.get().as_secs();
+    latency.min_ratio = config.upstream_latency.min_ratio;
+    latency.min_increase_ms = config.upstream_latency.min_increase.get().as_secs_f64() * 1000.0;
+    let subject = &mut detector.targeted_subject;
+    subject.enabled = config.targeted_subject.enabled;
+    subject.open_at = config.targeted_subject.threshold;
+    subject.close_below = (config.targeted_subject.threshold / 4).max(1);
+    subject.window_seconds = usize::try_from(config.targeted_subject.window.get().as_secs().max(1)).unwrap_or(300);
     detector
 }
 
@@ -179,6 +192,8 @@ fn record(observation: &Observation) -> RequestRecord<'_> {
         reason: observation.reason,
         path_hash: observation.path_hash,
         cluster: observation.cluster.as_deref(),
+        upstream_ms: observation.upstream_ms,
+        attempted_subject: observation.attempted_subject.as_deref(),
     }
 }
 
@@ -230,6 +245,7 @@ fn act_on(runtime: &Runtime, webhook: Option<&Webhook>, change: AlertChange) {
 }
 
 /// The response a client alert asks for, taken; `None` when the detector has none configured.
+/// Only client-address detectors respond: a route, a cluster or a targeted subject is the victim.
 fn respond_to(runtime: &Runtime, alert: &Alert) -> Option<ActiveResponse> {
     let detection = &runtime.config.detection;
     let detector: &ClientDetector = match alert.detector {

@@ -458,3 +458,66 @@ routes: [{ name: all, match: { prefix: / }, cluster: echo, public: true }]
     }
     assert!(errors.contains("gateway.yaml:"), "located: {errors}");
 }
+
+#[tokio::test]
+async fn forged_tokens_for_one_subject_from_many_addresses_alert_on_the_subject() {
+    use support::tokens::{claims, EcKey, AUDIENCE, ISSUER};
+    set_token();
+    let echo = support::echo("api").await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let real = EcKey::generate("real");
+    let forger = EcKey::generate("real");
+    let jwks = support::tokens::jwks([&real.jwk]);
+    let gateway = support::start(&format!(
+        "trusted_proxies: [127.0.0.1]
+admin: {{ address: 127.0.0.1:0, token: '${{PALISADE_TEST_ADMIN_TOKEN}}' }}
+audit: {{ path: {audit} }}
+authentication:
+  jwt_providers:
+    idp: {{ issuer: {ISSUER}, audiences: [{AUDIENCE}], keys: {{ jwks: '{jwks}' }} }}
+detection:
+  enabled: true
+  targeted_subject: {{ threshold: 10, window: 60s }}
+clusters: {{ echo: {{ targets: [\"{echo}\"] }} }}
+routes:
+  - {{ name: api, match: {{ prefix: /api }}, cluster: echo, authentication: [{{ jwt: idp }}], authorization: {{ allow: authenticated }} }}
+",
+        audit = audit.display()
+    ))
+    .await;
+    // Ten tokens for "root" signed with the wrong key, each from another address: no client
+    // repeats, so only the subject ties them together.
+    let mut forged = Vec::new();
+    for n in 0..10 {
+        let token = forger.sign(&claims("root"));
+        let bearer = format!("Bearer {token}");
+        let address = format!("198.51.100.{}", n + 10);
+        let reply = support::call(
+            &gateway.url("/api/x"),
+            &[("authorization", &bearer), ("x-forwarded-for", &address)],
+        )
+        .await;
+        assert_eq!(reply.status, 401);
+        forged.push(token);
+    }
+    let seen = wait_for_alert(&gateway, "targeted_subject", "root", Duration::from_secs(5)).await;
+    assert!(seen.is_some(), "{}", alerts(&gateway).await);
+    let view = alerts(&gateway).await;
+    assert!(
+        !view["open"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["detector"] == "auth_failures"),
+        "no single client crossed its own threshold"
+    );
+    // The subject is named; the tokens are not.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(text.contains("\"types\":[\"targeted_subject\"]"), "{text}");
+    for token in &forged {
+        let signature = token.rsplit('.').next().unwrap();
+        assert!(!text.contains(signature), "a token reached the audit log");
+    }
+}

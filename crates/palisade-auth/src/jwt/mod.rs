@@ -246,3 +246,46 @@ fn failure_of(kind: &ErrorKind) -> AuthFailure {
         _ => AuthFailure::MalformedToken,
     }
 }
+
+/// The `sub` a token claims, without verifying anything: for counting refused credentials against
+/// one subject (a forged or expired token still names whom it targets). Never use it to decide
+/// access. `None` for anything that is not a small JWT with a printable `sub`.
+pub fn unverified_subject(token: &str) -> Option<String> {
+    const MAX_TOKEN: usize = 16 * 1024;
+    const MAX_SUBJECT: usize = 256;
+    if token.len() > MAX_TOKEN {
+        return None;
+    }
+    let mut parts = token.split('.');
+    let (_header, payload) = (parts.next()?, parts.next()?);
+    let bytes = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    #[derive(serde::Deserialize)]
+    struct Claims {
+        sub: Option<String>,
+    }
+    let subject = serde_json::from_slice::<Claims>(&bytes).ok()?.sub?;
+    let printable = !subject.is_empty() && subject.len() <= MAX_SUBJECT && !subject.chars().any(char::is_control);
+    printable.then_some(subject)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unverified_subject_is_read_from_any_token_shape_and_bounded() {
+        let encode = |json: &str| URL_SAFE_NO_PAD.encode(json);
+        let token = format!(
+            "{}.{}.forged",
+            encode(r#"{"alg":"none"}"#),
+            encode(r#"{"sub":"admin"}"#)
+        );
+        assert_eq!(unverified_subject(&token).as_deref(), Some("admin"));
+        let control = format!("x.{}.y", encode("{\"sub\":\"a\\nb\"}"));
+        assert_eq!(unverified_subject(&control), None);
+        let long = format!("x.{}.y", encode(&format!(r#"{{"sub":"{}"}}"#, "a".repeat(300))));
+        assert_eq!(unverified_subject(&long), None);
+        assert_eq!(unverified_subject("not a token"), None);
+        assert_eq!(unverified_subject(&format!("x.{}.y", encode(r#"{"sub":42}"#))), None);
+    }
+}

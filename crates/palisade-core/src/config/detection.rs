@@ -32,6 +32,12 @@ pub struct DetectionConfig {
     pub probing: ClientDetector,
     /// The share of failed exchanges with a cluster's targets.
     pub upstream_errors: UpstreamDetector,
+    /// A cluster's mean latency far above its learned baseline.
+    pub upstream_latency: LatencyDetector,
+    /// Refused credentials naming one subject (a token's unverified `sub`), from any address:
+    /// distributed brute force against one account. Alert only (blocking the target would lock the
+    /// victim out).
+    pub targeted_subject: SubjectDetector,
     /// Alerts are POSTed here as JSON (retried with backoff).
     pub webhook: Option<WebhookConfig>,
 }
@@ -48,6 +54,8 @@ impl Default for DetectionConfig {
             scanning: ClientDetector::default(),
             probing: ClientDetector::default(),
             upstream_errors: UpstreamDetector::default(),
+            upstream_latency: LatencyDetector::default(),
+            targeted_subject: SubjectDetector::default(),
             webhook: None,
         }
     }
@@ -126,6 +134,47 @@ impl Default for UpstreamDetector {
             error_ratio: 0.25,
             min_requests: 20,
             window: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LatencyDetector {
+    pub enabled: bool,
+    /// Seconds with traffic learned before it may fire.
+    pub warm_up: Duration,
+    /// Slow is at least this many times the baseline…
+    pub min_ratio: f64,
+    /// …and at least this much above it.
+    pub min_increase: Duration,
+}
+
+impl Default for LatencyDetector {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            warm_up: Duration::from_secs(60),
+            min_ratio: 3.0,
+            min_increase: Duration::from_millis(100),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubjectDetector {
+    pub enabled: bool,
+    pub threshold: u32,
+    pub window: Duration,
+}
+
+impl Default for SubjectDetector {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: 50,
+            window: Duration::from_secs(300),
         }
     }
 }

@@ -48,6 +48,17 @@ pub async fn authenticate(
     }
 }
 
+/// The subject a refused bearer token claimed (unverified), for the detectors that count attacks on
+/// one account. Only read after the credential was refused; never used for access.
+pub fn attempted_subject(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    palisade_auth::jwt::unverified_subject(token.trim())
+}
+
 /// Removes client-sent identity headers, the API key (unless `api_keys.forward`) and
 /// `Authorization` (when configured), then sets the
 /// principal's. Runs on every route, public ones included, so that no client can pose as verified.

@@ -108,8 +108,16 @@ async fn run(
     }
 
     // 4. authenticate
-    context.principal =
-        authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await?;
+    let authenticated = authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await;
+    context.principal = match authenticated {
+        Ok(principal) => principal,
+        Err(error) => {
+            if runtime.config.detection.enabled {
+                context.attempted_subject = authenticate::attempted_subject(request.headers());
+            }
+            return Err(error);
+        }
+    };
     if let Some(lifecycle) = &route.lifecycle {
         lifecycle.count_call(context.principal.as_ref().map(|p| p.subject.as_str()));
     }

@@ -99,6 +99,8 @@ fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
         } else {
             0
         },
+        upstream_ms: context.upstream_ms,
+        attempted_subject: context.attempted_subject.clone(),
     };
     if !runtime.detection.offer(observation) {
         runtime.metrics.detection_dropped.inc();
