@@ -9,6 +9,7 @@
 #   bash bench/run.sh authz                   # a 20-policy Cedar set against a scope rule
 #   bash bench/run.sh limits                  # rate limits (local, Redis), validation, HAProxy stick table
 #   bash bench/run.sh mesh                    # gateway ⇒ sidecar ⇒ app over mTLS, beside HAProxy
+#   bash bench/run.sh detection               # the cost of feeding every answer to the anomaly detectors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -22,6 +23,10 @@ cargo build --release -q
 if [ "${1:-}" = authz ]; then
   shift
   exec python3 bench/authz.py "$@"
+fi
+if [ "${1:-}" = detection ]; then
+  shift
+  exec python3 bench/detection.py "$@"
 fi
 if [ "${1:-}" = mesh ]; then
   shift

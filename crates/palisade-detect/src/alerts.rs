@@ -51,6 +51,21 @@ pub struct Finding {
     pub message: String,
 }
 
+impl Finding {
+    /// The condition does not hold (e.g. its subject was forgotten): an open alert counts a clear tick.
+    pub fn clear(detector: &'static str, subject: String) -> Finding {
+        Finding {
+            detector,
+            subject,
+            firing: false,
+            severity: Severity::Low,
+            value: 0.0,
+            score: 0.0,
+            message: String::new(),
+        }
+    }
+}
+
 struct Tracked {
     alert: Alert,
     clear_for: u32,

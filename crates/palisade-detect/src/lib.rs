@@ -6,7 +6,8 @@
 //!   ratio, after a warm-up; the baseline does not learn from a spike it is alerting on);
 //! - `auth_failures` (per client address): refused credentials in a sliding minute (stuffing, brute force);
 //! - `scanning` (per client): distinct unknown paths (404/405) in a sliding minute;
-//! - `probing` (per client): authorization refusals (403) in a sliding minute;
+//! - `probing` (per client address, and per authenticated principal as `principal:<subject>`):
+//!   authorization refusals (403) in a sliding minute;
 //! - `upstream_errors` (per cluster): the share of failed upstream exchanges over ten seconds;
 //! - `upstream_latency` (per cluster): mean upstream latency per tick against a streaming baseline;
 //! - `targeted_subject` (per attempted subject): refused credentials naming one principal, from any
@@ -47,6 +48,8 @@ pub struct RequestRecord<'a> {
     pub upstream_ms: Option<f64>,
     /// On a refused credential: the subject it claimed, unverified (e.g. a forged token's `sub`).
     pub attempted_subject: Option<&'a str>,
+    /// The authenticated principal's subject (needed on 403 answers only).
+    pub principal: Option<&'a str>,
 }
 
 /// The hash [`RequestRecord::path_hash`] expects.
@@ -214,6 +217,8 @@ pub struct Detector {
     clients: HashMap<IpAddr, ClientState>,
     clusters: HashMap<String, ClusterState>,
     subjects: HashMap<String, SubjectState>,
+    /// Authorization refusals per authenticated principal.
+    principals: HashMap<String, SubjectState>,
     alerts: AlertBook,
     /// The highest score of each detector at the last tick (1.0 = at its threshold).
     scores: BTreeMap<&'static str, f64>,
@@ -226,6 +231,8 @@ const PROBING: &str = "probing";
 const UPSTREAM_ERRORS: &str = "upstream_errors";
 const UPSTREAM_LATENCY: &str = "upstream_latency";
 const TARGETED_SUBJECT: &str = "targeted_subject";
+/// How a principal is named as an alert subject (never confused with an address).
+pub const PRINCIPAL_PREFIX: &str = "principal:";
 /// Attempted subjects are text a client chose: kept short.
 const MAX_SUBJECT_BYTES: usize = 256;
 /// A client unseen this long is forgotten (longer than every window).
@@ -240,6 +247,7 @@ impl Detector {
             clients: HashMap::new(),
             clusters: HashMap::new(),
             subjects: HashMap::new(),
+            principals: HashMap::new(),
             alerts,
             scores: BTreeMap::new(),
         }
@@ -254,6 +262,7 @@ impl Detector {
         self.clients.clear();
         self.clusters.clear();
         self.subjects.clear();
+        self.principals.clear();
         self.alerts.set_clear_ticks(config.clear_ticks);
         self.config = config;
     }
@@ -299,7 +308,12 @@ impl Detector {
             }
         }
         if let (401, Some(subject)) = (record.status, record.attempted_subject) {
-            self.subject_failed(now, subject);
+            let window = self.config.targeted_subject.window_seconds;
+            count_for(&mut self.subjects, self.config.max_clients, window, now, subject);
+        }
+        if let (403, Some("forbidden"), Some(principal)) = (record.status, record.reason, record.principal) {
+            let window = self.config.probing.window_seconds;
+            count_for(&mut self.principals, self.config.max_clients, window, now, principal);
         }
         let interesting = record.status == 401 || record.status == 403 || matches!(record.status, 404 | 405);
         if !interesting {
@@ -348,29 +362,6 @@ impl Detector {
             let oldest_kept = seen[cut];
             self.clients.retain(|_, state| state.last_seen > oldest_kept);
         }
-    }
-
-    fn subject_failed(&mut self, now: u64, subject: &str) {
-        if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES {
-            return;
-        }
-        if !self.subjects.contains_key(subject) && self.subjects.len() >= self.config.max_clients {
-            self.subjects
-                .retain(|_, state| now.saturating_sub(state.last_seen) < CLIENT_IDLE_SECONDS * 2);
-            if self.subjects.len() >= self.config.max_clients {
-                return;
-            }
-        }
-        let window = self.config.targeted_subject.window_seconds;
-        let state = self
-            .subjects
-            .entry(subject.to_string())
-            .or_insert_with(|| SubjectState {
-                last_seen: now,
-                failures: SlidingCount::new(window),
-            });
-        state.last_seen = now;
-        state.failures.add(now, 1);
     }
 
     pub fn tracked_clients(&self) -> usize {
@@ -506,17 +497,12 @@ impl Detector {
         // Alerts of clients that were forgotten (idle) are evaluated as clear.
         for detector in [AUTH_FAILURES, PROBING, SCANNING] {
             for subject in self.alerts.open_subjects(detector) {
-                let tracked = subject.parse().is_ok_and(|ip: IpAddr| self.clients.contains_key(&ip));
+                let tracked = match subject.strip_prefix(PRINCIPAL_PREFIX) {
+                    Some(principal) => self.principals.contains_key(principal),
+                    None => subject.parse().is_ok_and(|ip: IpAddr| self.clients.contains_key(&ip)),
+                };
                 if !tracked {
-                    findings.push(Finding {
-                        detector,
-                        subject,
-                        firing: false,
-                        severity: Severity::Low,
-                        value: 0.0,
-                        score: 0.0,
-                        message: String::new(),
-                    });
+                    findings.push(Finding::clear(detector, subject));
                 }
             }
         }
@@ -556,8 +542,30 @@ impl Detector {
         }
     }
 
-    /// Refused credentials naming one subject, from anywhere; forgotten subjects close as clear.
+    /// Refused credentials naming one subject, from anywhere, and authorization refusals per
+    /// principal; forgotten subjects close as clear.
     fn evaluate_subjects(&mut self, now: u64, findings: &mut Vec<Finding>) {
+        let probing = &self.config.probing;
+        let idle = (probing.window_seconds as u64).max(CLIENT_IDLE_SECONDS);
+        self.principals
+            .retain(|_, state| now.saturating_sub(state.last_seen) < idle);
+        for (principal, state) in &mut self.principals {
+            let refusals = state.failures.total(now);
+            let subject = format!("{PRINCIPAL_PREFIX}{principal}");
+            let message = format!(
+                "principal {principal:?}: {refusals} forbidden requests in {} s",
+                probing.window_seconds
+            );
+            findings.push(threshold(
+                &self.alerts,
+                PROBING,
+                &subject,
+                refusals,
+                probing,
+                Severity::Medium,
+                message,
+            ));
+        }
         let config = &self.config.targeted_subject;
         let idle = (config.window_seconds as u64).max(CLIENT_IDLE_SECONDS);
         self.subjects
@@ -579,15 +587,7 @@ impl Detector {
         }
         for subject in self.alerts.open_subjects(TARGETED_SUBJECT) {
             if !self.subjects.contains_key(&subject) {
-                findings.push(Finding {
-                    detector: TARGETED_SUBJECT,
-                    subject,
-                    firing: false,
-                    severity: Severity::Low,
-                    value: 0.0,
-                    score: 0.0,
-                    message: String::new(),
-                });
+                findings.push(Finding::clear(TARGETED_SUBJECT, subject));
             }
         }
     }
@@ -599,6 +599,26 @@ impl Detector {
     pub fn closed_alerts(&self) -> &[Alert] {
         self.alerts.closed_alerts()
     }
+}
+
+/// Counts one event for `key` in a bounded map of sliding windows (idle keys go first at the cap;
+/// if none is idle the event is not counted rather than growing the map).
+fn count_for(map: &mut HashMap<String, SubjectState>, max: usize, window: usize, now: u64, key: &str) {
+    if key.is_empty() || key.len() > MAX_SUBJECT_BYTES {
+        return;
+    }
+    if !map.contains_key(key) && map.len() >= max {
+        map.retain(|_, state| now.saturating_sub(state.last_seen) < CLIENT_IDLE_SECONDS);
+        if map.len() >= max {
+            return;
+        }
+    }
+    let state = map.entry(key.to_string()).or_insert_with(|| SubjectState {
+        last_seen: now,
+        failures: SlidingCount::new(window),
+    });
+    state.last_seen = now;
+    state.failures.add(now, 1);
 }
 
 /// This tick's mean upstream latency of one cluster against its baseline; learns quiet ticks only.

@@ -47,6 +47,7 @@ fn second_with_latency(detector: &mut Detector, rng: &mut StdRng, now: u64, rate
             path_hash: hash_path(&path),
             upstream_ms,
             attempted_subject: (status == 401).then_some(user.as_str()),
+            principal: (status == 403).then_some(user.as_str()),
             cluster: matches!(status, 200 | 502).then_some("orders"),
         };
         detector.observe(now, &record);
@@ -123,6 +124,7 @@ fn twenty_failed_logins_from_one_address_in_a_minute_alert() {
                 path_hash: hash_path("/login"),
                 upstream_ms: None,
                 attempted_subject: None,
+                principal: None,
                 cluster: None,
             };
             detector.observe(now, &record);
@@ -159,6 +161,7 @@ fn a_scan_of_fifty_unknown_paths_alerts() {
                     path_hash: hash_path(&path),
                     upstream_ms: None,
                     attempted_subject: None,
+                    principal: None,
                     cluster: None,
                 };
                 detector.observe(now, &record);
@@ -192,6 +195,7 @@ fn failing_upstreams_alert_per_cluster() {
                     path_hash: hash_path("/api/orders"),
                     upstream_ms: None,
                     attempted_subject: None,
+                    principal: None,
                     cluster: Some("orders"),
                 };
                 detector.observe(now, &record);
@@ -224,6 +228,7 @@ fn client_state_stays_bounded_under_address_spraying() {
             path_hash: hash_path("/login"),
             upstream_ms: None,
             attempted_subject: None,
+            principal: None,
             cluster: None,
         };
         detector.observe(now, &record);
@@ -275,6 +280,7 @@ fn refused_logins_against_one_subject_from_many_addresses_alert() {
                 path_hash: hash_path("/login"),
                 upstream_ms: None,
                 attempted_subject: Some("admin"),
+                principal: None,
                 cluster: None,
             };
             detector.observe(now, &record);
@@ -293,4 +299,37 @@ fn refused_logins_against_one_subject_from_many_addresses_alert() {
     eprintln!("distributed brute force on one subject (1/s from new addresses): detected at attempt {attempts}");
     assert_eq!(subject, "admin");
     assert_eq!(attempts, 50);
+}
+
+#[test]
+fn a_principal_probing_from_many_addresses_alerts_on_the_principal() {
+    let mut rng = StdRng::seed_from_u64(31);
+    let mut detector = Detector::new(DetectorConfig::default());
+    let mut alerted = None;
+    for second in 0..200 {
+        let now = START + second;
+        normal_second(&mut detector, &mut rng, now, 100);
+        // From second 100: one forbidden request per second as "mallory", each from a new address.
+        if second >= 100 {
+            let record = RequestRecord {
+                route: Some("api"),
+                client: client(20_000 + u32::try_from(second).unwrap()),
+                status: 403,
+                reason: Some("forbidden"),
+                path_hash: hash_path("/api/admin"),
+                upstream_ms: None,
+                attempted_subject: None,
+                principal: Some("mallory"),
+                cluster: None,
+            };
+            detector.observe(now, &record);
+        }
+        if let Some(subject) = opened(&detector.tick(now), "probing") {
+            alerted.get_or_insert((subject, second - 100 + 1));
+        }
+    }
+    let (subject, attempts) = alerted.expect("the principal's probing was detected");
+    eprintln!("403 probing by one principal from new addresses (1/s): detected at request {attempts}");
+    assert_eq!(subject, "principal:mallory");
+    assert_eq!(attempts, 30);
 }

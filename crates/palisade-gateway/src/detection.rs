@@ -36,6 +36,8 @@ pub struct Observation {
     pub upstream_ms: Option<f64>,
     /// On a refused credential: the subject it claimed (unverified).
     pub attempted_subject: Option<String>,
+    /// On an authorization refusal: the principal refused.
+    pub principal: Option<String>,
 }
 
 /// The queue into the detectors and what they found, shared by every runtime of one gateway.
@@ -194,6 +196,7 @@ fn record(observation: &Observation) -> RequestRecord<'_> {
         cluster: observation.cluster.as_deref(),
         upstream_ms: observation.upstream_ms,
         attempted_subject: observation.attempted_subject.as_deref(),
+        principal: observation.principal.as_deref(),
     }
 }
 
@@ -245,7 +248,8 @@ fn act_on(runtime: &Runtime, webhook: Option<&Webhook>, change: AlertChange) {
 }
 
 /// The response a client alert asks for, taken; `None` when the detector has none configured.
-/// Only client-address detectors respond: a route, a cluster or a targeted subject is the victim.
+/// Only client detectors respond (on the address, or on the principal of a `principal:` alert): a
+/// route, a cluster or a targeted subject is the victim.
 fn respond_to(runtime: &Runtime, alert: &Alert) -> Option<ActiveResponse> {
     let detection = &runtime.config.detection;
     let detector: &ClientDetector = match alert.detector {
@@ -255,12 +259,15 @@ fn respond_to(runtime: &Runtime, alert: &Alert) -> Option<ActiveResponse> {
         _ => return None,
     };
     let respond = &detector.respond.as_ref()?.value;
-    let client: IpAddr = alert.subject.parse().ok()?;
+    let target = match alert.subject.strip_prefix(palisade_detect::PRINCIPAL_PREFIX) {
+        Some(principal) => Target::Subject(principal.to_string()),
+        None => Target::ip(alert.subject.parse().ok()?),
+    };
     let action = match respond.action {
         ResponseAction::Block => Action::Block,
         ResponseAction::Limit => Action::Limit,
     };
-    let mut response = ActiveResponse::new(Target::ip(client), action, respond.rate, respond.ttl.get(), now_secs());
+    let mut response = ActiveResponse::new(target, action, respond.rate, respond.ttl.get(), now_secs());
     response.source = format!("detector:{}", alert.detector);
     response.alert_id = Some(alert.id);
     response.reason = alert.message.clone();

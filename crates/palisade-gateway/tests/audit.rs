@@ -264,50 +264,9 @@ async fn a_slow_sink_never_slows_requests_and_loses_only_counted_events() {
     let _ = reader.join();
 }
 
-/// A collector on 127.0.0.1 that keeps the bodies POSTed to it with their Authorization header.
-async fn otlp_collector() -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
-) {
-    use http_body_util::BodyExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let received: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
-    let store = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let store = store.clone();
-            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let store = store.clone();
-                async move {
-                    let token = request
-                        .headers()
-                        .get("authorization")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                        .to_string();
-                    let body = request.into_body().collect().await.unwrap().to_bytes();
-                    store
-                        .lock()
-                        .unwrap()
-                        .push((token, serde_json::from_slice(&body).unwrap()));
-                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
-                        bytes::Bytes::new(),
-                    )))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
-    (address, received)
-}
-
 #[tokio::test]
 async fn events_also_reach_an_opentelemetry_collector_with_its_token_from_the_environment() {
-    let (collector, received) = otlp_collector().await;
+    let (collector, received) = support::json_receiver().await;
     std::env::set_var("PALISADE_TEST_OTLP_TOKEN", "Bearer otlp-secret-token");
     let echo = support::echo("api").await;
     let yaml = format!(

@@ -8,43 +8,17 @@ mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use serde_json::Value;
 
 const ADMIN_TOKEN: &str = "adm_4f1d0c9e8b7a6f5e4d3c2b1a";
 
 fn set_token() {
     std::env::set_var("PALISADE_TEST_ADMIN_TOKEN", ADMIN_TOKEN);
-}
-
-/// A webhook receiver on 127.0.0.1 that keeps what it gets.
-async fn webhook() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let store = received.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let store = store.clone();
-            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let store = store.clone();
-                async move {
-                    let body = request.into_body().collect().await.unwrap().to_bytes();
-                    store.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
-                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::new())))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
-            );
-        }
-    });
-    (address, received)
 }
 
 async fn admin(
@@ -175,7 +149,7 @@ async fn injected_attacks_alert_and_a_steady_baseline_does_not() {
     let echo = support::echo("api").await;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
-    let (hook, notifications) = webhook().await;
+    let (hook, notifications) = support::json_receiver().await;
     let gateway = support::start(&config(echo, &audit, hook, &palisade_auth::apikey::generate().1)).await;
 
     let rate = Arc::new(AtomicUsize::new(20));
@@ -285,7 +259,12 @@ async fn injected_attacks_alert_and_a_steady_baseline_does_not() {
 
     // The webhook got each alert, the first with the block it caused.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let notified = notifications.lock().unwrap().clone();
+    let notified: Vec<Value> = notifications
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, body)| body.clone())
+        .collect();
     let opened: Vec<&Value> = notified.iter().filter(|n| n["change"] == "opened").collect();
     assert!(opened.len() >= 3, "{notified:?}");
     let stuffing = opened
@@ -321,7 +300,7 @@ async fn operators_list_add_and_revoke_responses_with_the_admin_token_only() {
     let echo = support::echo("api").await;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.log");
-    let (hook, _) = webhook().await;
+    let (hook, _) = support::json_receiver().await;
     let (key, hash) = palisade_auth::apikey::generate();
     let gateway = support::start(&config(echo, &audit, hook, &hash)).await;
     let client = "198.51.100.7";
@@ -520,4 +499,66 @@ routes:
         let signature = token.rsplit('.').next().unwrap();
         assert!(!text.contains(signature), "a token reached the audit log");
     }
+}
+
+#[tokio::test]
+async fn a_principal_probing_from_many_addresses_is_blocked_as_a_principal() {
+    set_token();
+    let echo = support::echo("api").await;
+    let (key, hash) = palisade_auth::apikey::generate();
+    let gateway = support::start(&format!(
+        "trusted_proxies: [127.0.0.1]
+admin: {{ address: 127.0.0.1:0, token: '${{PALISADE_TEST_ADMIN_TOKEN}}' }}
+authentication:
+  api_keys:
+    keys: [{{ name: reporting, hash: \"{hash}\", scopes: [reports:read] }}]
+detection:
+  enabled: true
+  probing: {{ threshold: 5, respond: {{ action: block, ttl: 60s }} }}
+clusters: {{ echo: {{ targets: [\"{echo}\"] }} }}
+routes:
+  - name: reports
+    match: {{ prefix: /reports }}
+    cluster: echo
+    authentication: [api_key]
+    authorization: {{ rules: [{{ id: readers, any_of: {{ scopes: [reports:read] }} }}] }}
+  - name: admin
+    match: {{ prefix: /admin }}
+    cluster: echo
+    authentication: [api_key]
+    authorization: {{ rules: [{{ id: admins, any_of: {{ scopes: [admin] }} }}] }}
+"
+    ))
+    .await;
+    let with_key = |address: &'static str| [("x-api-key", key.as_str()), ("x-forwarded-for", address)];
+    assert_eq!(
+        support::call(&gateway.url("/reports/1"), &with_key("198.51.100.1"))
+            .await
+            .status,
+        200
+    );
+    for address in [
+        "198.51.100.2",
+        "198.51.100.3",
+        "198.51.100.4",
+        "198.51.100.5",
+        "198.51.100.6",
+    ] {
+        assert_eq!(
+            support::call(&gateway.url("/admin/users"), &with_key(address))
+                .await
+                .status,
+            403
+        );
+    }
+    let seen = wait_for_alert(&gateway, "probing", "principal:reporting", Duration::from_secs(5)).await;
+    assert!(seen.is_some(), "{}", alerts(&gateway).await);
+    // The principal is blocked wherever it calls from, even where it is allowed; others are not.
+    let blocked = support::call(&gateway.url("/reports/1"), &with_key("198.51.100.99")).await;
+    assert_eq!(blocked.status, 403);
+    assert!(blocked.body.contains("temporarily-blocked"), "{}", blocked.body);
+    let listed: Value =
+        serde_json::from_str(&admin(&gateway, "GET", "/responses", Some(ADMIN_TOKEN), "").await.body).unwrap();
+    assert_eq!(listed["responses"][0]["subject"], "reporting");
+    assert_eq!(listed["responses"][0]["source"], "detector:probing");
 }

@@ -101,6 +101,11 @@ fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
         },
         upstream_ms: context.upstream_ms,
         attempted_subject: context.attempted_subject.clone(),
+        principal: if status == 403 {
+            context.principal.as_ref().map(|p| p.subject.clone())
+        } else {
+            None
+        },
     };
     if !runtime.detection.offer(observation) {
         runtime.metrics.detection_dropped.inc();

@@ -217,3 +217,45 @@ pub fn response_count(response: &str) -> usize {
 pub fn echoed(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("echo JSON expected ({e}): {body}"))
 }
+
+/// A receiver on 127.0.0.1 (an OTLP collector, a webhook) that keeps the JSON bodies POSTed to it
+/// with their Authorization header.
+pub async fn json_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let received: std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>> = Default::default();
+    let store = received.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let store = store.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let store = store.clone();
+                async move {
+                    let token = request
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let body = request.into_body().collect().await.unwrap().to_bytes();
+                    store
+                        .lock()
+                        .unwrap()
+                        .push((token, serde_json::from_slice(&body).unwrap()));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::new(),
+                    )))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (address, received)
+}
