@@ -59,6 +59,23 @@ pub fn hash_path(path: &str) -> u64 {
     hasher.finish()
 }
 
+/// Exchanges with one cluster, summed (a gateway tallies them in atomics between ticks).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ClusterTally {
+    pub requests: u32,
+    /// Answered 502, 503 or 504.
+    pub failures: u32,
+    /// Sum of the latencies of the answered exchanges, and how many there were.
+    pub latency_ms: f64,
+    pub answered: u32,
+}
+
+/// Whether the per-client detectors need to see an answer with this status (the rest are counted
+/// per route and cluster only).
+pub fn concerns_clients(status: u16) -> bool {
+    matches!(status, 401 | 403 | 404 | 405)
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DetectorConfig {
     pub rate_spike: RateSpikeConfig,
@@ -275,38 +292,61 @@ impl Detector {
     /// Records one answered request at second `now`.
     pub fn observe(&mut self, now: u64, record: &RequestRecord<'_>) {
         if let Some(route) = record.route {
-            self.routes
-                .entry(route.to_string())
-                .or_insert_with(|| RouteState {
-                    since_tick: 0,
-                    baseline: Baseline::new(self.config.rate_spike.half_life),
-                    spiking_for: 0,
-                })
-                .since_tick += 1;
+            self.count_route(route, 1);
         }
         if let Some(cluster) = record.cluster {
-            let window = self.config.upstream_errors.window_seconds;
-            let half_life = self.config.upstream_latency.half_life;
-            let state = self
-                .clusters
-                .entry(cluster.to_string())
-                .or_insert_with(|| ClusterState {
-                    requests: SlidingCount::new(window),
-                    failures: SlidingCount::new(window),
-                    latency_ms: 0.0,
-                    answered: 0,
-                    latency: Baseline::new(half_life),
-                    slow_for: 0,
-                });
-            state.requests.add(now, 1);
-            if matches!(record.status, 502..=504) {
-                state.failures.add(now, 1);
-            }
-            if let Some(ms) = record.upstream_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
-                state.latency_ms += ms;
-                state.answered += 1;
-            }
+            let ms = record.upstream_ms.filter(|ms| ms.is_finite() && *ms >= 0.0);
+            let exchanges = ClusterTally {
+                requests: 1,
+                failures: u32::from(matches!(record.status, 502..=504)),
+                latency_ms: ms.unwrap_or(0.0),
+                answered: u32::from(ms.is_some()),
+            };
+            self.count_cluster(now, cluster, &exchanges);
         }
+        self.observe_client(now, record);
+    }
+
+    /// Adds `count` requests to a route's current second (a gateway tallies them without a queue).
+    pub fn count_route(&mut self, route: &str, count: u32) {
+        if let Some(state) = self.routes.get_mut(route) {
+            state.since_tick = state.since_tick.saturating_add(count);
+            return;
+        }
+        let state = RouteState {
+            since_tick: count,
+            baseline: Baseline::new(self.config.rate_spike.half_life),
+            spiking_for: 0,
+        };
+        self.routes.insert(route.to_string(), state);
+    }
+
+    /// Adds exchanges with a cluster's targets at second `now`.
+    pub fn count_cluster(&mut self, now: u64, cluster: &str, tally: &ClusterTally) {
+        if !self.clusters.contains_key(cluster) {
+            let window = self.config.upstream_errors.window_seconds;
+            let state = ClusterState {
+                requests: SlidingCount::new(window),
+                failures: SlidingCount::new(window),
+                latency_ms: 0.0,
+                answered: 0,
+                latency: Baseline::new(self.config.upstream_latency.half_life),
+                slow_for: 0,
+            };
+            self.clusters.insert(cluster.to_string(), state);
+        }
+        let Some(state) = self.clusters.get_mut(cluster) else {
+            return;
+        };
+        state.requests.add(now, tally.requests);
+        state.failures.add(now, tally.failures);
+        state.latency_ms += tally.latency_ms;
+        state.answered = state.answered.saturating_add(tally.answered);
+    }
+
+    /// The per-client and per-subject part of one answer (refusals and unknown paths); route and
+    /// cluster counts are left to [`Detector::count_route`] and [`Detector::count_cluster`].
+    pub fn observe_client(&mut self, now: u64, record: &RequestRecord<'_>) {
         if let (401, Some(subject)) = (record.status, record.attempted_subject) {
             let window = self.config.targeted_subject.window_seconds;
             count_for(&mut self.subjects, self.config.max_clients, window, now, subject);
@@ -315,8 +355,7 @@ impl Detector {
             let window = self.config.probing.window_seconds;
             count_for(&mut self.principals, self.config.max_clients, window, now, principal);
         }
-        let interesting = record.status == 401 || record.status == 403 || matches!(record.status, 404 | 405);
-        if !interesting {
+        if !concerns_clients(record.status) {
             return;
         }
         let client = self.client(now, record.client);

@@ -1,16 +1,18 @@
-//! The gateway's side of anomaly detection: the observe stage hands every answered request to a
-//! bounded queue (never waiting; a full queue is counted), and one task feeds the detectors, evaluates
-//! them once a second, and acts on what opens or closes: an audit event, a webhook notification, the
+//! The gateway's side of anomaly detection: the observe stage counts every answer in its route's
+//! [`DetectionTally`] (a few relaxed atomic additions) and hands only the answers the per-client
+//! detectors need (401, 403, 404, 405) to a bounded queue (never waiting; a full queue is counted).
+//! One task feeds the detectors, evaluates them once a second, and acts on what opens or closes: an audit event, a webhook notification, the
 //! admin API's `/alerts`, and — when the detector asks for it — a response (block or tightened
 //! limit) on the client. A second task expires responses and keeps them in step with the other
 //! gateways through the shared store.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use palisade_core::config::{ClientDetector, DetectionConfig, ResponseAction};
-use palisade_detect::{Alert, AlertChange, Detector, DetectorConfig, RequestRecord};
+use palisade_detect::{Alert, AlertChange, ClusterTally, Detector, DetectorConfig, RequestRecord};
 use palisade_limits::responses::{Action, ActiveResponse, ResponseError, Target};
 use palisade_telemetry::webhook::{Webhook, WebhookTarget};
 use palisade_telemetry::{AuditEvent, EventKind};
@@ -25,15 +27,12 @@ const QUEUE: usize = 65_536;
 /// Closed alerts kept for `/alerts`.
 const RECENT_ALERTS: usize = 100;
 
-/// One answered request, as the observe stage hands it over.
+/// One answer the per-client detectors need, as the observe stage hands it over.
 pub struct Observation {
-    pub route: Option<Arc<str>>,
-    pub cluster: Option<Arc<str>>,
     pub client: IpAddr,
     pub status: u16,
     pub reason: Option<&'static str>,
     pub path_hash: u64,
-    pub upstream_ms: Option<f64>,
     /// On a refused credential: the subject it claimed (unverified).
     pub attempted_subject: Option<String>,
     /// On an authorization refusal: the principal refused.
@@ -165,7 +164,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
                 let now = now_secs();
                 for observation in batch.drain(..) {
-                    detector.observe(now, &record(&observation));
+                    detector.observe_client(now, &record(&observation));
                 }
             }
             _ = ticker.tick() => {
@@ -175,7 +174,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 if webhook.as_ref().map(|w| w.target()) != target.as_ref() {
                     webhook = target.and_then(|target| start_webhook(&runtime, target));
                 }
-                let changes = detector.tick(now_secs());
+                let now = now_secs();
+                collect_tallies(&runtime, &mut detector, now);
+                let changes = detector.tick(now);
                 for change in changes {
                     act_on(&runtime, webhook.as_ref(), change);
                 }
@@ -186,15 +187,68 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     }
 }
 
+/// Per-route counts of every answer and per-cluster counts of upstream exchanges, summed in atomics
+/// by the observe stage and taken once a second. Kept across reloads by route name.
+#[derive(Default)]
+pub struct DetectionTally {
+    requests: AtomicU32,
+    upstream: AtomicU32,
+    failures: AtomicU32,
+    answered: AtomicU32,
+    latency_us: AtomicU64,
+}
+
+impl DetectionTally {
+    /// One answer; `upstream` when the request reached the upstream stage.
+    pub fn record(&self, status: u16, upstream: bool, upstream_ms: Option<f64>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if !upstream {
+            return;
+        }
+        self.upstream.fetch_add(1, Ordering::Relaxed);
+        if matches!(status, 502..=504) {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(ms) = upstream_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
+            self.answered.fetch_add(1, Ordering::Relaxed);
+            self.latency_us.fetch_add((ms * 1000.0) as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// The counts since the last call, reset.
+    fn take(&self) -> (u32, ClusterTally) {
+        let requests = self.requests.swap(0, Ordering::Relaxed);
+        let exchanges = ClusterTally {
+            requests: self.upstream.swap(0, Ordering::Relaxed),
+            failures: self.failures.swap(0, Ordering::Relaxed),
+            latency_ms: self.latency_us.swap(0, Ordering::Relaxed) as f64 / 1000.0,
+            answered: self.answered.swap(0, Ordering::Relaxed),
+        };
+        (requests, exchanges)
+    }
+}
+
+fn collect_tallies(runtime: &Runtime, detector: &mut Detector, now: u64) {
+    for route in &runtime.routes {
+        let (requests, exchanges) = route.detection.take();
+        if requests > 0 {
+            detector.count_route(&route.name, requests);
+        }
+        if exchanges.requests > 0 {
+            detector.count_cluster(now, &route.cluster.name, &exchanges);
+        }
+    }
+}
+
 fn record(observation: &Observation) -> RequestRecord<'_> {
     RequestRecord {
-        route: observation.route.as_deref(),
+        route: None,
         client: observation.client,
         status: observation.status,
         reason: observation.reason,
         path_hash: observation.path_hash,
-        cluster: observation.cluster.as_deref(),
-        upstream_ms: observation.upstream_ms,
+        cluster: None,
+        upstream_ms: None,
         attempted_subject: observation.attempted_subject.as_deref(),
         principal: observation.principal.as_deref(),
     }

@@ -15,7 +15,7 @@ use palisade_telemetry::audit::{AuditLog, AuditSink, OtlpTarget, SyslogTarget};
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
 use rustls::sign::CertifiedKey;
 
-use crate::detection::DetectionFeed;
+use crate::detection::{DetectionFeed, DetectionTally};
 use crate::pipeline::cors::Cors;
 use crate::pipeline::forwarded::TrustedProxies;
 use crate::pipeline::lifecycle::Lifecycle;
@@ -28,9 +28,8 @@ use crate::upstream::Cluster;
 /// A route's settings, by its index in the config.
 pub struct RouteRuntime {
     pub name: String,
-    /// The route's and its cluster's names, shared with the detectors without copying.
-    pub label: Arc<str>,
-    pub cluster_label: Arc<str>,
+    /// Answers counted for the anomaly detectors; kept across reloads.
+    pub detection: Arc<DetectionTally>,
     pub cluster: Arc<Cluster>,
     pub protocol: UpstreamProtocol,
     pub max_body_bytes: u64,
@@ -162,8 +161,7 @@ impl Runtime {
                 let protocol = config.clusters.get(&route.cluster.value)?.value.protocol;
                 Some(RouteRuntime {
                     name: route.name.value.clone(),
-                    label: route.name.value.as_str().into(),
-                    cluster_label: route.cluster.value.as_str().into(),
+                    detection: previous_route.map_or_else(Default::default, |p| p.detection.clone()),
                     cluster,
                     protocol,
                     max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes).get(),

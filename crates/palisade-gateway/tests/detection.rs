@@ -562,3 +562,22 @@ routes:
     assert_eq!(listed["responses"][0]["subject"], "reporting");
     assert_eq!(listed["responses"][0]["source"], "detector:probing");
 }
+
+#[tokio::test]
+async fn a_failing_cluster_alerts_from_the_per_route_tallies() {
+    set_token();
+    let dead = support::dead_address().await;
+    let gateway = support::start(&format!(
+        "admin: {{ address: 127.0.0.1:0, token: '${{PALISADE_TEST_ADMIN_TOKEN}}' }}
+detection: {{ enabled: true }}
+clusters: {{ payments: {{ targets: [\"{dead}\"], passive_health: {{ consecutive_failures: 0 }} }} }}
+routes: [{{ name: pay, match: {{ prefix: / }}, cluster: payments, public: true }}]
+"
+    ))
+    .await;
+    for _ in 0..25 {
+        assert_eq!(support::get(&gateway.url("/charge")).await.0, 502);
+    }
+    let seen = wait_for_alert(&gateway, "upstream_errors", "payments", Duration::from_secs(5)).await;
+    assert!(seen.is_some(), "{}", alerts(&gateway).await);
+}

@@ -81,16 +81,20 @@ impl Drop for ObservedBody {
     }
 }
 
-/// Hands the answer to the anomaly detectors (their queue is bounded; a full one is counted).
+/// Counts the answer for the route and cluster detectors, and hands the answers the per-client
+/// detectors need to their queue (bounded; a full one is counted).
 fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
-    let route = context.route_index.and_then(|index| runtime.routes.get(index));
-    let reached_upstream = context.upstream_target.is_some()
-        || context
-            .reason
-            .is_some_and(|reason| reason.starts_with("upstream") || reason == "no_healthy_upstream");
+    if let Some(route) = context.route_index.and_then(|index| runtime.routes.get(index)) {
+        let reached_upstream = context.upstream_target.is_some()
+            || context
+                .reason
+                .is_some_and(|reason| reason.starts_with("upstream") || reason == "no_healthy_upstream");
+        route.detection.record(status, reached_upstream, context.upstream_ms);
+    }
+    if !palisade_detect::concerns_clients(status) {
+        return;
+    }
     let observation = Observation {
-        route: route.map(|r| r.label.clone()),
-        cluster: route.filter(|_| reached_upstream).map(|r| r.cluster_label.clone()),
         client: context.client_ip,
         status,
         reason: context.reason,
@@ -99,7 +103,6 @@ fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
         } else {
             0
         },
-        upstream_ms: context.upstream_ms,
         attempted_subject: context.attempted_subject.clone(),
         principal: if status == 403 {
             context.principal.as_ref().map(|p| p.subject.clone())
