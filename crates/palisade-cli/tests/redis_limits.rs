@@ -382,4 +382,25 @@ fn a_block_taken_on_one_gateway_applies_on_the_other_and_so_does_its_revocation(
     );
     let (_, listed) = admin_call(&first, "GET", "/responses", "");
     assert_eq!(listed, r#"{"responses":[]}"#);
+
+    // The same address blocked on both gateways one after the other: the newer block wins on both.
+    let block =
+        |reason: &str| format!(r#"{{"ip": "203.0.113.77", "action": "block", "ttl": "10m", "reason": "{reason}"}}"#);
+    let (status, _) = admin_call(&first, "POST", "/responses", &block("older"));
+    assert_eq!(status, 201);
+    std::thread::sleep(Duration::from_millis(1100));
+    let (status, _) = admin_call(&second, "POST", "/responses", &block("newer"));
+    assert_eq!(status, 201);
+    let converged = |gateway: &Gateway| {
+        let (_, listed) = admin_call(gateway, "GET", "/responses", "");
+        listed.matches("\"id\"").count() == 1 && listed.contains("\"reason\":\"newer\"")
+    };
+    assert!(
+        wait_for(|| converged(&first) && converged(&second)),
+        "one block, the newer, on both"
+    );
+    assert!(
+        wait_for(|| redis_cli(redis.port, &["HLEN", "palisade:responses"]) == "1"),
+        "and in the store"
+    );
 }

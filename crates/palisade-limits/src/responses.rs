@@ -274,8 +274,17 @@ impl ResponseTable {
             };
             if response.expires_at <= now || revoked.contains_key(id) {
                 stale.push(id.clone());
-            } else if !local.contains(id) && self.insert_entry(response.clone(), true).is_ok() {
-                taken_over.push(response);
+            } else if !local.contains(id) {
+                // Two responses on one target (taken on two gateways at once, or one replaced): the
+                // newer wins everywhere and the older leaves the store.
+                let newer_here = self
+                    .newest_for(&response.target)
+                    .is_some_and(|(created, other)| (created, other.as_str()) > (response.created_at, id.as_str()));
+                if newer_here {
+                    stale.push(id.clone());
+                } else if self.insert_entry(response.clone(), true).is_ok() {
+                    taken_over.push(response);
+                }
             }
         }
         for response in self.unpublished(&remote) {
@@ -312,6 +321,16 @@ impl ResponseTable {
         store
             .query::<()>(redis::cmd("HDEL").arg(SHARED_KEY).arg(&response.id))
             .await
+    }
+
+    /// The creation time and id of the response on `target` here, if any.
+    fn newest_for(&self, target: &Target) -> Option<(u64, String)> {
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entry = match target {
+            Target::Ip(ip) => entries.ips.get(ip),
+            Target::Subject(subject) => entries.subjects.get(subject),
+        }?;
+        Some((entry.response.created_at, entry.response.id.clone()))
     }
 
     fn unpublished(&self, remote: &HashMap<String, String>) -> Vec<ActiveResponse> {
