@@ -171,8 +171,16 @@ fn two_gateway_processes_share_one_limit_and_survive_a_redis_restart() {
     let _serial = one_at_a_time();
     let mut redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("first-audit.log");
     let yaml = config(redis.port, "fallback_local");
-    let (first, first_logs) = start(dir.path(), "first.yaml", &yaml);
+    let first_yaml = yaml.replace(
+        "access_log: { enabled: false }",
+        &format!(
+            "access_log: {{ enabled: false }}\naudit: {{ path: '{}' }}",
+            audit.display()
+        ),
+    );
+    let (first, first_logs) = start(dir.path(), "first.yaml", &first_yaml);
     let (second, _) = start(dir.path(), "second.yaml", &yaml);
 
     // Six requests in all are allowed, whichever gateway they reach.
@@ -218,6 +226,24 @@ fn two_gateway_processes_share_one_limit_and_survive_a_redis_restart() {
     );
     let shared: Vec<u16> = (0..8).map(|_| http_status(&second.address, "/")).collect();
     assert!(shared.contains(&429), "shared counting resumed: {shared:?}");
+    // The outage and the recovery are audit events, not only log lines.
+    let audited = |event: &str| {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .any(|line| line.contains(&format!("\"event\":\"{event}\"")))
+    };
+    assert!(
+        wait_for(|| audited("limit_store_unavailable") && audited("limit_store_recovered")),
+        "audit log: {:?}",
+        std::fs::read_to_string(&audit)
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    let down = text.find("limit_store_unavailable").unwrap();
+    assert!(
+        down < text.find("limit_store_recovered").unwrap(),
+        "down, then up: {text}"
+    );
 }
 
 #[test]

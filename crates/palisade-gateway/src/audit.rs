@@ -116,6 +116,90 @@ pub fn reload(runtime: &Runtime, applied: bool, detail: Option<&str>) {
     log.record(event);
 }
 
+/// Audit events for the shared rate-limit store going down and coming back, polled once a second
+/// from its health metrics (the store itself only logs). A failed call since the last poll counts as
+/// an outage even if the store answers again by now (the breaker kept it out for a second), so a
+/// short outage is reported too. A store that never answered since start is reported once after a
+/// grace period for the first connection.
+pub(crate) async fn watch_limit_store(
+    shared: std::sync::Arc<crate::Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    const FIRST_CONNECTION_GRACE: u32 = 5;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut reported_up: Option<bool> = None;
+    let mut seconds = 0u32;
+    let mut errors_seen = shared.metrics.rate_limit_store_errors.get();
+    let mut failed_since = false;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let runtime = shared.runtime.load_full();
+        if runtime.limit_store.is_none() {
+            reported_up = None;
+            continue;
+        }
+        seconds = seconds.saturating_add(1);
+        let up = runtime.metrics.rate_limit_store_up.get() == 1;
+        let errors = runtime.metrics.rate_limit_store_errors.get();
+        // A failure not yet reported (kept while the first state is still unknown).
+        failed_since |= errors > errors_seen;
+        errors_seen = errors;
+        let mut changes = Vec::new();
+        match reported_up {
+            None if up => {
+                if failed_since {
+                    changes.push(false);
+                    changes.push(true);
+                } else {
+                    reported_up = Some(true);
+                }
+            }
+            None if seconds >= FIRST_CONNECTION_GRACE => changes.push(false),
+            None => {}
+            Some(true) if !up || failed_since => {
+                changes.push(false);
+                if up {
+                    changes.push(true);
+                }
+            }
+            Some(false) if up => changes.push(true),
+            Some(_) => {}
+        }
+        for now_up in changes {
+            reported_up = Some(now_up);
+            if let Some(log) = &runtime.audit {
+                log.record(store_event(&runtime, now_up));
+            }
+        }
+        if reported_up.is_some() {
+            failed_since = false;
+        }
+    }
+}
+
+fn store_event(runtime: &Runtime, up: bool) -> AuditEvent {
+    if up {
+        return AuditEvent::new(
+            EventKind::LimitStoreRecovered,
+            None,
+            "the shared rate-limit store answers again: limits are shared",
+        );
+    }
+    let consequence = match runtime.config.rate_limits.on_store_error {
+        palisade_core::config::StoreErrorPolicy::FallbackLocal => "limits are counted per process until it is back",
+        palisade_core::config::StoreErrorPolicy::Deny => "limited routes refuse requests until it is back",
+    };
+    AuditEvent::new(
+        EventKind::LimitStoreUnavailable,
+        Some("limit_store_unavailable"),
+        format!("the shared rate-limit store is unreachable: {consequence}"),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

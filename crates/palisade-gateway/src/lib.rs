@@ -159,6 +159,7 @@ impl Gateway {
             shared.clone(),
             stopped.clone(),
         )));
+        tasks.push(tokio::spawn(audit::watch_limit_store(shared.clone(), stopped.clone())));
         tasks.push(tokio::spawn(reload::watch_files(shared.clone(), stopped)));
         Ok(Gateway {
             shared,

@@ -43,6 +43,10 @@ pub enum EventKind {
     AdminAction,
     /// An admin API call refused: no or a wrong token (API Activity, failure).
     AdminRefused,
+    /// The shared rate-limit store (Redis) stopped answering: limits fall back or fail closed.
+    LimitStoreUnavailable,
+    /// The shared rate-limit store answers again: limits are shared again.
+    LimitStoreRecovered,
 }
 
 struct Class {
@@ -104,7 +108,9 @@ impl EventKind {
                 &HTTP_ACTIVITY
             }
             TlsHandshakeRefused => &NETWORK_ACTIVITY,
-            ConfigReloaded | ConfigRejected | AuditEventsDropped => &APPLICATION_LIFECYCLE,
+            ConfigReloaded | ConfigRejected | AuditEventsDropped | LimitStoreUnavailable | LimitStoreRecovered => {
+                &APPLICATION_LIFECYCLE
+            }
             CertificateIssued | CertificateRefused | CertificateRenewed | CertificateExpiring => &ENTITY_MANAGEMENT,
             AlertOpened | AlertClosed | ResponseTaken | ResponseLifted => &DETECTION_FINDING,
             AdminAction | AdminRefused => &API_ACTIVITY,
@@ -121,12 +127,13 @@ impl EventKind {
             | CertificateRenewed
             | AlertClosed
             | ResponseLifted
-            | AdminAction => (1, "Informational"),
+            | AdminAction
+            | LimitStoreRecovered => (1, "Informational"),
             AuthorizationDenied | IpBlocked | RateLimited | ValidationFailed | CorsRejected | TlsHandshakeRefused
             | CertificateRefused => (2, "Low"),
             AuthenticationFailed | RequestRejected | ConfigRejected | AuditEventsDropped | ResponseTaken
             | AdminRefused => (3, "Medium"),
-            CertificateExpiring | AlertOpened => (4, "High"),
+            CertificateExpiring | AlertOpened | LimitStoreUnavailable => (4, "High"),
         }
     }
 
@@ -143,6 +150,7 @@ impl EventKind {
                 | ResponseTaken
                 | ResponseLifted
                 | AdminAction
+                | LimitStoreRecovered
         )
     }
 }
@@ -495,6 +503,8 @@ fn default_activity(kind: EventKind) -> (u32, &'static str) {
         ResponseTaken | ResponseLifted => (2, "Update"),
         AlertClosed => (3, "Close"),
         AdminAction | AdminRefused => (99, "Other"),
+        LimitStoreUnavailable => (4, "Stop"),
+        LimitStoreRecovered => (3, "Start"),
         CertificateIssued | CertificateRenewed => (1, "Create"),
         CertificateRefused | CertificateExpiring => (99, "Other"),
         AuthorizationDenied | IpBlocked | RateLimited | ValidationFailed | RequestRejected | CorsRejected => {
