@@ -261,73 +261,84 @@ fn a_latency_jump_on_an_upstream_alerts() {
     assert!(delay <= 5);
 }
 
-#[test]
-fn refused_logins_against_one_subject_from_many_addresses_alert() {
-    let mut rng = StdRng::seed_from_u64(29);
+/// Runs normal traffic for `seconds` with one `attack` request per second from `attack_from` on,
+/// each from a new address; returns the subject of the first `detector` alert and at which attack
+/// request it opened, and every detector that opened an alert.
+fn one_request_a_second_from_new_addresses(
+    seed: u64,
+    attack_from: u64,
+    seconds: u64,
+    detector_name: &str,
+    attack: RequestRecord<'static>,
+) -> (Option<(String, u64)>, Vec<&'static str>) {
+    let mut rng = StdRng::seed_from_u64(seed);
     let mut detector = Detector::new(DetectorConfig::default());
     let mut alerted = None;
-    for second in 0..400 {
+    let mut detectors = Vec::new();
+    for second in 0..seconds {
         let now = START + second;
         normal_second(&mut detector, &mut rng, now, 100);
-        // From second 200: one forged login for "admin" per second, each from a new address, so no
-        // single client comes near its own threshold.
-        if second >= 200 {
-            let record = RequestRecord {
-                route: Some("login"),
-                client: client(10_000 + u32::try_from(second).unwrap()),
-                status: 401,
-                reason: Some("bad_signature"),
-                path_hash: hash_path("/login"),
-                upstream_ms: None,
-                attempted_subject: Some("admin"),
-                principal: None,
-                cluster: None,
-            };
-            detector.observe(now, &record);
+        if second >= attack_from {
+            let address = client(10_000 + u32::try_from(second).unwrap());
+            detector.observe(
+                now,
+                &RequestRecord {
+                    client: address,
+                    ..attack
+                },
+            );
         }
         let changes = detector.tick(now);
-        assert_eq!(
-            opened(&changes, "auth_failures"),
-            None,
-            "no client crossed its threshold"
-        );
-        if let Some(subject) = opened(&changes, "targeted_subject") {
-            alerted.get_or_insert((subject, second - 200 + 1));
+        for change in &changes {
+            if let AlertChange::Opened(alert) = change {
+                detectors.push(alert.detector);
+            }
+        }
+        if let Some(subject) = opened(&changes, detector_name) {
+            alerted.get_or_insert((subject, second - attack_from + 1));
         }
     }
+    (alerted, detectors)
+}
+
+#[test]
+fn refused_logins_against_one_subject_from_many_addresses_alert() {
+    let forged_login = RequestRecord {
+        route: Some("login"),
+        client: client(0),
+        status: 401,
+        reason: Some("bad_signature"),
+        path_hash: 0,
+        upstream_ms: None,
+        attempted_subject: Some("admin"),
+        principal: None,
+        cluster: None,
+    };
+    let (alerted, detectors) = one_request_a_second_from_new_addresses(29, 200, 400, "targeted_subject", forged_login);
     let (subject, attempts) = alerted.expect("the distributed attack was detected");
     eprintln!("distributed brute force on one subject (1/s from new addresses): detected at attempt {attempts}");
     assert_eq!(subject, "admin");
     assert_eq!(attempts, 50);
+    assert!(
+        !detectors.contains(&"auth_failures"),
+        "no client crossed its own threshold"
+    );
 }
 
 #[test]
 fn a_principal_probing_from_many_addresses_alerts_on_the_principal() {
-    let mut rng = StdRng::seed_from_u64(31);
-    let mut detector = Detector::new(DetectorConfig::default());
-    let mut alerted = None;
-    for second in 0..200 {
-        let now = START + second;
-        normal_second(&mut detector, &mut rng, now, 100);
-        // From second 100: one forbidden request per second as "mallory", each from a new address.
-        if second >= 100 {
-            let record = RequestRecord {
-                route: Some("api"),
-                client: client(20_000 + u32::try_from(second).unwrap()),
-                status: 403,
-                reason: Some("forbidden"),
-                path_hash: hash_path("/api/admin"),
-                upstream_ms: None,
-                attempted_subject: None,
-                principal: Some("mallory"),
-                cluster: None,
-            };
-            detector.observe(now, &record);
-        }
-        if let Some(subject) = opened(&detector.tick(now), "probing") {
-            alerted.get_or_insert((subject, second - 100 + 1));
-        }
-    }
+    let forbidden = RequestRecord {
+        route: Some("api"),
+        client: client(0),
+        status: 403,
+        reason: Some("forbidden"),
+        path_hash: 0,
+        upstream_ms: None,
+        attempted_subject: None,
+        principal: Some("mallory"),
+        cluster: None,
+    };
+    let (alerted, _) = one_request_a_second_from_new_addresses(31, 100, 200, "probing", forbidden);
     let (subject, attempts) = alerted.expect("the principal's probing was detected");
     eprintln!("403 probing by one principal from new addresses (1/s): detected at request {attempts}");
     assert_eq!(subject, "principal:mallory");
