@@ -14,6 +14,21 @@ fn client(n: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + n))
 }
 
+/// An answer to `client` with nothing but its status and reason; tests fill in what they need.
+fn answer(client: IpAddr, status: u16, reason: Option<&'static str>) -> RequestRecord<'static> {
+    RequestRecord {
+        route: None,
+        client,
+        status,
+        reason,
+        path_hash: 0,
+        upstream_ms: None,
+        attempted_subject: None,
+        principal: None,
+        cluster: None,
+    }
+}
+
 /// One second of ordinary traffic: ~100 requests/s ±40% from 50 clients, a few failed logins,
 /// typos (404), refusals (403) and upstream failures, as a healthy service sees them.
 fn normal_second(detector: &mut Detector, rng: &mut StdRng, now: u64, rate: u32) {
@@ -118,14 +133,8 @@ fn twenty_failed_logins_from_one_address_in_a_minute_alert() {
         if now >= attack_start && (now - attack_start).is_multiple_of(3) && now < attack_start + 60 {
             let record = RequestRecord {
                 route: Some("login"),
-                client: attacker,
-                status: 401,
-                reason: Some("bad_signature"),
                 path_hash: hash_path("/login"),
-                upstream_ms: None,
-                attempted_subject: None,
-                principal: None,
-                cluster: None,
+                ..answer(attacker, 401, Some("bad_signature"))
             };
             detector.observe(now, &record);
         }
@@ -154,15 +163,8 @@ fn a_scan_of_fifty_unknown_paths_alerts() {
             for n in 0..2 {
                 let path = format!("/.env{}{n}", now - scan_start);
                 let record = RequestRecord {
-                    route: None,
-                    client: scanner,
-                    status: 404,
-                    reason: Some("no_route"),
                     path_hash: hash_path(&path),
-                    upstream_ms: None,
-                    attempted_subject: None,
-                    principal: None,
-                    cluster: None,
+                    ..answer(scanner, 404, Some("no_route"))
                 };
                 detector.observe(now, &record);
             }
@@ -189,14 +191,9 @@ fn failing_upstreams_alert_per_cluster() {
             for _ in 0..40 {
                 let record = RequestRecord {
                     route: Some("api"),
-                    client: client(1),
-                    status: 503,
-                    reason: Some("upstream_timeout"),
                     path_hash: hash_path("/api/orders"),
-                    upstream_ms: None,
-                    attempted_subject: None,
-                    principal: None,
                     cluster: Some("orders"),
+                    ..answer(client(1), 503, Some("upstream_timeout"))
                 };
                 detector.observe(now, &record);
             }
@@ -222,14 +219,8 @@ fn client_state_stays_bounded_under_address_spraying() {
         let now = START + u64::from(n / 2000);
         let record = RequestRecord {
             route: Some("login"),
-            client: client(n),
-            status: 401,
-            reason: Some("bad_signature"),
             path_hash: hash_path("/login"),
-            upstream_ms: None,
-            attempted_subject: None,
-            principal: None,
-            cluster: None,
+            ..answer(client(n), 401, Some("bad_signature"))
         };
         detector.observe(now, &record);
         assert!(detector.tracked_clients() <= 1000);
@@ -305,14 +296,8 @@ fn one_request_a_second_from_new_addresses(
 fn refused_logins_against_one_subject_from_many_addresses_alert() {
     let forged_login = RequestRecord {
         route: Some("login"),
-        client: client(0),
-        status: 401,
-        reason: Some("bad_signature"),
-        path_hash: 0,
-        upstream_ms: None,
         attempted_subject: Some("admin"),
-        principal: None,
-        cluster: None,
+        ..answer(client(0), 401, Some("bad_signature"))
     };
     let (alerted, detectors) = one_request_a_second_from_new_addresses(29, 200, 400, "targeted_subject", forged_login);
     let (subject, attempts) = alerted.expect("the distributed attack was detected");
@@ -329,14 +314,8 @@ fn refused_logins_against_one_subject_from_many_addresses_alert() {
 fn a_principal_probing_from_many_addresses_alerts_on_the_principal() {
     let forbidden = RequestRecord {
         route: Some("api"),
-        client: client(0),
-        status: 403,
-        reason: Some("forbidden"),
-        path_hash: 0,
-        upstream_ms: None,
-        attempted_subject: None,
         principal: Some("mallory"),
-        cluster: None,
+        ..answer(client(0), 403, Some("forbidden"))
     };
     let (alerted, _) = one_request_a_second_from_new_addresses(31, 100, 200, "probing", forbidden);
     let (subject, attempts) = alerted.expect("the principal's probing was detected");
