@@ -1,0 +1,197 @@
+//! YAML documents as a small tree that remembers lines, so that every Kubernetes and Palisade
+//! config finding can name the line to fix. Parsed with saphyr, which bounds alias expansion
+//! (no billion-laughs blow-up from a hostile manifest).
+
+use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+    Seq(Vec<Node>),
+    Map(Vec<(String, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// 1-based line where the node starts.
+    pub line: usize,
+    pub value: Value,
+}
+
+static NULL: Node = Node {
+    line: 0,
+    value: Value::Null,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct YamlError {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+/// Every document of a (multi-document) YAML stream.
+pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlError> {
+    let documents = MarkedYaml::load_from_str(text).map_err(|error| YamlError {
+        line: error.marker().line(),
+        column: error.marker().col() + 1,
+        message: error.info().to_string(),
+    })?;
+    Ok(documents.iter().map(convert).collect())
+}
+
+fn convert(node: &MarkedYaml<'_>) -> Node {
+    let value = match &node.data {
+        YamlData::Value(scalar) => scalar_value(scalar),
+        YamlData::Sequence(items) => Value::Seq(items.iter().map(convert).collect()),
+        YamlData::Mapping(entries) => Value::Map(
+            entries
+                .iter()
+                .map(|(key, value)| (key_text(key), convert(value)))
+                .collect(),
+        ),
+        YamlData::Tagged(_, inner) => return convert(inner),
+        YamlData::Representation(text, _, _) => Value::String(text.to_string()),
+        _ => Value::Null,
+    };
+    Node {
+        line: node.span.start.line(),
+        value,
+    }
+}
+
+fn scalar_value(scalar: &Scalar<'_>) -> Value {
+    match scalar {
+        Scalar::Null => Value::Null,
+        Scalar::Boolean(b) => Value::Bool(*b),
+        Scalar::Integer(i) => Value::Int(*i),
+        Scalar::FloatingPoint(f) => Value::Float(f.into_inner()),
+        Scalar::String(s) => Value::String(s.to_string()),
+    }
+}
+
+fn key_text(key: &MarkedYaml<'_>) -> String {
+    match convert(key).value {
+        Value::String(s) => s,
+        Value::Int(i) => i.to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Float(f) => f.to_string(),
+        _ => String::new(),
+    }
+}
+
+impl Node {
+    /// The value under `key` in a mapping; a null node (line 0) when absent or not a mapping.
+    pub fn get(&self, key: &str) -> &Node {
+        self.entry(key).unwrap_or(&NULL)
+    }
+
+    pub fn entry(&self, key: &str) -> Option<&Node> {
+        match &self.value {
+            Value::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// Follows a path of keys: `node.at(&["spec", "template", "spec"])`.
+    pub fn at(&self, path: &[&str]) -> &Node {
+        path.iter().fold(self, |node, key| node.get(key))
+    }
+
+    pub fn is_present(&self) -> bool {
+        !matches!(self.value, Value::Null)
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::String(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A scalar as text (numbers and booleans too): what a human wrote.
+    pub fn text(&self) -> Option<String> {
+        match &self.value {
+            Value::String(s) => Some(s.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        }
+    }
+
+    pub fn as_bool(&self) -> Option<bool> {
+        match &self.value {
+            Value::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn as_int(&self) -> Option<i64> {
+        match &self.value {
+            Value::Int(i) => Some(*i),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn items(&self) -> &[Node] {
+        match &self.value {
+            Value::Seq(items) => items,
+            _ => &[],
+        }
+    }
+
+    pub fn entries(&self) -> &[(String, Node)] {
+        match &self.value {
+            Value::Map(entries) => entries,
+            _ => &[],
+        }
+    }
+
+    /// The node's line, or `fallback` when the node is absent (a missing key is reported where
+    /// its parent is).
+    pub fn line_or(&self, fallback: usize) -> usize {
+        if self.line == 0 {
+            fallback
+        } else {
+            self.line
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_remembered_across_documents() {
+        let docs = parse_documents("a: 1\n---\nb:\n  c: [x, y]\n  d: true\n").expect("parses");
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[1].at(&["b", "d"]).line, 5);
+        assert_eq!(docs[1].at(&["b", "d"]).as_bool(), Some(true));
+        assert_eq!(docs[1].at(&["b", "c"]).items()[1].as_str(), Some("y"));
+        assert!(!docs[1].at(&["b", "missing", "deeper"]).is_present());
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_not_expanded() {
+        let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for level in 1..10 {
+            let prev = (b'a' + level - 1) as char;
+            let name = (b'a' + level) as char;
+            bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        assert!(parse_documents(&bomb).is_err());
+    }
+
+    #[test]
+    fn syntax_errors_carry_their_position() {
+        let error = parse_documents("a: [1, 2\nb: c\n").expect_err("unclosed");
+        assert!(error.line >= 1, "{error:?}");
+    }
+}
