@@ -78,6 +78,53 @@ impl Fetcher {
         self.send_json(request).await
     }
 
+    /// Streams an answer into `destination` (an advisory archive: up to `max_bytes`, however long
+    /// it takes within `deadline`); returns its size.
+    pub async fn download(
+        &self,
+        uri: &Uri,
+        destination: &Path,
+        max_bytes: u64,
+        deadline: Duration,
+    ) -> Result<u64, FetchError> {
+        use tokio::io::AsyncWriteExt;
+        let exchange = async {
+            let request = Request::get(uri.clone())
+                .body(Full::default())
+                .map_err(|e| FetchError::Transport(e.to_string()))?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| FetchError::Transport(e.to_string()))?;
+            if !response.status().is_success() {
+                return Err(FetchError::Status(response.status()));
+            }
+            let mut file = tokio::fs::File::create(destination)
+                .await
+                .map_err(|e| FetchError::Transport(e.to_string()))?;
+            let mut body = response.into_body();
+            let mut written = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|_| FetchError::Body)?;
+                if let Some(data) = frame.data_ref() {
+                    written += data.len() as u64;
+                    if written > max_bytes {
+                        return Err(FetchError::Body);
+                    }
+                    file.write_all(data)
+                        .await
+                        .map_err(|e| FetchError::Transport(e.to_string()))?;
+                }
+            }
+            file.flush().await.map_err(|e| FetchError::Transport(e.to_string()))?;
+            Ok(written)
+        };
+        tokio::time::timeout(deadline, exchange)
+            .await
+            .map_err(|_| FetchError::Timeout)?
+    }
+
     pub async fn send_json(&self, request: Request<Full<Bytes>>) -> Result<serde_json::Value, FetchError> {
         let exchange = async {
             let response = self

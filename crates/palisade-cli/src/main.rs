@@ -4,6 +4,7 @@ mod ca;
 mod credentials;
 mod demo;
 mod policy;
+mod scan;
 mod sidecar;
 
 use std::net::SocketAddr;
@@ -104,6 +105,15 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// Check a tree, file or image tarball for insecure Dockerfiles, Kubernetes manifests and
+    /// Palisade configs, secrets and vulnerable packages. Exit 0 clean, 1 findings at or above
+    /// --fail-on, 2 usage or input error.
+    Scan(scan::ScanArgs),
+    /// The local OSV advisory database that `scan` matches packages against.
+    Db {
+        #[command(subcommand)]
+        command: scan::DbCommand,
     },
     /// Print the version.
     Version,
@@ -232,6 +242,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Policy {
             command: PolicyCommand::Explain { file, case },
         } => policy::explain(&file, &case).await,
+        // The scanner is synchronous; nothing else runs on this runtime meanwhile.
+        Command::Scan(args) => Ok(scan::run(args)),
+        Command::Db { command } => scan::db(command).await,
         Command::Version => {
             println!("palisade {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

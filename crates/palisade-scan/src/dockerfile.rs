@@ -358,7 +358,7 @@ fn check_run(instruction: &Instruction, report: &mut impl FnMut(&Rule, usize, St
 fn unpinned_packages(script: &str) -> Vec<String> {
     let mut unpinned = Vec::new();
     for command in script.split(['&', ';', '|', '\n']) {
-        let words: Vec<&str> = command.split_whitespace().collect();
+        let words: Vec<&str> = command.split_whitespace().skip_while(|w| *w == "sudo").collect();
         let (packages, pinned): (&[&str], fn(&str) -> bool) = match words.as_slice() {
             ["apt-get" | "apt", rest @ ..] if rest.contains(&"install") => {
                 (after(rest, "install"), |p| p.contains('='))

@@ -57,7 +57,9 @@ fn check_route(route: &Node, report: &mut impl FnMut(&Rule, usize, String)) {
     let path = path_node.as_str().unwrap_or("/");
     let public = route.get("public");
     if public.as_bool() == Some(true) {
-        if SENSITIVE.is_match(path) {
+        // A public route open only to listed networks (`ip_rules.allow`) was made public on purpose.
+        let network_restricted = !route.at(&["ip_rules", "allow"]).items().is_empty();
+        if SENSITIVE.is_match(path) && !network_restricted {
             report(
                 &rules::PALISADE_PUBLIC_SENSITIVE_ROUTE,
                 public.line,
@@ -123,7 +125,11 @@ fn is_loopback_address(address: &str) -> bool {
         None => address,
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    match host.parse::<IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        // `:9901` listens everywhere; a host name (or a template) cannot be judged from the file.
+        Err(_) => !host.is_empty(),
+    }
 }
 
 #[cfg(test)]
@@ -138,5 +144,6 @@ mod tests {
         assert!(!is_loopback_address("0.0.0.0:9901"));
         assert!(!is_loopback_address("[::]:9901"));
         assert!(!is_loopback_address("10.0.0.5:9901"));
+        assert!(!is_loopback_address(":9901"));
     }
 }

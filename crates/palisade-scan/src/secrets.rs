@@ -21,6 +21,11 @@ fn always(_: &str) -> bool {
     true
 }
 
+/// A JWT-shaped value is the JWT detector's to judge (an unsigned token is no credential).
+fn not_jwt(value: &str) -> bool {
+    !value.starts_with("eyJ")
+}
+
 /// AWS documentation keys end in EXAMPLE; they are not credentials.
 fn not_aws_example(value: &str) -> bool {
     !value.contains("EXAMPLE")
@@ -76,8 +81,9 @@ static DETECTORS: &[Detector] = &[
     },
     Detector {
         rule: &rules::SECRET_GENERIC_ASSIGNMENT,
-        pattern: r#"(?i)([a-z0-9_.-]*(?:passw(?:or)?d|passwd|pwd|secret|token|api_?key|access_?key|auth_?key)[a-z0-9_.-]*)["']?\s*(?::=|=>|[:=])\s*["']?([^"'\s,;`]{8,200})"#,
-        accept: always,
+        // `name = value`, `name: value`, `"name": "value"`, `name := value`; not `a::b`, `a == b`.
+        pattern: r#"(?i)([a-z0-9_.-]*(?:passw(?:or)?d|passwd|pwd|secret|token|api_?key|access_?key|auth_?key)[a-z0-9_.-]*)["']?\s*(?::=|=>|=|:[\s"'])\s*(["']?)([^"'\s,;`=][^"'\s,;`]{7,199})"#,
+        accept: not_jwt,
     },
 ];
 
@@ -115,15 +121,19 @@ pub fn check(path: &str, text: &str, allow: &Allowlist) -> Vec<Finding> {
             let (Some(whole), Some(first)) = (captures.get(0), captures.get(1)) else {
                 continue;
             };
-            let (secret, name) = match captures.get(2) {
-                Some(value) => (value.as_str(), Some(first.as_str())),
-                None => (first.as_str(), None),
+            let (secret, name, quoted) = match captures.get(3) {
+                Some(value) => (
+                    value.as_str(),
+                    Some(first.as_str()),
+                    captures.get(2).is_some_and(|q| !q.is_empty()),
+                ),
+                None => (first.as_str(), None, true),
             };
             if !(detector.accept)(secret) || allow.allows(secret) {
                 continue;
             }
             if let Some(name) = name {
-                if !is_secret_name(name) || !looks_random(secret) {
+                if !is_secret_name(name) || !looks_random(secret) || (!quoted && !is_bare_token(secret)) {
                     continue;
                 }
             }
@@ -192,6 +202,16 @@ fn looks_random(value: &str) -> bool {
     // Short values need three character classes (`password123` has two); long ones (hex, base64) two.
     let mixed = classes >= 3 || (value.len() >= 20 && classes >= 2);
     mixed && shannon_entropy(value) >= 3.0
+}
+
+/// An unquoted value (`.env`, shell, YAML) counts only if it is one token of credential
+/// characters with a digit; in source code an unquoted right-hand side is an expression
+/// (`config.api_key`, `Kind::Token`, `&secret`), not a secret.
+fn is_bare_token(value: &str) -> bool {
+    value.chars().any(|c| c.is_ascii_digit())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '_' | '-'))
 }
 
 pub fn shannon_entropy(value: &str) -> f64 {

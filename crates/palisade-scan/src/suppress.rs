@@ -39,6 +39,7 @@ struct IgnoreFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IgnoreEntry {
+    /// A rule or advisory id; `*` (every rule) only together with a path.
     rule: String,
     #[serde(default)]
     path: Option<String>,
@@ -133,6 +134,9 @@ impl Suppressions {
                     continue;
                 }
             }
+            if entry.rule == "*" && entry.path.is_none() {
+                return Err(invalid(line, column, "`rule: \"*\"` needs a path".to_string()));
+            }
             let path = match &entry.path {
                 Some(glob) => Some(
                     Glob::new(glob)
@@ -159,7 +163,10 @@ impl Suppressions {
     pub fn external(&self, finding: &Finding) -> Option<Suppression> {
         self.rules
             .iter()
-            .find(|r| r.rule == finding.rule && r.path.as_ref().is_none_or(|glob| glob.is_match(&finding.path)))
+            .find(|r| {
+                (r.rule == finding.rule || r.rule == "*")
+                    && r.path.as_ref().is_none_or(|glob| glob.is_match(&finding.path))
+            })
             .map(|r| Suppression {
                 kind: "external",
                 reason: r.reason.clone(),

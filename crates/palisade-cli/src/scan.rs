@@ -1,0 +1,255 @@
+//! `palisade scan` and `palisade db`: thin wrappers over `palisade_scan` that choose the output
+//! format and the exit code (0 clean, 1 findings at or above `--fail-on`, 2 usage or input error).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand, ValueEnum};
+use palisade_scan::vuln::Database;
+use palisade_scan::{report, rules, Checks, Options, Severity};
+
+#[derive(Args)]
+pub struct ScanArgs {
+    /// A directory (walked recursively, honouring .gitignore), a file, or an image tarball
+    /// (`docker save` or OCI layout).
+    #[arg(default_value = ".")]
+    target: PathBuf,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Exit 1 when a finding is at least this severe.
+    #[arg(long, value_enum, default_value_t = FailOn::High)]
+    fail_on: FailOn,
+    /// Write the report here instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Suppressions; default `.palisadeignore.yaml` at the root of a scanned directory.
+    #[arg(long)]
+    ignore_file: Option<PathBuf>,
+    /// Scan files that .gitignore excludes too.
+    #[arg(long)]
+    no_gitignore: bool,
+    /// Leave out a kind of check (repeatable).
+    #[arg(long = "skip", value_enum)]
+    skip: Vec<Check>,
+    /// The advisory database directory (default $PALISADE_DB or ~/.cache/palisade/osv).
+    #[arg(long)]
+    db: Option<PathBuf>,
+    /// Print the rule table instead of scanning (`markdown` is docs/scan-rules.md).
+    #[arg(long, value_enum)]
+    list_rules: Option<RuleList>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+    Sarif,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FailOn {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+    Never,
+}
+
+impl FailOn {
+    fn threshold(self) -> Option<Severity> {
+        match self {
+            Self::Info => Some(Severity::Info),
+            Self::Low => Some(Severity::Low),
+            Self::Medium => Some(Severity::Medium),
+            Self::High => Some(Severity::High),
+            Self::Critical => Some(Severity::Critical),
+            Self::Never => None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Check {
+    Misconfigurations,
+    Secrets,
+    Vulnerabilities,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RuleList {
+    Markdown,
+    Table,
+}
+
+const INPUT_ERROR: u8 = 2;
+
+pub fn run(args: ScanArgs) -> ExitCode {
+    if let Some(list) = args.list_rules {
+        match list {
+            RuleList::Markdown => print!("{}", rules::markdown()),
+            RuleList::Table => {
+                for rule in rules::ALL {
+                    println!("{:<7} {:<8} {}", rule.id, rule.severity.as_str(), rule.title);
+                }
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let options = Options {
+        checks: Checks {
+            misconfigurations: !args.skip.contains(&Check::Misconfigurations),
+            secrets: !args.skip.contains(&Check::Secrets),
+            vulnerabilities: !args.skip.contains(&Check::Vulnerabilities),
+        },
+        gitignore: !args.no_gitignore,
+        ignore_file: args.ignore_file.clone(),
+        database: Database::open(args.db.clone().unwrap_or_else(Database::default_dir)),
+        progress: progress_bar(),
+        ..Options::default()
+    };
+    let report = match palisade_scan::scan(&args.target, &options) {
+        Ok(report) => report,
+        Err(error) => {
+            eprintln!("palisade scan: {error}");
+            if matches!(
+                error,
+                palisade_scan::ScanError::Database(palisade_scan::vuln::DbError::Missing(_))
+            ) {
+                eprintln!("  (or leave vulnerable packages out with --skip vulnerabilities)");
+            }
+            return ExitCode::from(INPUT_ERROR);
+        }
+    };
+    let rendered = match args.format {
+        Format::Table => report::table(&report),
+        Format::Json => report::json(&report),
+        Format::Sarif => report::sarif(&report),
+    };
+    let written = match &args.output {
+        Some(path) => std::fs::write(path, rendered.as_bytes()).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            print!("{rendered}");
+            Ok(())
+        }
+    };
+    if let Err(error) = written {
+        eprintln!("palisade scan: {error}");
+        return ExitCode::from(INPUT_ERROR);
+    }
+    if args.output.is_some() || !matches!(args.format, Format::Table) {
+        for warning in &report.warnings {
+            eprintln!("warning: {warning}");
+        }
+    }
+    let failed = args
+        .fail_on
+        .threshold()
+        .is_some_and(|threshold| report.worst().is_some_and(|worst| worst >= threshold));
+    if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// A bar on stderr for image layers when stderr is a terminal; nothing otherwise (CI logs).
+fn progress_bar() -> Box<dyn Fn(usize, usize)> {
+    if !std::io::stderr().is_terminal() {
+        return Box::new(|_, _| {});
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} layers")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message("reading image");
+    Box::new(move |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        if done == total {
+            bar.finish_and_clear();
+        }
+    })
+}
+
+#[derive(Subcommand)]
+pub enum DbCommand {
+    /// Import OSV advisories from JSON files, directories of them, or OSV `all.zip` archives (offline).
+    Import {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Download each ecosystem's `all.zip` from OSV and import it.
+    Update {
+        /// OSV ecosystems (repeatable).
+        #[arg(long = "ecosystem", default_values_t = ["crates.io", "npm", "PyPI", "Go", "Debian", "Alpine"].map(String::from))]
+        ecosystems: Vec<String>,
+        /// Where `<ecosystem>/all.zip` lives.
+        #[arg(long, default_value = "https://osv-vulnerabilities.storage.googleapis.com")]
+        source: String,
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+}
+
+pub async fn db(command: DbCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DbCommand::Import { paths, db } => import(&db, &paths),
+        DbCommand::Update { ecosystems, source, db } => update(&db, &ecosystems, &source).await,
+    }
+}
+
+fn import(db: &Option<PathBuf>, paths: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    let database = Database::open(db.clone().unwrap_or_else(Database::default_dir));
+    match database.import(paths) {
+        Ok(summary) => {
+            let families: Vec<String> = summary
+                .entries_by_family
+                .iter()
+                .map(|(family, n)| format!("{family}: {n}"))
+                .collect();
+            println!(
+                "imported {} advisories into {} ({})",
+                summary.records,
+                database.dir().display(),
+                families.join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => {
+            eprintln!("palisade db import: {error} (the database is unchanged)");
+            Ok(ExitCode::from(INPUT_ERROR))
+        }
+    }
+}
+
+/// The largest archive accepted (npm's all.zip is the biggest, a few hundred MiB).
+const MAX_ARCHIVE_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+async fn update(db: &Option<PathBuf>, ecosystems: &[String], source: &str) -> anyhow::Result<ExitCode> {
+    let fetcher = palisade_auth::fetch::Fetcher::new(None, Duration::from_secs(30)).map_err(anyhow::Error::msg)?;
+    let downloads = tempfile::tempdir()?;
+    let mut archives = Vec::new();
+    for ecosystem in ecosystems {
+        let uri: http::Uri = format!("{}/{ecosystem}/all.zip", source.trim_end_matches('/')).parse()?;
+        let path = downloads.path().join(format!("{ecosystem}.zip"));
+        eprintln!("downloading {uri}");
+        match fetcher
+            .download(&uri, &path, MAX_ARCHIVE_BYTES, Duration::from_secs(1800))
+            .await
+        {
+            Ok(bytes) => eprintln!("  {ecosystem}: {bytes} bytes"),
+            Err(error) => {
+                eprintln!("palisade db update: {uri}: {error} (the database is unchanged)");
+                return Ok(ExitCode::from(INPUT_ERROR));
+            }
+        }
+        archives.push(path);
+    }
+    import(db, &archives)
+}
