@@ -453,3 +453,68 @@ fn the_demo_shows_a_429_a_deprecated_route_a_400_from_validation_and_the_mesh() 
     assert_eq!(http_status(&demo.address, "/api/hello"), 403, "the client is blocked");
     assert!(admin_get("/responses").contains("\"action\":\"block\""));
 }
+
+/// `palisade scan` exit codes: 0 clean, 1 findings at or above `--fail-on`, 2 input errors.
+#[test]
+fn scan_exit_codes_formats_and_suppressions() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("repo");
+    std::fs::create_dir(&tree).unwrap();
+    std::fs::write(
+        tree.join("Dockerfile"),
+        "FROM debian:12.8-slim\nHEALTHCHECK CMD true\nUSER root\n",
+    )
+    .unwrap();
+    let scan = |args: &[&str]| {
+        let output = palisade().arg("scan").args(args).output().unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+        )
+    };
+    let root = tree.to_str().unwrap();
+
+    let (code, table) = scan(&[root]);
+    assert_eq!(code, Some(1), "{table}");
+    assert!(table.contains("Dockerfile") && table.contains("DF001"), "{table}");
+    assert_eq!(scan(&[root, "--fail-on", "critical"]).0, Some(0));
+
+    let (_, json) = scan(&[root, "--format", "json", "--fail-on", "never"]);
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let root_user = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "DF001")
+        .unwrap();
+    assert_eq!(root_user["line"], 3);
+    assert_eq!(root_user["severity"], "high");
+
+    let (_, sarif) = scan(&[root, "--format", "sarif", "--fail-on", "never"]);
+    let sarif: serde_json::Value = serde_json::from_str(&sarif).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+
+    // An ignore entry with a reason silences the rule; without a reason the file is refused.
+    std::fs::write(
+        tree.join(".palisadeignore.yaml"),
+        "ignore:\n  - rule: DF001\n    reason: the base image drops privileges itself\n",
+    )
+    .unwrap();
+    assert_eq!(scan(&[root]).0, Some(0));
+    std::fs::write(tree.join(".palisadeignore.yaml"), "ignore:\n  - rule: DF001\n").unwrap();
+    assert_eq!(scan(&[root]).0, Some(2));
+
+    assert_eq!(scan(&[dir.path().join("missing").to_str().unwrap()]).0, Some(2));
+    assert_eq!(scan(&[root, "--format", "xml"]).0, Some(2), "usage error");
+}
+
+/// CI runs this too: the repository's own Dockerfile, manifests and configs pass the scan.
+#[test]
+fn the_repository_passes_its_own_scan() {
+    let output = palisade()
+        .args(["scan", "--skip", "vulnerabilities"])
+        .arg(repository())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
+}

@@ -38,29 +38,77 @@ fn lockfiles_of_every_ecosystem_match_exactly_the_affected_versions() {
         .iter()
         .map(|f| {
             let v = f.vulnerability.as_ref().expect("vulnerability finding");
-            (f.path.clone(), f.line, f.rule.clone(), format!("{} {}", v.package, v.installed), v.fixed.clone())
+            (
+                f.path.clone(),
+                f.line,
+                f.rule.clone(),
+                format!("{} {}", v.package, v.installed),
+                v.fixed.clone(),
+            )
         })
         .collect();
     let expected: BTreeSet<(String, usize, String, String, Option<String>)> = [
         ("Cargo.lock", 9, "RUSTSEC-2021-0078", "hyper 0.14.9", Some("0.14.10")),
-        ("go.sum", 1, "GO-2022-1059", "golang.org/x/text v0.0.0-20170915032832-14c0d48ead0c", Some("0.3.8")),
-        ("package-lock.json", 6, "GHSA-35jh-r3h4-6jhm", "lodash 4.17.20", Some("4.17.21")),
+        (
+            "go.sum",
+            1,
+            "GO-2022-1059",
+            "golang.org/x/text v0.0.0-20170915032832-14c0d48ead0c",
+            Some("0.3.8"),
+        ),
+        (
+            "package-lock.json",
+            6,
+            "GHSA-35jh-r3h4-6jhm",
+            "lodash 4.17.20",
+            Some("4.17.21"),
+        ),
         // last_affected: 4.5.0 itself is affected, and there is no fix to name.
-        ("package-lock.json", 10, "GHSA-35jh-r3h4-6jhm", "lodash.template 4.5.0", None),
-        ("requirements.txt", 2, "GHSA-j8r2-6x86-q33q", "requests 2.30.0", Some("2.31.0")),
+        (
+            "package-lock.json",
+            10,
+            "GHSA-35jh-r3h4-6jhm",
+            "lodash.template 4.5.0",
+            None,
+        ),
+        (
+            "requirements.txt",
+            2,
+            "GHSA-j8r2-6x86-q33q",
+            "requests 2.30.0",
+            Some("2.31.0"),
+        ),
         // The second of three ranges; the fix named is the one above the installed version.
-        ("requirements.txt", 3, "GHSA-jh3w-4vvf-mjgr", "Django 4.1.9", Some("4.1.10")),
+        (
+            "requirements.txt",
+            3,
+            "GHSA-jh3w-4vvf-mjgr",
+            "Django 4.1.9",
+            Some("4.1.10"),
+        ),
         ("yarn.lock", 4, "GHSA-35jh-r3h4-6jhm", "lodash.template 4.4.0", None),
     ]
     .into_iter()
-    .map(|(p, l, id, pkg, fixed)| (p.to_string(), l, id.to_string(), pkg.to_string(), fixed.map(str::to_string)))
+    .map(|(p, l, id, pkg, fixed)| {
+        (
+            p.to_string(),
+            l,
+            id.to_string(),
+            pkg.to_string(),
+            fixed.map(str::to_string),
+        )
+    })
     .collect();
     assert_eq!(found, expected);
     assert_eq!(report.packages_checked, 14);
     let severity = |id: &str| report.findings.iter().find(|f| f.rule == id).map(|f| f.severity);
     assert_eq!(severity("GHSA-35jh-r3h4-6jhm"), Some(Severity::High), "GitHub's rating");
     assert_eq!(severity("GHSA-j8r2-6x86-q33q"), Some(Severity::Medium), "MODERATE");
-    assert_eq!(severity("RUSTSEC-2021-0078"), Some(Severity::Medium), "CVSS 5.3 from the vector");
+    assert_eq!(
+        severity("RUSTSEC-2021-0078"),
+        Some(Severity::Medium),
+        "CVSS 5.3 from the vector"
+    );
 }
 
 #[test]
@@ -72,9 +120,12 @@ fn a_bad_record_leaves_the_database_unchanged() {
     std::fs::create_dir(&bad).expect("mkdir");
     std::fs::copy(fixtures().join("osv/GO-2022-1059.json"), bad.join("a.json")).expect("copy");
     std::fs::write(bad.join("b.json"), "{\"id\": 5}").expect("write");
-    let error = database.import(&[bad.clone()]).expect_err("invalid record");
+    let error = database.import(std::slice::from_ref(&bad)).expect_err("invalid record");
     assert!(error.to_string().contains("b.json"), "{error}");
-    assert_eq!(std::fs::read_to_string(database.dir().join("PyPI.jsonl")).expect("family file"), before);
+    assert_eq!(
+        std::fs::read_to_string(database.dir().join("PyPI.jsonl")).expect("family file"),
+        before
+    );
 }
 
 #[test]
@@ -83,7 +134,8 @@ fn all_zip_archives_import_like_the_files_they_hold() {
     let archive = dir.path().join("all.zip");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&archive).expect("create"));
     for name in ["GHSA-j8r2-6x86-q33q.json", "GHSA-jh3w-4vvf-mjgr.json"] {
-        zip.start_file(name, zip::write::SimpleFileOptions::default()).expect("start");
+        zip.start_file(name, zip::write::SimpleFileOptions::default())
+            .expect("start");
         let bytes = std::fs::read(fixtures().join("osv").join(name)).expect("fixture");
         std::io::Write::write_all(&mut zip, &bytes).expect("write");
     }

@@ -191,9 +191,11 @@ impl Database {
             for entry in self.read_family(family, |name| names.contains_key(name))? {
                 for package in names.get(&entry.package).into_iter().flatten() {
                     if let Some(finding) = match_entry(&entry, package) {
-                        if !findings.iter().any(|f: &Finding| {
-                            f.rule == finding.rule && f.path == finding.path && f.line == finding.line
-                        }) {
+                        // Binary packages built from one source (curl, libcurl) make one finding.
+                        let same = |f: &Finding| {
+                            f.rule == finding.rule && f.path == finding.path && f.vulnerability == finding.vulnerability
+                        };
+                        if !findings.iter().any(same) {
                             findings.push(finding);
                         }
                     }

@@ -1,0 +1,215 @@
+//! Image tarballs built by the test itself: a `docker save` image with a gzip layer, whiteouts (a
+//! deleted file and an opaque directory), a dpkg status file and secrets in present and deleted
+//! layers; and an OCI-layout Alpine image with an apk database.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use flate2::write::GzEncoder;
+use palisade_scan::finding::Severity;
+use palisade_scan::vuln::Database;
+use palisade_scan::{scan, Options};
+
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, bytes) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *bytes).expect("append");
+    }
+    builder.into_inner().expect("tar")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).expect("gzip");
+    encoder.finish().expect("gzip")
+}
+
+fn write(path: &Path, files: &[(&str, &[u8])]) {
+    std::fs::write(path, tar_of(files)).expect("write image");
+}
+
+/// Made-up credentials the image hides in layers that later ones delete (under fixtures/, which the
+/// repository's own scan ignores).
+const HIDDEN_TOKEN: &[u8] = include_bytes!("fixtures/image/config.env");
+const OPAQUED_TOKEN: &[u8] = include_bytes!("fixtures/image/old.conf");
+
+const DPKG_STATUS: &str = "Package: libc6\nStatus: install ok installed\nVersion: 2.36-9+deb12u4\nSource: glibc\n\nPackage: curl\nStatus: install ok installed\nVersion: 7.88.1-10+deb12u1\nDescription: command line tool\n for transferring data\n\nPackage: removed-tool\nStatus: deinstall ok config-files\nVersion: 1.0\n";
+
+fn docker_save_image(dir: &Path) -> PathBuf {
+    let base = tar_of(&[
+        (
+            "etc/os-release",
+            b"PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nID=debian\nVERSION_ID=\"12\"\n",
+        ),
+        ("var/lib/dpkg/status", DPKG_STATUS.as_bytes()),
+        ("app/config.env", HIDDEN_TOKEN),
+        ("etc/app/old.conf", OPAQUED_TOKEN),
+    ]);
+    let cleanup = tar_of(&[
+        ("app/.wh.config.env", b""),
+        ("etc/app/.wh..wh..opq", b""),
+        ("etc/app/new.conf", b"mode = safe\n"),
+    ]);
+    let app = tar_of(&[(
+        "app/settings.py",
+        b"aws_secret_access_key = \"q8Zr2LmX0vT7pKs1aB3cD4eF5gH6iJ7kL8mN9oP0\"\n",
+    )]);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "config": { "User": "", "Env": ["PATH=/usr/bin", "API_TOKEN=abc123XYZ789secret"], "ExposedPorts": { "22/tcp": {}, "8080/tcp": {} } },
+        "history": [{ "created_by": "RUN echo building" }],
+    });
+    let manifest = serde_json::json!([{
+        "Config": "config.json",
+        "RepoTags": ["shop/web:1.0"],
+        "Layers": ["aaa/layer.tar", "bbb/layer.tar", "ccc/layer.tar"],
+    }]);
+    let path = dir.join("web.tar");
+    let (base, config, manifest) = (gzip(&base), config.to_string(), manifest.to_string());
+    write(
+        &path,
+        &[
+            ("manifest.json", manifest.as_bytes()),
+            ("config.json", config.as_bytes()),
+            ("aaa/layer.tar", &base),
+            ("bbb/layer.tar", &cleanup),
+            ("ccc/layer.tar", &app),
+        ],
+    );
+    path
+}
+
+fn oci_alpine_image(dir: &Path) -> PathBuf {
+    let layer = gzip(&tar_of(&[
+        ("etc/os-release", b"NAME=\"Alpine Linux\"\nID=alpine\nVERSION_ID=3.18.4\n"),
+        ("lib/apk/db/installed", b"C:Q1abc=\nP:curl\nV:8.3.0-r0\no:curl\n\nC:Q1def=\nP:libcurl\nV:8.3.0-r0\no:curl\n\nP:busybox\nV:1.36.1-r2\no:busybox\n"),
+    ]));
+    let config = serde_json::json!({ "config": { "User": "10001" } }).to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:c0", "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:l0", "size": layer.len() }],
+    })
+    .to_string();
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": "sha256:m0", "size": manifest.len() }] })
+            .to_string();
+    let path = dir.join("alpine-oci.tar");
+    write(
+        &path,
+        &[
+            ("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}"),
+            ("index.json", index.as_bytes()),
+            ("blobs/sha256/m0", manifest.as_bytes()),
+            ("blobs/sha256/c0", config.as_bytes()),
+            ("blobs/sha256/l0", &layer),
+        ],
+    );
+    path
+}
+
+fn options(dir: &Path) -> Options {
+    let database = Database::open(dir.join("db"));
+    database
+        .import(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/osv")])
+        .expect("import");
+    Options {
+        database,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn docker_save_image_layers_whiteouts_packages_and_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = docker_save_image(dir.path());
+    let report = scan(&image, &options(dir.path())).expect("scan");
+    let found: BTreeSet<(String, String, Option<(usize, Option<usize>)>)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            (
+                f.path.clone(),
+                f.rule.clone(),
+                f.layer.as_ref().map(|l| (l.index, l.removed_in)),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, Option<(usize, Option<usize>)>)> = [
+        ("web.tar", "IMG001", None),
+        ("web.tar", "IMG002", None),
+        ("web.tar", "IMG003", None),
+        // Deleted by a whiteout in layer 1, still in layer 0's tarball.
+        ("web.tar!/app/config.env", "SEC003", Some((0, Some(1)))),
+        // Removed by an opaque directory in layer 1.
+        ("web.tar!/etc/app/old.conf", "SEC008", Some((0, Some(1)))),
+        ("web.tar!/app/settings.py", "SEC002", Some((2, None))),
+        ("web.tar!/var/lib/dpkg/status", "DEBIAN-CVE-2023-38545", Some((0, None))),
+    ]
+    .into_iter()
+    .map(|(p, r, l)| (p.to_string(), r.to_string(), l))
+    .collect();
+    assert_eq!(found, expected);
+    let deleted = report
+        .findings
+        .iter()
+        .find(|f| f.rule == "SEC003")
+        .expect("deleted secret");
+    assert!(deleted.message.contains("removed in layer 1"), "{}", deleted.message);
+    let curl = report
+        .findings
+        .iter()
+        .find(|f| f.rule == "DEBIAN-CVE-2023-38545")
+        .expect("curl");
+    let vulnerability = curl.vulnerability.as_ref().expect("vulnerability");
+    assert_eq!(
+        (vulnerability.package.as_str(), vulnerability.fixed.as_deref()),
+        ("curl", Some("7.88.1-10+deb12u4"))
+    );
+    assert_eq!(curl.severity, Severity::Critical, "CVSS 9.8");
+    assert_eq!(
+        report.packages_checked, 2,
+        "installed dpkg packages only (glibc by its source name, curl)"
+    );
+    let env = report.findings.iter().find(|f| f.rule == "IMG002").expect("env secret");
+    assert!(!env.message.contains("abc123XYZ789secret"), "masked: {}", env.message);
+}
+
+#[test]
+fn oci_layout_alpine_image_with_apk_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = oci_alpine_image(dir.path());
+    let report = scan(&image, &options(dir.path())).expect("scan");
+    let rules: Vec<(&str, &str)> = report
+        .findings
+        .iter()
+        .map(|f| (f.path.as_str(), f.rule.as_str()))
+        .collect();
+    assert_eq!(
+        rules,
+        vec![("alpine-oci.tar!/lib/apk/db/installed", "ALPINE-CVE-2023-38545")]
+    );
+    let vulnerability = report.findings[0].vulnerability.as_ref().expect("vulnerability");
+    assert_eq!(vulnerability.fixed.as_deref(), Some("8.4.0-r0"));
+    assert_eq!(report.packages_checked, 3);
+}
+
+#[test]
+fn a_truncated_image_is_an_input_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let image = docker_save_image(dir.path());
+    let bytes = std::fs::read(&image).expect("read");
+    let manifest_only = tar_of(&[(
+        "manifest.json",
+        b"[{\"Config\":\"config.json\",\"Layers\":[\"aaa/layer.tar\"]}]",
+    )]);
+    std::fs::write(&image, &manifest_only).expect("write");
+    assert!(scan(&image, &options(dir.path())).is_err());
+    assert!(bytes.len() > manifest_only.len());
+}
