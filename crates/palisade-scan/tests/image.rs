@@ -11,6 +11,9 @@ use palisade_scan::finding::Severity;
 use palisade_scan::vuln::Database;
 use palisade_scan::{scan, Options};
 
+/// (path, rule, (layer, removed in layer)) of a finding.
+type Seen = (String, String, Option<(usize, Option<usize>)>);
+
 fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let mut builder = tar::Builder::new(Vec::new());
     for (path, bytes) in files {
@@ -130,7 +133,7 @@ fn docker_save_image_layers_whiteouts_packages_and_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = docker_save_image(dir.path());
     let report = scan(&image, &options(dir.path())).expect("scan");
-    let found: BTreeSet<(String, String, Option<(usize, Option<usize>)>)> = report
+    let found: BTreeSet<Seen> = report
         .findings
         .iter()
         .map(|f| {
@@ -141,7 +144,7 @@ fn docker_save_image_layers_whiteouts_packages_and_config() {
             )
         })
         .collect();
-    let expected: BTreeSet<(String, String, Option<(usize, Option<usize>)>)> = [
+    let expected: BTreeSet<Seen> = [
         ("web.tar", "IMG001", None),
         ("web.tar", "IMG002", None),
         ("web.tar", "IMG003", None),

@@ -13,6 +13,9 @@ fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
 
+/// (path, line, advisory, "package version", fixed in) of a finding.
+type Matched = (String, usize, String, String, Option<String>);
+
 fn database(dir: &Path) -> Database {
     let database = Database::open(dir.join("db"));
     let summary = database.import(&[fixtures().join("osv")]).expect("import");
@@ -33,7 +36,7 @@ fn lockfiles_of_every_ecosystem_match_exactly_the_affected_versions() {
         ..Options::default()
     };
     let report = scan(&fixtures().join("lockfiles"), &options).expect("scan");
-    let found: BTreeSet<(String, usize, String, String, Option<String>)> = report
+    let found: BTreeSet<Matched> = report
         .findings
         .iter()
         .map(|f| {
@@ -47,7 +50,7 @@ fn lockfiles_of_every_ecosystem_match_exactly_the_affected_versions() {
             )
         })
         .collect();
-    let expected: BTreeSet<(String, usize, String, String, Option<String>)> = [
+    let expected: BTreeSet<Matched> = [
         ("Cargo.lock", 9, "RUSTSEC-2021-0078", "hyper 0.14.9", Some("0.14.10")),
         (
             "go.sum",
