@@ -115,3 +115,11 @@ fn scan_rules_doc_is_generated_from_the_rule_table() {
         "docs/scan-rules.md is stale: run `cargo run -- scan --list-rules markdown > docs/scan-rules.md`"
     );
 }
+
+#[test]
+fn the_documented_ignore_file_example_loads() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/scan/palisadeignore.yaml");
+    let suppressions = palisade_scan::suppress::Suppressions::load(&example, "2026-11-23").expect("valid example");
+    assert!(suppressions.warnings.is_empty(), "{:?}", suppressions.warnings);
+    assert_eq!(suppressions.secrets.values.len(), 2);
+}
