@@ -10,6 +10,7 @@
 #   bash bench/run.sh limits                  # rate limits (local, Redis), validation, HAProxy stick table
 #   bash bench/run.sh mesh                    # gateway ⇒ sidecar ⇒ app over mTLS, beside HAProxy
 #   bash bench/run.sh detection               # the cost of feeding every answer to the anomaly detectors
+#   bash bench/run.sh scan                    # palisade scan vs checkov (from PyPI) on 1,000 generated manifests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()
@@ -20,6 +21,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release -q
+if [ "${1:-}" = scan ]; then
+  shift
+  exec python3 bench/scan.py "$@"
+fi
 if [ "${1:-}" = authz ]; then
   shift
   exec python3 bench/authz.py "$@"

@@ -518,3 +518,71 @@ fn the_repository_passes_its_own_scan() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stdout));
 }
+
+/// Answers every HTTP request on a loopback port with `body`, counting the requests.
+fn serve_bytes(body: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let requests = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let header = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/zip\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(header.as_bytes());
+            let _ = stream.write_all(&body);
+        }
+    });
+    (format!("http://{address}"), requests)
+}
+
+/// `palisade db update` downloads `<source>/<ecosystem>/all.zip` and imports it; the scan then
+/// finds the vulnerable pin.
+#[test]
+fn db_update_downloads_and_imports_osv_archives() {
+    let fixtures = repository().join("crates/palisade-scan/tests/fixtures");
+    let mut archive = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    archive
+        .start_file("GHSA-j8r2-6x86-q33q.json", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    std::io::Write::write_all(
+        &mut archive,
+        &std::fs::read(fixtures.join("osv/GHSA-j8r2-6x86-q33q.json")).unwrap(),
+    )
+    .unwrap();
+    let (source, requests) = serve_bytes(archive.finish().unwrap().into_inner());
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("db");
+    let output = palisade()
+        .args(["db", "update", "--ecosystem", "PyPI", "--source", &source, "--db"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("imported 1 advisories"));
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    std::fs::write(dir.path().join("requirements.txt"), "requests==2.30.0\n").unwrap();
+    let output = palisade()
+        .args(["scan", "--format", "json", "--db"])
+        .arg(&db)
+        .arg(dir.path().join("requirements.txt"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "a medium finding is below --fail-on high"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["findings"][0]["rule"], "GHSA-j8r2-6x86-q33q");
+    assert_eq!(report["findings"][0]["vulnerability"]["fixed"], "2.31.0");
+}

@@ -34,14 +34,64 @@ pub struct YamlError {
     pub message: String,
 }
 
+/// Deeper documents are refused before parsing: the parser and the tree are recursive, and a
+/// hostile file must not overflow the stack. Kubernetes objects nest about 15 levels.
+pub const MAX_DEPTH: usize = 64;
+
 /// Every document of a (multi-document) YAML stream.
 pub fn parse_documents(text: &str) -> Result<Vec<Node>, YamlError> {
+    if let Some(line) = too_deep(text) {
+        return Err(YamlError {
+            line,
+            column: 1,
+            message: format!("nested deeper than {MAX_DEPTH} levels; not parsed"),
+        });
+    }
     let documents = MarkedYaml::load_from_str(text).map_err(|error| YamlError {
         line: error.marker().line(),
         column: error.marker().col() + 1,
         message: error.info().to_string(),
     })?;
     Ok(documents.iter().map(convert).collect())
+}
+
+/// The first line where block indentation levels plus open flow brackets (`[`, `{`) plus
+/// sequence dashes on one line exceed [`MAX_DEPTH`]. Conservative: quotes are not tracked, so a
+/// bracket inside a string counts too.
+fn too_deep(text: &str) -> Option<usize> {
+    let mut indents: Vec<usize> = Vec::new();
+    let mut flow: usize = 0;
+    for (index, line) in text.lines().enumerate() {
+        let content = line.trim_start_matches(' ');
+        if content.is_empty() || content.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - content.len();
+        if flow == 0 {
+            while indents.last().is_some_and(|&top| top >= indent) {
+                indents.pop();
+            }
+            indents.push(indent);
+        }
+        let dashes = content
+            .split_inclusive("- ")
+            .take_while(|part| part.trim() == "-")
+            .count();
+        for byte in content.bytes() {
+            match byte {
+                b'[' | b'{' => flow += 1,
+                b']' | b'}' => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            if indents.len() + flow + dashes > MAX_DEPTH {
+                return Some(index + 1);
+            }
+        }
+        if indents.len() + dashes > MAX_DEPTH {
+            return Some(index + 1);
+        }
+    }
+    None
 }
 
 fn convert(node: &MarkedYaml<'_>) -> Node {
@@ -187,6 +237,16 @@ mod tests {
             bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
         }
         assert!(parse_documents(&bomb).is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        assert!(parse_documents(&format!("{}{}", "[".repeat(100), "]".repeat(100))).is_err());
+        let block: String = (0..100).map(|depth| format!("{}a:\n", " ".repeat(depth))).collect();
+        assert!(parse_documents(&block).is_err());
+        assert!(parse_documents(&"- ".repeat(100)).is_err());
+        let fine: String = (0..30).map(|depth| format!("{}a:\n", "  ".repeat(depth))).collect();
+        assert!(parse_documents(&fine).is_ok());
     }
 
     #[test]

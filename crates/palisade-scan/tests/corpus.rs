@@ -123,3 +123,44 @@ fn the_documented_ignore_file_example_loads() {
     assert!(suppressions.warnings.is_empty(), "{:?}", suppressions.warnings);
     assert_eq!(suppressions.secrets.values.len(), 2);
 }
+
+/// Hostile and broken inputs under every recognised name: the scan reports or skips, never panics.
+#[test]
+fn hostile_inputs_never_panic() {
+    let deep_flow = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let deep_block: String = (0..2_000).map(|depth| format!("{}a:\n", " ".repeat(depth))).collect();
+    let inputs: Vec<String> = vec![
+        String::new(),
+        ":".into(),
+        "é@1:\n  version \"1\"\n".into(),
+        "\u{feff}FROM\nUSER\nRUN <<\nENV\nARG =\nADD\nEXPOSE\n".into(),
+        "apiVersion: v1\nkind: List\nitems: 5\n".into(),
+        "apiVersion: v1\nkind: Pod\nspec: [1, 2]\n".into(),
+        "routes: 7\nlisteners: x\n".into(),
+        "[[package]]\nname = 1\n".into(),
+        "{\"packages\": {\"node_modules/\": {\"version\": 5}}}".into(),
+        "==\n===\n[x]==\n".into(),
+        "x\n y z w\n".into(),
+        deep_flow,
+        deep_block,
+        "a".repeat(100_000),
+    ];
+    let names = [
+        "Dockerfile",
+        "k.yaml",
+        "Cargo.lock",
+        "package-lock.json",
+        "yarn.lock",
+        "requirements.txt",
+        "poetry.lock",
+        "go.sum",
+        "notes.txt",
+    ];
+    for (index, input) in inputs.iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in names {
+            std::fs::write(dir.path().join(name), input).expect("write");
+        }
+        scan(dir.path(), &options()).unwrap_or_else(|e| panic!("input {index}: {e}"));
+    }
+}

@@ -19,6 +19,19 @@ pub struct Package {
     pub layer: Option<Layer>,
 }
 
+impl Package {
+    pub fn new(ecosystem: &str, name: String, version: String, path: &str, line: usize) -> Self {
+        Self {
+            ecosystem: ecosystem.to_string(),
+            name,
+            version,
+            path: path.to_string(),
+            line,
+            layer: None,
+        }
+    }
+}
+
 /// Lockfile kinds, recognised by file name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lockfile {
@@ -56,14 +69,7 @@ impl Lockfile {
         };
         found
             .into_iter()
-            .map(|(ecosystem, name, version, line)| Package {
-                ecosystem: ecosystem.to_string(),
-                name,
-                version,
-                path: path.to_string(),
-                line,
-                layer: None,
-            })
+            .map(|(ecosystem, name, version, line)| Package::new(ecosystem, name, version, path, line))
             .collect()
     }
 }
@@ -176,7 +182,8 @@ fn yarn_packages(text: &str) -> Vec<Found> {
 
 /// `@scope/name@^1.0` or `name@npm:^1.0` → the package name; workspace and patch entries → none.
 fn yarn_name(specifier: &str) -> Option<String> {
-    let at = specifier[1..].find('@')? + 1;
+    // The first character may be a scope's `@`; the version separator is the next `@`.
+    let at = specifier.get(1..)?.find('@')? + 1;
     let (name, range) = specifier.split_at(at);
     if range.contains("workspace:") || range.contains("patch:") || range.contains("link:") {
         return None;
@@ -271,14 +278,7 @@ pub fn dpkg_status(text: &str, ecosystem: &str, path: &str) -> Vec<Package> {
                 },
                 None => (binary, version),
             };
-            Some(Package {
-                ecosystem: ecosystem.to_string(),
-                name,
-                version,
-                path: path.to_string(),
-                line,
-                layer: None,
-            })
+            Some(Package::new(ecosystem, name, version, path, line))
         })
         .collect()
 }
@@ -288,14 +288,8 @@ pub fn apk_installed(text: &str, ecosystem: &str, path: &str) -> Vec<Package> {
     paragraphs(text)
         .filter_map(|(line, fields)| {
             let field = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string());
-            Some(Package {
-                ecosystem: ecosystem.to_string(),
-                name: field("o").or_else(|| field("P"))?,
-                version: field("V")?,
-                path: path.to_string(),
-                line,
-                layer: None,
-            })
+            let name = field("o").or_else(|| field("P"))?;
+            Some(Package::new(ecosystem, name, field("V")?, path, line))
         })
         .collect()
 }
@@ -335,6 +329,8 @@ mod tests {
         assert_eq!(yarn_name("@babel/core@^7.0.0").as_deref(), Some("@babel/core"));
         assert_eq!(yarn_name("lodash@npm:^4.17.21").as_deref(), Some("lodash"));
         assert_eq!(yarn_name("app@workspace:."), None);
+        assert_eq!(yarn_name(""), None);
+        assert_eq!(yarn_name("é@1"), None, "no panic on a multi-byte first character");
     }
 
     #[test]
