@@ -29,10 +29,15 @@ const MAX_SCANNED_FILE: u64 = 2 * 1024 * 1024;
 /// Manifests, configs and indexes are small; refuse absurd ones instead of allocating.
 const MAX_JSON: u64 = 16 * 1024 * 1024;
 
-/// Whether a file is an image tarball: a tar holding `manifest.json` or an OCI `index.json`.
-pub fn is_image(path: &Path) -> bool {
+/// An image tarball, indexed once: a tar holding `manifest.json` or an OCI `index.json`.
+pub struct Image(OuterTar);
+
+/// The file as an image tarball, or `None` when it is not one (not a tar, or no image manifest).
+pub fn open(path: &Path) -> Option<Image> {
     OuterTar::index(path)
-        .is_ok_and(|tar| tar.members.contains_key("manifest.json") || tar.members.contains_key("index.json"))
+        .ok()
+        .filter(|tar| tar.members.contains_key("manifest.json") || tar.members.contains_key("index.json"))
+        .map(Image)
 }
 
 pub struct ImageScan {
@@ -200,13 +205,13 @@ struct PathState {
 }
 
 pub fn scan(
-    path: &Path,
+    image: &Image,
     display: &str,
     allow: &Allowlist,
     progress: &dyn Fn(usize, usize),
 ) -> Result<ImageScan, ImageError> {
-    let tar = OuterTar::index(path)?;
-    let (config_member, layers) = layout(&tar)?;
+    let tar = &image.0;
+    let (config_member, layers) = layout(tar)?;
     let config: ImageConfig = tar.json(&config_member)?;
     let mut findings = config_findings(&config, display, allow);
     let mut state: BTreeMap<String, PathState> = BTreeMap::new();
@@ -410,7 +415,7 @@ fn config_findings(config: &ImageConfig, display: &str, allow: &Allowlist) -> Ve
     }
     for variable in config.config.env.iter().flatten() {
         let (name, value) = variable.split_once('=').unwrap_or((variable, ""));
-        if is_secret_name(name) && !value.is_empty() && !allow.values.iter().any(|r| r.is_match(value)) {
+        if is_secret_name(name) && !value.is_empty() && !allow.allows(value) {
             findings.push(Finding::of(
                 &rules::IMAGE_SECRET_IN_ENV,
                 display,

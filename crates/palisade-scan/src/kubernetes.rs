@@ -170,24 +170,24 @@ fn check_pod(pod: &Node, object_line: usize, report: &mut impl FnMut(&Rule, usiz
         );
     }
     let pod_security = pod.get("securityContext");
-    let pod_seccomp = seccomp_type(pod_security);
     for list in ["initContainers", "containers", "ephemeralContainers"] {
         for container in pod.get(list).items() {
-            check_container(container, pod_security, pod_seccomp.as_deref(), report);
+            check_container(container, pod_security, report);
         }
     }
 }
 
-fn seccomp_type(security: &Node) -> Option<String> {
-    security.at(&["seccompProfile", "type"]).as_str().map(str::to_string)
+/// A container's security setting where it sets one, else its pod's.
+fn effective<'a>(container: &'a Node, pod: &'a Node, path: &[&str]) -> &'a Node {
+    let own = container.at(path);
+    if own.is_present() {
+        own
+    } else {
+        pod.at(path)
+    }
 }
 
-fn check_container(
-    container: &Node,
-    pod_security: &Node,
-    pod_seccomp: Option<&str>,
-    report: &mut impl FnMut(&Rule, usize, String),
-) {
+fn check_container(container: &Node, pod_security: &Node, report: &mut impl FnMut(&Rule, usize, String)) {
     let name = container.get("name").as_str().unwrap_or("(unnamed)");
     let line = container.line;
     let security = container.get("securityContext");
@@ -272,8 +272,8 @@ fn check_container(
             );
         }
     }
-    let seccomp = seccomp_type(security).or(pod_seccomp.map(str::to_string));
-    if !matches!(seccomp.as_deref(), Some("RuntimeDefault" | "Localhost")) {
+    let seccomp = effective(security, pod_security, &["seccompProfile", "type"]);
+    if !matches!(seccomp.as_str(), Some("RuntimeDefault" | "Localhost")) {
         say(
             &rules::K8S_NO_SECCOMP,
             line,
@@ -284,20 +284,12 @@ fn check_container(
 
 /// The container's settings override the pod's.
 fn check_user(security: &Node, pod_security: &Node, line: usize, say: &mut impl FnMut(&Rule, usize, &str)) {
-    let run_as_user = if security.get("runAsUser").is_present() {
-        security.get("runAsUser")
-    } else {
-        pod_security.get("runAsUser")
-    };
+    let run_as_user = effective(security, pod_security, &["runAsUser"]);
     if run_as_user.as_int() == Some(0) {
         say(&rules::K8S_RUNS_AS_ROOT, run_as_user.line, "sets runAsUser: 0");
         return;
     }
-    let non_root = if security.get("runAsNonRoot").is_present() {
-        security.get("runAsNonRoot")
-    } else {
-        pod_security.get("runAsNonRoot")
-    };
+    let non_root = effective(security, pod_security, &["runAsNonRoot"]);
     let non_zero_user = run_as_user.as_int().is_some_and(|uid| uid > 0);
     if non_root.as_bool() != Some(true) && !non_zero_user {
         say(

@@ -140,8 +140,8 @@ pub fn scan(target: &Path, options: &Options) -> Result<Report, ScanError> {
     scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
     if metadata.is_dir() {
         scanner.walk(target)?;
-    } else if image::is_image(target) {
-        scanner.image(target)?;
+    } else if let Some(image) = image::open(target) {
+        scanner.image(target, &image)?;
     } else {
         let display = target.display().to_string();
         let name = target
@@ -273,12 +273,12 @@ impl Scanner<'_> {
         findings
     }
 
-    fn image(&mut self, target: &Path) -> Result<(), ScanError> {
+    fn image(&mut self, target: &Path, image: &image::Image) -> Result<(), ScanError> {
         let display = target
             .file_name()
             .map(|n| n.to_string_lossy().to_string())
             .unwrap_or_default();
-        let scanned = image::scan(target, &display, &self.suppressions.secrets, &*self.options.progress)?;
+        let scanned = image::scan(image, &display, &self.suppressions.secrets, &*self.options.progress)?;
         self.report.files_scanned += scanned.files;
         let checks = self.options.checks;
         self.report.findings.extend(scanned.findings.into_iter().filter(|f| {

@@ -116,10 +116,11 @@ fn security_severity(severity: Severity) -> &'static str {
 }
 
 fn sarif_rule(finding: &Finding) -> Value {
-    let (description, help) = match rules::find(&finding.rule) {
+    let (description, help, help_uri) = match rules::find(&finding.rule) {
         Some(rule) => (
             rule.rationale.to_string(),
             format!("{}\n\nFix: {}", rule.rationale, rule.remediation),
+            format!("{TOOL_URI}#{}", rule.id.to_ascii_lowercase()),
         ),
         None => {
             let aliases = finding
@@ -127,23 +128,14 @@ fn sarif_rule(finding: &Finding) -> Value {
                 .as_ref()
                 .map(|v| v.aliases.join(", "))
                 .unwrap_or_default();
-            let text = format!(
-                "{} {}",
-                finding.title,
-                if aliases.is_empty() {
-                    String::new()
-                } else {
-                    format!("({aliases})")
-                }
-            );
-            (
-                text.trim().to_string(),
-                format!(
-                    "{}\n\nUpgrade the package to a fixed version. See https://osv.dev/vulnerability/{}",
-                    text.trim(),
-                    finding.rule
-                ),
-            )
+            let text = if aliases.is_empty() {
+                finding.title.clone()
+            } else {
+                format!("{} ({aliases})", finding.title)
+            };
+            let advisory = format!("https://osv.dev/vulnerability/{}", finding.rule);
+            let help = format!("{text}\n\nUpgrade the package to a fixed version. See {advisory}");
+            (text, help, advisory)
         }
     };
     json!({
@@ -152,10 +144,7 @@ fn sarif_rule(finding: &Finding) -> Value {
         "shortDescription": { "text": finding.title },
         "fullDescription": { "text": description },
         "help": { "text": help },
-        "helpUri": match rules::find(&finding.rule) {
-            Some(rule) => format!("{TOOL_URI}#{}", rule.id.to_ascii_lowercase()),
-            None => format!("https://osv.dev/vulnerability/{}", finding.rule),
-        },
+        "helpUri": help_uri,
         "defaultConfiguration": { "level": level(finding.severity) },
         "properties": { "security-severity": security_severity(finding.severity), "tags": ["security"] },
     })

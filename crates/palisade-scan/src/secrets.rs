@@ -103,7 +103,7 @@ pub struct Allowlist {
 }
 
 impl Allowlist {
-    fn allows(&self, value: &str) -> bool {
+    pub fn allows(&self, value: &str) -> bool {
         self.values.iter().any(|pattern| pattern.is_match(value))
     }
 }

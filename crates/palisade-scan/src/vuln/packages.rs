@@ -109,6 +109,7 @@ fn npm_packages(text: &str) -> Vec<Found> {
     let Ok(lock) = serde_json::from_str::<serde_json::Value>(text) else {
         return Vec::new();
     };
+    let lines = LineIndex::new(text);
     let mut found = Vec::new();
     if let Some(packages) = lock.get("packages").and_then(|p| p.as_object()) {
         for (key, package) in packages {
@@ -127,28 +128,28 @@ fn npm_packages(text: &str) -> Vec<Found> {
                     "npm",
                     name.to_string(),
                     version.to_string(),
-                    line_of_text(text, &format!("\"{key}\"")),
+                    line_of_text(text, &lines, &format!("\"{key}\"")),
                 ));
             }
         }
     } else if let Some(dependencies) = lock.get("dependencies") {
-        npm_v1(text, dependencies, &mut found);
+        npm_v1(text, &lines, dependencies, &mut found);
     }
     found
 }
 
-fn npm_v1(text: &str, dependencies: &serde_json::Value, found: &mut Vec<Found>) {
+fn npm_v1(text: &str, lines: &LineIndex, dependencies: &serde_json::Value, found: &mut Vec<Found>) {
     for (name, dependency) in dependencies.as_object().into_iter().flatten() {
         if let Some(version) = dependency.get("version").and_then(|v| v.as_str()) {
             found.push((
                 "npm",
                 name.clone(),
                 version.to_string(),
-                line_of_text(text, &format!("\"{name}\": {{")),
+                line_of_text(text, lines, &format!("\"{name}\": {{")),
             ));
         }
         if let Some(nested) = dependency.get("dependencies") {
-            npm_v1(text, nested, found);
+            npm_v1(text, lines, nested, found);
         }
     }
 }
@@ -229,9 +230,9 @@ fn go_sum(text: &str) -> Vec<Found> {
     found
 }
 
-pub fn line_of_text(text: &str, needle: &str) -> usize {
-    text.find(needle)
-        .map_or(0, |offset| LineIndex::new(text).line_of(offset))
+/// The line where `needle` first stands (0 when it does not): npm lockfiles are located by key.
+fn line_of_text(text: &str, lines: &LineIndex, needle: &str) -> usize {
+    text.find(needle).map_or(0, |offset| lines.line_of(offset))
 }
 
 /// The distribution an image runs, from `/etc/os-release`: (`ID`, `VERSION_ID`).
