@@ -14,6 +14,7 @@ pub mod suppress;
 pub mod vuln;
 pub mod yaml;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 pub use finding::{Finding, Severity};
@@ -135,7 +136,11 @@ pub fn scan(target: &Path, options: &Options) -> Result<Report, ScanError> {
         },
         packages: Vec::new(),
         namespaces: kubernetes::Namespaces::default(),
-        texts: Vec::new(),
+        root: if metadata.is_dir() {
+            target.to_path_buf()
+        } else {
+            PathBuf::new()
+        },
     };
     scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
     if metadata.is_dir() {
@@ -159,8 +164,8 @@ struct Scanner<'a> {
     report: Report,
     packages: Vec<Package>,
     namespaces: kubernetes::Namespaces,
-    /// Text of each file with findings, for inline suppressions (path → text).
-    texts: Vec<(String, String)>,
+    /// What finding paths are relative to (empty for a single-file target, whose path is as given).
+    root: PathBuf,
 }
 
 impl Scanner<'_> {
@@ -221,10 +226,7 @@ impl Scanner<'_> {
         let Some(text) = as_text(&bytes) else { return };
         self.report.files_scanned += 1;
         let findings = self.analyze(display, name, text);
-        if !findings.is_empty() {
-            self.texts.push((display.to_string(), text.to_string()));
-            self.report.findings.extend(findings);
-        }
+        self.report.findings.extend(findings);
     }
 
     /// The checks that apply to one text file, by its name and content.
@@ -235,12 +237,7 @@ impl Scanner<'_> {
             findings.extend(secrets::check(display, text, &self.suppressions.secrets));
         }
         if let Some(lockfile) = Lockfile::from_name(name) {
-            let packages = lockfile.packages(display, text);
-            if !packages.is_empty() {
-                // A lockfile's findings point into it: keep its text for inline suppressions.
-                self.texts.push((display.to_string(), text.to_string()));
-            }
-            self.packages.extend(packages);
+            self.packages.extend(lockfile.packages(display, text));
         }
         if !checks.misconfigurations {
             return findings;
@@ -311,16 +308,26 @@ impl Scanner<'_> {
         Ok(self.report)
     }
 
+    /// Inline comments are read from the files that have findings, once each, after every check
+    /// ran: findings that come late (vulnerable packages, namespaces without a NetworkPolicy) can be
+    /// suppressed where they point like any other. Members of images have no comments to read.
     fn apply_suppressions(&mut self) {
         let findings = std::mem::take(&mut self.report.findings);
+        let mut texts: HashMap<String, String> = HashMap::new();
+        // A whole-file finding (line 0: an image config) has no line to annotate.
+        for finding in findings.iter().filter(|f| f.line > 0) {
+            if !texts.contains_key(&finding.path) {
+                let text = std::fs::read_to_string(self.root.join(&finding.path)).unwrap_or_default();
+                texts.insert(finding.path.clone(), text);
+            }
+        }
+        let lines: HashMap<&str, Vec<&str>> = texts
+            .iter()
+            .map(|(path, text)| (path.as_str(), text.lines().collect()))
+            .collect();
         for finding in findings {
-            let lines: Vec<&str> = self
-                .texts
-                .iter()
-                .find(|(path, _)| *path == finding.path)
-                .map(|(_, text)| text.lines().collect())
-                .unwrap_or_default();
-            let suppression = suppress::inline(&lines, &finding).or_else(|| self.suppressions.external(&finding));
+            let in_file = lines.get(finding.path.as_str()).map(Vec::as_slice).unwrap_or_default();
+            let suppression = suppress::inline(in_file, &finding).or_else(|| self.suppressions.external(&finding));
             match suppression {
                 Some(suppression) => self.report.suppressed.push(Suppressed { finding, suppression }),
                 None => self.report.findings.push(finding),

@@ -164,3 +164,32 @@ fn hostile_inputs_never_panic() {
         scan(dir.path(), &options()).unwrap_or_else(|e| panic!("input {index}: {e}"));
     }
 }
+
+/// A finding made after every file was read (K8S023 looks across files) is suppressed inline like
+/// any other, also in a file that has no other finding.
+#[test]
+fn findings_made_across_files_honour_inline_suppressions() {
+    let good = std::fs::read_to_string(fixtures().join("kubernetes/good.yaml")).expect("fixture");
+    let workload_only = good.split("\n---\n").next().expect("first document");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("api.yaml");
+    std::fs::write(&file, workload_only).expect("write");
+    let report = scan(dir.path(), &options()).expect("scan");
+    let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(
+        rules,
+        ["K8S023"],
+        "the hardened workload alone lacks only its NetworkPolicy"
+    );
+
+    let line = report.findings[0].line;
+    let mut lines: Vec<&str> = workload_only.lines().collect();
+    lines.insert(
+        line - 1,
+        "# palisade:ignore K8S023 the platform's default-deny policy covers every namespace",
+    );
+    std::fs::write(&file, lines.join("\n")).expect("write");
+    let report = scan(dir.path(), &options()).expect("scan");
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
+    assert_eq!(report.suppressed.len(), 1);
+}
