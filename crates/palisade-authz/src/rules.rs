@@ -61,6 +61,8 @@ pub struct RouteRules {
     allow_authenticated: bool,
     rules: Vec<Rule>,
     policies: Option<Arc<CedarPolicies>>,
+    /// The Cedar action for each method: its named operation, or the method's own name.
+    actions: CedarActions,
     default_deny: Arc<str>,
     authenticated: Arc<str>,
 }
@@ -82,6 +84,7 @@ impl RouteRules {
                 .policies
                 .as_ref()
                 .and_then(|name| policy_sets.get(&name.value).cloned()),
+            actions: CedarActions::new(config),
             default_deny: DEFAULT_DENY.into(),
             authenticated: "authenticated".into(),
         }
@@ -89,7 +92,7 @@ impl RouteRules {
 
     pub fn decide(&self, facts: &RequestFacts<'_>) -> Decision {
         if let Some(policies) = &self.policies {
-            return policies.decide(facts);
+            return policies.decide(facts, &self.actions.of(facts.method));
         }
         self.decide_by_rules(facts.principal, facts.method)
     }
@@ -116,6 +119,39 @@ impl RouteRules {
     /// Rule ids in order (for `policy explain` and the mutation test).
     pub fn rule_ids(&self) -> Vec<&str> {
         self.rules.iter().map(|r| &*r.id).collect()
+    }
+}
+
+/// Methods' Cedar actions, named ones first; the common methods' own names are allocated once.
+struct CedarActions(Vec<(Method, Arc<str>)>);
+
+impl CedarActions {
+    fn new(config: &AuthorizationConfig) -> CedarActions {
+        let named = config
+            .actions
+            .iter()
+            .filter_map(|(method, action)| Some((method.parse().ok()?, Arc::from(action.value.as_str()))));
+        let common = [
+            Method::GET,
+            Method::HEAD,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::OPTIONS,
+        ]
+        .map(|method| {
+            let name = Arc::from(method.as_str());
+            (method, name)
+        });
+        CedarActions(named.chain(common).collect())
+    }
+
+    fn of(&self, method: &Method) -> Arc<str> {
+        self.0
+            .iter()
+            .find(|(known, _)| known == method)
+            .map_or_else(|| Arc::from(method.as_str()), |(_, action)| Arc::clone(action))
     }
 }
 

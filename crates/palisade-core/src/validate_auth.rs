@@ -155,6 +155,15 @@ fn validate_authorization(
             "`allow: authenticated`, `rules` and `policies` exclude each other; choose one",
         ),
     }
+    let actions = &authorization.value.actions;
+    if !actions.is_empty() && policies.is_none() {
+        diagnostics.on(authorization, "`actions` name Cedar operations; they need `policies`");
+    }
+    for (method, action) in actions {
+        if method.parse::<http::Method>().is_err() || method.to_ascii_uppercase() != *method {
+            diagnostics.on(action, format!("actions: {method:?} is not an upper-case method"));
+        }
+    }
     if let Some(name) = policies {
         if !known_policy_sets.contains(&name.value.as_str()) {
             diagnostics.on(

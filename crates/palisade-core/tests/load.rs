@@ -100,3 +100,43 @@ fn hostile_yaml_is_refused_without_panicking() {
     assert!(!errors("\u{0}\u{1}:::").is_empty());
     assert!(!errors("").is_empty());
 }
+
+#[test]
+fn named_cedar_operations_need_policies_and_upper_case_methods() {
+    let text = r#"
+listeners:
+  - name: public
+    address: 127.0.0.1:8080
+authentication:
+  jwt_providers:
+    idp:
+      issuer: https://idp.example
+      audiences: [api]
+      keys: { jwks: { keys: [{ kty: EC, crv: P-256, kid: k, x: f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU, y: x_FEzRjm7AK_B0F83ZQ91v7e2S6i_xq7X0xxNAgDfvs }] } }
+clusters:
+  echo:
+    targets: ["127.0.0.1:9000"]
+routes:
+  - name: rules-with-actions
+    match: { prefix: /a }
+    cluster: echo
+    authentication: [{ jwt: idp }]
+    authorization: { allow: authenticated, actions: { GET: readOrder } }
+  - name: lower-case
+    match: { prefix: /b }
+    cluster: echo
+    authentication: [{ jwt: idp }]
+    authorization: { policies: shop, actions: { get: readOrder } }
+"#;
+    let found = errors(text);
+    let expect = [
+        ("gw.yaml:19:20", "they need `policies`"),
+        ("gw.yaml:24:54", "\"get\" is not an upper-case method"),
+    ];
+    for (place, words) in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(place) && f.contains(words)),
+            "missing {place} {words} in {found:#?}"
+        );
+    }
+}

@@ -106,6 +106,7 @@ impl Runtime {
         let certificates = tls::load_certificates(&config, &mut diagnostics);
         let client_verifiers = tls::load_client_verifiers(&config, &mut diagnostics);
         let policy_sets = load_policy_sets(&config, &mut diagnostics);
+        check_named_actions(&config, &policy_sets, &mut diagnostics);
         let authenticator = Authenticator::compile(
             &config.authentication,
             previous.map(|p| &p.authenticator),
@@ -363,6 +364,39 @@ fn load_policy_sets(
         }
     }
     sets
+}
+
+/// A route's named operations (`authorization.actions`) must be actions of its policy set's
+/// schema: a misspelt name would otherwise deny every request without a word.
+fn check_named_actions(
+    config: &Config,
+    policy_sets: &BTreeMap<String, Arc<palisade_authz::CedarPolicies>>,
+    diagnostics: &mut Diagnostics,
+) {
+    for route in &config.routes {
+        let Some(authorization) = &route.value.authorization else {
+            continue;
+        };
+        let Some(set) = authorization
+            .value
+            .policies
+            .as_ref()
+            .and_then(|n| policy_sets.get(&n.value))
+        else {
+            continue;
+        };
+        for (method, action) in &authorization.value.actions {
+            if !set.declares_action(&action.value) {
+                diagnostics.on(
+                    action,
+                    format!(
+                        "route {:?}: {method} names action {:?}, which the policy set's schema does not declare",
+                        route.value.name.value, action.value
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Clusters whose settings did not change are kept (with their pools and health state); their TLS

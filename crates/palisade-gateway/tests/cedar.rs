@@ -244,3 +244,88 @@ async fn invalid_policies_are_refused_at_load_and_reload_keeps_the_old_set() {
     assert_eq!(call(&gw.url("/users/alice/orders/1"), "GET", &alice, None).await, 200);
     assert_eq!(call(&gw.url("/users/bob/orders/1"), "GET", &alice, None).await, 403);
 }
+
+const NAMED_SCHEMA: &str = r#"namespace Palisade {
+  entity Role;
+  entity Group;
+  entity User in [Role, Group] {
+    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
+  };
+  entity Service in [Role, Group] {
+    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
+  };
+  entity ApiKey in [Role, Group] {
+    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
+  };
+  entity Route { path: String, params: { user?: String, id?: String } };
+  type Ctx = { ip: ipaddr, method: String, path: String, time: Long, headers: {}, mtls_identity?: String };
+  action read, write;
+  action "GET" appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
+  action readOrder in [read] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
+  action cancelOrder in [write] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
+}
+"#;
+
+const NAMED_POLICIES: &str = r#"@id("owners-read")
+permit (principal, action == Palisade::Action::"readOrder", resource == Palisade::Route::"user-orders")
+when { resource.params has user && resource.params.user == principal.subject };
+
+@id("support-writes")
+permit (principal in Palisade::Role::"support", action in Palisade::Action::"write", resource);
+
+@id("auditors-get")
+permit (principal in Palisade::Role::"auditor", action == Palisade::Action::"GET", resource);
+"#;
+
+fn named_config(echo: SocketAddr, key: &EcKey, dir: &Path, get_action: &str) -> String {
+    config(echo, key, dir).replace(
+        "authorization: { policies: shop }",
+        &format!("authorization: {{ policies: shop, actions: {{ GET: {get_action}, DELETE: cancelOrder }} }}"),
+    )
+}
+
+#[tokio::test]
+async fn named_operations_are_the_cedar_action_and_action_groups_apply() {
+    let echo = support::echo("orders").await;
+    let key = EcKey::generate("k");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("shop.cedarschema"), NAMED_SCHEMA).unwrap();
+    std::fs::write(dir.path().join("shop.cedar"), NAMED_POLICIES).unwrap();
+    let named = named_config(echo, &key, dir.path(), "readOrder");
+    assert!(named.contains("actions: { GET: readOrder"), "{named}");
+    let gw = support::start(&named.replace("context_headers: [x-tenant]", "")).await;
+
+    let alice = token(&key, "alice", &[], &[]);
+    let support_agent = token(&key, "sue", &["support"], &[]);
+    let auditor = token(&key, "audrey", &["auditor"], &[]);
+    let order = gw.url("/users/alice/orders/1");
+    let cases = [
+        ("GET is readOrder: the owner reads", "GET", &alice, 200),
+        ("DELETE is cancelOrder: no permit for the owner", "DELETE", &alice, 403),
+        ("cancelOrder is in the write group", "DELETE", &support_agent, 200),
+        ("readOrder is not in the write group", "GET", &support_agent, 403),
+        (
+            "the route's GET is readOrder, not Action::\"GET\"",
+            "GET",
+            &auditor,
+            403,
+        ),
+    ];
+    for (case, method, token, expected) in cases {
+        assert_eq!(call(&order, method, token, None).await, expected, "{case}");
+    }
+
+    // A name the schema does not declare is refused at load, at its place in the file.
+    let path = dir.path().join("g.yaml");
+    let misspelt = named_config(echo, &key, dir.path(), "readOrdr").replace("context_headers: [x-tenant]", "");
+    std::fs::write(&path, support::with_listeners(&misspelt)).unwrap();
+    let errors = palisade_gateway::check_config(&path, palisade_core::ConfigKind::Gateway)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        errors.contains("\"readOrdr\", which the policy set's schema does not declare"),
+        "{errors}"
+    );
+    assert!(errors.contains("g.yaml:"), "{errors}");
+}

@@ -363,6 +363,11 @@ pub struct AuthorizationConfig {
     /// The name of a Cedar policy set (top-level `policies`) that decides for this route.
     #[serde(default)]
     pub policies: Option<Spanned<String>>,
+    /// Named operations for the Cedar policies: the action for each method (`GET: readOrder`).
+    /// Methods not listed are their own action (`Palisade::Action::"DELETE"`). Each name must be an
+    /// action of the policy set's schema.
+    #[serde(default)]
+    pub actions: BTreeMap<String, Spanned<String>>,
 }
 
 /// A Cedar policy set: policies validated against a schema at load, reloaded with the config.
