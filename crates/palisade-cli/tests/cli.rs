@@ -285,7 +285,7 @@ fn policy_test_runs_the_example_cases_and_fails_on_a_wrong_expectation() {
     let (dir, _) = example_in_temp("authorization.yaml");
     let (passed, output) = policy_test_passes(dir.path());
     assert!(passed, "{output}");
-    assert!(output.contains("15 cases, 0 failed"), "{output}");
+    assert!(output.contains("18 cases, 0 failed"), "{output}");
 
     let explain = palisade()
         .args(["policy", "explain"])

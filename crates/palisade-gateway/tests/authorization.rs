@@ -150,6 +150,32 @@ async fn rules_allow_by_scope_role_group_kind_and_method_and_deny_everything_els
     );
 }
 
+const PATH_TRICKS: [&str; 10] = [
+    "/admin",
+    "/admin/",
+    "//admin",
+    "/x/../admin",
+    "/%61dmin",
+    "/%41dmin",
+    "/./admin",
+    "/admin/./x/..",
+    "/ADMIN",
+    "/Admin",
+];
+
+async fn raw_get(gw: &support::Running, path: &str, token: &str) -> (u16, String) {
+    let raw = format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\nconnection: close\r\n\r\n");
+    let response = support::raw(gw.address, raw.as_bytes()).await;
+    (support::status_of(&response), response)
+}
+
+/// The path the echo upstream saw, from a raw chunked response.
+fn upstream_path(response: &str) -> String {
+    let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
+    let seen = support::echoed(body.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c.is_whitespace()));
+    seen["path"].as_str().unwrap().to_string()
+}
+
 #[tokio::test]
 async fn path_tricks_do_not_reach_the_protected_route_unprotected() {
     let echo = support::echo("admin").await;
@@ -157,35 +183,52 @@ async fn path_tricks_do_not_reach_the_protected_route_unprotected() {
     let gw = support::start(&config(echo, &key)).await;
     let clerk = token(&key, "carl", "orders:read", &["clerk"], &[]);
     let admin = token(&key, "ada", "", &["admin"], &[]);
-    for path in [
-        "/admin",
-        "/admin/",
-        "//admin",
-        "/x/../admin",
-        "/%61dmin",
-        "/./admin",
-        "/admin/./x/..",
-        "/ADMIN",
-        "/Admin",
-    ] {
-        let raw =
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {clerk}\r\nconnection: close\r\n\r\n");
-        let response = support::raw(gw.address, raw.as_bytes()).await;
-        let status = support::status_of(&response);
+    for path in PATH_TRICKS {
         // Normalized to /admin (denied for a clerk), or no route at all: never served.
+        let (status, response) = raw_get(&gw, path, &clerk).await;
         assert!(matches!(status, 403 | 404 | 400), "{path}: {status}\n{response}");
-        let raw =
-            format!("GET {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {admin}\r\nconnection: close\r\n\r\n");
-        let response = support::raw(gw.address, raw.as_bytes()).await;
-        let status = support::status_of(&response);
+        let (status, response) = raw_get(&gw, path, &admin).await;
         if status == 200 {
-            let body = &response[response.find("\r\n\r\n").unwrap() + 4..];
-            let seen = support::echoed(body.trim_start_matches(|c: char| c.is_ascii_hexdigit() || c.is_whitespace()));
-            let upstream_path = seen["path"].as_str().unwrap();
-            assert!(
-                upstream_path.starts_with("/admin"),
-                "{path} reached the upstream as {upstream_path}"
-            );
+            let seen = upstream_path(&response);
+            assert!(seen.starts_with("/admin"), "{path} reached the upstream as {seen}");
         }
     }
+}
+
+/// Beside a public catch-all, a protected route must catch every spelling of its path, or `/ADMIN`
+/// reaches the service through the catch-all: `case_sensitive: false` does that.
+#[tokio::test]
+async fn beside_a_public_catch_all_every_spelling_of_a_protected_path_is_authorized() {
+    let echo = support::echo("admin").await;
+    let key = EcKey::generate("k");
+    let catch_all = "  - { name: everything-else, match: { prefix: / }, cluster: echo, public: true }\n";
+    let sensitive = format!("{}{catch_all}", config(echo, &key));
+    let insensitive = sensitive.replace(
+        "match: { prefix: /admin }",
+        "match: { prefix: /admin, case_sensitive: false }",
+    );
+    assert_ne!(sensitive, insensitive);
+    let clerk = token(&key, "carl", "orders:read", &["clerk"], &[]);
+    let admin = token(&key, "ada", "", &["admin"], &[]);
+
+    let gw = support::start(&insensitive).await;
+    for path in PATH_TRICKS {
+        let (status, response) = raw_get(&gw, path, &clerk).await;
+        assert_eq!(status, 403, "{path}\n{response}");
+        let (status, response) = raw_get(&gw, path, &admin).await;
+        assert_eq!(status, 200, "{path}\n{response}");
+        let seen = upstream_path(&response);
+        assert!(
+            seen.to_ascii_lowercase().starts_with("/admin"),
+            "{path} reached the upstream as {seen}"
+        );
+    }
+    let (status, _) = raw_get(&gw, "/administrator", &clerk).await;
+    assert_eq!(status, 200, "only whole segments match");
+
+    // Case-sensitive (the default), `/ADMIN` is another path, served by the public catch-all.
+    let gw = support::start(&sensitive).await;
+    let (status, response) = raw_get(&gw, "/ADMIN", &clerk).await;
+    assert_eq!((status, upstream_path(&response)), (200, "/ADMIN".to_string()));
+    assert_eq!(raw_get(&gw, "/%61dmin", &clerk).await.0, 403);
 }

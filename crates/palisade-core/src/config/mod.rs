@@ -540,6 +540,15 @@ pub struct RouteMatch {
     /// Only requests that arrived on these listeners (by name). Absent: every listener.
     #[serde(default)]
     pub listeners: Option<Vec<String>>,
+    /// `false`: the path's letters match in any ASCII case (`/Admin` is routed here like `/admin`),
+    /// for services that do not tell case apart. Set it on a protected route that has a public
+    /// neighbour such as a catch-all, or `/ADMIN` reaches the service through the neighbour.
+    #[serde(default = "yes")]
+    pub case_sensitive: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Config {

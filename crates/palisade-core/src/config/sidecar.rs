@@ -318,6 +318,7 @@ fn outbound_route(name: &str, destination: &Spanned<Destination>) -> Spanned<Rou
         prefix: Some("/".to_string()),
         methods: None,
         listeners: Some(vec![OUTBOUND.to_string()]),
+        case_sensitive: true,
     };
     let route_name = at(format!("outbound:{name}"), destination);
     let mut config = RouteConfig::new(route_name, unspanned(matcher), unspanned(cluster_name(name)));

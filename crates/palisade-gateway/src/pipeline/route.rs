@@ -61,6 +61,30 @@ enum PathPattern {
     Prefix(String),
 }
 
+/// How a pattern's literal text is compared with the request's path. A case-insensitive pattern
+/// is stored lower-case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Case {
+    /// Ranks below `Sensitive`: at equal specificity a route that spells the path exactly wins.
+    Insensitive,
+    Sensitive,
+}
+
+impl Case {
+    fn same(self, pattern: &str, text: &str) -> bool {
+        match self {
+            Case::Sensitive => pattern == text,
+            Case::Insensitive => pattern.eq_ignore_ascii_case(text),
+        }
+    }
+
+    /// What follows `prefix` in `text`, when `text` starts with it.
+    fn strip_prefix<'t>(self, text: &'t str, prefix: &str) -> Option<&'t str> {
+        let head = text.get(..prefix.len())?;
+        self.same(prefix, head).then(|| &text[prefix.len()..])
+    }
+}
+
 /// A compiled route; `index` is its position in the config, to find its settings.
 #[derive(Debug, Clone)]
 pub struct RouteEntry {
@@ -68,6 +92,7 @@ pub struct RouteEntry {
     pub name: String,
     host: HostPattern,
     path: PathPattern,
+    case: Case,
     methods: Option<BTreeSet<Method>>,
     listeners: Option<BTreeSet<String>>,
 }
@@ -127,7 +152,7 @@ impl Router {
             if !serves_listener(route, listener) || !host_matches(&route.host, host) {
                 continue;
             }
-            let Some(params) = path_matches(&route.path, path) else {
+            let Some(params) = path_matches(&route.path, route.case, path) else {
                 continue;
             };
             match &route.methods {
@@ -168,7 +193,13 @@ fn compile_route(index: usize, route: &Spanned<RouteConfig>, diagnostics: &mut D
         (None, Some(prefix)) => parse_prefix(prefix),
         _ => return None, // reported by structural validation
     };
+    let case = if matcher.value.case_sensitive {
+        Case::Sensitive
+    } else {
+        Case::Insensitive
+    };
     let path = match path {
+        Ok(path) if case == Case::Insensitive => lower_case(path),
         Ok(path) => path,
         Err(message) => {
             diagnostics.on(matcher, message);
@@ -198,6 +229,7 @@ fn compile_route(index: usize, route: &Spanned<RouteConfig>, diagnostics: &mut D
         name: route.value.name.value.clone(),
         host,
         path,
+        case,
         methods,
         listeners: matcher.value.listeners.as_ref().map(|l| l.iter().cloned().collect()),
     })
@@ -263,6 +295,22 @@ fn parse_prefix(text: &str) -> Result<PathPattern, String> {
     Ok(PathPattern::Prefix(text.trim_end_matches('/').to_string()))
 }
 
+fn lower_case(path: PathPattern) -> PathPattern {
+    match path {
+        PathPattern::Exact(exact) => PathPattern::Exact(exact.to_ascii_lowercase()),
+        PathPattern::Prefix(prefix) => PathPattern::Prefix(prefix.to_ascii_lowercase()),
+        PathPattern::Template(segments) => PathPattern::Template(
+            segments
+                .into_iter()
+                .map(|segment| match segment {
+                    Segment::Literal(literal) => Segment::Literal(literal.to_ascii_lowercase()),
+                    param => param,
+                })
+                .collect(),
+        ),
+    }
+}
+
 fn host_matches(pattern: &HostPattern, host: &str) -> bool {
     match pattern {
         HostPattern::Any => true,
@@ -271,11 +319,11 @@ fn host_matches(pattern: &HostPattern, host: &str) -> bool {
     }
 }
 
-fn path_matches<'a>(pattern: &'a PathPattern, path: &str) -> Option<Vec<(&'a str, String)>> {
+fn path_matches<'a>(pattern: &'a PathPattern, case: Case, path: &str) -> Option<Vec<(&'a str, String)>> {
     match pattern {
-        PathPattern::Exact(exact) => (exact == path).then(Vec::new),
+        PathPattern::Exact(exact) => case.same(exact, path).then(Vec::new),
         PathPattern::Prefix(prefix) => {
-            let rest = path.strip_prefix(prefix.as_str())?;
+            let rest = case.strip_prefix(path, prefix)?;
             (rest.is_empty() || rest.starts_with('/') || prefix.is_empty()).then(Vec::new)
         }
         PathPattern::Template(segments) => {
@@ -286,7 +334,7 @@ fn path_matches<'a>(pattern: &'a PathPattern, path: &str) -> Option<Vec<(&'a str
             let mut params = Vec::new();
             for (segment, part) in segments.iter().zip(parts) {
                 match segment {
-                    Segment::Literal(literal) if literal == part => {}
+                    Segment::Literal(literal) if case.same(literal, part) => {}
                     Segment::Param(name) if !part.is_empty() => params.push((name.as_str(), part.to_string())),
                     _ => return None,
                 }
@@ -300,7 +348,8 @@ fn path_matches<'a>(pattern: &'a PathPattern, path: &str) -> Option<Vec<(&'a str
 fn specificity(a: &RouteEntry, b: &RouteEntry) -> Ordering {
     host_rank(&b.host)
         .cmp(&host_rank(&a.host))
-        .then_with(|| path_rank(&b.path).cmp(&path_rank(&a.path)))
+        .then_with(|| folded_rank(&b.path).cmp(&folded_rank(&a.path)))
+        .then_with(|| b.case.cmp(&a.case))
         .then_with(|| b.methods.is_some().cmp(&a.methods.is_some()))
 }
 
@@ -332,6 +381,14 @@ fn path_rank(path: &PathPattern) -> (u8, Vec<u8>, usize, String) {
     }
 }
 
+/// The rank with the literal text in lower case: `/Admin` and `/admin` are equally specific, and
+/// then a case-sensitive route comes before a case-insensitive one that also matches.
+fn folded_rank(path: &PathPattern) -> (u8, Vec<u8>, usize, String) {
+    let mut rank = path_rank(path);
+    rank.3.make_ascii_lowercase();
+    rank
+}
+
 fn serves_listener(route: &RouteEntry, listener: Option<&str>) -> bool {
     match (&route.listeners, listener) {
         (Some(names), Some(listener)) => names.contains(listener),
@@ -352,7 +409,9 @@ fn methods_overlap(a: &RouteEntry, b: &RouteEntry) -> bool {
         (HostPattern::Any, HostPattern::Any) => true,
         _ => false,
     };
-    if !same_host || path_rank(&a.path) != path_rank(&b.path) {
+    // Case-insensitive patterns are stored lower-case, so equal ranks of two of them mean the same
+    // paths; a case-sensitive and a case-insensitive route never tie (the former comes first).
+    if !same_host || a.case != b.case || path_rank(&a.path) != path_rank(&b.path) {
         return false;
     }
     match (&a.methods, &b.methods) {
@@ -493,6 +552,48 @@ mod tests {
         );
         // Disjoint methods on the same path are not a tie.
         assert!(router("  - { name: a, match: { path: /o, methods: [GET] }, cluster: c, public: true }\n  - { name: b, match: { path: /o, methods: [POST] }, cluster: c, public: true }\n").is_ok());
+    }
+
+    const CASE_ROUTES: &str = r#"
+  - { name: catch-all, match: { prefix: / }, cluster: c, public: true }
+  - { name: admin, match: { prefix: /Admin, case_sensitive: false }, cluster: c, public: true }
+  - { name: order, match: { path: "/Orders/{id}", case_sensitive: false }, cluster: c, public: true }
+  - { name: exact-spelling, match: { path: /Report }, cluster: c, public: true }
+  - { name: any-spelling, match: { path: /report, case_sensitive: false }, cluster: c, public: true }
+"#;
+
+    #[test]
+    fn case_insensitive_routes_match_any_ascii_case() {
+        let router = router(CASE_ROUTES).expect("valid");
+        let cases = [
+            ("/admin", "admin"),
+            ("/Admin", "admin"),
+            ("/ADMIN/users", "admin"),
+            ("/aDmIn/", "admin"),
+            ("/administrator", "catch-all"),
+            ("/ORDERS/7", "order"),
+            ("/orders/7/x", "catch-all"),
+            // The exact spelling goes to the case-sensitive route, every other to the other one.
+            ("/Report", "exact-spelling"),
+            ("/report", "any-spelling"),
+            ("/REPORT", "any-spelling"),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(
+                found(&router, "x", path, Method::GET).as_deref(),
+                Some(expected),
+                "{path}"
+            );
+        }
+        // Parameters keep the request's spelling.
+        match router.find(None, "x", "/oRdErS/AbC", &Method::GET) {
+            RouteMatch::Found { params, .. } => assert_eq!(params, vec![("id", "AbC".to_string())]),
+            other => panic!("{other:?}"),
+        }
+        // Two case-insensitive routes that differ only in case tie.
+        assert!(router_result_is_tie(
+            "  - { name: a, match: { path: /x, case_sensitive: false }, cluster: c, public: true }\n  - { name: b, match: { path: /X, case_sensitive: false }, cluster: c, public: true }\n"
+        ));
     }
 
     #[test]
