@@ -14,6 +14,16 @@ routes:
     public: true
 "#;
 
+/// Each `(place, words)`: some error starts with `file:line:column` and says `words`.
+fn assert_errors_at(found: &[String], expect: &[(&str, &str)]) {
+    for (place, words) in expect {
+        assert!(
+            found.iter().any(|f| f.starts_with(place) && f.contains(words)),
+            "missing {place} {words} in {found:#?}"
+        );
+    }
+}
+
 fn errors(text: &str) -> Vec<String> {
     match parse_str("gw.yaml", text, None) {
         Ok(_) => Vec::new(),
@@ -67,20 +77,16 @@ routes:
     cluster: nowhere
     public: true
 "#;
-    let found = errors(text);
-    let expect = [
-        ("gw.yaml:4:14", "not an address"),
-        ("gw.yaml:5:33", "banana"),
-        ("gw.yaml:8:15", "not host:port"),
-        ("gw.yaml:11:12", "either `path` or `prefix`"),
-        ("gw.yaml:12:14", "unknown cluster"),
-    ];
-    for (place, words) in expect {
-        assert!(
-            found.iter().any(|f| f.starts_with(place) && f.contains(words)),
-            "missing {place} {words} in {found:#?}"
-        );
-    }
+    assert_errors_at(
+        &errors(text),
+        &[
+            ("gw.yaml:4:14", "not an address"),
+            ("gw.yaml:5:33", "banana"),
+            ("gw.yaml:8:15", "not host:port"),
+            ("gw.yaml:11:12", "either `path` or `prefix`"),
+            ("gw.yaml:12:14", "unknown cluster"),
+        ],
+    );
 }
 
 #[test]
@@ -128,15 +134,11 @@ routes:
     authentication: [{ jwt: idp }]
     authorization: { policies: shop, actions: { get: readOrder } }
 "#;
-    let found = errors(text);
-    let expect = [
-        ("gw.yaml:19:20", "they need `policies`"),
-        ("gw.yaml:24:54", "\"get\" is not an upper-case method"),
-    ];
-    for (place, words) in expect {
-        assert!(
-            found.iter().any(|f| f.starts_with(place) && f.contains(words)),
-            "missing {place} {words} in {found:#?}"
-        );
-    }
+    assert_errors_at(
+        &errors(text),
+        &[
+            ("gw.yaml:19:20", "they need `policies`"),
+            ("gw.yaml:24:54", "\"get\" is not an upper-case method"),
+        ],
+    );
 }
