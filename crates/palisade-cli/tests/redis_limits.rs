@@ -430,3 +430,92 @@ fn a_block_taken_on_one_gateway_applies_on_the_other_and_so_does_its_revocation(
         "and in the store"
     );
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all from that CA, plus a
+/// second CA that signed nothing here; PEM files in `dir`.
+fn write_redis_pki(dir: &std::path::Path) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, SanType};
+    let new_ca = |name: &str| {
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    };
+    let ca = new_ca("redis test CA");
+    let issue = |name: &str, sans: Vec<SanType>| {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names = sans;
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &ca).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    };
+    issue("redis", vec![SanType::IpAddress([127, 0, 0, 1].into())]);
+    issue("gateway", vec![SanType::DnsName("gateway".try_into().unwrap())]);
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), new_ca("someone else").pem()).unwrap();
+}
+
+/// `config` for a `rediss://` store verified with `ca` (a file in `dir`), presenting the gateway's
+/// client certificate.
+fn tls_config(dir: &std::path::Path, port: u16, ca: &str) -> String {
+    let d = dir.display();
+    config(port, "deny").replace("redis://", "rediss://").replace(
+        "  store_timeout: 1s\n",
+        &format!("  store_timeout: 1s\n  store_tls: {{ ca: {d}/{ca}, cert: {d}/gateway.pem, key: {d}/gateway.key }}\n"),
+    )
+}
+
+#[test]
+fn a_tls_store_is_verified_with_its_ca_and_shares_the_limit() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    write_redis_pki(dir.path());
+    let port = free_port();
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let tls_port = port.to_string();
+    let _redis = Redis::start_with(
+        port,
+        &[
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &file("redis.pem"),
+            "--tls-key-file",
+            &file("redis.key"),
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "yes",
+        ],
+    );
+
+    let (first, logs) = start(dir.path(), "first.yaml", &tls_config(dir.path(), port, "ca.pem"));
+    let (second, _) = start(dir.path(), "second.yaml", &tls_config(dir.path(), port, "ca.pem"));
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| http_status(if i % 2 == 0 { &first.address } else { &second.address }, "/"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [502, 502, 502, 502, 502, 502, 429, 429],
+        "one budget over TLS; {:#?}",
+        logs.lock().unwrap()
+    );
+
+    // A gateway that does not trust the server's CA never talks to it: with `on_store_error: deny`
+    // its limited route refuses, and the store stays down.
+    let untrusting = dir.path().join("untrusting.yaml");
+    std::fs::write(&untrusting, tls_config(dir.path(), port, "other-ca.pem")).unwrap();
+    let (gateway, _) = start_gateway_capturing(&untrusting, "info");
+    let errors_counted = || {
+        metrics(&gateway)
+            .lines()
+            .any(|line| line.starts_with("palisade_rate_limit_store_errors_total ") && !line.ends_with(" 0"))
+    };
+    assert!(wait_for(errors_counted), "the handshake fails and is counted");
+    assert_eq!(http_status(&gateway.address, "/"), 429);
+    assert!(!store_up(&gateway));
+}

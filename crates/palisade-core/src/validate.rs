@@ -287,6 +287,16 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
             );
         }
     }
+    if let Some(tls) = config.rate_limits.store_tls.as_mut() {
+        let tls = &mut tls.value;
+        files.extend(
+            tls.ca
+                .as_mut()
+                .into_iter()
+                .chain(tls.cert.as_mut())
+                .chain(tls.key.as_mut()),
+        );
+    }
     let global = &mut config.ip_rules;
     files.extend(global.allow_files.iter_mut().chain(global.deny_files.iter_mut()));
     for route in &mut config.routes {

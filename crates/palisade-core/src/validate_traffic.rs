@@ -3,10 +3,11 @@
 use std::collections::HashSet;
 
 use crate::config::auth::AuthMethod;
-use crate::config::traffic::parse_date;
+use crate::config::traffic::{parse_date, StoreTlsConfig};
 use crate::config::{Config, IpRulesConfig, LimitKey, RouteConfig, SecurityHeadersConfig};
 use crate::diagnostic::Diagnostics;
 use crate::validate::parse_cidr;
+use serde_saphyr::Spanned;
 
 pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     let limits = &config.rate_limits;
@@ -21,6 +22,9 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
             ),
         );
     }
+    if let Some(tls) = &limits.store_tls {
+        validate_store_tls(&store.value, tls, diagnostics);
+    }
     if limits.store_timeout.get().is_zero() {
         diagnostics.on(store, "rate_limits.store_timeout must be more than 0");
     }
@@ -32,6 +36,24 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     for route in &config.routes {
         validate_route(&route.value, diagnostics);
         validate_browser_facing(&route.value, diagnostics);
+    }
+}
+
+fn validate_store_tls(store: &str, tls: &Spanned<StoreTlsConfig>, diagnostics: &mut Diagnostics) {
+    if !store.starts_with("rediss") {
+        diagnostics.on(
+            tls,
+            "rate_limits.store_tls needs a TLS store URL (rediss://… or rediss+cluster://…)",
+        );
+    }
+    let value = &tls.value;
+    for file in [&value.ca, &value.cert, &value.key].into_iter().flatten() {
+        if !file.value.is_file() {
+            diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
+        }
+    }
+    if value.cert.is_some() != value.key.is_some() {
+        diagnostics.on(tls, "rate_limits.store_tls: cert and key go together");
     }
 }
 

@@ -90,6 +90,24 @@ routes:
 }
 
 #[test]
+fn store_tls_needs_a_tls_store_existing_files_and_a_whole_client_identity() {
+    // Positions: `store_tls`'s mapping starts at its first key (line 16), `ca`'s value at 16:9.
+    let text = format!(
+        "{MINIMAL}rate_limits:\n  store: redis://cache:6379/\n  store_tls:\n    ca: /nonexistent/ca.pem\n    cert: /nonexistent/gateway.pem\n"
+    );
+    assert_errors_at(
+        &errors(&text),
+        &[
+            ("gw.yaml:16:5", "needs a TLS store URL"),
+            ("gw.yaml:16:9", "does not exist"),
+            ("gw.yaml:16:5", "cert and key go together"),
+        ],
+    );
+    let fine = format!("{MINIMAL}rate_limits:\n  store: rediss://cache:6380/\n  store_tls: {{}}\n");
+    assert!(errors(&fine).is_empty(), "{:?}", errors(&fine));
+}
+
+#[test]
 fn durations_and_sizes_are_human_units() {
     let text = format!("{MINIMAL}limits:\n  header_read_timeout: 250ms\n  max_body_bytes: 1MiB\n");
     let config = parse_str("gw.yaml", &text, None).expect("valid");

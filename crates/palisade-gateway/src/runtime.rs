@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use palisade_auth::identity::InternalSigner;
 use palisade_auth::{AuthMethodKind, Authenticator, RouteAuth};
-use palisade_core::config::{Config, RouteConfig, UpstreamProtocol};
-use palisade_core::{parse_cidr, ConfigErrors, Diagnostics};
-use palisade_limits::{InFlight, IpRules, RateLimit, ResponseTable, SharedStore, StoreHealth};
+use palisade_core::config::{Config, RouteConfig, StoreTlsConfig, UpstreamProtocol};
+use palisade_core::{parse_cidr, ConfigErrors, Diagnostics, Spanned};
+use palisade_limits::{InFlight, IpRules, RateLimit, ResponseTable, SharedStore, StoreHealth, StoreTls};
 use palisade_telemetry::access_log::Destination;
 use palisade_telemetry::audit::{AuditLog, AuditSink, OtlpTarget, SyslogTarget};
 use palisade_telemetry::{AccessLog, AuthMetrics, LimitMetrics, Metrics, RouteMetrics};
@@ -327,10 +327,18 @@ fn connect_limit_store(
     if settings.store.value == "local" {
         return None;
     }
+    let tls = match &settings.store_tls {
+        Some(tls) => Some(read_store_tls(tls, diagnostics)?),
+        None => None,
+    };
     if let Some(previous) = previous {
         let old = &previous.config.rate_limits;
         if old.store.value == settings.store.value && old.store_timeout == settings.store_timeout {
-            if let Some(store) = &previous.limit_store {
+            if let Some(store) = previous
+                .limit_store
+                .as_ref()
+                .filter(|store| store.tls() == tls.as_ref())
+            {
                 return Some(store.clone());
             }
         }
@@ -340,13 +348,39 @@ fn connect_limit_store(
         errors: metrics.rate_limit_store_errors.clone(),
         fallbacks: metrics.rate_limit_store_fallbacks.clone(),
     };
-    match SharedStore::connect(&settings.store.value, settings.store_timeout.get(), health) {
+    match SharedStore::connect(
+        &settings.store.value,
+        settings.store_timeout.get(),
+        tls.as_ref(),
+        health,
+    ) {
         Ok(store) => Some(Arc::new(store)),
         Err(error) => {
             diagnostics.on(&settings.store, error.to_string());
             None
         }
     }
+}
+
+/// The PEM files of `rate_limits.store_tls`, read now (at load and on every reload, so that a renewed
+/// certificate makes a new connection).
+fn read_store_tls(tls: &Spanned<StoreTlsConfig>, diagnostics: &mut Diagnostics) -> Option<StoreTls> {
+    let mut read = |file: &Spanned<std::path::PathBuf>| match std::fs::read(&file.value) {
+        Ok(bytes) => Some(bytes),
+        Err(error) => {
+            diagnostics.on(file, format!("cannot read {}: {error}", file.value.display()));
+            None
+        }
+    };
+    let ca_pem = match &tls.value.ca {
+        Some(ca) => Some(read(ca)?),
+        None => None,
+    };
+    let client_pem = match (&tls.value.cert, &tls.value.key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Some(StoreTls { ca_pem, client_pem })
 }
 
 /// Loads every Cedar policy set; a set that does not parse or validate is a diagnostic at its file.

@@ -20,7 +20,7 @@ pub use in_flight::{InFlight, InFlightGuard};
 pub use ip::{IpRules, IpSet};
 pub use local::LocalLimit;
 pub use responses::{ActiveResponse, Enforcement, ResponseTable};
-pub use shared::{SharedStore, StoreHealth};
+pub use shared::{SharedStore, StoreHealth, StoreTls};
 
 /// Who a limit counts, as the store keys it: addresses as numbers (no text to build per request),
 /// everything else as text.
@@ -120,7 +120,7 @@ impl RateLimit {
             return (self.local.check(key), Source::Local);
         };
         let bucket = SharedStore::bucket(&self.route, &self.name, &key.bytes());
-        match store.check(&bucket, self.rate.interval(), self.burst).await {
+        match store.check(bucket, self.rate.interval(), self.burst).await {
             Ok(verdict) => (verdict, Source::Shared),
             Err(_) => {
                 store.health().fallbacks.inc();

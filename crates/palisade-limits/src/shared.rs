@@ -1,13 +1,20 @@
 //! Rate-limit state shared by every gateway process through Redis.
 //!
-//! One decision is one round trip: a Lua script runs GCRA atomically on the server, with the
-//! server's clock (`TIME`), so gateways with skewed clocks still agree. The connection is redis-rs's
-//! `ConnectionManager` (one multiplexed connection that pipelines concurrent calls and reconnects by
-//! itself). A failed or slow call opens a breaker for [`BREAKER_OPEN`]: during it the store is not
-//! asked at all, so an outage costs one timeout per second, not one per request.
+//! A Lua script runs GCRA atomically on the server, with the server's clock (`TIME`), so gateways
+//! with skewed clocks still agree. The connection is redis-rs's `ConnectionManager` (one multiplexed
+//! connection that pipelines concurrent calls and reconnects by itself). A failed or slow call opens
+//! a breaker for [`BREAKER_OPEN`]: during it the store is not asked at all, so an outage costs one
+//! timeout per second, not one per request.
+//!
+//! Decisions for the same bucket are coalesced: while one call for a bucket is in flight, the
+//! requests that arrive for it wait, and the next call decides all of them at once (the script
+//! applies GCRA to each in arrival order, so the answers are the ones separate calls would have
+//! given). A hot bucket costs Redis one script run per round trip instead of one per request; a
+//! request waits at most for the call in flight and its own.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
@@ -17,6 +24,7 @@ use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::{RedisResult, Script};
 use sha2::{Digest, Sha256};
+use tokio::sync::oneshot;
 
 use crate::Verdict;
 
@@ -26,25 +34,45 @@ pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 /// The longest wait of a background command (response sharing), whatever the decision timeout.
 const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// GCRA on the server. KEYS[1]: the bucket. ARGV[1]: emission interval (µs), ARGV[2]: burst.
-/// Returns {1, remaining, reset µs} or {0, retry after µs, reset µs}. Times are µs since the epoch,
-/// below 2^53, so Lua's doubles hold them exactly; `%.0f` keeps `SET` from writing them in
-/// exponent notation.
+/// GCRA on the server for ARGV[3] requests to one bucket, in order. KEYS[1]: the bucket.
+/// ARGV[1]: emission interval (µs), ARGV[2]: burst, ARGV[3]: how many requests.
+/// Returns three numbers per request: {1, remaining, reset µs} or {0, retry after µs, reset µs}.
+/// Times are µs since the epoch, below 2^53, so Lua's doubles hold them exactly; `%.0f` keeps `SET`
+/// from writing them in exponent notation.
 const GCRA_SCRIPT: &str = r"
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
+local count = tonumber(ARGV[3])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if not tat or tat < now then tat = now end
 local capacity = interval * burst
-local new_tat = tat + interval
-if new_tat - now > capacity then
-  return {0, new_tat - capacity - now, tat - now}
+local answers = {}
+local allowed_any = false
+for i = 1, count do
+  local new_tat = tat + interval
+  if new_tat - now > capacity then
+    answers[#answers + 1] = 0
+    answers[#answers + 1] = new_tat - capacity - now
+    answers[#answers + 1] = tat - now
+  else
+    tat = new_tat
+    allowed_any = true
+    answers[#answers + 1] = 1
+    answers[#answers + 1] = math.floor((now + capacity - new_tat) / interval)
+    answers[#answers + 1] = new_tat - now
+  end
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.floor((new_tat - now) / 1000) + 1)
-return {1, math.floor((now + capacity - new_tat) / interval), new_tat - now}
+if allowed_any then
+  redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.floor((tat - now) / 1000) + 1)
+end
+return answers
 ";
+
+/// At most this many waiting requests are decided by one call (the rest by the next one), so one
+/// script run stays short however hot the bucket.
+const MAX_BATCH: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -75,9 +103,9 @@ enum Connection {
 }
 
 impl Connection {
-    async fn gcra(self, script: &Script, key: &str, interval_us: u64, burst: u32) -> RedisResult<(i64, i64, i64)> {
-        let mut invocation = script.key(key);
-        invocation.arg(interval_us).arg(burst);
+    async fn gcra(self, script: &Script, bucket: &Bucket, count: usize) -> RedisResult<Vec<i64>> {
+        let mut invocation = script.key(&bucket.name);
+        invocation.arg(bucket.interval_us).arg(bucket.burst).arg(count);
         match self {
             Connection::Single(mut connection) => invocation.invoke_async(&mut connection).await,
             Connection::Cluster(mut connection) => invocation.invoke_async(&mut connection).await,
@@ -101,8 +129,31 @@ enum Target {
     Cluster(ClusterClient),
 }
 
+/// PEM contents for a `rediss://` store: roots to verify it with (instead of the web PKI roots) and a
+/// client certificate chain and key for servers that ask for one.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct StoreTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_pem: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl StoreTls {
+    fn certificates(&self) -> redis::TlsCertificates {
+        redis::TlsCertificates {
+            client_tls: self
+                .client_pem
+                .clone()
+                .map(|(client_cert, client_key)| redis::ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+            root_cert: self.ca_pem.clone(),
+        }
+    }
+}
+
 impl Target {
-    fn parse(url: &str, timeout: Duration) -> Result<Target, StoreError> {
+    fn parse(url: &str, timeout: Duration, tls: Option<&StoreTls>) -> Result<Target, StoreError> {
         let invalid = |e: redis::RedisError| StoreError::InvalidUrl(format!("{:?}", e.kind()));
         let connect_timeout = timeout.max(Duration::from_millis(200));
         let cluster = [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")]
@@ -114,7 +165,11 @@ impl Target {
                     .split(',')
                     .map(|node| format!("{scheme}{}", node.trim()))
                     .collect();
-                let client = ClusterClient::builder(seeds)
+                let mut builder = ClusterClient::builder(seeds);
+                if let Some(tls) = tls {
+                    builder = builder.certs(tls.certificates());
+                }
+                let client = builder
                     .connection_timeout(connect_timeout)
                     .response_timeout(timeout)
                     .retries(1)
@@ -123,7 +178,11 @@ impl Target {
                 Ok(Target::Cluster(client))
             }
             None => {
-                let client = redis::Client::open(url).map_err(invalid)?;
+                let client = match tls {
+                    Some(tls) => redis::Client::build_with_tls(url, tls.certificates()),
+                    None => redis::Client::open(url),
+                }
+                .map_err(invalid)?;
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(connect_timeout))
                     .set_response_timeout(Some(timeout))
@@ -156,13 +215,33 @@ pub struct SharedStore {
     /// Shown in logs: scheme, host and port only (a URL may carry a password).
     display: String,
     connector: tokio::task::JoinHandle<()>,
+    /// The TLS material the connection was made with (a reload with other material reconnects).
+    tls: Option<StoreTls>,
+    /// Buckets with a call in flight, and the requests waiting for the next call to them.
+    waiting: Mutex<HashMap<Bucket, Vec<Waiter>>>,
 }
+
+/// One GCRA bucket as the script sees it. The rate is part of the identity so that requests
+/// counted under a reloaded rate never share a call with requests under the old one.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Bucket {
+    name: String,
+    interval_us: u64,
+    burst: u32,
+}
+
+type Waiter = oneshot::Sender<Verdict>;
 
 impl SharedStore {
     /// Parses `url` and starts connecting in the background; never waits for Redis, so a gateway
     /// starts (on its fallback) while Redis is down. Needs a Tokio runtime.
-    pub fn connect(url: &str, timeout: Duration, health: StoreHealth) -> Result<SharedStore, StoreError> {
-        let target = Target::parse(url, timeout)?;
+    pub fn connect(
+        url: &str,
+        timeout: Duration,
+        tls: Option<&StoreTls>,
+        health: StoreHealth,
+    ) -> Result<SharedStore, StoreError> {
+        let target = Target::parse(url, timeout, tls)?;
         let display = describe(url);
         let connection = Arc::new(OnceLock::new());
         let connector = tokio::spawn(keep_connecting(
@@ -180,40 +259,125 @@ impl SharedStore {
             health,
             display,
             connector,
+            tls: tls.cloned(),
+            waiting: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn tls(&self) -> Option<&StoreTls> {
+        self.tls.as_ref()
     }
 
     pub fn health(&self) -> &StoreHealth {
         &self.health
     }
 
-    /// One GCRA decision for `key`; `Err` when the store cannot answer in time.
-    pub async fn check(&self, key: &str, interval: Duration, burst: u32) -> Result<Verdict, StoreError> {
-        let now_ms = self.created.elapsed().as_millis() as u64;
-        if now_ms < self.open_until_ms.load(Ordering::Relaxed) {
+    /// One GCRA decision for `bucket`; `Err` when the store cannot answer in time.
+    ///
+    /// The first request for a bucket has the store called at once; requests arriving while that
+    /// call is in flight wait and are decided together by the next call (see the module comment).
+    pub async fn check(
+        self: &Arc<Self>,
+        bucket: String,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<Verdict, StoreError> {
+        if self.breaker_open() {
             tracing::debug!(store = %self.display, "rate-limit store skipped: breaker open");
             return Err(StoreError::Unavailable);
         }
-        let Some(connection) = self.connection.get() else {
+        if self.connection.get().is_none() {
             tracing::debug!(store = %self.display, "rate-limit store not connected yet");
             return Err(StoreError::Unavailable);
+        }
+        let bucket = Bucket {
+            name: bucket,
+            interval_us: interval.as_micros().max(1) as u64,
+            burst,
         };
-        let interval_us = interval.as_micros().max(1) as u64;
-        let call = connection.clone().gcra(&self.script, key, interval_us, burst);
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(answer)) => {
-                self.mark_up();
-                Ok(verdict(answer))
+        let (waiter, answer) = oneshot::channel();
+        if self.enqueue(&bucket, waiter) {
+            // The calls run in a task of their own: a request that goes away (its client
+            // disconnected) must not leave the requests queued behind it without a caller.
+            let store = self.clone();
+            tokio::spawn(async move {
+                store.decide_waiting(&bucket).await;
+                while store.more_waiting(&bucket) {
+                    store.decide_waiting(&bucket).await;
+                }
+            });
+        }
+        match tokio::time::timeout(self.timeout, answer).await {
+            Ok(Ok(verdict)) => Ok(verdict),
+            // The call failed (its waiters' senders were dropped) or took too long.
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+
+    /// Adds a waiter to `bucket`; true when no call for it is in flight (the caller makes one).
+    fn enqueue(&self, bucket: &Bucket, waiter: Waiter) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match waiting.get_mut(bucket) {
+            Some(queue) => {
+                queue.push(waiter);
+                false
             }
-            Ok(Err(error)) => {
-                self.mark_down(now_ms, &error.to_string());
-                Err(StoreError::Unavailable)
-            }
-            Err(_) => {
-                self.mark_down(now_ms, "timed out");
-                Err(StoreError::Unavailable)
+            None => {
+                waiting.insert(bucket.clone(), vec![waiter]);
+                true
             }
         }
+    }
+
+    /// True when requests are waiting for `bucket`; otherwise forgets the bucket (the next request
+    /// for it calls the store itself).
+    fn more_waiting(&self, bucket: &Bucket) -> bool {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if waiting.get(bucket).is_some_and(|queue| !queue.is_empty()) {
+            return true;
+        }
+        waiting.remove(bucket);
+        false
+    }
+
+    /// One call to the store for (up to [`MAX_BATCH`] of) the requests waiting for `bucket`; each
+    /// gets its verdict, or nothing when the call failed.
+    async fn decide_waiting(&self, bucket: &Bucket) {
+        let batch: Vec<Waiter> = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(queue) = waiting.get_mut(bucket) else {
+                return;
+            };
+            let take = queue.len().min(MAX_BATCH);
+            queue.drain(..take).collect()
+        };
+        // With the breaker open (an earlier call just failed), the batch is answered with nothing:
+        // its requests apply `on_store_error` at once instead of waiting out another timeout.
+        let Some(connection) = self.connection.get().filter(|_| !self.breaker_open()) else {
+            return;
+        };
+        let call = connection.clone().gcra(&self.script, bucket, batch.len());
+        let now_ms = self.created.elapsed().as_millis() as u64;
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(answers)) if answers.len() == 3 * batch.len() => {
+                self.mark_up();
+                for (waiter, answer) in batch.into_iter().zip(answers.chunks_exact(3)) {
+                    // A waiter that gave up (timed out) no longer listens; its request was still
+                    // counted, as it would have been with a call of its own.
+                    let _ = waiter.send(verdict([answer[0], answer[1], answer[2]]));
+                }
+            }
+            Ok(Ok(answers)) => self.mark_down(
+                now_ms,
+                &format!("{} numbers answered for {} requests", answers.len(), batch.len()),
+            ),
+            Ok(Err(error)) => self.mark_down(now_ms, &error.to_string()),
+            Err(_) => self.mark_down(now_ms, "timed out"),
+        }
+    }
+
+    fn breaker_open(&self) -> bool {
+        self.created.elapsed().as_millis() < u128::from(self.open_until_ms.load(Ordering::Relaxed))
     }
 
     fn mark_up(&self) {
@@ -274,7 +438,7 @@ impl Drop for SharedStore {
     }
 }
 
-fn verdict((allowed, value, reset_us): (i64, i64, i64)) -> Verdict {
+fn verdict([allowed, value, reset_us]: [i64; 3]) -> Verdict {
     let micros = |v: i64| Duration::from_micros(v.max(0) as u64);
     if allowed == 1 {
         Verdict::Allowed {

@@ -18,7 +18,7 @@ pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCert
 pub use detection::{ClientDetector, DetectionConfig, ResponseAction, ResponseConfig, WebhookConfig};
 pub use traffic::{
     CorsConfig, DeprecationConfig, IpRulesConfig, LimitKey, Rate, RateLimitsConfig, RetiredConfig, RouteRateLimit,
-    SecurityHeadersConfig, StoreErrorPolicy, ValidationConfig,
+    SecurityHeadersConfig, StoreErrorPolicy, StoreTlsConfig, ValidationConfig,
 };
 
 /// The whole gateway configuration file.

@@ -22,6 +22,9 @@ pub struct RateLimitsConfig {
     pub on_store_error: StoreErrorPolicy,
     /// Longest wait for one decision from the shared store before it counts as unreachable.
     pub store_timeout: Duration,
+    /// For `rediss://` stores: the CA to verify Redis with (instead of the web PKI roots) and a
+    /// client certificate for servers that ask for one (`tls-auth-clients`).
+    pub store_tls: Option<Spanned<StoreTlsConfig>>,
     /// Keys (clients, subjects, …) each limit tracks in memory; beyond it the least recently seen
     /// are forgotten, so a client spraying keys cannot exhaust memory.
     pub max_keys: usize,
@@ -33,9 +36,24 @@ impl Default for RateLimitsConfig {
             store: super::unspanned("local".into()),
             on_store_error: StoreErrorPolicy::FallbackLocal,
             store_timeout: Duration::from_millis(50),
+            store_tls: None,
             max_keys: 100_000,
         }
     }
+}
+
+/// TLS towards the rate-limit store. The files are read at load and on every reload.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreTlsConfig {
+    /// PEM bundle the store's certificate must chain to. Absent: the web PKI roots.
+    #[serde(default)]
+    pub ca: Option<Spanned<PathBuf>>,
+    /// PEM certificate chain presented to the store; with `key`.
+    #[serde(default)]
+    pub cert: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    pub key: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
