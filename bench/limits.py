@@ -58,11 +58,13 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     write_deny_list()
     post = os.path.join(BENCH, "post-order.lua")
+    distinct = os.path.join(BENCH, "distinct-clients.lua")
     cases = {
         "direct": (19000, "/open/item", None),
         "palisade open route": (19080, "/open/item", None),
         "palisade local rate limit": (19080, "/limited/item", None),
         "palisade Redis rate limit": (19084, "/limited/item", None),
+        "palisade Redis rate limit, distinct keys": (19084, "/keyed/item", distinct),
         "palisade 100k-entry IP deny list": (19080, "/iplisted/item", None),
         "palisade open POST 1 KiB": (19080, "/open/orders", post),
         "palisade validated POST 1 KiB": (19080, "/orders", post),
@@ -97,6 +99,7 @@ def main():
         drive.stop(processes)
     median = lambda name, i: statistics.median(r[i] for r in results[name])
     base = {"palisade local rate limit": "palisade open route", "palisade Redis rate limit": "palisade open route",
+            "palisade Redis rate limit, distinct keys": "palisade open route",
             "palisade 100k-entry IP deny list": "palisade open route",
             "palisade validated POST 1 KiB": "palisade open POST 1 KiB", "haproxy stick-table limit": "haproxy open"}
     lines = [

@@ -519,3 +519,82 @@ fn a_tls_store_is_verified_with_its_ca_and_shares_the_limit() {
     assert_eq!(http_status(&gateway.address, "/"), 429);
     assert!(!store_up(&gateway));
 }
+
+/// `redis-cli -p port args…` on 127.0.0.1, its output as text.
+fn redis_info(port: u16, args: &[&str]) -> String {
+    let output = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli is installed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn limits_follow_the_primary_that_sentinel_names_after_a_failover() {
+    let _serial = one_at_a_time();
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Redis::start();
+    let replica_of = ["--replicaof", "127.0.0.1", &primary.port.to_string()].map(String::from);
+    let replica = Redis::start_with(free_port(), &replica_of.iter().map(String::as_str).collect::<Vec<_>>());
+    let sentinel_port = free_port();
+    let sentinel_file = dir.path().join("sentinel.conf");
+    std::fs::write(
+        &sentinel_file,
+        format!(
+            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor shop 127.0.0.1 {} 1\nsentinel down-after-milliseconds shop 1000\nsentinel failover-timeout shop 5000\n",
+            primary.port
+        ),
+    )
+    .unwrap();
+    let mut sentinel = Command::new("redis-server")
+        .arg(&sentinel_file)
+        .arg("--sentinel")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs as a Sentinel");
+    // `flags` exactly `slave`: known and healthy (no `s_down`, no `disconnected`).
+    let sentinel_knows_replica =
+        || redis_info(sentinel_port, &["sentinel", "replicas", "shop"]).contains("\nflags\nslave\n");
+    assert!(wait_for(sentinel_knows_replica), "the Sentinel sees the replica");
+
+    let yaml = config(primary.port, "deny").replace(
+        &format!("redis://127.0.0.1:{}/", primary.port),
+        &format!("redis+sentinel://127.0.0.1:{sentinel_port}/shop"),
+    );
+    let (gateway, logs) = start(dir.path(), "sentinel.yaml", &yaml);
+    let statuses: Vec<u16> = (0..4).map(|_| http_status(&gateway.address, "/")).collect();
+    assert_eq!(statuses, [502; 4], "counted on the primary");
+    assert!(
+        wait_for(|| redis_info(replica.port, &["info", "replication"]).contains("master_link_status:up")),
+        "the replica follows the primary"
+    );
+
+    // The Sentinel promotes the replica; the gateway moves its counting there within seconds and the
+    // budget (replicated) goes on where it was: two more allowed, then refused.
+    assert!(redis_info(sentinel_port, &["sentinel", "failover", "shop"]).contains("OK"));
+    let promoted = || redis_info(replica.port, &["role"]).starts_with("master");
+    assert!(wait_for(promoted), "the replica is promoted");
+    assert!(
+        wait_for(|| logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|line| line.contains("rate_limit_store_failover"))),
+        "the gateway follows the failover: {:#?}",
+        logs.lock().unwrap()
+    );
+    assert!(
+        wait_for(|| http_status(&gateway.address, "/") == 502),
+        "counting resumes on the new primary"
+    );
+    assert_eq!(http_status(&gateway.address, "/"), 502);
+    assert_eq!(
+        http_status(&gateway.address, "/"),
+        429,
+        "the budget carried over the failover"
+    );
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+}

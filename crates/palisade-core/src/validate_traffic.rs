@@ -12,12 +12,18 @@ use serde_saphyr::Spanned;
 pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
     let limits = &config.rate_limits;
     let store = &limits.store;
-    let schemes = ["redis://", "rediss://", "redis+cluster://", "rediss+cluster://"];
+    let schemes = [
+        "redis://",
+        "rediss://",
+        "redis+cluster://",
+        "rediss+cluster://",
+        "redis+sentinel://",
+    ];
     if store.value != "local" && !schemes.iter().any(|scheme| store.value.starts_with(scheme)) {
         diagnostics.on(
             store,
             format!(
-                "rate_limits.store {:?}: expected local, redis://…, rediss://… or redis+cluster://host:port,host:port",
+                "rate_limits.store {:?}: expected local, redis://…, rediss://…, redis+cluster://host:port,host:port or redis+sentinel://host:port,host:port/service",
                 store.value
             ),
         );

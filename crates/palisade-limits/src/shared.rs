@@ -14,14 +14,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelServerType};
 use redis::{RedisResult, Script};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -123,10 +125,12 @@ impl Connection {
 }
 
 /// How to reach the store: `redis://`/`rediss://` for one primary,
-/// `redis+cluster://host:port,host:port` (or `rediss+cluster://`) for a cluster's seed nodes.
+/// `redis+cluster://host:port,host:port` (or `rediss+cluster://`) for a cluster's seed nodes,
+/// `redis+sentinel://host:port,host:port/service` for the primary that Sentinels name.
 enum Target {
     Single(redis::Client, ConnectionManagerConfig),
     Cluster(ClusterClient),
+    Sentinel(Box<SentinelClient>, ConnectionManagerConfig),
 }
 
 /// PEM contents for a `rediss://` store: roots to verify it with (instead of the web PKI roots) and a
@@ -159,6 +163,25 @@ impl Target {
         let cluster = [("redis+cluster://", "redis://"), ("rediss+cluster://", "rediss://")]
             .iter()
             .find_map(|(prefix, scheme)| url.strip_prefix(prefix).map(|nodes| (nodes, scheme)));
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(connect_timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1);
+        if let Some(rest) = url.strip_prefix("redis+sentinel://") {
+            let (nodes, service) = rest
+                .split_once('/')
+                .filter(|(_, service)| !service.is_empty() && !service.contains('/'))
+                .ok_or_else(|| {
+                    StoreError::InvalidUrl("expected redis+sentinel://host:port,host:port/service".into())
+                })?;
+            let sentinels: Vec<String> = nodes
+                .split(',')
+                .map(|node| format!("redis://{}", node.trim()))
+                .collect();
+            let client =
+                SentinelClient::build(sentinels, service, None, SentinelServerType::Master).map_err(invalid)?;
+            return Ok(Target::Sentinel(Box::new(client), config));
+        }
         match cluster {
             Some((nodes, scheme)) => {
                 let seeds: Vec<String> = nodes
@@ -183,29 +206,47 @@ impl Target {
                     None => redis::Client::open(url),
                 }
                 .map_err(invalid)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(connect_timeout))
-                    .set_response_timeout(Some(timeout))
-                    .set_number_of_retries(1);
                 Ok(Target::Single(client, config))
             }
         }
     }
 
-    async fn connect(&self) -> RedisResult<Connection> {
+    /// A new connection, and for a Sentinel target the address of the primary it goes to.
+    async fn connect(&mut self) -> RedisResult<(Connection, Option<String>)> {
         match self {
             Target::Single(client, config) => client
                 .get_connection_manager_with_config(config.clone())
                 .await
-                .map(Connection::Single),
-            Target::Cluster(client) => client.get_async_connection().await.map(Connection::Cluster),
+                .map(|connection| (Connection::Single(connection), None)),
+            Target::Cluster(client) => client
+                .get_async_connection()
+                .await
+                .map(|connection| (Connection::Cluster(connection), None)),
+            Target::Sentinel(sentinel, config) => {
+                let primary = sentinel.async_get_client().await?;
+                let address = primary.get_connection_info().addr().to_string();
+                let connection = primary.get_connection_manager_with_config(config.clone()).await?;
+                Ok((Connection::Single(connection), Some(address)))
+            }
+        }
+    }
+
+    /// The primary's address as the Sentinels name it now (`None` for other targets).
+    async fn primary_address(&mut self) -> RedisResult<Option<String>> {
+        match self {
+            Target::Sentinel(sentinel, _) => {
+                let primary = sentinel.async_get_client().await?;
+                Ok(Some(primary.get_connection_info().addr().to_string()))
+            }
+            _ => Ok(None),
         }
     }
 }
 
 pub struct SharedStore {
-    /// Set once the first connection succeeded; it reconnects on its own afterwards.
-    connection: Arc<OnceLock<Connection>>,
+    /// Set once the first connection succeeded; it reconnects on its own afterwards. Replaced when
+    /// the Sentinels name a new primary.
+    connection: Arc<ArcSwapOption<Connection>>,
     script: Script,
     timeout: Duration,
     created: Instant,
@@ -243,7 +284,7 @@ impl SharedStore {
     ) -> Result<SharedStore, StoreError> {
         let target = Target::parse(url, timeout, tls)?;
         let display = describe(url);
-        let connection = Arc::new(OnceLock::new());
+        let connection = Arc::new(ArcSwapOption::empty());
         let connector = tokio::spawn(keep_connecting(
             target,
             connection.clone(),
@@ -286,7 +327,7 @@ impl SharedStore {
             tracing::debug!(store = %self.display, "rate-limit store skipped: breaker open");
             return Err(StoreError::Unavailable);
         }
-        if self.connection.get().is_none() {
+        if self.connection.load().is_none() {
             tracing::debug!(store = %self.display, "rate-limit store not connected yet");
             return Err(StoreError::Unavailable);
         }
@@ -353,10 +394,10 @@ impl SharedStore {
         };
         // With the breaker open (an earlier call just failed), the batch is answered with nothing:
         // its requests apply `on_store_error` at once instead of waiting out another timeout.
-        let Some(connection) = self.connection.get().filter(|_| !self.breaker_open()) else {
+        let Some(connection) = self.connection.load_full().filter(|_| !self.breaker_open()) else {
             return;
         };
-        let call = connection.clone().gcra(&self.script, bucket, batch.len());
+        let call = Connection::clone(&connection).gcra(&self.script, bucket, batch.len());
         let now_ms = self.created.elapsed().as_millis() as u64;
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(answers)) if answers.len() == 3 * batch.len() => {
@@ -407,7 +448,7 @@ impl SharedStore {
     /// Runs one command for a background task (not the request path): waits for the first
     /// connection no longer than the timeout, and does not touch the breaker.
     pub async fn query<T: redis::FromRedisValue>(&self, command: &redis::Cmd) -> Result<T, StoreError> {
-        let connection = self.connection.get().ok_or(StoreError::Unavailable)?.clone();
+        let connection = Connection::clone(&*self.connection.load_full().ok_or(StoreError::Unavailable)?);
         let call = async move {
             match connection {
                 Connection::Single(mut connection) => command.query_async(&mut connection).await,
@@ -452,18 +493,53 @@ fn verdict([allowed, value, reset_us]: [i64; 3]) -> Verdict {
     }
 }
 
-async fn keep_connecting(target: Target, slot: Arc<OnceLock<Connection>>, health: StoreHealth, shown: String) {
+/// How often the Sentinels are asked which server is the primary.
+const FAILOVER_CHECK: Duration = Duration::from_secs(1);
+
+/// Makes the first connection (retrying with backoff), then, for a Sentinel target, follows
+/// failovers: when the Sentinels name another primary, a connection to it replaces the old one.
+async fn keep_connecting(mut target: Target, slot: Arc<ArcSwapOption<Connection>>, health: StoreHealth, shown: String) {
+    let mut primary = connect_until_up(&mut target, &slot, &health, &shown).await;
+    if primary.is_none() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(FAILOVER_CHECK).await;
+        match target.primary_address().await {
+            Ok(named) if named != primary => match target.connect().await {
+                Ok((connection, address)) => {
+                    install(&slot, connection, &shown).await;
+                    tracing::warn!(
+                        event = "rate_limit_store_failover",
+                        store = %shown,
+                        from = primary.as_deref().unwrap_or("-"),
+                        to = address.as_deref().unwrap_or("-"),
+                        "the Sentinels name a new primary: rate limits follow it"
+                    );
+                    primary = address;
+                }
+                Err(error) => tracing::warn!(store = %shown, error = %error, "cannot connect to the new primary"),
+            },
+            Ok(_) => {}
+            Err(error) => tracing::debug!(store = %shown, error = %error, "cannot ask the Sentinels for the primary"),
+        }
+    }
+}
+
+async fn connect_until_up(
+    target: &mut Target,
+    slot: &ArcSwapOption<Connection>,
+    health: &StoreHealth,
+    shown: &str,
+) -> Option<String> {
     let mut delay = Duration::from_millis(100);
     loop {
         match target.connect().await {
-            Ok(connection) => {
-                if let Err(error) = connection.preload(&Script::new(GCRA_SCRIPT)).await {
-                    tracing::warn!(event = "rate_limit_store_unavailable", store = %shown, error = %error, "cannot load the rate-limit script");
-                }
-                let _ = slot.set(connection);
+            Ok((connection, primary)) => {
+                install(slot, connection, shown).await;
                 health.up.set(1);
                 tracing::info!(event = "rate_limit_store_connected", store = %shown, "rate-limit store connected");
-                return;
+                return primary;
             }
             Err(error) => {
                 health.errors.inc();
@@ -478,6 +554,15 @@ async fn keep_connecting(target: Target, slot: Arc<OnceLock<Connection>>, health
             }
         }
     }
+}
+
+/// Loads the script on `connection` (so the first decision is one round trip) and makes it the one
+/// decisions use.
+async fn install(slot: &ArcSwapOption<Connection>, connection: Connection, shown: &str) {
+    if let Err(error) = connection.preload(&Script::new(GCRA_SCRIPT)).await {
+        tracing::warn!(event = "rate_limit_store_unavailable", store = %shown, error = %error, "cannot load the rate-limit script");
+    }
+    slot.store(Some(Arc::new(connection)));
 }
 
 /// `redis://user:secret@host:6379/0` → `redis://host:6379/0`.
