@@ -534,9 +534,19 @@ fn redis_info(port: u16, args: &[&str]) -> String {
 fn limits_follow_the_primary_that_sentinel_names_after_a_failover() {
     let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
-    let primary = Redis::start();
-    let replica_of = ["--replicaof", "127.0.0.1", &primary.port.to_string()].map(String::from);
-    let replica = Redis::start_with(free_port(), &replica_of.iter().map(String::as_str).collect::<Vec<_>>());
+    // Replication writes RDB files: each server gets a directory of its own in the test's.
+    let data_dir = |name: &str| {
+        let path = dir.path().join(name);
+        std::fs::create_dir(&path).unwrap();
+        path.display().to_string()
+    };
+    let primary = Redis::start_with(free_port(), &["--dir", &data_dir("primary")]);
+    let primary_port = primary.port.to_string();
+    let replica_dir = data_dir("replica");
+    let replica = Redis::start_with(
+        free_port(),
+        &["--dir", &replica_dir, "--replicaof", "127.0.0.1", &primary_port],
+    );
     let sentinel_port = free_port();
     let sentinel_file = dir.path().join("sentinel.conf");
     std::fs::write(
