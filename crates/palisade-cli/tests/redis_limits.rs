@@ -166,6 +166,20 @@ fn start(dir: &std::path::Path, name: &str, yaml: &str) -> (Gateway, Captured) {
     (gateway, logs)
 }
 
+/// Eight requests, alternating between two gateways on one store, against the `whole-route` budget
+/// of six: the first six are allowed (502 from the closed upstream), the rest refused.
+fn assert_one_budget(first: &Gateway, second: &Gateway, logs: &Captured, how: &str) {
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| http_status(if i % 2 == 0 { &first.address } else { &second.address }, "/"))
+        .collect();
+    assert_eq!(
+        statuses,
+        [502, 502, 502, 502, 502, 502, 429, 429],
+        "one budget across processes, {how}; {:#?}",
+        logs.lock().unwrap()
+    );
+}
+
 #[test]
 fn two_gateway_processes_share_one_limit_and_survive_a_redis_restart() {
     let _serial = one_at_a_time();
@@ -184,18 +198,7 @@ fn two_gateway_processes_share_one_limit_and_survive_a_redis_restart() {
     let (second, _) = start(dir.path(), "second.yaml", &yaml);
 
     // Six requests in all are allowed, whichever gateway they reach.
-    let statuses: Vec<u16> = (0..8)
-        .map(|i| {
-            let gateway = if i % 2 == 0 { &first } else { &second };
-            http_status(&gateway.address, "/")
-        })
-        .collect();
-    assert_eq!(
-        statuses,
-        [502, 502, 502, 502, 502, 502, 429, 429],
-        "one shared budget; {:#?}",
-        first_logs.lock().unwrap()
-    );
+    assert_one_budget(&first, &second, &first_logs, "counted in Redis");
 
     // Redis dies: each gateway falls back to its own local budget (which it has not used).
     redis.stop();
@@ -306,15 +309,7 @@ fn two_gateway_processes_share_one_limit_through_a_redis_cluster() {
     );
     let (first, logs) = start(dir.path(), "first.yaml", &yaml);
     let (second, _) = start(dir.path(), "second.yaml", &yaml);
-    let statuses: Vec<u16> = (0..8)
-        .map(|i| http_status(if i % 2 == 0 { &first.address } else { &second.address }, "/"))
-        .collect();
-    assert_eq!(
-        statuses,
-        [502, 502, 502, 502, 502, 502, 429, 429],
-        "one budget across processes, counted in the cluster; {:#?}",
-        logs.lock().unwrap()
-    );
+    assert_one_budget(&first, &second, &logs, "counted in the cluster");
 }
 
 /// One admin API call with the test token, on a fresh connection: (status, body).
@@ -495,15 +490,7 @@ fn a_tls_store_is_verified_with_its_ca_and_shares_the_limit() {
 
     let (first, logs) = start(dir.path(), "first.yaml", &tls_config(dir.path(), port, "ca.pem"));
     let (second, _) = start(dir.path(), "second.yaml", &tls_config(dir.path(), port, "ca.pem"));
-    let statuses: Vec<u16> = (0..8)
-        .map(|i| http_status(if i % 2 == 0 { &first.address } else { &second.address }, "/"))
-        .collect();
-    assert_eq!(
-        statuses,
-        [502, 502, 502, 502, 502, 502, 429, 429],
-        "one budget over TLS; {:#?}",
-        logs.lock().unwrap()
-    );
+    assert_one_budget(&first, &second, &logs, "over TLS");
 
     // A gateway that does not trust the server's CA never talks to it: with `on_store_error: deny`
     // its limited route refuses, and the store stays down.

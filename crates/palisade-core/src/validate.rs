@@ -254,6 +254,15 @@ fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
 }
 
 /// Makes file paths relative to the config file's directory, so a config works from any cwd.
+/// The files a client TLS setting names (CA bundle, certificate, key), those that are set.
+fn pem_files<'a>(
+    ca: &'a mut Option<Spanned<PathBuf>>,
+    cert: &'a mut Option<Spanned<PathBuf>>,
+    key: &'a mut Option<Spanned<PathBuf>>,
+) -> impl Iterator<Item = &'a mut Spanned<PathBuf>> {
+    ca.as_mut().into_iter().chain(cert.as_mut()).chain(key.as_mut())
+}
+
 pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
     let mut files: Vec<&mut Spanned<PathBuf>> = Vec::new();
     for listener in &mut config.listeners {
@@ -278,24 +287,12 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
     for cluster in config.clusters.values_mut() {
         if let Some(tls) = cluster.value.tls.as_mut() {
             let tls = &mut tls.value;
-            files.extend(
-                tls.ca
-                    .as_mut()
-                    .into_iter()
-                    .chain(tls.cert.as_mut())
-                    .chain(tls.key.as_mut()),
-            );
+            files.extend(pem_files(&mut tls.ca, &mut tls.cert, &mut tls.key));
         }
     }
     if let Some(tls) = config.rate_limits.store_tls.as_mut() {
         let tls = &mut tls.value;
-        files.extend(
-            tls.ca
-                .as_mut()
-                .into_iter()
-                .chain(tls.cert.as_mut())
-                .chain(tls.key.as_mut()),
-        );
+        files.extend(pem_files(&mut tls.ca, &mut tls.cert, &mut tls.key));
     }
     let global = &mut config.ip_rules;
     files.extend(global.allow_files.iter_mut().chain(global.deny_files.iter_mut()));
