@@ -527,19 +527,30 @@ fn limits_follow_the_primary_that_sentinel_names_after_a_failover() {
         std::fs::create_dir(&path).unwrap();
         path.display().to_string()
     };
-    let primary = Redis::start_with(free_port(), &["--dir", &data_dir("primary")]);
+    // Both servers want a password (and the replica uses it with the primary); Sentinels do not.
+    let password = ["--requirepass", "s3cret/pw", "--masterauth", "s3cret/pw"];
+    let primary_dir = ["--dir".to_string(), data_dir("primary")];
+    let primary_args: Vec<&str> = password
+        .iter()
+        .copied()
+        .chain(primary_dir.iter().map(String::as_str))
+        .collect();
+    let primary = Redis::start_with(free_port(), &primary_args);
     let primary_port = primary.port.to_string();
     let replica_dir = data_dir("replica");
-    let replica = Redis::start_with(
-        free_port(),
-        &["--dir", &replica_dir, "--replicaof", "127.0.0.1", &primary_port],
-    );
+    let replica_of = ["--dir", &replica_dir, "--replicaof", "127.0.0.1", &primary_port];
+    let replica_args: Vec<&str> = password.iter().chain(replica_of.iter()).copied().collect();
+    let replica = Redis::start_with(free_port(), &replica_args);
+    let authenticated = |port: u16, args: &[&str]| {
+        let with_password = ["--no-auth-warning", "-a", "s3cret/pw"].iter().chain(args).copied();
+        redis_info(port, &with_password.collect::<Vec<_>>())
+    };
     let sentinel_port = free_port();
     let sentinel_file = dir.path().join("sentinel.conf");
     std::fs::write(
         &sentinel_file,
         format!(
-            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor shop 127.0.0.1 {} 1\nsentinel down-after-milliseconds shop 1000\nsentinel failover-timeout shop 5000\n",
+            "port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor shop 127.0.0.1 {} 1\nsentinel auth-pass shop s3cret/pw\nsentinel down-after-milliseconds shop 1000\nsentinel failover-timeout shop 5000\n",
             primary.port
         ),
     )
@@ -558,20 +569,25 @@ fn limits_follow_the_primary_that_sentinel_names_after_a_failover() {
 
     let yaml = config(primary.port, "deny").replace(
         &format!("redis://127.0.0.1:{}/", primary.port),
-        &format!("redis+sentinel://127.0.0.1:{sentinel_port}/shop"),
+        // The password percent-encoded, as in any redis:// URL.
+        &format!("redis+sentinel://:s3cret%2Fpw@127.0.0.1:{sentinel_port}/shop"),
     );
     let (gateway, logs) = start(dir.path(), "sentinel.yaml", &yaml);
+    assert!(
+        !logs.lock().unwrap().iter().any(|line| line.contains("s3cret")),
+        "the password is never logged"
+    );
     let statuses: Vec<u16> = (0..4).map(|_| http_status(&gateway.address, "/")).collect();
     assert_eq!(statuses, [502; 4], "counted on the primary");
     assert!(
-        wait_for(|| redis_info(replica.port, &["info", "replication"]).contains("master_link_status:up")),
+        wait_for(|| authenticated(replica.port, &["info", "replication"]).contains("master_link_status:up")),
         "the replica follows the primary"
     );
 
     // The Sentinel promotes the replica; the gateway moves its counting there within seconds and the
     // budget (replicated) goes on where it was: two more allowed, then refused.
     assert!(redis_info(sentinel_port, &["sentinel", "failover", "shop"]).contains("OK"));
-    let promoted = || redis_info(replica.port, &["role"]).starts_with("master");
+    let promoted = || authenticated(replica.port, &["role"]).starts_with("master");
     assert!(wait_for(promoted), "the replica is promoted");
     assert!(
         wait_for(|| logs

@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{RedisResult, Script};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
@@ -126,7 +126,7 @@ impl Connection {
 
 /// How to reach the store: `redis://`/`rediss://` for one primary,
 /// `redis+cluster://host:port,host:port` (or `rediss+cluster://`) for a cluster's seed nodes,
-/// `redis+sentinel://host:port,host:port/service` for the primary that Sentinels name.
+/// `redis+sentinel://[user:password@]host:port,host:port/service` for the primary that Sentinels name.
 enum Target {
     Single(redis::Client, ConnectionManagerConfig),
     Cluster(ClusterClient),
@@ -174,12 +174,26 @@ impl Target {
                 .ok_or_else(|| {
                     StoreError::InvalidUrl("expected redis+sentinel://host:port,host:port/service".into())
                 })?;
+            // Credentials before the first node are the primary's (Sentinels are asked without).
+            let (credentials, nodes) = match nodes.rsplit_once('@') {
+                Some((credentials, nodes)) => (Some(credentials), nodes),
+                None => (None, nodes),
+            };
             let sentinels: Vec<String> = nodes
                 .split(',')
                 .map(|node| format!("redis://{}", node.trim()))
                 .collect();
+            let primary = match (credentials, sentinels.first()) {
+                // Parsed as a URL so that percent-encoded passwords decode as in `redis://` URLs.
+                (Some(credentials), Some(first)) => {
+                    let url = first.replacen("redis://", &format!("redis://{credentials}@"), 1);
+                    let info = redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(invalid)?;
+                    Some(SentinelNodeConnectionInfo::default().set_redis_connection_info(info.redis_settings().clone()))
+                }
+                _ => None,
+            };
             let client =
-                SentinelClient::build(sentinels, service, None, SentinelServerType::Master).map_err(invalid)?;
+                SentinelClient::build(sentinels, service, primary, SentinelServerType::Master).map_err(invalid)?;
             return Ok(Target::Sentinel(Box::new(client), config));
         }
         match cluster {
