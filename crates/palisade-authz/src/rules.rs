@@ -116,6 +116,11 @@ impl RouteRules {
         }
     }
 
+    /// The Cedar action a request with `method` is decided as, when the route has policies.
+    pub fn cedar_action(&self, method: &Method) -> Option<Arc<str>> {
+        self.policies.as_ref().map(|_| self.actions.of(method))
+    }
+
     /// Rule ids in order (for `policy explain` and the mutation test).
     pub fn rule_ids(&self) -> Vec<&str> {
         self.rules.iter().map(|r| &*r.id).collect()

@@ -148,9 +148,22 @@ fn principal_of(case: &CasePrincipal) -> anyhow::Result<Principal> {
 }
 
 fn describe(verdict: &Verdict) -> String {
+    // Cedar actions are named as a policy would write them.
+    let action = |action: &Option<String>| match action {
+        Some(action) => format!(", as Action::{action:?}"),
+        None => String::new(),
+    };
     match verdict {
-        Verdict::Allow { route, decided_by } => format!("allow (route {route}, by {decided_by})"),
-        Verdict::Deny { route, decided_by } => format!("deny (route {route}, by {decided_by})"),
+        Verdict::Allow {
+            route,
+            decided_by,
+            action: cedar,
+        } => format!("allow (route {route}, by {decided_by}{})", action(cedar)),
+        Verdict::Deny {
+            route,
+            decided_by,
+            action: cedar,
+        } => format!("deny (route {route}, by {decided_by}{})", action(cedar)),
         Verdict::Public { route } => format!("allow (route {route} is public)"),
         Verdict::NotRouted { reason } => format!("deny (not routed: {reason})"),
     }

@@ -295,7 +295,7 @@ fn policy_test_runs_the_example_cases_and_fails_on_a_wrong_expectation() {
         .unwrap();
     let explained = String::from_utf8_lossy(&explain.stdout);
     assert!(
-        explained.contains("deny (route user-orders, by suspended-accounts)"),
+        explained.contains("deny (route user-orders, by suspended-accounts, as Action::\"cancelOrder\")"),
         "{explained}"
     );
 

@@ -32,19 +32,18 @@ pub enum Verdict {
     Allow {
         route: String,
         decided_by: String,
+        /// The Cedar action the request was decided as (routes with policies only).
+        action: Option<String>,
     },
     Deny {
         route: String,
         decided_by: String,
+        action: Option<String>,
     },
     /// The route is public: no authorization runs.
-    Public {
-        route: String,
-    },
+    Public { route: String },
     /// 404/405 or a path the gateway refuses (400): the request never reaches a service.
-    NotRouted {
-        reason: &'static str,
-    },
+    NotRouted { reason: &'static str },
 }
 
 impl Verdict {
@@ -104,11 +103,20 @@ impl PolicyChecker {
             mtls_identity: case.mtls_identity,
             unix_time: case.unix_time,
         });
+        let action = rules.cedar_action(&case.method).map(|action| action.to_string());
         let (route, decided_by) = (route.name.clone(), decision.decided_by.to_string());
         if decision.allowed {
-            Verdict::Allow { route, decided_by }
+            Verdict::Allow {
+                route,
+                decided_by,
+                action,
+            }
         } else {
-            Verdict::Deny { route, decided_by }
+            Verdict::Deny {
+                route,
+                decided_by,
+                action,
+            }
         }
     }
 }
