@@ -4,6 +4,7 @@ mod ca;
 mod credentials;
 mod demo;
 mod policy;
+mod report;
 mod scan;
 mod sidecar;
 

@@ -12,6 +12,8 @@ use palisade_auth::{AuthMethodKind, Principal, PrincipalKind};
 use palisade_gateway::policy_check::{PolicyCase, PolicyChecker, Verdict};
 use serde::Deserialize;
 
+use crate::report::emit_line;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestFile {
@@ -181,18 +183,18 @@ pub async fn test(file: &Path) -> anyhow::Result<ExitCode> {
             Expected::Deny
         };
         if got == case.expect {
-            println!("ok    {}: {}", case.name, describe(&verdict));
+            emit_line(&format!("ok    {}: {}", case.name, describe(&verdict)))?;
         } else {
             failures += 1;
-            println!(
+            emit_line(&format!(
                 "FAIL  {}: expected {:?}, got {}",
                 case.name,
                 case.expect,
                 describe(&verdict)
-            );
+            ))?;
         }
     }
-    println!("{} cases, {} failed", loaded.cases.len(), failures);
+    emit_line(&format!("{} cases, {} failed", loaded.cases.len(), failures))?;
     Ok(if failures == 0 {
         ExitCode::SUCCESS
     } else {
@@ -209,6 +211,6 @@ pub async fn explain(file: &Path, name: &str) -> anyhow::Result<ExitCode> {
         .find(|c| c.name == name)
         .with_context(|| format!("no case named {name:?} in {}", file.display()))?;
     let verdict = decide(&loaded.checker, case)?;
-    println!("{}: {}", case.name, describe(&verdict));
+    emit_line(&format!("{}: {}", case.name, describe(&verdict)))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -88,13 +88,16 @@ const INPUT_ERROR: u8 = 2;
 
 pub fn run(args: ScanArgs) -> ExitCode {
     if let Some(list) = args.list_rules {
-        match list {
-            RuleList::Markdown => print!("{}", rules::markdown()),
-            RuleList::Table => {
-                for rule in rules::ALL {
-                    println!("{:<7} {:<8} {}", rule.id, rule.severity.as_str(), rule.title);
-                }
-            }
+        let text = match list {
+            RuleList::Markdown => rules::markdown(),
+            RuleList::Table => rules::ALL
+                .iter()
+                .map(|rule| format!("{:<7} {:<8} {}\n", rule.id, rule.severity.as_str(), rule.title))
+                .collect(),
+        };
+        if let Err(error) = crate::report::emit(&text) {
+            eprintln!("palisade scan: {error}");
+            return ExitCode::from(INPUT_ERROR);
         }
         return ExitCode::SUCCESS;
     }
@@ -130,10 +133,7 @@ pub fn run(args: ScanArgs) -> ExitCode {
     };
     let written = match &args.output {
         Some(path) => std::fs::write(path, rendered.as_bytes()).map_err(|e| format!("{}: {e}", path.display())),
-        None => {
-            print!("{rendered}");
-            Ok(())
-        }
+        None => crate::report::emit(&rendered).map_err(|e| format!("stdout: {e}")),
     };
     if let Err(error) = written {
         eprintln!("palisade scan: {error}");

@@ -280,6 +280,32 @@ fn policy_test_passes(dir: &Path) -> (bool, String) {
     (output.status.success(), text)
 }
 
+/// `palisade … | head`: the reader goes away before the report is written. The command must end
+/// with its own exit code, not the panic `println!` raises on a closed pipe.
+#[test]
+fn reports_to_a_closed_pipe_end_quietly() {
+    let (dir, _) = example_in_temp("authorization.yaml");
+    let tests = dir.path().join("authorization/tests.yaml");
+    let runs: [&[&std::ffi::OsStr]; 2] = [
+        &["policy".as_ref(), "test".as_ref(), tests.as_os_str()],
+        &["scan".as_ref(), "--list-rules".as_ref(), "table".as_ref()],
+    ];
+    for args in runs {
+        let mut child = palisade()
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Close the read end before the command has written anything.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(output.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn policy_test_runs_the_example_cases_and_fails_on_a_wrong_expectation() {
     let (dir, _) = example_in_temp("authorization.yaml");
