@@ -130,7 +130,48 @@ impl Connection {
 enum Target {
     Single(redis::Client, ConnectionManagerConfig),
     Cluster(ClusterClient),
-    Sentinel(Box<SentinelClient>, ConnectionManagerConfig),
+    Sentinel(Box<SentinelTarget>),
+}
+
+/// The Sentinels of one service: redis-rs's client to reach the primary they name (it confirms the
+/// primary's role on a connection of its own), and a plain connection to ask them which server that
+/// is now, cheaply, every [`FAILOVER_CHECK`].
+struct SentinelTarget {
+    client: SentinelClient,
+    config: ConnectionManagerConfig,
+    service: String,
+    sentinels: Vec<redis::Client>,
+    asked: Option<redis::aio::MultiplexedConnection>,
+}
+
+impl SentinelTarget {
+    /// `host:port` of the primary the Sentinels name (`None` when they know no such service).
+    async fn named_primary(&mut self) -> RedisResult<Option<String>> {
+        let mut command = redis::cmd("SENTINEL");
+        command.arg("get-master-addr-by-name").arg(&self.service);
+        if let Some(mut connection) = self.asked.clone() {
+            if let Ok(named) = command.query_async::<Option<(String, u16)>>(&mut connection).await {
+                return Ok(named.map(|(host, port)| format!("{host}:{port}")));
+            }
+            self.asked = None;
+        }
+        let mut failure = None;
+        for sentinel in &self.sentinels {
+            let asked = async {
+                let mut connection = sentinel.get_multiplexed_async_connection().await?;
+                let named = command.query_async::<Option<(String, u16)>>(&mut connection).await?;
+                Ok::<_, redis::RedisError>((connection, named))
+            };
+            match asked.await {
+                Ok((connection, named)) => {
+                    self.asked = Some(connection);
+                    return Ok(named.map(|(host, port)| format!("{host}:{port}")));
+                }
+                Err(error) => failure = Some(error),
+            }
+        }
+        Err(failure.unwrap_or_else(|| redis::RedisError::from((redis::ErrorKind::Io, "no Sentinel answered"))))
+    }
 }
 
 /// PEM contents for a `rediss://` store: roots to verify it with (instead of the web PKI roots) and a
@@ -183,6 +224,11 @@ impl Target {
                 .split(',')
                 .map(|node| format!("redis://{}", node.trim()))
                 .collect();
+            let sentinel_clients = sentinels
+                .iter()
+                .map(|url| redis::Client::open(url.as_str()))
+                .collect::<RedisResult<Vec<_>>>()
+                .map_err(invalid)?;
             let primary = match (credentials, sentinels.first()) {
                 // Parsed as a URL so that percent-encoded passwords decode as in `redis://` URLs.
                 (Some(credentials), Some(first)) => {
@@ -194,7 +240,13 @@ impl Target {
             };
             let client =
                 SentinelClient::build(sentinels, service, primary, SentinelServerType::Master).map_err(invalid)?;
-            return Ok(Target::Sentinel(Box::new(client), config));
+            return Ok(Target::Sentinel(Box::new(SentinelTarget {
+                client,
+                config,
+                service: service.to_string(),
+                sentinels: sentinel_clients,
+                asked: None,
+            })));
         }
         match cluster {
             Some((nodes, scheme)) => {
@@ -236,10 +288,12 @@ impl Target {
                 .get_async_connection()
                 .await
                 .map(|connection| (Connection::Cluster(connection), None)),
-            Target::Sentinel(sentinel, config) => {
-                let primary = sentinel.async_get_client().await?;
+            Target::Sentinel(sentinel) => {
+                let primary = sentinel.client.async_get_client().await?;
                 let address = primary.get_connection_info().addr().to_string();
-                let connection = primary.get_connection_manager_with_config(config.clone()).await?;
+                let connection = primary
+                    .get_connection_manager_with_config(sentinel.config.clone())
+                    .await?;
                 Ok((Connection::Single(connection), Some(address)))
             }
         }
@@ -248,10 +302,7 @@ impl Target {
     /// The primary's address as the Sentinels name it now (`None` for other targets).
     async fn primary_address(&mut self) -> RedisResult<Option<String>> {
         match self {
-            Target::Sentinel(sentinel, _) => {
-                let primary = sentinel.async_get_client().await?;
-                Ok(Some(primary.get_connection_info().addr().to_string()))
-            }
+            Target::Sentinel(sentinel) => sentinel.named_primary().await,
             _ => Ok(None),
         }
     }
@@ -527,23 +578,33 @@ async fn keep_connecting(mut target: Target, slot: Arc<ArcSwapOption<Connection>
     }
     loop {
         tokio::time::sleep(FAILOVER_CHECK).await;
-        match target.primary_address().await {
-            Ok(named) if named != primary => match target.connect().await {
-                Ok((connection, address)) => {
-                    install(&slot, connection, &shown).await;
-                    tracing::warn!(
-                        event = "rate_limit_store_failover",
-                        store = %shown,
-                        from = primary.as_deref().unwrap_or("-"),
-                        to = address.as_deref().unwrap_or("-"),
-                        "the Sentinels name a new primary: rate limits follow it"
-                    );
-                    primary = address;
-                }
-                Err(error) => tracing::warn!(store = %shown, error = %error, "cannot connect to the new primary"),
-            },
-            Ok(_) => {}
-            Err(error) => tracing::debug!(store = %shown, error = %error, "cannot ask the Sentinels for the primary"),
+        let named = match tokio::time::timeout(FAILOVER_CHECK, target.primary_address()).await {
+            Ok(Ok(Some(named))) => Some(named),
+            Ok(Ok(None)) => continue,
+            Ok(Err(error)) => {
+                tracing::debug!(store = %shown, error = %error, "cannot ask the Sentinels for the primary");
+                continue;
+            }
+            Err(_) => continue,
+        };
+        if named == primary {
+            continue;
+        }
+        match target.connect().await {
+            Ok((connection, address)) => {
+                install(&slot, connection, &shown).await;
+                tracing::warn!(
+                    event = "rate_limit_store_failover",
+                    store = %shown,
+                    from = primary.as_deref().unwrap_or("-"),
+                    to = address.as_deref().unwrap_or("-"),
+                    "the Sentinels name a new primary: rate limits follow it"
+                );
+                // What the Sentinels said, so that a differently written address (a host name where
+                // they answer with an address) does not reconnect every second.
+                primary = named;
+            }
+            Err(error) => tracing::warn!(store = %shown, error = %error, "cannot connect to the new primary"),
         }
     }
 }
@@ -610,6 +671,28 @@ mod tests {
         );
         assert_eq!(describe("rediss://u:p@cache:6380"), "rediss://cache:6380");
         assert!(!describe("redis+cluster://:pw@a:7000,:pw@b:7001").contains("pw"));
+    }
+
+    #[test]
+    fn store_urls_are_checked_before_any_connection() {
+        let parse = |url: &str| Target::parse(url, Duration::from_millis(50), None);
+        assert!(matches!(
+            parse("redis+sentinel://a:26379,b:26379/shop"),
+            Ok(Target::Sentinel(..))
+        ));
+        assert!(matches!(
+            parse("redis+sentinel://:pw%2F1@a:26379/shop"),
+            Ok(Target::Sentinel(..))
+        ));
+        for bad in [
+            "redis+sentinel://a:26379",
+            "redis+sentinel://a:26379/",
+            "redis+sentinel://a:26379/x/y",
+        ] {
+            assert!(matches!(parse(bad), Err(StoreError::InvalidUrl(_))), "{bad}");
+        }
+        assert!(matches!(parse("redis+cluster://a:7000,b:7001"), Ok(Target::Cluster(_))));
+        assert!(matches!(parse("rediss://cache:6380/0"), Ok(Target::Single(..))));
     }
 
     #[test]
