@@ -158,7 +158,9 @@ impl SentinelTarget {
         let mut failure = None;
         for sentinel in &self.sentinels {
             let asked = async {
-                let mut connection = sentinel.get_multiplexed_async_connection().await?;
+                let mut connection = sentinel
+                    .get_multiplexed_async_connection_with_config(&sentinel_config())
+                    .await?;
                 let named = command.query_async::<Option<(String, u16)>>(&mut connection).await?;
                 Ok::<_, redis::RedisError>((connection, named))
             };
@@ -296,6 +298,13 @@ impl Target {
                     .await?;
                 Ok((Connection::Single(connection), Some(address)))
             }
+        }
+    }
+
+    fn sentinel_count(&self) -> u32 {
+        match self {
+            Target::Sentinel(sentinel) => u32::try_from(sentinel.sentinels.len()).unwrap_or(u32::MAX),
+            _ => 0,
         }
     }
 
@@ -569,6 +578,16 @@ fn verdict([allowed, value, reset_us]: [i64; 3]) -> Verdict {
 /// How often the Sentinels are asked which server is the primary.
 const FAILOVER_CHECK: Duration = Duration::from_secs(1);
 
+/// The longest wait for one Sentinel (to connect, then to answer): a Sentinel that accepts and
+/// never answers must not keep the others from being asked.
+const SENTINEL_TIMEOUT: Duration = Duration::from_millis(300);
+
+fn sentinel_config() -> redis::AsyncConnectionConfig {
+    redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(SENTINEL_TIMEOUT))
+        .set_response_timeout(Some(SENTINEL_TIMEOUT))
+}
+
 /// Makes the first connection (retrying with backoff), then, for a Sentinel target, follows
 /// failovers: when the Sentinels name another primary, a connection to it replaces the old one.
 async fn keep_connecting(mut target: Target, slot: Arc<ArcSwapOption<Connection>>, health: StoreHealth, shown: String) {
@@ -578,7 +597,9 @@ async fn keep_connecting(mut target: Target, slot: Arc<ArcSwapOption<Connection>
     }
     loop {
         tokio::time::sleep(FAILOVER_CHECK).await;
-        let named = match tokio::time::timeout(FAILOVER_CHECK, target.primary_address()).await {
+        // Room for every Sentinel to be tried in turn (each bounded by SENTINEL_TIMEOUT).
+        let round = FAILOVER_CHECK + SENTINEL_TIMEOUT * 2 * target.sentinel_count();
+        let named = match tokio::time::timeout(round, target.primary_address()).await {
             Ok(Ok(Some(named))) => Some(named),
             Ok(Ok(None)) => continue,
             Ok(Err(error)) => {
