@@ -91,11 +91,7 @@ fn validate_listeners(config: &Config, diagnostics: &mut Diagnostics) {
             );
         }
         if let Some(tls) = &value.tls {
-            for file in [&tls.cert, &tls.key] {
-                if !file.value.is_file() {
-                    diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
-                }
-            }
+            check_tls_files([&tls.cert, &tls.key], diagnostics);
         }
     }
     if config.admin.address.value.parse::<SocketAddr>().is_err() {
@@ -162,6 +158,18 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagn
     }
 }
 
+/// Each named TLS file (certificate, key, CA bundle) must exist; a diagnostic at each one that does not.
+pub(crate) fn check_tls_files<'a>(
+    files: impl IntoIterator<Item = &'a Spanned<PathBuf>>,
+    diagnostics: &mut Diagnostics,
+) {
+    for file in files {
+        if !file.value.is_file() {
+            diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
+        }
+    }
+}
+
 fn validate_upstream_tls(
     name: &str,
     cluster: &ClusterConfig,
@@ -175,11 +183,7 @@ fn validate_upstream_tls(
             format!("cluster {name:?}: tls works with protocol http1 only (for now)"),
         );
     }
-    for file in [&value.ca, &value.cert, &value.key].into_iter().flatten() {
-        if !file.value.is_file() {
-            diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
-        }
-    }
+    check_tls_files([&value.ca, &value.cert, &value.key].into_iter().flatten(), diagnostics);
     if value.cert.is_some() != value.key.is_some() {
         diagnostics.on(tls, format!("cluster {name:?}: tls.cert and tls.key go together"));
     }

@@ -6,7 +6,7 @@ use crate::config::auth::AuthMethod;
 use crate::config::traffic::{parse_date, StoreTlsConfig};
 use crate::config::{Config, IpRulesConfig, LimitKey, RouteConfig, SecurityHeadersConfig};
 use crate::diagnostic::Diagnostics;
-use crate::validate::parse_cidr;
+use crate::validate::{check_tls_files, parse_cidr};
 use serde_saphyr::Spanned;
 
 pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
@@ -53,11 +53,7 @@ fn validate_store_tls(store: &str, tls: &Spanned<StoreTlsConfig>, diagnostics: &
         );
     }
     let value = &tls.value;
-    for file in [&value.ca, &value.cert, &value.key].into_iter().flatten() {
-        if !file.value.is_file() {
-            diagnostics.on(file, format!("TLS file {} does not exist", file.value.display()));
-        }
-    }
+    check_tls_files([&value.ca, &value.cert, &value.key].into_iter().flatten(), diagnostics);
     if value.cert.is_some() != value.key.is_some() {
         diagnostics.on(tls, "rate_limits.store_tls: cert and key go together");
     }
