@@ -25,6 +25,8 @@ pub struct RequestContext {
     pub started: Instant,
     pub time: SystemTime,
     pub request_id: String,
+    /// `request_id` as a header value, made once for the upstream request and the response.
+    pub request_id_header: Option<http::HeaderValue>,
     pub method: Method,
     pub peer: IpAddr,
     pub client_ip: IpAddr,
@@ -38,7 +40,7 @@ pub struct RequestContext {
     pub principal: Option<Arc<Principal>>,
     /// What the authorize stage's decision rests on: a rule id, `authenticated` or `default-deny`.
     pub decided_by: Option<Arc<str>>,
-    pub upstream_target: Option<String>,
+    pub upstream_target: Option<Arc<crate::upstream::Target>>,
     pub upstream_ms: Option<f64>,
     /// On a refused credential, with detection on: the subject the credential claimed (unverified).
     pub attempted_subject: Option<String>,
@@ -62,6 +64,7 @@ impl RequestContext {
             started: Instant::now(),
             time: SystemTime::now(),
             request_id: String::new(),
+            request_id_header: None,
             method,
             peer,
             client_ip: peer,

@@ -178,6 +178,10 @@ fn handshake_refused(shared: &Shared, listener: &str, peer: SocketAddr, error: O
     }
 }
 
+/// hyper's `DEFAULT_MAX_HEADERS` (not exported); `the_default_header_count_limit_is_100` in
+/// tests/hardening.rs pins it.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
+
 fn http_builder(limits: &palisade_core::config::EdgeLimits, max_head: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -185,8 +189,12 @@ fn http_builder(limits: &palisade_core::config::EdgeLimits, max_head: usize) -> 
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout.get())
         .max_buf_size(max_head)
-        .max_headers(limits.max_headers)
         .keep_alive(true);
+    // hyper's own limit is 100 headers. Setting any limit, even 100, makes it size its header arrays on
+    // the heap and initialise them for every request (~1.7k instructions), so only set one that differs.
+    if limits.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+        builder.http1().max_headers(limits.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -70,6 +70,21 @@ async fn oversized_heads_get_431() {
     assert_eq!(status_of(&raw(gw.address, fine.as_bytes()).await), 200);
 }
 
+/// The default limit (100) is hyper's own, which the gateway then leaves unset (see `listener.rs`):
+/// this pins that the two agree. The path has no route, so the gateway answers itself (404) and the
+/// upstream's own header limit plays no part.
+#[tokio::test]
+async fn the_default_header_count_limit_is_100() {
+    let a = echo("a").await;
+    let gw = start(&one_cluster(&[a], "").replace("prefix: /", "prefix: /routed")).await;
+    let head = |total: usize| {
+        let extra: String = (2..total).map(|i| format!("X-H{i}: v\r\n")).collect();
+        format!("GET /elsewhere HTTP/1.1\r\nHost: x\r\n{extra}Connection: close\r\n\r\n")
+    };
+    assert_eq!(status_of(&raw(gw.address, head(100).as_bytes()).await), 404);
+    assert_eq!(status_of(&raw(gw.address, head(101).as_bytes()).await), 431);
+}
+
 #[tokio::test]
 async fn bodies_over_the_route_limit_get_413_declared_or_streamed() {
     let a = echo("a").await;

@@ -69,19 +69,20 @@ pub fn forward_identity(
     principal: Option<&Principal>,
 ) {
     let identity = &authenticator.identity;
-    let spoofed: Vec<_> = headers
+    // One pass over the request's keys (a lookup by the configured API key header's name would parse
+    // that name on every request).
+    let api_key_header = (!authenticator.forward_api_key).then_some(authenticator.api_key_header.as_str());
+    let removed: Vec<_> = headers
         .keys()
-        .filter(|name| identity.is_protected(name))
+        .filter(|name| {
+            identity.is_protected(name)
+                || (identity.strip_authorization && **name == AUTHORIZATION)
+                || api_key_header.is_some_and(|api_key| name.as_str().eq_ignore_ascii_case(api_key))
+        })
         .cloned()
         .collect();
-    for name in spoofed {
+    for name in removed {
         headers.remove(name);
-    }
-    if identity.strip_authorization {
-        headers.remove(AUTHORIZATION);
-    }
-    if !authenticator.forward_api_key {
-        headers.remove(authenticator.api_key_header.as_str());
     }
     if let Some(principal) = principal {
         for (name, value) in identity.render(principal, signer) {

@@ -7,7 +7,10 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use ipnet::IpNet;
 
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -17,16 +20,36 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+const HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    UPGRADE,
 ];
+
+/// Forwarding headers a client may not set unless it is a trusted proxy.
+const CLIENT_FORWARDING: [HeaderName; 7] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REAL_IP,
+    FORWARDED,
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+];
+
+/// Removes every header in `names`. A request carries a handful of headers and usually none of these,
+/// so one pass over its keys is cheaper than a hash lookup for each name.
+pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
+    let present: Vec<HeaderName> = headers.keys().filter(|key| names.contains(key)).cloned().collect();
+    for name in present {
+        headers.remove(name);
+    }
+}
 
 /// Peers whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +106,13 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) ->
 /// Removes hop-by-hop headers and every header that `Connection` names. With `keep_upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair survives so that a WebSocket handshake can pass.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of these: one pass over the keys, and nothing else to do.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || name == TRANSFER_ENCODING)
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -97,9 +127,7 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
+    remove_named(headers, &HOP_BY_HOP);
     headers.remove(TRANSFER_ENCODING);
     if te_trailers {
         // `TE: trailers` is how gRPC asks for trailers; it is meaningful end to end over HTTP/2.
@@ -160,17 +188,7 @@ pub fn set_forwarding_headers(
     if peer_trusted {
         extend_trusted_chain(headers, hop);
     } else {
-        for name in [
-            &X_FORWARDED_FOR,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &X_REAL_IP,
-            &FORWARDED,
-        ] {
-            headers.remove(name);
-        }
-        headers.remove("x-forwarded-port");
-        headers.remove("x-forwarded-prefix");
+        remove_named(headers, &CLIENT_FORWARDING);
         headers.insert(X_FORWARDED_FOR, hop.peer_value.clone());
         headers.insert(FORWARDED, hop.forwarded.clone());
     }
@@ -226,6 +244,11 @@ pub fn request_id(headers: &HeaderMap) -> String {
 /// The host the client asked for: lower case, without port or trailing dot. HTTP/2 carries it in the
 /// `:authority` (the URI); HTTP/1 in `Host`.
 pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
+    if uri.host().is_none() {
+        if let Some(host) = headers.get(HOST).and_then(|value| plain_host(value.as_bytes())) {
+            return host;
+        }
+    }
     let raw = uri.host().map(str::to_string).or_else(|| {
         let value = headers.get(HOST)?.to_str().ok()?;
         let authority: http::uri::Authority = value.parse().ok()?;
@@ -238,9 +261,62 @@ pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
     host
 }
 
+/// The usual `Host` value, a lower-case DNS name with an optional port, taken without parsing it as an
+/// authority (one allocation instead of three). Anything else is left to the full parse.
+fn plain_host(value: &[u8]) -> Option<String> {
+    let (name, port) = match value.iter().position(|byte| *byte == b':') {
+        Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+        None => (value, None),
+    };
+    let name_ok = !name.is_empty()
+        && name
+            .iter()
+            .all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || matches!(byte, b'-' | b'.'));
+    let port_ok = port.is_none_or(|port| {
+        (1..=5).contains(&port.len())
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port).is_ok_and(|digits| digits.parse::<u16>().is_ok())
+    });
+    if !name_ok || !port_ok {
+        return None;
+    }
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    String::from_utf8(name.to_vec()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_hosts_match_the_full_parse() {
+        let uri: http::Uri = "/".parse().unwrap();
+        for value in [
+            "api.example.com",
+            "api.example.com:8443",
+            "API.Example.com",
+            "example.com.",
+            "example.com.:80",
+            "127.0.0.1:19080",
+            "[::1]:8080",
+            "a:99999",
+            "a:",
+            "-x-",
+            "a b",
+            "user@host",
+        ] {
+            let mut map = HeaderMap::new();
+            map.insert(HOST, HeaderValue::from_str(value).unwrap());
+            let parsed = value.parse::<http::uri::Authority>().ok().map(|a| {
+                let mut host = a.host().to_ascii_lowercase();
+                if host.ends_with('.') {
+                    host.pop();
+                }
+                host
+            });
+            assert_eq!(request_host(&uri, &map), parsed.unwrap_or_default(), "{value}");
+        }
+    }
 
     fn trusted() -> TrustedProxies {
         TrustedProxies::new(vec!["10.0.0.0/8".parse().unwrap()])

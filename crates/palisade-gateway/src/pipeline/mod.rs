@@ -77,6 +77,7 @@ async fn run(
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // 1. normalize
     context.request_id = forwarded::request_id(request.headers());
+    context.request_id_header = HeaderValue::from_str(&context.request_id).ok();
     check_framing(connection, &request)?;
     context.path = normalize::normalize_path(request.uri().path()).map_err(GatewayError::BadPath)?;
     context.host = forwarded::request_host(request.uri(), request.headers());
@@ -108,7 +109,20 @@ async fn run(
     }
 
     // 4. authenticate
-    let authenticated = authenticate::authenticate(&runtime.authenticator, route, request.headers(), connection).await;
+    // Boxed, and only for routes that authenticate: the future of a credential check is large (it
+    // may call an IdP), and held inline it would be copied with every request's future.
+    let authenticated = match route.auth {
+        None => Ok(None),
+        Some(_) => {
+            Box::pin(authenticate::authenticate(
+                &runtime.authenticator,
+                route,
+                request.headers(),
+                connection,
+            ))
+            .await
+        }
+    };
     context.principal = match authenticated {
         Ok(principal) => principal,
         Err(error) => {
@@ -161,13 +175,15 @@ async fn run(
         peer_trusted,
         &context.host,
     );
-    if let Ok(value) = HeaderValue::from_str(&context.request_id) {
-        parts.headers.insert(forwarded::X_REQUEST_ID, value);
+    if let Some(value) = &context.request_id_header {
+        parts.headers.insert(forwarded::X_REQUEST_ID, value.clone());
     }
-    let path_and_query = match parts.uri.query() {
-        Some(query) => format!("{}?{query}", context.path),
-        None => context.path.clone(),
-    };
+    let mut path_and_query = String::with_capacity(context.path.len() + parts.uri.query().map_or(0, |q| q.len() + 1));
+    path_and_query.push_str(&context.path);
+    if let Some(query) = parts.uri.query() {
+        path_and_query.push('?');
+        path_and_query.push_str(query);
+    }
     let mut body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
     if let Some(rules) = body_rules {
         body = validate::check_body(rules, content_type.as_deref(), body).await?;

@@ -138,7 +138,7 @@ impl Record {
             bytes_in: context.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
-            upstream: context.upstream_target,
+            upstream: context.upstream_target.map(|target| target.address.clone()),
             upstream_ms: context.upstream_ms,
             principal: context.principal.as_ref().map(|p| p.subject.clone()),
             auth_method: context.principal.as_ref().map(|p| p.method.as_str()),

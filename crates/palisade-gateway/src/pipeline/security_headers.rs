@@ -48,18 +48,14 @@ impl SecurityHeaders {
     }
 
     pub fn apply(&self, headers: &mut HeaderMap, tls: bool) {
-        for name in &self.remove {
-            headers.remove(name);
-        }
+        crate::pipeline::forwarded::remove_named(headers, &self.remove);
+        headers.reserve(self.add.len() + 1);
+        // An upstream's own value wins; `entry` looks the name up once.
         for (name, value) in &self.add {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
+            headers.entry(name).or_insert_with(|| value.clone());
         }
         if let (true, Some(hsts)) = (tls, &self.hsts) {
-            if !headers.contains_key(STRICT_TRANSPORT_SECURITY) {
-                headers.insert(STRICT_TRANSPORT_SECURITY, hsts.clone());
-            }
+            headers.entry(STRICT_TRANSPORT_SECURITY).or_insert_with(|| hsts.clone());
         }
     }
 }

@@ -51,15 +51,14 @@ pub async fn forward(
     let mut headers = Some(headers);
     // The origin-form target, parsed once for all attempts; the transport adds the target's authority
     // where its protocol needs one.
-    let origin: Uri = path_and_query
-        .parse()
+    let origin = Uri::from_maybe_shared(bytes::Bytes::from(path_and_query))
         .map_err(|_| GatewayError::BadRequest("bad_request_target"))?;
     let mut failed: Option<Arc<Target>> = None;
     let mut attempt = 0;
     loop {
         let in_flight = cluster.pick(failed.as_ref()).ok_or(GatewayError::NoHealthyUpstream)?;
         let target = in_flight.target().clone();
-        context.upstream_target = Some(target.address.clone());
+        context.upstream_target = Some(target.clone());
         let attempt_body = body
             .take()
             .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
@@ -93,7 +92,11 @@ pub async fn forward(
                     failed = Some(target);
                     continue;
                 }
-                return Ok(finish_response(response, client_upgrade, &context.request_id));
+                return Ok(finish_response(
+                    response,
+                    client_upgrade,
+                    context.request_id_header.as_ref(),
+                ));
             }
             Ok(Err(error)) => error,
             Err(_elapsed) => {
@@ -148,7 +151,7 @@ fn classify(error: &UpstreamError) -> GatewayError {
 fn finish_response(
     mut response: Response<ProxyBody>,
     client_upgrade: Option<OnUpgrade>,
-    request_id: &str,
+    request_id: Option<&HeaderValue>,
 ) -> Response<ProxyBody> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
@@ -157,8 +160,8 @@ fn finish_response(
         }
     }
     remove_hop_by_hop(response.headers_mut(), switching);
-    if let Ok(value) = HeaderValue::from_str(request_id) {
-        response.headers_mut().insert(X_REQUEST_ID, value);
+    if let Some(value) = request_id {
+        response.headers_mut().insert(X_REQUEST_ID, value.clone());
     }
     response
 }

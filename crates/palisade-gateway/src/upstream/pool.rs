@@ -87,7 +87,9 @@ impl Http1Pool {
                 },
             }
         }
-        let mut sender = self.connect(address).await?;
+        // Boxed: connecting (with a possible TLS handshake) is rare but its future is ~5 KiB, and an
+        // inline one would make every request's future that large, copied at each move.
+        let mut sender = Box::pin(self.connect(address)).await?;
         let response = sender.send_request(request).await.map_err(SendError::Exchange)?;
         Ok(self.attach(response, sender, target))
     }
