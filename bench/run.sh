@@ -11,6 +11,7 @@
 #   bash bench/run.sh mesh                    # gateway ⇒ sidecar ⇒ app over mTLS, beside HAProxy
 #   bash bench/run.sh detection               # the cost of feeding every answer to the anomaly detectors
 #   bash bench/run.sh scan                    # palisade scan vs checkov (from PyPI) on 1,000 generated manifests
+#   bash bench/instructions.sh                # user-space instructions per request (callgrind; repeatable)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 missing=()

@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -145,17 +146,19 @@ impl Inspector {
 
     /// Records the verdict for one complete head and returns how the body is framed.
     fn judge(&self, head: &[u8]) -> State {
-        // Most heads fit the stack array; only a config allowing more headers needs the heap.
-        let mut on_stack = [httparse::EMPTY_HEADER; 64];
+        // Most heads fit the stack array; only a config allowing more headers needs the heap. Left
+        // uninitialised: httparse writes what it parses, and clearing 64 slots for every request
+        // cost more than the parse of a short head.
+        let mut on_stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; 64];
         let mut on_heap = Vec::new();
-        let headers: &mut [httparse::Header<'_>] = if self.max_headers <= on_stack.len() {
+        let headers: &mut [MaybeUninit<httparse::Header<'_>>] = if self.max_headers <= on_stack.len() {
             &mut on_stack[..self.max_headers]
         } else {
-            on_heap.resize(self.max_headers, httparse::EMPTY_HEADER);
+            on_heap.resize_with(self.max_headers, MaybeUninit::uninit);
             &mut on_heap
         };
-        let mut request = httparse::Request::new(headers);
-        match request.parse(head) {
+        let mut request = httparse::Request::new(&mut []);
+        match request.parse_with_uninit_headers(head, headers) {
             Ok(httparse::Status::Complete(_)) => {}
             // hyper will refuse this head itself; the stream cannot be followed past it.
             _ => return State::Passthrough,

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, counted by valgrind's callgrind: repeatable for the same
+# binary and inputs whatever else the machine is doing, so it shows the effect of a change on the
+# request path where wrk on this noisy 2-core VM cannot (its runs vary by ±15%). Kernel work (socket
+# I/O) is not counted; bench/drive.py measures the whole.
+#
+#   bash bench/instructions.sh [CONFIG] [REQUESTS]      # default bench/palisade.yaml, 4000 requests
+#
+# Starts the echo upstream and the gateway (under callgrind) from target/release, sends 500 warm-up
+# requests, zeroes the counters, sends REQUESTS keep-alive requests over 4 connections, and prints the
+# count per request. The callgrind file stays in bench/out/ for `callgrind_annotate --inclusive=yes`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CONFIG=${1:-bench/palisade.yaml}
+REQUESTS=${2:-4000}
+BIN=target/release/palisade
+OUT=bench/out
+mkdir -p "$OUT"
+command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }
+[ -x "$BIN" ] || cargo build --release -q
+PORT=$(grep -m1 -oE 'address: 127\.0\.0\.1:[0-9]+' "$CONFIG" | cut -d: -f3)
+UPSTREAM=$(grep -m1 -oE 'targets: \["127\.0\.0\.1:[0-9]+' "$CONFIG" | cut -d'"' -f2)
+rm -f "$OUT"/callgrind.out*
+
+"$BIN" echo --listen "$UPSTREAM" >"$OUT/echo.log" 2>&1 &
+ECHO=$!
+valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/callgrind.out" \
+  "$BIN" gateway --config "$CONFIG" >"$OUT/gateway-callgrind.log" 2>&1 &
+GATEWAY=$!
+trap 'kill $GATEWAY $ECHO 2>/dev/null || true' EXIT
+
+send() {
+  python3 - "$PORT" "$1" <<'EOF'
+import http.client, sys
+port, count = int(sys.argv[1]), int(sys.argv[2])
+connections = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(4)]
+for i in range(count):
+    connection = connections[i % 4]
+    connection.request("GET", "/bench/item?x=1")
+    response = connection.getresponse()
+    response.read()
+    if response.status != 200:
+        sys.exit(f"unexpected status {response.status}")
+EOF
+}
+
+for _ in $(seq 120); do
+  curl -s -o /dev/null "http://127.0.0.1:$PORT/bench/item" && break
+  sleep 0.5
+done
+send 500
+callgrind_control -z "$GATEWAY" >/dev/null
+send "$REQUESTS"
+callgrind_control -d "$GATEWAY" >/dev/null
+sleep 1
+DUMP=$(ls "$OUT"/callgrind.out.* | head -1)
+TOTAL=$(callgrind_annotate "$DUMP" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",", "", $1); print $1}')
+echo "$(git rev-parse --short HEAD) $CONFIG: $((TOTAL / REQUESTS)) instructions per request ($TOTAL over $REQUESTS; $DUMP)"
