@@ -209,6 +209,11 @@ impl Gateway {
             }
         };
         let drained = tokio::time::timeout(deadline, wait_for_drain).await.is_ok();
+        // The last requests' lines may still be queued: write them before the process exits (bounded,
+        // so a blocked stdout cannot hold the exit forever).
+        if let Some(log) = self.shared.runtime.load().access_log.clone() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), log.flush()).await;
+        }
         for task in &self.tasks {
             task.abort();
         }

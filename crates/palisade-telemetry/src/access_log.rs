@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// One finished request. Paths are the normalized ones that were routed; query strings are left out
 /// because they often carry tokens.
@@ -65,8 +65,14 @@ impl Destination {
 /// A handle to the access log; cloning shares the queue. The writer task ends once every handle is gone.
 #[derive(Clone)]
 pub struct AccessLog {
-    queue: mpsc::Sender<AccessLogEntry>,
+    queue: mpsc::Sender<Message>,
     dropped: Counter,
+}
+
+/// What goes through the queue: entries, and flush requests answered once what came before is written.
+enum Message {
+    Entry(Box<AccessLogEntry>),
+    Flush(oneshot::Sender<()>),
 }
 
 impl AccessLog {
@@ -91,25 +97,44 @@ impl AccessLog {
 
     /// Queues one entry without waiting.
     pub fn log(&self, entry: AccessLogEntry) {
-        if self.queue.try_send(entry).is_err() {
+        if self.queue.try_send(Message::Entry(Box::new(entry))).is_err() {
             self.dropped.inc();
+        }
+    }
+
+    /// Waits until every entry queued before this call has been written (graceful shutdown: the
+    /// process must not exit with lines still in the queue). May wait for room in a full queue.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() {
+            let _ = written.await;
         }
     }
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut entries: mpsc::Receiver<AccessLogEntry>) {
+async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(256);
     let mut bytes = Vec::with_capacity(64 * 1024);
-    while entries.recv_many(&mut batch, 256).await > 0 {
+    let mut flushes = Vec::new();
+    while messages.recv_many(&mut batch, 256).await > 0 {
         bytes.clear();
-        for entry in batch.drain(..) {
-            if serde_json::to_writer(&mut bytes, &entry).is_ok() {
-                bytes.push(b'\n');
+        for message in batch.drain(..) {
+            match message {
+                Message::Entry(entry) => {
+                    if serde_json::to_writer(&mut bytes, &entry).is_ok() {
+                        bytes.push(b'\n');
+                    }
+                }
+                Message::Flush(done) => flushes.push(done),
             }
         }
-        if out.write_all(&bytes).await.is_err() || out.flush().await.is_err() {
-            // The destination is gone (closed pipe, full disk); keep draining so senders never block.
-            continue;
+        // A destination that is gone (closed pipe, full disk) is not retried: the queue keeps draining
+        // so that senders never block.
+        if !bytes.is_empty() && out.write_all(&bytes).await.is_ok() {
+            let _ = out.flush().await;
+        }
+        for done in flushes.drain(..) {
+            let _ = done.send(());
         }
     }
 }
@@ -137,6 +162,29 @@ mod tests {
             decided_by: None,
             reason: None,
         }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn flush_returns_once_every_queued_line_is_written() {
+        let dir = tempfile_dir("flush");
+        let path = dir.join("access.log");
+        let log = AccessLog::start(Destination::File(path.clone()), 64, Counter::default())
+            .await
+            .unwrap();
+        for n in 0..10 {
+            log.log(entry(n));
+        }
+        // Nothing has been written yet: this single-threaded test has not yielded to the writer.
+        log.flush().await;
+        let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.lines().count(), 10, "{written}");
+        assert!(written.contains("\"request_id\":\"id-9\""));
+    }
+
+    fn tempfile_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("palisade-access-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[tokio::test(flavor = "current_thread")]
