@@ -20,7 +20,8 @@ pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// Headers that describe one hop's connection or framing, never forwarded as they are.
+const HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -28,6 +29,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     PROXY_AUTHORIZATION,
     TE,
     TRAILER,
+    TRANSFER_ENCODING,
     UPGRADE,
 ];
 
@@ -107,10 +109,7 @@ pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &TrustedProxies) ->
 /// `Connection: upgrade` and `Upgrade` pair survives so that a WebSocket handshake can pass.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none of these: one pass over the keys, and nothing else to do.
-    if !headers
-        .keys()
-        .any(|name| HOP_BY_HOP.contains(name) || name == TRANSFER_ENCODING)
-    {
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
         return;
     }
     let named: Vec<HeaderName> = headers
@@ -128,7 +127,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(name);
     }
     remove_named(headers, &HOP_BY_HOP);
-    headers.remove(TRANSFER_ENCODING);
     if te_trailers {
         // `TE: trailers` is how gRPC asks for trailers; it is meaningful end to end over HTTP/2.
         headers.insert(TE, HeaderValue::from_static("trailers"));
