@@ -1,6 +1,11 @@
 #!/usr/bin/env python3
 """Drives the benchmark: direct to the echo upstream, Palisade, nginx and HAProxy, the same load for each.
 
+nginx and HAProxy run twice: configured to do the per-request work Palisade's hardened edge does by
+default (bench/nginx.conf, bench/haproxy.cfg: forwarding headers, request id, security headers), and
+as plain proxies doing none of it (bench/nginx-plain.conf, bench/haproxy-plain.cfg). The echo upstream
+reflects every request header in its answer, so the headers cost the upstream and the response too.
+
 Throughput: wrk (2 threads) at several keep-alive connection counts, ROUNDS rounds interleaved so that
 drift on a shared machine hits every target alike; medians are reported. Latency under load: oha at a
 fixed rate of half Palisade's maximum (with latency correction, so queueing delay is not hidden).
@@ -21,7 +26,14 @@ BIN = os.path.join(ROOT, "target", "release", "palisade")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "16 64 256").split()]
-TARGETS = {"direct": 19000, "palisade": 19080, "nginx": 19081, "haproxy": 19082}
+TARGETS = {
+    "direct": 19000,
+    "palisade": 19080,
+    "nginx": 19081,
+    "haproxy": 19082,
+    "nginx-plain": 19083,
+    "haproxy-plain": 19084,
+}
 PATH = "/bench/item?x=1"
 
 
@@ -45,10 +57,12 @@ def start_servers(processes):
     processes["palisade"] = subprocess.Popen(
         [BIN, "gateway", "--config", os.path.join(ROOT, "bench", "palisade.yaml")], stdout=log("palisade"), stderr=subprocess.STDOUT
     )
-    processes["nginx"] = subprocess.Popen(
-        ["nginx", "-p", OUT, "-c", os.path.join(ROOT, "bench", "nginx.conf"), "-g", "daemon off;"], stdout=log("nginx"), stderr=subprocess.STDOUT
-    )
-    processes["haproxy"] = subprocess.Popen(["haproxy", "-f", os.path.join(ROOT, "bench", "haproxy.cfg")], stdout=log("haproxy"), stderr=subprocess.STDOUT)
+    for name in ("nginx", "nginx-plain"):
+        processes[name] = subprocess.Popen(
+            ["nginx", "-p", OUT, "-c", os.path.join(ROOT, "bench", f"{name}.conf"), "-g", "daemon off;"], stdout=log(name), stderr=subprocess.STDOUT
+        )
+    for name in ("haproxy", "haproxy-plain"):
+        processes[name] = subprocess.Popen(["haproxy", "-f", os.path.join(ROOT, "bench", f"{name}.cfg")], stdout=log(name), stderr=subprocess.STDOUT)
     for port in TARGETS.values():
         wait_for_port(port)
 
@@ -130,7 +144,8 @@ def main():
         results = {}
         for round_number in range(ROUNDS):
             for connections in CONNECTIONS:
-                order = list(TARGETS)[round_number % 4:] + list(TARGETS)[:round_number % 4]
+                shift = round_number % len(TARGETS)
+                order = list(TARGETS)[shift:] + list(TARGETS)[:shift]
                 for target in order:
                     results.setdefault((target, connections), []).append(wrk(TARGETS[target], connections))
                     print(f"round {round_number + 1} c={connections} {target}: {results[(target, connections)][-1]}", file=sys.stderr)
