@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CONFIG=${1:-bench/palisade.yaml}
 REQUESTS=${2:-4000}
-BIN=target/release/palisade
+BIN=${BIN:-target/release/palisade}
 OUT=bench/out
 mkdir -p "$OUT"
 command -v valgrind >/dev/null || { apt-get update -qq && apt-get install -y -qq valgrind; }

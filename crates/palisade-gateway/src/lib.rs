@@ -31,6 +31,9 @@ use tokio::task::JoinHandle;
 
 use crate::runtime::Runtime;
 
+/// How long graceful shutdown waits for queued access-log lines and audit events to be written.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+
 /// State shared by every task of one gateway.
 pub struct Shared {
     pub runtime: Arc<ArcSwap<Runtime>>,
@@ -209,11 +212,20 @@ impl Gateway {
             }
         };
         let drained = tokio::time::timeout(deadline, wait_for_drain).await.is_ok();
-        // The last requests' lines may still be queued: write them before the process exits (bounded,
-        // so a blocked stdout cannot hold the exit forever).
-        if let Some(log) = self.shared.runtime.load().access_log.clone() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), log.flush()).await;
-        }
+        // The last requests' access-log lines and audit events may still be queued: write them before
+        // the process exits (bounded, so a blocked stdout or a dead collector cannot hold the exit).
+        let runtime = self.shared.runtime.load_full();
+        let access_log = async {
+            if let Some(log) = &runtime.access_log {
+                log.flush().await;
+            }
+        };
+        let audit = async {
+            if let Some(log) = &runtime.audit {
+                log.flush().await;
+            }
+        };
+        let _ = tokio::time::timeout(FLUSH_AT_EXIT, async { tokio::join!(access_log, audit) }).await;
         for task in &self.tasks {
             task.abort();
         }

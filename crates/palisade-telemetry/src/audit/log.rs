@@ -8,7 +8,7 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::event::{AuditEvent, EventKind};
 use super::otlp::{Otlp, OtlpTarget};
@@ -47,9 +47,19 @@ pub struct AuditLog {
 }
 
 struct SinkQueue {
-    queue: mpsc::Sender<AuditEvent>,
+    queue: mpsc::Sender<Queued>,
     /// Drops not yet reported as an event.
     unreported_drops: Arc<AtomicU64>,
+}
+
+/// What travels to a sink's writer: an event, or a request to answer once everything queued before
+/// it is written (graceful shutdown, so that the last decisions are not lost at exit).
+/// Events stay unboxed, as they were before `Flush` existed: boxing would cost an allocation per event
+/// for a message sent once per shutdown.
+#[allow(clippy::large_enum_variant)]
+enum Queued {
+    Event(AuditEvent),
+    Flush(oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -89,8 +99,23 @@ impl AuditLog {
         self.offer(last, event);
     }
 
+    /// Returns once every event queued before the call is written (or its sink failed). A full queue
+    /// is waited on, so callers bound the wait (shutdown gives it two seconds).
+    pub async fn flush(&self) {
+        let mut written = Vec::with_capacity(self.sinks.len());
+        for sink in self.sinks.iter() {
+            let (done, answer) = oneshot::channel();
+            if sink.queue.send(Queued::Flush(done)).await.is_ok() {
+                written.push(answer);
+            }
+        }
+        for answer in written {
+            let _ = answer.await;
+        }
+    }
+
     fn offer(&self, sink: &SinkQueue, event: AuditEvent) {
-        if sink.queue.try_send(event).is_err() {
+        if sink.queue.try_send(Queued::Event(event)).is_err() {
             self.metrics.dropped.inc();
             sink.unreported_drops.fetch_add(1, Ordering::Relaxed);
         }
@@ -135,16 +160,19 @@ impl Writer {
         Ok(Writer { output })
     }
 
-    async fn run(
-        mut self,
-        mut events: mpsc::Receiver<AuditEvent>,
-        unreported_drops: Arc<AtomicU64>,
-        metrics: AuditMetrics,
-    ) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Queued>, unreported_drops: Arc<AtomicU64>, metrics: AuditMetrics) {
+        let mut received = Vec::with_capacity(256);
         let mut batch = Vec::with_capacity(256);
+        let mut flushes = Vec::new();
         let mut lines = Vec::with_capacity(256);
-        while events.recv_many(&mut batch, 256).await > 0 {
-            metrics.queue_depth.set(i64::try_from(events.len()).unwrap_or(i64::MAX));
+        while queue.recv_many(&mut received, 256).await > 0 {
+            for item in received.drain(..) {
+                match item {
+                    Queued::Event(event) => batch.push(event),
+                    Queued::Flush(done) => flushes.push(done),
+                }
+            }
+            metrics.queue_depth.set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
             let dropped = unreported_drops.swap(0, Ordering::Relaxed);
             if dropped > 0 {
                 let mut report = AuditEvent::new(
@@ -162,13 +190,21 @@ impl Writer {
                     lines.push(line);
                 }
             }
-            if self.write(&lines).await.is_ok() {
-                metrics.written.inc_by(count);
-            } else {
-                // The sink is gone (closed pipe, full disk, collector down): count the loss, report
-                // it once the sink works again, and keep draining so that senders never block.
-                metrics.dropped.inc_by(count);
-                unreported_drops.fetch_add(count, Ordering::Relaxed);
+            // A batch of flush requests alone has nothing to write.
+            if !lines.is_empty() {
+                if self.write(&lines).await.is_ok() {
+                    metrics.written.inc_by(count);
+                } else {
+                    // The sink is gone (closed pipe, full disk, collector down): count the loss,
+                    // report it once the sink works again, and keep draining so that senders never
+                    // block.
+                    metrics.dropped.inc_by(count);
+                    unreported_drops.fetch_add(count, Ordering::Relaxed);
+                }
+            }
+            // Everything queued before these requests has been written (or counted as lost).
+            for done in flushes.drain(..) {
+                let _ = done.send(());
             }
         }
     }
@@ -296,6 +332,34 @@ mod tests {
             .expect("a drop report");
         let report: serde_json::Value = serde_json::from_str(report).unwrap();
         assert_eq!(report["unmapped"]["count"], 6);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn flush_returns_once_every_queued_event_is_written_to_every_sink() {
+        let dir = std::env::temp_dir().join(format!("palisade-audit-flush-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let sink = |name: &str| AuditSink::File {
+            path: dir.join(name),
+            max_bytes: 1 << 20,
+            keep: 1,
+        };
+        let metrics = AuditMetrics::default();
+        let log = AuditLog::start(vec![sink("a.log"), sink("b.log")], 64, metrics.clone())
+            .await
+            .unwrap();
+        for _ in 0..10 {
+            log.record(AuditEvent::for_request(EventKind::IpBlocked, "ip_denied", request()));
+        }
+        // Nothing has been written yet: this single-threaded test has not yielded to the writers.
+        log.flush().await;
+        for name in ["a.log", "b.log"] {
+            let written = std::fs::read_to_string(dir.join(name)).unwrap();
+            assert_eq!(written.lines().count(), 10, "{name}: {written}");
+        }
+        assert_eq!(metrics.written.get(), 20);
+        // A flush with nothing queued returns too.
+        log.flush().await;
     }
 
     #[tokio::test(flavor = "current_thread")]
