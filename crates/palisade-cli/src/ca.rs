@@ -114,12 +114,14 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
                 default_ttl: ttl,
                 max_ttl,
                 dns_names,
-                audit: Some(audit),
+                audit: Some(audit.clone()),
             };
             let server = palisade_mesh::server::CaServer::start(options).await?;
             tracing::info!(address = %server.address, "identity service listening");
             wait_for_stop_signal().await;
             server.shutdown().await;
+            // The last issuances' events may still be queued: write them before exiting (bounded).
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), audit.flush()).await;
         }
         CaCommand::Init {
             trust_domain,
