@@ -235,7 +235,11 @@ pub fn request_id(headers: &HeaderMap) -> String {
     });
     match supplied {
         Some(id) => String::from_utf8_lossy(id).into_owned(),
-        None => uuid::Uuid::new_v4().to_string(),
+        // Encoded straight into a buffer: `to_string` goes through the formatting machinery.
+        None => uuid::Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut uuid::Uuid::encode_buffer())
+            .to_owned(),
     }
 }
 

@@ -45,7 +45,10 @@ pub async fn forward(
         body,
         client_upgrade,
     } = prepared;
-    let retryable = is_idempotent(&method) && http_body::Body::is_end_stream(&body) && client_upgrade.is_none();
+    let retryable = cluster.retry_attempts > 0
+        && is_idempotent(&method)
+        && http_body::Body::is_end_stream(&body)
+        && client_upgrade.is_none();
     let mut body = Some(body);
     // Only a retryable request can have a second attempt, so only it pays for a copy of its headers.
     let mut headers = Some(headers);
