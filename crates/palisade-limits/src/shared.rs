@@ -6,8 +6,9 @@
 //! a breaker for [`BREAKER_OPEN`]: during it the store is not asked at all, so an outage costs one
 //! timeout per second, not one per request.
 //!
-//! Decisions for the same bucket are coalesced: while one call for a bucket is in flight, the
-//! requests that arrive for it wait, and the next call decides all of them at once (the script
+//! Decisions for the same bucket are coalesced on each worker thread: while one call for a bucket is
+//! in flight, the requests on that thread that arrive for it wait, and the next call decides all of
+//! them at once (the script
 //! applies GCRA to each in arrival order, so the answers are the ones separate calls would have
 //! given). A hot bucket costs Redis one script run per round trip instead of one per request; a
 //! request waits at most for the call in flight and its own.
@@ -343,6 +344,9 @@ struct Bucket {
     name: String,
     interval_us: u64,
     burst: u32,
+    /// Requests are coalesced per worker thread: the call's task runs on the thread of the request
+    /// that started it, so waking the others on that thread needs no cross-thread wake-up.
+    thread: std::thread::ThreadId,
 }
 
 type Waiter = oneshot::Sender<Verdict>;
@@ -409,6 +413,7 @@ impl SharedStore {
             name: bucket,
             interval_us: interval.as_micros().max(1) as u64,
             burst,
+            thread: std::thread::current().id(),
         };
         let (waiter, answer) = oneshot::channel();
         if self.enqueue(&bucket, waiter) {
