@@ -6,12 +6,11 @@
 //! a breaker for [`BREAKER_OPEN`]: during it the store is not asked at all, so an outage costs one
 //! timeout per second, not one per request.
 //!
-//! Decisions for the same bucket are coalesced on each worker thread: while one call for a bucket is
-//! in flight, the requests on that thread that arrive for it wait, and the next call decides all of
-//! them at once (the script
-//! applies GCRA to each in arrival order, so the answers are the ones separate calls would have
-//! given). A hot bucket costs Redis one script run per round trip instead of one per request; a
-//! request waits at most for the call in flight and its own.
+//! Decisions for the same bucket are coalesced per thread: while one call for a bucket is in flight,
+//! the requests from that thread that arrive for it wait, and the next call decides all of them at
+//! once (the script applies GCRA to each in arrival order, so the answers are the ones separate calls
+//! would have given). A hot bucket costs Redis one script run per round trip instead of one per
+//! request; a request waits at most for the call in flight and its own.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -344,8 +343,9 @@ struct Bucket {
     name: String,
     interval_us: u64,
     burst: u32,
-    /// Requests are coalesced per worker thread: the call's task runs on the thread of the request
-    /// that started it, so waking the others on that thread needs no cross-thread wake-up.
+    /// Requests are coalesced per thread of the caller. Each gateway worker is a single-threaded
+    /// runtime, so the call's task runs on the thread of the requests it answers and waking them
+    /// needs no cross-thread wake-up.
     thread: std::thread::ThreadId,
 }
 

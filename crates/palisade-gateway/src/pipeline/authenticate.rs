@@ -13,6 +13,7 @@ use palisade_auth::identity::InternalSigner;
 use palisade_auth::{Authenticator, Principal};
 
 use crate::context::ConnectionInfo;
+use crate::pipeline::forwarded::remove_where;
 use crate::respond::GatewayError;
 use crate::runtime::RouteRuntime;
 
@@ -69,21 +70,14 @@ pub fn forward_identity(
     principal: Option<&Principal>,
 ) {
     let identity = &authenticator.identity;
-    // One pass over the request's keys (a lookup by the configured API key header's name would parse
-    // that name on every request).
+    // A scan of the request's keys (a lookup by the configured API key header's name would parse that
+    // name on every request).
     let api_key_header = (!authenticator.forward_api_key).then_some(authenticator.api_key_header.as_str());
-    let removed: Vec<_> = headers
-        .keys()
-        .filter(|name| {
-            identity.is_protected(name)
-                || (identity.strip_authorization && **name == AUTHORIZATION)
-                || api_key_header.is_some_and(|api_key| name.as_str().eq_ignore_ascii_case(api_key))
-        })
-        .cloned()
-        .collect();
-    for name in removed {
-        headers.remove(name);
-    }
+    remove_where(headers, |name| {
+        identity.is_protected(name)
+            || (identity.strip_authorization && *name == AUTHORIZATION)
+            || api_key_header.is_some_and(|api_key| name.as_str().eq_ignore_ascii_case(api_key))
+    });
     if let Some(principal) = principal {
         for (name, value) in identity.render(principal, signer) {
             headers.insert(name, value);

@@ -44,13 +44,19 @@ const CLIENT_FORWARDING: [HeaderName; 7] = [
     HeaderName::from_static("x-forwarded-prefix"),
 ];
 
-/// Removes every header in `names`. A request carries a handful of headers and usually none of these,
-/// so passes over its keys are cheaper than a hash lookup for each name (which hashes it first).
-/// Nothing is allocated: each round finds the next present name (usually there is none, or one).
-pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
-    while let Some(name) = names.iter().find(|name| headers.keys().any(|key| key == *name)) {
-        headers.remove(name);
+/// Removes every header whose name `remove` picks. A message carries a handful of headers and usually
+/// none to remove, so scanning its keys is cheaper than a hash lookup per candidate name (which hashes
+/// the name first). Nothing is allocated: each scan finds the next name to remove (usually there is
+/// none, or one), and cloning a `HeaderName` costs a reference count at most.
+pub fn remove_where(headers: &mut HeaderMap, mut remove: impl FnMut(&HeaderName) -> bool) {
+    while let Some(name) = headers.keys().find(|name| remove(name)).cloned() {
+        headers.remove(&name);
     }
+}
+
+/// Removes every header in `names`.
+pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
+    remove_where(headers, |name| names.contains(name));
 }
 
 /// Peers whose forwarding headers are believed.
