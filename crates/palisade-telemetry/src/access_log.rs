@@ -9,7 +9,9 @@ use std::time::SystemTime;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+
+use crate::queued::{self, Queued};
 
 /// One finished request. Paths are the normalized ones that were routed; query strings are left out
 /// because they often carry tokens.
@@ -65,14 +67,10 @@ impl Destination {
 /// A handle to the access log; cloning shares the queue. The writer task ends once every handle is gone.
 #[derive(Clone)]
 pub struct AccessLog {
-    queue: mpsc::Sender<Message>,
+    /// Entries are boxed: an entry is large and a flush request small, and the queue's slots take the
+    /// larger size.
+    queue: mpsc::Sender<Queued<Box<AccessLogEntry>>>,
     dropped: Counter,
-}
-
-/// What goes through the queue: entries, and flush requests answered once what came before is written.
-enum Message {
-    Entry(Box<AccessLogEntry>),
-    Flush(oneshot::Sender<()>),
 }
 
 impl AccessLog {
@@ -97,7 +95,7 @@ impl AccessLog {
 
     /// Queues one entry without waiting.
     pub fn log(&self, entry: AccessLogEntry) {
-        if self.queue.try_send(Message::Entry(Box::new(entry))).is_err() {
+        if self.queue.try_send(Queued::Item(Box::new(entry))).is_err() {
             self.dropped.inc();
         }
     }
@@ -105,27 +103,23 @@ impl AccessLog {
     /// Waits until every entry queued before this call has been written (graceful shutdown: the
     /// process must not exit with lines still in the queue). May wait for room in a full queue.
     pub async fn flush(&self) {
-        let (done, written) = oneshot::channel();
-        if self.queue.send(Message::Flush(done)).await.is_ok() {
+        if let Some(written) = queued::request_flush(&self.queue).await {
             let _ = written.await;
         }
     }
 }
 
-async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Receiver<Message>) {
-    let mut batch = Vec::with_capacity(256);
+async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut queue: mpsc::Receiver<Queued<Box<AccessLogEntry>>>) {
+    let mut received = Vec::with_capacity(256);
+    let mut entries = Vec::with_capacity(256);
     let mut bytes = Vec::with_capacity(64 * 1024);
     let mut flushes = Vec::new();
-    while messages.recv_many(&mut batch, 256).await > 0 {
+    while queue.recv_many(&mut received, 256).await > 0 {
+        queued::sort_received(&mut received, &mut entries, &mut flushes);
         bytes.clear();
-        for message in batch.drain(..) {
-            match message {
-                Message::Entry(entry) => {
-                    if serde_json::to_writer(&mut bytes, &entry).is_ok() {
-                        bytes.push(b'\n');
-                    }
-                }
-                Message::Flush(done) => flushes.push(done),
+        for entry in entries.drain(..) {
+            if serde_json::to_writer(&mut bytes, &entry).is_ok() {
+                bytes.push(b'\n');
             }
         }
         // A destination that is gone (closed pipe, full disk) is not retried: the queue keeps draining
@@ -133,9 +127,7 @@ async fn write_lines<W: AsyncWrite + Unpin>(mut out: W, mut messages: mpsc::Rece
         if !bytes.is_empty() && out.write_all(&bytes).await.is_ok() {
             let _ = out.flush().await;
         }
-        for done in flushes.drain(..) {
-            let _ = done.send(());
-        }
+        queued::answer(&mut flushes);
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod access_log;
 pub mod audit;
 pub mod metrics;
+mod queued;
 pub mod webhook;
 
 pub use access_log::{AccessLog, AccessLogEntry};

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::event::{AuditEvent, EventKind};
 use super::otlp::{Otlp, OtlpTarget};
 use super::syslog::{Syslog, SyslogTarget};
+use crate::queued::{self, Queued};
 
 /// Where events are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,19 +48,11 @@ pub struct AuditLog {
 }
 
 struct SinkQueue {
-    queue: mpsc::Sender<Queued>,
+    /// Events stay unboxed, as they were before flush requests shared the queue: boxing would cost an
+    /// allocation per event for a request sent once per shutdown.
+    queue: mpsc::Sender<Queued<AuditEvent>>,
     /// Drops not yet reported as an event.
     unreported_drops: Arc<AtomicU64>,
-}
-
-/// What travels to a sink's writer: an event, or a request to answer once everything queued before
-/// it is written (graceful shutdown, so that the last decisions are not lost at exit).
-/// Events stay unboxed, as they were before `Flush` existed: boxing would cost an allocation per event
-/// for a message sent once per shutdown.
-#[allow(clippy::large_enum_variant)]
-enum Queued {
-    Event(AuditEvent),
-    Flush(oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -104,10 +97,7 @@ impl AuditLog {
     pub async fn flush(&self) {
         let mut written = Vec::with_capacity(self.sinks.len());
         for sink in self.sinks.iter() {
-            let (done, answer) = oneshot::channel();
-            if sink.queue.send(Queued::Flush(done)).await.is_ok() {
-                written.push(answer);
-            }
+            written.extend(queued::request_flush(&sink.queue).await);
         }
         for answer in written {
             let _ = answer.await;
@@ -115,7 +105,7 @@ impl AuditLog {
     }
 
     fn offer(&self, sink: &SinkQueue, event: AuditEvent) {
-        if sink.queue.try_send(Queued::Event(event)).is_err() {
+        if sink.queue.try_send(Queued::Item(event)).is_err() {
             self.metrics.dropped.inc();
             sink.unreported_drops.fetch_add(1, Ordering::Relaxed);
         }
@@ -160,18 +150,18 @@ impl Writer {
         Ok(Writer { output })
     }
 
-    async fn run(mut self, mut queue: mpsc::Receiver<Queued>, unreported_drops: Arc<AtomicU64>, metrics: AuditMetrics) {
+    async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Queued<AuditEvent>>,
+        unreported_drops: Arc<AtomicU64>,
+        metrics: AuditMetrics,
+    ) {
         let mut received = Vec::with_capacity(256);
         let mut batch = Vec::with_capacity(256);
         let mut flushes = Vec::new();
         let mut lines = Vec::with_capacity(256);
         while queue.recv_many(&mut received, 256).await > 0 {
-            for item in received.drain(..) {
-                match item {
-                    Queued::Event(event) => batch.push(event),
-                    Queued::Flush(done) => flushes.push(done),
-                }
-            }
+            queued::sort_received(&mut received, &mut batch, &mut flushes);
             metrics.queue_depth.set(i64::try_from(queue.len()).unwrap_or(i64::MAX));
             let dropped = unreported_drops.swap(0, Ordering::Relaxed);
             if dropped > 0 {
@@ -203,9 +193,7 @@ impl Writer {
                 }
             }
             // Everything queued before these requests has been written (or counted as lost).
-            for done in flushes.drain(..) {
-                let _ = done.send(());
-            }
+            queued::answer(&mut flushes);
         }
     }
 
