@@ -1,5 +1,7 @@
-//! Run by hand: `cargo run --release -p palisade-authz --example cedar_cost`. Times one Cedar
-//! decision of the benchmark policy set (bench/authz-policies.cedar) when no decision repeats.
+//! Run by hand: `cargo run --release -p palisade-authz --example cedar_cost [ROUNDS]`. Times one
+//! Cedar decision of the benchmark policy set (bench/authz-policies.cedar) when no decision repeats.
+//! Under callgrind (`valgrind --tool=callgrind target/release/examples/cedar_cost 20000`) it counts
+//! instructions instead, which a shared VM cannot make noisy.
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,7 +32,10 @@ fn main() {
     });
     let headers = http::HeaderMap::new();
     let action: Arc<str> = Arc::from("GET");
-    let rounds = 200_000u32;
+    let rounds: u32 = std::env::args()
+        .nth(1)
+        .map_or(Ok(200_000), |arg| arg.parse())
+        .expect("ROUNDS is a number");
     let mut allowed = 0u32;
     let started = Instant::now();
     for n in 0..rounds {

@@ -113,12 +113,15 @@ impl CedarPolicies {
             mtls_identity: facts.mtls_identity.map(str::to_string),
             unix_time: facts.unix_time,
         };
-        if let Some(decision) = self.memo.get(&key) {
-            return decision;
+        // One hash of the key for both the lookup and the insert; a second request with the same
+        // key meanwhile waits for this evaluation (microseconds) instead of repeating it.
+        let decided = self.memo.get_or_insert_with(&key, || {
+            Ok::<Decision, std::convert::Infallible>(self.evaluate(facts, action))
+        });
+        match decided {
+            Ok(decision) => decision,
+            Err(never) => match never {},
         }
-        let decision = self.evaluate(facts, action);
-        self.memo.insert(key, decision.clone());
-        decision
     }
 
     fn evaluate(&self, facts: &RequestFacts<'_>, action: &str) -> Decision {

@@ -1,17 +1,28 @@
 //! A request as Cedar sees it: entities for the principal, the action and the route, and the
 //! context. What repeats from request to request (a caller's entity, an address's `ip` value, the
 //! schema's actions) is built once and reused.
+//!
+//! The per-request parts are built as Cedar's own values (cedar-policy-core) and converted, because
+//! the public constructors would redo work whose result Palisade already has: `Entities` there
+//! always recomputes the hierarchy's transitive closure, and `Context` re-evaluates every value as
+//! an expression. Here the hierarchy is closed by construction (a caller's parents are its roles and
+//! groups, which have no parents in the store; the schema's actions come with their closed
+//! ancestors; the route has none), and context values are values. A test checks that both ways
+//! give the same store, context and decisions.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cedar_policy::{
-    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema,
-};
+use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema};
+use cedar_policy_core::ast::{self, EntityUIDEntry, PartialValue, Value};
+use cedar_policy_core::entities::{NoEntitiesSchema, TCComputation};
+use cedar_policy_core::evaluator::RestrictedEvaluator;
+use cedar_policy_core::extensions::Extensions;
 use palisade_auth::{Principal, PrincipalKind};
-use serde_json::{Map, Value};
+use serde_json::{Map, Value as Json};
+use smol_str::SmolStr;
 
 use crate::RequestFacts;
 
@@ -45,35 +56,39 @@ impl std::hash::Hash for PrincipalKey {
 pub struct PrincipalEntity {
     pub uid: EntityUid,
     pub ancestors: HashSet<EntityUid>,
-    entity: Entity,
+    entity: Arc<ast::Entity>,
 }
 
 /// An action declared in the schema: its entity (so `action in Action::"group"` holds in Cedar)
 /// and its ancestors (for the scope check).
 pub struct SchemaAction {
     pub ancestors: HashSet<EntityUid>,
-    entity: Entity,
+    entity: Arc<ast::Entity>,
 }
 
 pub struct RequestBuilder {
     types: EntityTypes,
-    context_headers: Vec<(http::HeaderName, String)>,
+    context_headers: Vec<(http::HeaderName, SmolStr)>,
     actions: HashMap<EntityUid, SchemaAction>,
     principals: quick_cache::sync::Cache<PrincipalKey, Arc<PrincipalEntity>>,
-    addresses: quick_cache::sync::Cache<IpAddr, RestrictedExpression>,
+    addresses: quick_cache::sync::Cache<IpAddr, Value>,
 }
 
 impl RequestBuilder {
     /// `None` when Cedar rejects Palisade's own type names or the schema's actions (neither
     /// happens with a schema that validated).
-    pub fn new(schema: &Schema, context_headers: &[String]) -> Option<RequestBuilder> {
-        let context_headers = context_headers
-            .iter()
-            .filter_map(|name| {
-                let header = http::HeaderName::from_bytes(name.as_bytes()).ok()?;
-                Some((header, name.to_ascii_lowercase().replace('-', "_")))
-            })
-            .collect();
+    pub fn new(schema: &Schema, header_names: &[String]) -> Option<RequestBuilder> {
+        let mut context_headers: Vec<(http::HeaderName, SmolStr)> = Vec::new();
+        for name in header_names {
+            let Ok(header) = http::HeaderName::from_bytes(name.as_bytes()) else {
+                continue;
+            };
+            let key = SmolStr::new(name.to_ascii_lowercase().replace('-', "_"));
+            // A record has each key once: a header named twice (in any case) is one field.
+            if !context_headers.iter().any(|(_, known)| *known == key) {
+                context_headers.push((header, key));
+            }
+        }
         Some(RequestBuilder {
             types: EntityTypes::new()?,
             context_headers,
@@ -83,7 +98,7 @@ impl RequestBuilder {
         })
     }
 
-    pub fn context_headers(&self) -> &[(http::HeaderName, String)] {
+    pub fn context_headers(&self) -> &[(http::HeaderName, SmolStr)] {
         &self.context_headers
     }
 
@@ -143,7 +158,7 @@ impl RequestBuilder {
         Some(PrincipalEntity {
             uid: principal_uid,
             ancestors,
-            entity,
+            entity: Arc::new(entity.as_ref().clone()),
         })
     }
 
@@ -156,72 +171,82 @@ impl RequestBuilder {
         action: &EntityUid,
         resource: &EntityUid,
     ) -> Option<(Request, Entities)> {
-        let params = RestrictedExpression::new_record(
-            facts
-                .params
-                .iter()
-                .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone()))),
-        )
-        .ok()?;
-        let route = Entity::new(
-            resource.clone(),
-            HashMap::from([
-                (
-                    "path".to_string(),
-                    RestrictedExpression::new_string(facts.path.to_string()),
-                ),
-                ("params".to_string(), params),
-            ]),
+        let params: BTreeMap<SmolStr, Value> = facts
+            .params
+            .iter()
+            .map(|(k, v)| (SmolStr::new(k), Value::from(v.as_str())))
+            .collect();
+        // A name twice is not a record (Cedar's own constructor refuses it too).
+        if params.len() != facts.params.len() {
+            return None;
+        }
+        let params = Value::record_arc(Arc::new(params), None);
+        let route = ast::Entity::new_with_attr_partial_value(
+            resource.as_ref().clone(),
+            [
+                (SmolStr::new_static("path"), PartialValue::from(facts.path)),
+                (SmolStr::new_static("params"), PartialValue::from(params)),
+            ],
             HashSet::new(),
-        )
-        .ok()?;
-        let action_entity = self.actions.get(action).map(|known| known.entity.clone());
-        let entities =
-            Entities::from_entities([principal.entity.clone(), route].into_iter().chain(action_entity), None).ok()?;
-        let context = self.context(facts)?;
-        let request = Request::new(principal.uid.clone(), action.clone(), resource.clone(), context, None).ok()?;
-        Some((request, entities))
+            HashSet::new(),
+            [],
+        );
+        let mut members = vec![Arc::clone(&principal.entity), Arc::new(route)];
+        if let Some(known) = self.actions.get(action) {
+            members.push(Arc::clone(&known.entity));
+        }
+        // Closed by construction (see the module's comment), so the closure is not recomputed.
+        let entities = cedar_policy_core::entities::Entities::new()
+            .add_entities(
+                members,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::none(),
+            )
+            .ok()?;
+        let known = |uid: &EntityUid| EntityUIDEntry::known(uid.as_ref().clone(), None);
+        let request = ast::Request::new_unchecked(
+            known(&principal.uid),
+            known(action),
+            known(resource),
+            Some(self.context(facts)?),
+        );
+        Some((Request::from(request), Entities::from(entities)))
     }
 
-    fn context(&self, facts: &RequestFacts<'_>) -> Option<Context> {
+    fn context(&self, facts: &RequestFacts<'_>) -> Option<ast::Context> {
         let headers = self.context_headers.iter().filter_map(|(header, key)| {
             let value = facts.headers.get(header)?.to_str().ok()?;
-            Some((key.clone(), RestrictedExpression::new_string(value.to_string())))
+            Some((key.clone(), Value::from(value)))
         });
-        let mut context = vec![
-            ("ip".to_string(), self.address(facts.client_ip)),
+        let mut context = BTreeMap::from([
+            (SmolStr::new_static("ip"), self.address(facts.client_ip)?),
+            (SmolStr::new_static("method"), Value::from(facts.method.as_str())),
+            (SmolStr::new_static("path"), Value::from(facts.path)),
             (
-                "method".to_string(),
-                RestrictedExpression::new_string(facts.method.as_str().to_string()),
+                SmolStr::new_static("time"),
+                Value::from(i64::try_from(facts.unix_time).ok()?),
             ),
-            (
-                "path".to_string(),
-                RestrictedExpression::new_string(facts.path.to_string()),
-            ),
-            (
-                "time".to_string(),
-                RestrictedExpression::new_long(i64::try_from(facts.unix_time).ok()?),
-            ),
-            ("headers".to_string(), RestrictedExpression::new_record(headers).ok()?),
-        ];
+            (SmolStr::new_static("headers"), Value::record(headers, None)),
+        ]);
         if let Some(identity) = facts.mtls_identity {
-            context.push((
-                "mtls_identity".to_string(),
-                RestrictedExpression::new_string(identity.to_string()),
-            ));
+            context.insert(SmolStr::new_static("mtls_identity"), Value::from(identity));
         }
-        Context::from_pairs(context).ok()
+        Some(ast::Context::Value(Arc::new(context)))
     }
 
-    /// `ip("…")` for an address; Cedar parses the extension's name on every `new_ip`, so each
-    /// address's expression is built once.
-    fn address(&self, address: IpAddr) -> RestrictedExpression {
-        if let Some(expression) = self.addresses.get(&address) {
-            return expression;
+    /// The `ip("…")` value of an address, evaluated once per address (Cedar parses the extension's
+    /// name and the address on every evaluation).
+    fn address(&self, address: IpAddr) -> Option<Value> {
+        if let Some(value) = self.addresses.get(&address) {
+            return Some(value);
         }
         let expression = RestrictedExpression::new_ip(address.to_string());
-        self.addresses.insert(address, expression.clone());
-        expression
+        let value = RestrictedEvaluator::new(Extensions::all_available())
+            .interpret(expression.as_ref().as_borrowed())
+            .ok()?;
+        self.addresses.insert(address, value.clone());
+        Some(value)
     }
 }
 
@@ -240,7 +265,7 @@ fn schema_actions(schema: &Schema) -> Option<HashMap<EntityUid, SchemaAction>> {
                 action,
                 SchemaAction {
                     ancestors,
-                    entity: entity.clone(),
+                    entity: Arc::new(entity.as_ref().clone()),
                 },
             )
         })
@@ -281,7 +306,7 @@ fn uid(kind: &EntityTypeName, id: &str) -> EntityUid {
 /// Claims as a Cedar record: strings, booleans, integers, sets and nested records; other values
 /// (floats, nulls, too deep) are left out. Values are built as Cedar values, never parsed from JSON,
 /// so a claim can never turn into an entity reference or an extension value.
-fn claims_record(claims: &Map<String, Value>, depth: usize) -> Option<RestrictedExpression> {
+fn claims_record(claims: &Map<String, Json>, depth: usize) -> Option<RestrictedExpression> {
     let fields: Vec<(String, RestrictedExpression)> = claims
         .iter()
         .filter_map(|(key, value)| Some((key.clone(), claim_value(value, depth)?)))
@@ -289,15 +314,235 @@ fn claims_record(claims: &Map<String, Value>, depth: usize) -> Option<Restricted
     RestrictedExpression::new_record(fields).ok()
 }
 
-fn claim_value(value: &Value, depth: usize) -> Option<RestrictedExpression> {
+fn claim_value(value: &Json, depth: usize) -> Option<RestrictedExpression> {
     match value {
-        Value::String(text) => Some(RestrictedExpression::new_string(text.clone())),
-        Value::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
-        Value::Number(number) => number.as_i64().map(RestrictedExpression::new_long),
-        Value::Array(items) if depth < MAX_CLAIM_DEPTH => Some(RestrictedExpression::new_set(
+        Json::String(text) => Some(RestrictedExpression::new_string(text.clone())),
+        Json::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
+        Json::Number(number) => number.as_i64().map(RestrictedExpression::new_long),
+        Json::Array(items) if depth < MAX_CLAIM_DEPTH => Some(RestrictedExpression::new_set(
             items.iter().filter_map(|item| claim_value(item, depth + 1)),
         )),
-        Value::Object(map) if depth < MAX_CLAIM_DEPTH => claims_record(map, depth + 1),
+        Json::Object(map) if depth < MAX_CLAIM_DEPTH => claims_record(map, depth + 1),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cedar_policy::{Authorizer, Context, PolicySet};
+    use palisade_auth::AuthMethodKind;
+
+    const SCHEMA: &str = r#"namespace Palisade {
+  entity Role;
+  entity Group;
+  entity User in [Role, Group] {
+    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
+  };
+  entity Service in [Role, Group] {
+    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
+  };
+  entity ApiKey in [Role, Group] {
+    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
+  };
+  entity Route { path: String, params: { id?: String, line?: String } };
+  action everything;
+  action read in [everything];
+  action "GET" in [read] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
+  type Ctx = { ip: ipaddr, method: String, path: String, time: Long, headers: {}, mtls_identity?: String };
+}
+"#;
+
+    /// Reads every part of the request: an ancestor two action groups up, roles and groups, claims,
+    /// the route's path and parameters, and each context field.
+    const POLICIES: &str = r#"
+permit (principal in Palisade::Role::"admin", action in Palisade::Action::"everything", resource)
+  when { context.ip.isInRange(ip("10.0.0.0/8")) && context.headers has x_tenant && context.headers.x_tenant == "acme" };
+permit (principal, action, resource) when { resource.params has id && principal.subject == resource.params.id };
+permit (principal in Palisade::Group::"ops", action, resource) when { context has mtls_identity && context.time < 2000 };
+permit (principal, action, resource) when { principal.claims has level && principal.claims.level > 3 && context.method == "GET" };
+forbid (principal, action, resource) when { resource.path like "/vault*" || context.path like "*/secret" };
+"#;
+
+    fn principal(subject: &str, roles: &[&str], groups: &[&str], level: i64) -> Arc<Principal> {
+        Arc::new(Principal {
+            kind: PrincipalKind::User,
+            method: AuthMethodKind::Jwt,
+            subject: subject.into(),
+            issuer: "https://idp".into(),
+            scopes: vec!["orders:read".into()],
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            claims: serde_json::json!({"level": level, "nested": {"list": [1, "two", true]}})
+                .as_object()
+                .cloned()
+                .unwrap_or_default(),
+            expires_at: None,
+        })
+    }
+
+    /// The same request built with cedar-policy's public constructors only: `from_entities` with
+    /// its closure computation, `Context::from_pairs` evaluating every expression.
+    fn public_build(
+        builder: &RequestBuilder,
+        facts: &RequestFacts<'_>,
+        principal: &PrincipalEntity,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> (Request, Entities) {
+        let string = |text: &str| RestrictedExpression::new_string(text.to_string());
+        let params = facts.params.iter().map(|(k, v)| (k.clone(), string(v)));
+        let route = Entity::new(
+            resource.clone(),
+            HashMap::from([
+                ("path".to_string(), string(facts.path)),
+                (
+                    "params".to_string(),
+                    RestrictedExpression::new_record(params).expect("params record"),
+                ),
+            ]),
+            HashSet::new(),
+        )
+        .expect("route entity");
+        let mut members = vec![Entity::from(principal.entity.as_ref().clone()), route];
+        if let Some(known) = builder.actions.get(action) {
+            members.push(Entity::from(known.entity.as_ref().clone()));
+        }
+        let entities = Entities::from_entities(members, None).expect("entities");
+        let headers = builder.context_headers.iter().filter_map(|(header, key)| {
+            let value = facts.headers.get(header)?.to_str().ok()?;
+            Some((key.to_string(), string(value)))
+        });
+        let mut pairs = vec![
+            (
+                "ip".to_string(),
+                RestrictedExpression::new_ip(facts.client_ip.to_string()),
+            ),
+            ("method".to_string(), string(facts.method.as_str())),
+            ("path".to_string(), string(facts.path)),
+            (
+                "time".to_string(),
+                RestrictedExpression::new_long(i64::try_from(facts.unix_time).expect("time")),
+            ),
+            (
+                "headers".to_string(),
+                RestrictedExpression::new_record(headers).expect("headers record"),
+            ),
+        ];
+        if let Some(identity) = facts.mtls_identity {
+            pairs.push(("mtls_identity".to_string(), string(identity)));
+        }
+        let context = Context::from_pairs(pairs).expect("context");
+        let request =
+            Request::new(principal.uid.clone(), action.clone(), resource.clone(), context, None).expect("request");
+        (request, entities)
+    }
+
+    #[test]
+    fn values_built_directly_equal_what_the_public_constructors_build() {
+        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).expect("schema parses");
+        let policies: PolicySet = POLICIES.parse().expect("policies parse");
+        let builder = RequestBuilder::new(&schema, &["X-Tenant".into(), "x-tenant".into()]).expect("builder");
+        let authorizer = Authorizer::new();
+        let principals = [
+            principal("alice", &["admin"], &[], 1),
+            principal("7", &[], &["ops"], 5),
+            principal("bob", &["viewer"], &["ops", "staff"], 2),
+        ];
+        let mut tenant = http::HeaderMap::new();
+        tenant.insert("x-tenant", http::HeaderValue::from_static("acme"));
+        let no_headers = http::HeaderMap::new();
+        let (mut compared, mut allowed) = (0, 0);
+        for caller in &principals {
+            let entity = builder.principal(caller).expect("principal entity");
+            for (path, params) in [
+                ("/orders/7", vec![("id".to_string(), "7".to_string())]),
+                (
+                    "/orders/7/lines/2",
+                    vec![("id".into(), "7".into()), ("line".into(), "2".into())],
+                ),
+                ("/vault/7", vec![("id".to_string(), "7".to_string())]),
+                ("/x/secret", vec![]),
+            ] {
+                for client_ip in ["10.1.2.3", "192.0.2.1", "::1"] {
+                    for headers in [&tenant, &no_headers] {
+                        for (mtls_identity, unix_time) in
+                            [(None, 1000), (Some("spiffe://p/ns/a"), 1000), (Some("x"), 3000)]
+                        {
+                            let facts = RequestFacts {
+                                principal: caller,
+                                method: &http::Method::GET,
+                                route: "orders",
+                                path,
+                                params: &params,
+                                client_ip: client_ip.parse().expect("address"),
+                                headers,
+                                mtls_identity,
+                                unix_time,
+                            };
+                            let action = builder.action_uid("GET");
+                            let resource = builder.route_uid("orders");
+                            let (request, entities) = builder
+                                .build(&facts, &entity, &action, &resource)
+                                .expect("request builds");
+                            let (public_request, public_entities) =
+                                public_build(&builder, &facts, &entity, &action, &resource);
+                            assert!(request == public_request, "request for {path} from {client_ip}");
+                            assert!(
+                                entities.as_ref().deep_eq(public_entities.as_ref()),
+                                "entities for {path}"
+                            );
+                            let decision = authorizer.is_authorized(&request, &policies, &entities);
+                            let public = authorizer.is_authorized(&public_request, &policies, &public_entities);
+                            assert_eq!(decision.decision(), public.decision());
+                            assert!(decision.diagnostics().errors().next().is_none());
+                            // Only the first policy admits alice: GET is in `everything` two groups up.
+                            let admitted = caller.subject == "alice"
+                                && client_ip == "10.1.2.3"
+                                && std::ptr::eq(headers, &tenant)
+                                && path.starts_with("/orders");
+                            if admitted {
+                                assert_eq!(decision.decision(), cedar_policy::Decision::Allow, "{path}");
+                            }
+                            compared += 1;
+                            allowed += usize::from(decision.decision() == cedar_policy::Decision::Allow);
+                        }
+                    }
+                }
+            }
+        }
+        // Both answers are common, and every permit and the forbid decide somewhere.
+        assert_eq!(compared, 3 * 4 * 3 * 2 * 3);
+        assert!(
+            allowed > compared / 5 && allowed < compared * 4 / 5,
+            "{allowed} of {compared}"
+        );
+    }
+
+    #[test]
+    fn a_parameter_named_twice_is_not_a_request() {
+        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).expect("schema parses");
+        let builder = RequestBuilder::new(&schema, &[]).expect("builder");
+        let caller = principal("alice", &[], &[], 1);
+        let entity = builder.principal(&caller).expect("principal entity");
+        let params = [("id".to_string(), "1".to_string()), ("id".to_string(), "2".to_string())];
+        let facts = RequestFacts {
+            principal: &caller,
+            method: &http::Method::GET,
+            route: "orders",
+            path: "/orders/1/2",
+            params: &params,
+            client_ip: "127.0.0.1".parse().expect("address"),
+            headers: &http::HeaderMap::new(),
+            mtls_identity: None,
+            unix_time: 1000,
+        };
+        let built = builder.build(
+            &facts,
+            &entity,
+            &builder.action_uid("GET"),
+            &builder.route_uid("orders"),
+        );
+        assert!(built.is_none());
     }
 }
