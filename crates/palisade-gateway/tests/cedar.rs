@@ -312,3 +312,29 @@ async fn named_operations_are_the_cedar_action_and_action_groups_apply() {
     );
     assert!(errors.contains("g.yaml:"), "{errors}");
 }
+
+/// A `forbid` whose evaluation fails (here an overflow on today's time) denies: Cedar on its own
+/// skips a failing policy, which would let the admin's `permit` through.
+#[tokio::test]
+async fn a_forbid_that_fails_to_evaluate_denies_over_a_permit() {
+    let echo = support::echo("orders").await;
+    let key = EcKey::generate("k");
+    let dir = tempfile::tempdir().unwrap();
+    let failing = r#"
+@id("audited-accounts-overflow")
+forbid (principal in Palisade::Group::"audited", action, resource)
+when { context.time * 10000000000 > 0 };
+"#;
+    write_policies(dir.path(), &format!("{POLICIES}{failing}"));
+    let gw = support::start(&config(echo, &key, dir.path())).await;
+    let admin = token(&key, "root", &["admin"], &[]);
+    let audited_admin = token(&key, "ada", &["admin"], &["audited"]);
+    let url = gw.url("/users/bob/orders/1");
+    assert_eq!(call(&url, "GET", &admin, None).await, 200);
+    assert_eq!(call(&url, "GET", &audited_admin, None).await, 403);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("outcome=\"denied\",decided_by=\"audited-accounts-overflow\""),
+        "{metrics}"
+    );
+}

@@ -11,14 +11,15 @@
 //! - context `ip` (ipaddr), `method`, `path`, `time` (Unix seconds), `headers` (configured ones), and
 //!   `mtls_identity` when the connection presented a client certificate.
 //!
-//! `forbid` wins over `permit`; without a `permit` the answer is deny; an evaluation error denies.
+//! `forbid` wins over `permit`; without a `permit` the answer is deny. A policy whose evaluation
+//! fails does not permit, and a `forbid` whose evaluation fails denies (Cedar itself would skip it).
 //! Only the policies whose scope can hold are evaluated (see [`scope`]).
 
 mod load;
 mod request;
 mod scope;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{Authorizer, PolicyId, Schema};
@@ -34,6 +35,8 @@ pub struct CedarPolicies {
     scopes: ScopeIndex,
     /// Display ids (`@id("…")` annotation, or `file.cedar#N`) by Cedar's own policy id.
     names: HashMap<PolicyId, Arc<str>>,
+    /// The set's `forbid` policies (one that fails to evaluate denies).
+    forbids: HashSet<PolicyId>,
     requests: RequestBuilder,
     authorizer: Authorizer,
     default_deny: Arc<str>,
@@ -72,8 +75,15 @@ impl CedarPolicies {
                 "Cedar rejected Palisade's entity type names or the schema's actions".into(),
             )
         })?;
+        let forbids = loaded
+            .policies
+            .policies()
+            .filter(|policy| policy.effect() == cedar_policy::Effect::Forbid)
+            .map(|policy| policy.id().clone())
+            .collect();
         Ok(CedarPolicies {
             scopes: ScopeIndex::new(&loaded.policies),
+            forbids,
             schema: loaded.schema,
             names: loaded.names,
             requests,
@@ -153,6 +163,25 @@ impl CedarPolicies {
             return deny();
         };
         let response = self.authorizer.is_authorized(&request, &policies, &entities);
+        self.answer(&response)
+    }
+
+    /// Cedar's answer, except that a `forbid` whose evaluation failed denies: Cedar skips a policy
+    /// that fails (so a failing `permit` permits nothing, which is already closed), and a skipped
+    /// `forbid` would let through what it was written to stop.
+    fn answer(&self, response: &cedar_policy::Response) -> Decision {
+        let failed_forbids: Vec<&Arc<str>> = response
+            .diagnostics()
+            .errors()
+            .map(|error| match error {
+                cedar_policy::AuthorizationError::PolicyEvaluationError(failed) => failed.policy_id(),
+            })
+            .filter(|id| self.forbids.contains(*id))
+            .filter_map(|id| self.names.get(id))
+            .collect();
+        if !failed_forbids.is_empty() {
+            return self.decided(false, &failed_forbids);
+        }
         let deciding: Vec<&Arc<str>> = response
             .diagnostics()
             .reason()
@@ -297,12 +326,7 @@ mod tests {
             .expect("request builds");
         let everything = policies.scopes.everything();
         let response = policies.authorizer.is_authorized(&request, everything, &entities);
-        let deciding: Vec<&Arc<str>> = response
-            .diagnostics()
-            .reason()
-            .filter_map(|id| policies.names.get(id))
-            .collect();
-        policies.decided(response.decision() == cedar_policy::Decision::Allow, &deciding)
+        policies.answer(&response)
     }
 
     #[test]
@@ -391,6 +415,54 @@ mod tests {
             Decision {
                 allowed: false,
                 decided_by: DEFAULT_DENY.into()
+            }
+        );
+    }
+
+    /// Cedar skips a policy whose evaluation fails. For a `forbid` that would fail open: the request
+    /// it was written to stop would pass on another policy's `permit`. Palisade denies instead.
+    #[test]
+    fn a_forbid_that_fails_to_evaluate_denies() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("t.cedarschema"), SCHEMA).expect("schema written");
+        let policies = r#"
+@id("everyone") permit (principal, action, resource);
+@id("overflowing") forbid (principal, action, resource) when { context.time * 10000000000 > 5000000000000 };
+@id("overflowing-permit") permit (principal, action, resource) when { context.time * 10000000000 > 0 };
+"#;
+        std::fs::write(dir.path().join("t.cedar"), policies).expect("policies written");
+        let config = unspanned(PolicySetConfig {
+            schema: unspanned(dir.path().join("t.cedarschema")),
+            files: vec![unspanned(dir.path().join("t.cedar"))],
+            context_headers: vec![],
+        });
+        let set = CedarPolicies::load("test", &config).expect("policies load");
+        let alice = principal(PrincipalKind::User, "alice", &[], &[]);
+        let at = |time| Case {
+            principal: &alice,
+            action: "GET",
+            route: "other",
+            id: "2",
+            time,
+        };
+        // Evaluates: 100 s does not reach the bound, 1,000 s does.
+        let early = decide(&set, &at(100));
+        assert!(early.allowed);
+        assert_eq!(&*early.decided_by, "everyone,overflowing-permit");
+        assert_eq!(
+            decide(&set, &at(1000)),
+            Decision {
+                allowed: false,
+                decided_by: "overflowing".into()
+            }
+        );
+        // Overflows (an evaluation error) in both: the failing permit permits nothing, the
+        // failing forbid denies.
+        assert_eq!(
+            decide(&set, &at(1_790_000_000)),
+            Decision {
+                allowed: false,
+                decided_by: "overflowing".into()
             }
         );
     }
