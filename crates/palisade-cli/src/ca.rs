@@ -121,7 +121,7 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
             wait_for_stop_signal().await;
             server.shutdown().await;
             // The last issuances' events may still be queued: write them before exiting (bounded).
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), audit.flush()).await;
+            let _ = tokio::time::timeout(palisade_telemetry::FLUSH_AT_EXIT, audit.flush()).await;
         }
         CaCommand::Init {
             trust_domain,

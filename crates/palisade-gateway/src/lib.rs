@@ -31,8 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::runtime::Runtime;
 
-/// How long graceful shutdown waits for queued access-log lines and audit events to be written.
-const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+use palisade_telemetry::FLUSH_AT_EXIT;
 
 /// State shared by every task of one gateway.
 pub struct Shared {

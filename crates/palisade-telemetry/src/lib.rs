@@ -10,3 +10,7 @@ pub mod webhook;
 pub use access_log::{AccessLog, AccessLogEntry};
 pub use audit::{AuditEvent, AuditLog, EventKind, RequestFacts};
 pub use metrics::{AuthMetrics, DeprecatedMetrics, LimitMetrics, Metrics, RouteMetrics};
+
+/// How long a process that is stopping waits for its queued access-log lines and audit events to
+/// be written (a stuck sink must not hold the exit for ever).
+pub const FLUSH_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(2);

@@ -219,8 +219,8 @@ mod tests {
     use palisade_auth::{AuthMethodKind, Principal, PrincipalKind};
     use palisade_core::config::unspanned;
 
-    const SCHEMA: &str = r#"namespace Palisade {
-  entity Role;
+    /// Palisade's principal entity types, as every test schema declares them.
+    pub(super) const PRINCIPAL_TYPES: &str = r#"  entity Role;
   entity Group;
   entity User in [Role, Group] {
     subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
@@ -231,12 +231,18 @@ mod tests {
   entity ApiKey in [Role, Group] {
     subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
   };
-  entity Route { path: String, params: { id?: String } };
+"#;
+
+    /// The schema of these tests: the principal types, a route with an `id`, and actions in groups.
+    pub(super) fn schema(route_and_actions: &str) -> String {
+        format!("namespace Palisade {{\n{PRINCIPAL_TYPES}{route_and_actions}}}\n")
+    }
+
+    const ROUTE_AND_ACTIONS: &str = r#"  entity Route { path: String, params: { id?: String } };
   action read, write;
   action "GET", readOrder in [read] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
   action "DELETE", cancelOrder in [write] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
   type Ctx = { ip: ipaddr, method: String, path: String, time: Long, headers: {}, mtls_identity?: String };
-}
 "#;
 
     /// Every kind of scope, with conditions that hold for some requests and not others, and a
@@ -255,7 +261,7 @@ mod tests {
 "#;
 
     fn load(dir: &std::path::Path) -> CedarPolicies {
-        std::fs::write(dir.join("t.cedarschema"), SCHEMA).expect("schema written");
+        std::fs::write(dir.join("t.cedarschema"), schema(ROUTE_AND_ACTIONS)).expect("schema written");
         std::fs::write(dir.join("t.cedar"), POLICIES).expect("policies written");
         let config = unspanned(PolicySetConfig {
             schema: unspanned(dir.join("t.cedarschema")),
@@ -424,7 +430,7 @@ mod tests {
     #[test]
     fn a_forbid_that_fails_to_evaluate_denies() {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("t.cedarschema"), SCHEMA).expect("schema written");
+        std::fs::write(dir.path().join("t.cedarschema"), schema(ROUTE_AND_ACTIONS)).expect("schema written");
         let policies = r#"
 @id("everyone") permit (principal, action, resource);
 @id("overflowing") forbid (principal, action, resource) when { context.time * 10000000000 > 5000000000000 };

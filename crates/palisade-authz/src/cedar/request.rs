@@ -330,27 +330,15 @@ fn claim_value(value: &Json, depth: usize) -> Option<RestrictedExpression> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cedar::tests::schema;
     use cedar_policy::{Authorizer, Context, PolicySet};
     use palisade_auth::AuthMethodKind;
 
-    const SCHEMA: &str = r#"namespace Palisade {
-  entity Role;
-  entity Group;
-  entity User in [Role, Group] {
-    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
-  };
-  entity Service in [Role, Group] {
-    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
-  };
-  entity ApiKey in [Role, Group] {
-    subject: String, issuer: String, scopes: Set<String>, roles: Set<String>, groups: Set<String>, claims: {}
-  };
-  entity Route { path: String, params: { id?: String, line?: String } };
+    const ROUTE_AND_ACTIONS: &str = r#"  entity Route { path: String, params: { id?: String, line?: String } };
   action everything;
   action read in [everything];
   action "GET" in [read] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
   type Ctx = { ip: ipaddr, method: String, path: String, time: Long, headers: {}, mtls_identity?: String };
-}
 "#;
 
     /// Reads every part of the request: an ancestor two action groups up, roles and groups, claims,
@@ -440,7 +428,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
 
     #[test]
     fn values_built_directly_equal_what_the_public_constructors_build() {
-        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).expect("schema parses");
+        let (schema, _) = Schema::from_cedarschema_str(&schema(ROUTE_AND_ACTIONS)).expect("schema parses");
         let policies: PolicySet = POLICIES.parse().expect("policies parse");
         let builder = RequestBuilder::new(&schema, &["X-Tenant".into(), "x-tenant".into()]).expect("builder");
         let authorizer = Authorizer::new();
@@ -521,7 +509,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
 
     #[test]
     fn a_parameter_named_twice_is_not_a_request() {
-        let (schema, _) = Schema::from_cedarschema_str(SCHEMA).expect("schema parses");
+        let (schema, _) = Schema::from_cedarschema_str(&schema(ROUTE_AND_ACTIONS)).expect("schema parses");
         let builder = RequestBuilder::new(&schema, &[]).expect("builder");
         let caller = principal("alice", &[], &[], 1);
         let entity = builder.principal(&caller).expect("principal entity");
