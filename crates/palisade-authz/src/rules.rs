@@ -19,6 +19,8 @@ pub struct Decision {
     pub allowed: bool,
     /// The allowing rule's id, `authenticated` for `allow: authenticated`, or `default-deny`.
     pub decided_by: Arc<str>,
+    /// Denied because a Cedar `forbid` failed to evaluate (it is `decided_by`).
+    pub evaluation_failed: bool,
 }
 
 pub const DEFAULT_DENY: &str = "default-deny";
@@ -102,16 +104,19 @@ impl RouteRules {
             return Decision {
                 allowed: true,
                 decided_by: self.authenticated.clone(),
+                evaluation_failed: false,
             };
         }
         match self.rules.iter().find(|rule| rule.allows(principal, method)) {
             Some(rule) => Decision {
                 allowed: true,
                 decided_by: rule.id.clone(),
+                evaluation_failed: false,
             },
             None => Decision {
                 allowed: false,
                 decided_by: self.default_deny.clone(),
+                evaluation_failed: false,
             },
         }
     }

@@ -14,7 +14,7 @@ use crate::runtime::Runtime;
 fn kind_of(error: &GatewayError) -> Option<EventKind> {
     Some(match error {
         GatewayError::Unauthenticated { .. } | GatewayError::AuthUnavailable => EventKind::AuthenticationFailed,
-        GatewayError::Forbidden => EventKind::AuthorizationDenied,
+        GatewayError::Forbidden | GatewayError::PolicyFailed => EventKind::AuthorizationDenied,
         GatewayError::IpDenied | GatewayError::ClientBlocked => EventKind::IpBlocked,
         GatewayError::PrincipalBlocked => EventKind::AuthorizationDenied,
         GatewayError::RateLimited { .. } => EventKind::RateLimited,
@@ -207,6 +207,10 @@ mod tests {
     #[test]
     fn security_refusals_are_audited_and_plain_misses_are_not() {
         assert_eq!(kind_of(&GatewayError::Forbidden), Some(EventKind::AuthorizationDenied));
+        assert_eq!(
+            kind_of(&GatewayError::PolicyFailed),
+            Some(EventKind::AuthorizationDenied)
+        );
         assert_eq!(kind_of(&GatewayError::IpDenied), Some(EventKind::IpBlocked));
         assert_eq!(
             kind_of(&GatewayError::BadFraming("x")),

@@ -26,6 +26,8 @@ pub enum GatewayError {
     },
     /// Authenticated, but no rule allows this principal here.
     Forbidden,
+    /// A Cedar `forbid` failed to evaluate and denied (fail closed); the client sees a plain 403.
+    PolicyFailed,
     /// The identity provider is unreachable and nothing cached can answer (fail closed).
     AuthUnavailable,
     /// The client address is on a deny list or missing from an allow list.
@@ -68,6 +70,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden
+            | GatewayError::PolicyFailed
             | GatewayError::IpDenied
             | GatewayError::CorsRejected
             | GatewayError::ClientBlocked
@@ -94,6 +97,7 @@ impl GatewayError {
             GatewayError::Unauthenticated { failure, .. } => failure.reason(),
             GatewayError::AuthUnavailable => AuthFailure::ProviderUnavailable.reason(),
             GatewayError::Forbidden => "forbidden",
+            GatewayError::PolicyFailed => "policy_evaluation_failed",
             GatewayError::IpDenied => "ip_denied",
             GatewayError::ClientBlocked => "client_blocked",
             GatewayError::PrincipalBlocked => "principal_blocked",
@@ -125,7 +129,7 @@ impl GatewayError {
             GatewayError::Unauthenticated { failure, .. } => {
                 Problem::new(status, "unauthenticated", "Unauthorized").with_detail(failure.description())
             }
-            GatewayError::Forbidden => Problem::new(status, "forbidden", "Forbidden")
+            GatewayError::Forbidden | GatewayError::PolicyFailed => Problem::new(status, "forbidden", "Forbidden")
                 .with_detail("You are not allowed to perform this request."),
             GatewayError::IpDenied => Problem::new(status, "ip-denied", "Forbidden")
                 .with_detail("Requests from your network are not allowed here."),

@@ -337,4 +337,9 @@ when { context.time * 10000000000 > 0 };
         metrics.contains("outcome=\"denied\",decided_by=\"audited-accounts-overflow\""),
         "{metrics}"
     );
+    // Operators can tell a failing policy from an ordinary deny; the client cannot.
+    assert!(
+        metrics.contains("stage=\"authorize\",reason=\"policy_evaluation_failed\""),
+        "{metrics}"
+    );
 }

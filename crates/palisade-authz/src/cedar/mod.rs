@@ -138,6 +138,7 @@ impl CedarPolicies {
         let deny = || Decision {
             allowed: false,
             decided_by: self.default_deny.clone(),
+            evaluation_failed: false,
         };
         let Some(principal) = self.requests.principal(facts.principal) else {
             return deny();
@@ -180,7 +181,10 @@ impl CedarPolicies {
             .filter_map(|id| self.names.get(id))
             .collect();
         if !failed_forbids.is_empty() {
-            return self.decided(false, &failed_forbids);
+            return Decision {
+                evaluation_failed: true,
+                ..self.decided(false, &failed_forbids)
+            };
         }
         let deciding: Vec<&Arc<str>> = response
             .diagnostics()
@@ -200,14 +204,17 @@ impl CedarPolicies {
             [] => Decision {
                 allowed: false,
                 decided_by: self.default_deny.clone(),
+                evaluation_failed: false,
             },
             [one] => Decision {
                 allowed,
                 decided_by: Arc::clone(one),
+                evaluation_failed: false,
             },
             many => Decision {
                 allowed,
                 decided_by: Arc::from(many.iter().map(|n| n.as_ref()).collect::<Vec<&str>>().join(",")),
+                evaluation_failed: false,
             },
         }
     }
@@ -420,7 +427,8 @@ mod tests {
             decide(&policies, &case),
             Decision {
                 allowed: false,
-                decided_by: DEFAULT_DENY.into()
+                decided_by: DEFAULT_DENY.into(),
+                evaluation_failed: false,
             }
         );
     }
@@ -459,7 +467,8 @@ mod tests {
             decide(&set, &at(1000)),
             Decision {
                 allowed: false,
-                decided_by: "overflowing".into()
+                decided_by: "overflowing".into(),
+                evaluation_failed: false,
             }
         );
         // Overflows (an evaluation error) in both: the failing permit permits nothing, the
@@ -468,7 +477,8 @@ mod tests {
             decide(&set, &at(1_790_000_000)),
             Decision {
                 allowed: false,
-                decided_by: "overflowing".into()
+                decided_by: "overflowing".into(),
+                evaluation_failed: true,
             }
         );
     }

@@ -45,9 +45,9 @@ pub fn authorize(
         metrics.authorized(decision.allowed, &decision.decided_by);
     }
     context.decided_by = Some(decision.decided_by);
-    if decision.allowed {
-        Ok(())
-    } else {
-        Err(GatewayError::Forbidden)
+    match (decision.allowed, decision.evaluation_failed) {
+        (true, _) => Ok(()),
+        (false, false) => Err(GatewayError::Forbidden),
+        (false, true) => Err(GatewayError::PolicyFailed),
     }
 }
