@@ -98,10 +98,10 @@ def oha(port, rate, connections=64):
     return oha_path(port, PATH, rate, connections)
 
 
-def oha_path(port, path, rate, connections):
-    """(req/s, p50 ms, p99 ms) at a fixed offered `rate`."""
+def oha_path(port, path, rate, connections, prefix=()):
+    """(req/s, p50 ms, p99 ms) at a fixed offered `rate`; `prefix` wraps the command (e.g. taskset)."""
     output = subprocess.run(
-        ["oha", "--no-tui", "--output-format", "json", "--latency-correction", "-z", f"{DURATION}s", "-c", str(connections), "-q", str(rate),
+        [*prefix, "oha", "--no-tui", "--output-format", "json", "--latency-correction", "-z", f"{DURATION}s", "-c", str(connections), "-q", str(rate),
          f"http://127.0.0.1:{port}{path}"],
         capture_output=True, text=True, check=True,
     ).stdout

@@ -10,6 +10,7 @@
 #   bash bench/run.sh limits                  # rate limits (local, Redis), validation, HAProxy stick table
 #   bash bench/run.sh mesh                    # gateway ⇒ sidecar ⇒ app over mTLS, beside HAProxy
 #   bash bench/run.sh detection               # the cost of feeding every answer to the anomaly detectors
+#   bash bench/run.sh latency                 # p99 added with proxies and load generator on separate cores
 #   bash bench/run.sh scan                    # palisade scan vs checkov (from PyPI) on 1,000 generated manifests
 #   bash bench/instructions.sh                # user-space instructions per request (callgrind; repeatable)
 set -euo pipefail
@@ -41,6 +42,10 @@ fi
 if [ "${1:-}" = limits ]; then
   shift
   exec python3 bench/limits.py "$@"
+fi
+if [ "${1:-}" = latency ]; then
+  shift
+  exec python3 bench/latency.py "$@"
 fi
 if [ "${1:-}" = auth ]; then
   shift
