@@ -222,3 +222,21 @@ pub fn problem_response(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody
         .insert(CONTENT_TYPE, HeaderValue::from_static(problem::CONTENT_TYPE));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deny by a failing policy looks to the client exactly like any other deny; only the reason
+    /// code (logs, audit, metrics) tells them apart.
+    #[test]
+    fn a_failed_policy_answers_the_plain_forbidden_problem() {
+        let plain = GatewayError::Forbidden.problem();
+        let failed = GatewayError::PolicyFailed.problem();
+        assert_eq!(failed.kind, plain.kind);
+        assert_eq!(failed.title, plain.title);
+        assert_eq!(failed.detail, plain.detail);
+        assert_eq!(GatewayError::PolicyFailed.status(), StatusCode::FORBIDDEN);
+        assert_ne!(GatewayError::PolicyFailed.reason(), GatewayError::Forbidden.reason());
+    }
+}
