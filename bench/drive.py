@@ -48,21 +48,22 @@ def wait_for_port(port, timeout=10.0):
     raise SystemExit(f"nothing listens on port {port}")
 
 
-def start_servers(processes):
-    """Starts everything into `processes` (so the caller can stop what did start if one fails)."""
+def start_servers(processes, proxy_prefix=(), upstream_prefix=(), log_prefix=""):
+    """Starts everything into `processes` (so the caller can stop what did start if one fails).
+    `proxy_prefix` and `upstream_prefix` wrap the proxies' and the echo upstream's commands (taskset)."""
     os.makedirs(OUT, exist_ok=True)
-    log = lambda name: open(os.path.join(OUT, f"{name}.log"), "w")
-    processes["echo"] = subprocess.Popen([BIN, "echo", "--listen", "127.0.0.1:19000"], stdout=log("echo"), stderr=subprocess.STDOUT)
+    log = lambda name: open(os.path.join(OUT, f"{log_prefix}{name}.log"), "w")
+    processes["echo"] = subprocess.Popen([*upstream_prefix, BIN, "echo", "--listen", "127.0.0.1:19000"], stdout=log("echo"), stderr=subprocess.STDOUT)
     wait_for_port(19000)
     processes["palisade"] = subprocess.Popen(
-        [BIN, "gateway", "--config", os.path.join(ROOT, "bench", "palisade.yaml")], stdout=log("palisade"), stderr=subprocess.STDOUT
+        [*proxy_prefix, BIN, "gateway", "--config", os.path.join(ROOT, "bench", "palisade.yaml")], stdout=log("palisade"), stderr=subprocess.STDOUT
     )
     for name in ("nginx", "nginx-plain"):
         processes[name] = subprocess.Popen(
-            ["nginx", "-p", OUT, "-c", os.path.join(ROOT, "bench", f"{name}.conf"), "-g", "daemon off;"], stdout=log(name), stderr=subprocess.STDOUT
+            [*proxy_prefix, "nginx", "-p", OUT, "-c", os.path.join(ROOT, "bench", f"{name}.conf"), "-g", "daemon off;"], stdout=log(name), stderr=subprocess.STDOUT
         )
     for name in ("haproxy", "haproxy-plain"):
-        processes[name] = subprocess.Popen(["haproxy", "-f", os.path.join(ROOT, "bench", f"{name}.cfg")], stdout=log(name), stderr=subprocess.STDOUT)
+        processes[name] = subprocess.Popen([*proxy_prefix, "haproxy", "-f", os.path.join(ROOT, "bench", f"{name}.cfg")], stdout=log(name), stderr=subprocess.STDOUT)
     for port in TARGETS.values():
         wait_for_port(port)
 
@@ -80,9 +81,10 @@ def to_ms(value):
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def wrk(port, connections):
+def wrk(port, connections, threads=2, prefix=()):
+    """(req/s, p50 ms, p99 ms); `prefix` wraps the command (e.g. taskset)."""
     output = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}{PATH}"],
+        [*prefix, "wrk", f"-t{threads}", f"-c{connections}", f"-d{DURATION}s", "--latency", f"http://127.0.0.1:{port}{PATH}"],
         capture_output=True, text=True, check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))

@@ -22,41 +22,24 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import drive  # noqa: E402
 
-ROOT, OUT, BIN = drive.ROOT, drive.OUT, drive.BIN
 PROXY_CPU, LOAD_CPU = "0", "1"
 
 
-def pinned(cpu, command):
-    return ["taskset", "-c", cpu] + command
+def pinned(cpu):
+    """The command prefix that runs a command on `cpu` only."""
+    return ["taskset", "-c", cpu]
 
 
 def start(processes):
-    os.makedirs(OUT, exist_ok=True)
-    log = lambda name: open(os.path.join(OUT, f"latency-{name}.log"), "w")
-    processes["echo"] = subprocess.Popen(pinned(LOAD_CPU, [BIN, "echo", "--listen", "127.0.0.1:19000"]), stdout=log("echo"), stderr=subprocess.STDOUT)
-    drive.wait_for_port(19000)
-    config = os.path.join(ROOT, "bench", "palisade.yaml")
-    processes["palisade"] = subprocess.Popen(pinned(PROXY_CPU, [BIN, "gateway", "--config", config]), stdout=log("palisade"), stderr=subprocess.STDOUT)
-    for name in ("nginx", "nginx-plain"):
-        command = ["nginx", "-p", OUT, "-c", os.path.join(ROOT, "bench", f"{name}.conf"), "-g", "daemon off;"]
-        processes[name] = subprocess.Popen(pinned(PROXY_CPU, command), stdout=log(name), stderr=subprocess.STDOUT)
-    for name in ("haproxy", "haproxy-plain"):
-        command = ["haproxy", "-f", os.path.join(ROOT, "bench", f"{name}.cfg")]
-        processes[name] = subprocess.Popen(pinned(PROXY_CPU, command), stdout=log(name), stderr=subprocess.STDOUT)
-    for port in drive.TARGETS.values():
-        drive.wait_for_port(port)
+    drive.start_servers(processes, proxy_prefix=pinned(PROXY_CPU), upstream_prefix=pinned(LOAD_CPU), log_prefix="latency-")
 
 
 def maximum(port):
-    output = subprocess.run(
-        pinned(LOAD_CPU, ["wrk", "-t1", "-c64", f"-d{drive.DURATION}s", f"http://127.0.0.1:{port}{drive.PATH}"]),
-        capture_output=True, text=True, check=True,
-    ).stdout
-    return float(output.split("Requests/sec:")[1].split()[0])
+    return drive.wrk(port, 64, threads=1, prefix=pinned(LOAD_CPU))[0]
 
 
 def at_rate(port, rate):
-    return drive.oha_path(port, drive.PATH, rate, 64, prefix=pinned(LOAD_CPU, []))
+    return drive.oha_path(port, drive.PATH, rate, 64, prefix=pinned(LOAD_CPU))
 
 
 def main():
@@ -65,7 +48,7 @@ def main():
     try:
         start(processes)
         time.sleep(1)
-        subprocess.run(pinned(LOAD_CPU, ["wrk", "-t1", "-c64", "-d3s", f"http://127.0.0.1:19080{drive.PATH}"]), capture_output=True)
+        subprocess.run([*pinned(LOAD_CPU), "wrk", "-t1", "-c64", "-d3s", f"http://127.0.0.1:19080{drive.PATH}"], capture_output=True)
         targets = list(drive.TARGETS)
         peak = {target: maximum(drive.TARGETS[target]) for target in targets}
         print(f"maximum: {peak}", file=sys.stderr)
