@@ -135,11 +135,8 @@ impl CedarPolicies {
     }
 
     fn evaluate(&self, facts: &RequestFacts<'_>, action: &str) -> Decision {
-        let deny = || Decision {
-            allowed: false,
-            decided_by: self.default_deny.clone(),
-            evaluation_failed: false,
-        };
+        // Nothing decided: the default deny.
+        let deny = || self.decided(false, &[]);
         let Some(principal) = self.requests.principal(facts.principal) else {
             return deny();
         };
