@@ -15,7 +15,9 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cedar_policy::{Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression, Schema};
+#[cfg(test)]
+use cedar_policy::{Entities, Request};
+use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
 use cedar_policy_core::ast::{self, EntityUIDEntry, PartialValue, Value};
 use cedar_policy_core::entities::{NoEntitiesSchema, TCComputation};
 use cedar_policy_core::evaluator::RestrictedEvaluator;
@@ -162,15 +164,28 @@ impl RequestBuilder {
         })
     }
 
-    /// The Cedar request and its entities; `None` when a value cannot be expressed in Cedar (the
-    /// caller denies).
-    pub fn build(
+    /// The Cedar request and its entities, as cedar-policy's types (for its authorizer).
+    #[cfg(test)]
+    pub fn build_public(
         &self,
         facts: &RequestFacts<'_>,
         principal: &PrincipalEntity,
         action: &EntityUid,
         resource: &EntityUid,
     ) -> Option<(Request, Entities)> {
+        let (request, entities) = self.build(facts, principal, action, resource)?;
+        Some((Request::from(request), Entities::from(entities)))
+    }
+
+    /// The Cedar request and its entities, as Cedar's evaluator takes them; `None` when a value
+    /// cannot be expressed in Cedar (the caller denies).
+    pub fn build(
+        &self,
+        facts: &RequestFacts<'_>,
+        principal: &PrincipalEntity,
+        action: &EntityUid,
+        resource: &EntityUid,
+    ) -> Option<(ast::Request, cedar_policy_core::entities::Entities)> {
         let params: BTreeMap<SmolStr, Value> = facts
             .params
             .iter()
@@ -211,7 +226,7 @@ impl RequestBuilder {
             known(resource),
             Some(self.context(facts)?),
         );
-        Some((Request::from(request), Entities::from(entities)))
+        Some((request, entities))
     }
 
     fn context(&self, facts: &RequestFacts<'_>) -> Option<ast::Context> {
@@ -471,7 +486,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
                             let action = builder.action_uid("GET");
                             let resource = builder.route_uid("orders");
                             let (request, entities) = builder
-                                .build(&facts, &entity, &action, &resource)
+                                .build_public(&facts, &entity, &action, &resource)
                                 .expect("request builds");
                             let (public_request, public_entities) =
                                 public_build(&builder, &facts, &entity, &action, &resource);

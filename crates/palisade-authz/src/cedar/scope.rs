@@ -1,19 +1,24 @@
-//! Policy slicing by scope. Cedar evaluates every policy of a set for every request; most of them
-//! cannot apply because their scope (`principal in Role::"admin"`, `action == Action::"GET"`,
-//! `resource == Route::"orders"`) already rules the request out. A scope is checked here without
-//! Cedar, and only the policies whose scope can hold are handed to the authorizer.
+//! Policy slicing by scope. Cedar's authorizer evaluates every policy of a set for every request;
+//! most of them cannot apply because their scope (`principal in Role::"admin"`, `action ==
+//! Action::"GET"`, `resource == Route::"orders"`) already rules the request out. A scope is checked
+//! here without Cedar, and only the policies whose scope can hold are evaluated.
 //!
 //! The answer is the same as evaluating the whole set: Cedar checks a policy's scope before its
 //! conditions (they are joined with a short-circuiting `&&`), so a policy whose scope is false is
 //! never satisfied and never raises an evaluation error. A unit test compares both over many
 //! principals, actions and resources.
+//!
+//! Each policy's condition (scope and body joined, as Cedar's own `Policy::condition` builds it) is
+//! built once here at load. Cedar's authorizer builds it anew, as a fresh expression tree, for every
+//! policy of every request.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use cedar_policy::{
-    ActionConstraint, EntityTypeName, EntityUid, Policy, PolicySet, PrincipalConstraint, ResourceConstraint,
+    ActionConstraint, EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint,
 };
+use cedar_policy_core::ast;
 
 /// The request's side of a scope check. The principal's ancestors are its roles and groups (they
 /// have no parents of their own); the action's come from the schema; routes have none.
@@ -32,75 +37,65 @@ struct Scope {
     resource: ResourceConstraint,
 }
 
-/// The scopes of a set's policies, in the set's order, and the sub-sets already built.
-pub struct ScopeIndex {
-    policies: Vec<(Scope, Policy)>,
-    everything: Arc<PolicySet>,
-    /// Sub-sets by the positions of their policies; few distinct ones exist (one per kind of caller
-    /// and route), so this stays small.
-    slices: quick_cache::sync::Cache<Box<[u32]>, Arc<PolicySet>>,
+/// One policy, ready to evaluate: its scope for the check without Cedar, its whole condition, and
+/// what a decision reports about it.
+pub struct CompiledPolicy {
+    scope: Scope,
+    /// Its display id (`@id("…")`, or `file.cedar#N`).
+    pub name: Arc<str>,
+    pub forbid: bool,
+    /// Scope and body joined, exactly as Cedar's authorizer would evaluate it.
+    pub condition: ast::Expr,
+    /// The policy's slot values (none: templates are refused at load).
+    pub slots: ast::SlotEnv,
 }
 
-/// At most this many distinct sub-sets are kept.
-const SLICES: usize = 1024;
+/// A set's policies in the set's order.
+pub struct ScopeIndex {
+    policies: Vec<CompiledPolicy>,
+    /// The whole set (what slicing and Palisade's evaluation must agree with).
+    #[cfg(test)]
+    everything: PolicySet,
+}
 
 impl ScopeIndex {
-    pub fn new(set: &PolicySet) -> ScopeIndex {
+    /// `names` gives each policy's display id; a policy without one is named by Cedar's id.
+    pub fn new(set: &PolicySet, names: &HashMap<PolicyId, Arc<str>>) -> ScopeIndex {
         let policies = set
             .policies()
             .map(|policy| {
-                let scope = Scope {
-                    principal: policy.principal_constraint(),
-                    action: policy.action_constraint(),
-                    resource: policy.resource_constraint(),
-                };
-                (scope, policy.clone())
+                let core: &ast::Policy = policy.as_ref();
+                CompiledPolicy {
+                    scope: Scope {
+                        principal: policy.principal_constraint(),
+                        action: policy.action_constraint(),
+                        resource: policy.resource_constraint(),
+                    },
+                    name: names
+                        .get(policy.id())
+                        .cloned()
+                        .unwrap_or_else(|| Arc::from(policy.id().to_string())),
+                    forbid: policy.effect() == cedar_policy::Effect::Forbid,
+                    condition: core.condition(),
+                    slots: core.env().clone(),
+                }
             })
             .collect();
         ScopeIndex {
             policies,
-            everything: Arc::new(set.clone()),
-            slices: quick_cache::sync::Cache::new(SLICES),
+            #[cfg(test)]
+            everything: set.clone(),
         }
     }
 
-    /// The whole set (what slicing must agree with).
     #[cfg(test)]
     pub fn everything(&self) -> &PolicySet {
         &self.everything
     }
 
-    /// The policies that can apply to the request; `None` when none can (the answer is then the
-    /// default deny, without asking Cedar).
-    pub fn slice(&self, facts: &ScopeFacts<'_>) -> Option<Arc<PolicySet>> {
-        let positions: Box<[u32]> = self
-            .policies
-            .iter()
-            .enumerate()
-            .filter(|(_, (scope, _))| scope.admits(facts))
-            .filter_map(|(position, _)| u32::try_from(position).ok())
-            .collect();
-        if positions.is_empty() {
-            return None;
-        }
-        if positions.len() == self.policies.len() {
-            return Some(Arc::clone(&self.everything));
-        }
-        if let Some(slice) = self.slices.get(&positions) {
-            return Some(slice);
-        }
-        let slice = Arc::new(self.build(&positions)?);
-        self.slices.insert(positions, Arc::clone(&slice));
-        Some(slice)
-    }
-
-    fn build(&self, positions: &[u32]) -> Option<PolicySet> {
-        let chosen = positions
-            .iter()
-            .filter_map(|&position| self.policies.get(position as usize))
-            .map(|(_, policy)| policy.clone());
-        // Cannot fail: the policies came out of one valid set, ids and all.
-        PolicySet::from_policies(chosen).ok()
+    /// The policies that can apply to the request, in the set's order.
+    pub fn admitted<'a>(&'a self, facts: &'a ScopeFacts<'a>) -> impl Iterator<Item = &'a CompiledPolicy> + 'a {
+        self.policies.iter().filter(|policy| policy.scope.admits(facts))
     }
 }
 
