@@ -12,7 +12,7 @@ use http::{HeaderMap, Method};
 use palisade_auth::Principal;
 
 pub use cedar::CedarPolicies;
-pub use rules::{Decision, RouteRules, DEFAULT_DENY};
+pub use rules::{Decision, PolicyFailure, RouteRules, DEFAULT_DENY};
 
 /// What a decision may look at: the principal and the request as the gateway understood it (the
 /// normalized path, the routed route, the client address it derived).

@@ -21,6 +21,21 @@ pub struct Decision {
     pub decided_by: Arc<str>,
     /// Denied because a Cedar `forbid` failed to evaluate (it is `decided_by`).
     pub evaluation_failed: bool,
+    /// The Cedar policies whose evaluation failed for this request, `permit`s included (a failing
+    /// `permit` permits nothing); `None` when none failed, and always for route rules.
+    pub failures: Option<Arc<[PolicyFailure]>>,
+}
+
+/// A Cedar policy that failed to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyFailure {
+    /// The policy's id (`@id`, or `file.cedar#N`).
+    pub policy: Arc<str>,
+    /// What went wrong (`integer_overflow`, `type_error`, `missing_attribute`, …); safe to log.
+    pub kind: &'static str,
+    /// Cedar's own message. It may quote request values (claims, headers), so `policy explain`
+    /// shows it and the gateway never logs it.
+    pub message: String,
 }
 
 pub const DEFAULT_DENY: &str = "default-deny";
@@ -105,6 +120,7 @@ impl RouteRules {
                 allowed: true,
                 decided_by: self.authenticated.clone(),
                 evaluation_failed: false,
+                failures: None,
             };
         }
         match self.rules.iter().find(|rule| rule.allows(principal, method)) {
@@ -112,11 +128,13 @@ impl RouteRules {
                 allowed: true,
                 decided_by: rule.id.clone(),
                 evaluation_failed: false,
+                failures: None,
             },
             None => Decision {
                 allowed: false,
                 decided_by: self.default_deny.clone(),
                 evaluation_failed: false,
+                failures: None,
             },
         }
     }

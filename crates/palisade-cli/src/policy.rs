@@ -160,11 +160,13 @@ fn describe(verdict: &Verdict) -> String {
             route,
             decided_by,
             action: cedar,
+            ..
         } => format!("allow (route {route}, by {decided_by}{})", action(cedar)),
         Verdict::Deny {
             route,
             decided_by,
             action: cedar,
+            ..
         } => format!("deny (route {route}, by {decided_by}{})", action(cedar)),
         Verdict::Public { route } => format!("allow (route {route} is public)"),
         Verdict::NotRouted { reason } => format!("deny (not routed: {reason})"),
@@ -212,5 +214,14 @@ pub async fn explain(file: &Path, name: &str) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("no case named {name:?} in {}", file.display()))?;
     let verdict = decide(&loaded.checker, case)?;
     emit_line(&format!("{}: {}", case.name, describe(&verdict)))?;
+    // Why a policy did not count: a failing permit permits nothing, a failing forbid denies.
+    if let Verdict::Allow { failures, .. } | Verdict::Deny { failures, .. } = &verdict {
+        for failure in failures {
+            emit_line(&format!(
+                "  policy {} failed to evaluate ({}): {}",
+                failure.policy, failure.kind, failure.message
+            ))?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

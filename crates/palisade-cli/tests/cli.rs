@@ -328,6 +328,26 @@ fn policy_test_runs_the_example_cases_and_fails_on_a_wrong_expectation() {
         explained.contains("deny (route user-orders, by suspended-accounts, as Action::\"cancelOrder\")"),
         "{explained}"
     );
+    // A policy that fails to evaluate is named with Cedar's message (this one overflows on
+    // today's clock; a failing permit permits nothing, so the answer stays the same).
+    let policies = dir.path().join("authorization/shop.cedar");
+    let mut text = std::fs::read_to_string(&policies).unwrap();
+    text.push_str(
+        "\n@id(\"overflowing\") permit (principal, action, resource) when { context.time * 10000000000 > 0 };\n",
+    );
+    std::fs::write(&policies, text).unwrap();
+    let explain = palisade()
+        .args(["policy", "explain"])
+        .arg(dir.path().join("authorization/tests.yaml"))
+        .args(["--case", "a suspended admin is stopped by the forbid"])
+        .output()
+        .unwrap();
+    let explained = String::from_utf8_lossy(&explain.stdout);
+    assert!(explained.contains("by suspended-accounts"), "{explained}");
+    assert!(
+        explained.contains("  policy overflowing failed to evaluate (integer_overflow): "),
+        "{explained}"
+    );
 
     let tests = dir.path().join("authorization/tests.yaml");
     let text = std::fs::read_to_string(&tests).unwrap();

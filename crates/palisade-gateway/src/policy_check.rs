@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use palisade_auth::Principal;
-use palisade_authz::RequestFacts;
+use palisade_authz::{PolicyFailure, RequestFacts};
 use palisade_core::ConfigErrors;
 
 use crate::pipeline::{normalize, route};
@@ -34,11 +34,14 @@ pub enum Verdict {
         decided_by: String,
         /// The Cedar action the request was decided as (routes with policies only).
         action: Option<String>,
+        /// Cedar policies that failed to evaluate, with Cedar's message.
+        failures: Vec<PolicyFailure>,
     },
     Deny {
         route: String,
         decided_by: String,
         action: Option<String>,
+        failures: Vec<PolicyFailure>,
     },
     /// The route is public: no authorization runs.
     Public { route: String },
@@ -105,17 +108,20 @@ impl PolicyChecker {
         });
         let action = rules.cedar_action(&case.method).map(|action| action.to_string());
         let (route, decided_by) = (route.name.clone(), decision.decided_by.to_string());
+        let failures = decision.failures.as_deref().map(<[_]>::to_vec).unwrap_or_default();
         if decision.allowed {
             Verdict::Allow {
                 route,
                 decided_by,
                 action,
+                failures,
             }
         } else {
             Verdict::Deny {
                 route,
                 decided_by,
                 action,
+                failures,
             }
         }
     }

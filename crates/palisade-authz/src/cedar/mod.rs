@@ -33,12 +33,12 @@ use std::sync::Arc;
 use cedar_policy::PolicyId;
 use cedar_policy::Schema;
 use cedar_policy_core::ast::{self, Literal, ValueKind};
-use cedar_policy_core::evaluator::Evaluator;
+use cedar_policy_core::evaluator::{EvaluationError, Evaluator};
 use cedar_policy_core::extensions::Extensions;
 use palisade_core::config::PolicySetConfig;
 use palisade_core::{ConfigErrors, Spanned};
 
-use crate::{Decision, RequestFacts, DEFAULT_DENY};
+use crate::{Decision, PolicyFailure, RequestFacts, DEFAULT_DENY};
 use request::{PrincipalKey, RequestBuilder};
 use scope::{CompiledPolicy, ScopeFacts, ScopeIndex};
 
@@ -52,7 +52,22 @@ pub struct CedarPolicies {
     default_deny: Arc<str>,
     /// Decisions by their complete input (see [`DecisionKey`]); dropped with the set at reload.
     memo: quick_cache::sync::Cache<DecisionKey, Decision>,
+    /// The set's name in the config, for log lines.
+    name: Arc<str>,
+    failure_warnings: FailureWarnings,
 }
+
+/// Failing policies are logged at most once per [`FAILURE_WARNING_EVERY`] seconds per set: a
+/// policy that fails for one request usually fails for every request like it.
+#[derive(Default)]
+struct FailureWarnings {
+    /// The Unix second of the last warning.
+    last: std::sync::atomic::AtomicU64,
+    /// Failures since the last warning.
+    unreported: std::sync::atomic::AtomicU64,
+}
+
+const FAILURE_WARNING_EVERY: u64 = 10;
 
 /// Everything a decision depends on. The decision is a pure function of these and of the policy
 /// set, and `context.time` has one-second resolution, so an equal key within the same second has the
@@ -93,6 +108,8 @@ impl CedarPolicies {
             requests,
             default_deny: DEFAULT_DENY.into(),
             memo: quick_cache::sync::Cache::new(MEMO_ENTRIES),
+            name: name.into(),
+            failure_warnings: FailureWarnings::default(),
         })
     }
 
@@ -170,23 +187,59 @@ impl CedarPolicies {
         for policy in admitted {
             outcomes.record(policy, evaluator.interpret(&policy.condition, &policy.slots));
         }
-        self.answer(&outcomes)
+        if let Some(first) = outcomes.failures.first() {
+            self.warn_failure(first, facts, outcomes.failures.len());
+        }
+        self.answer(outcomes)
+    }
+
+    /// The policy and the kind of error, never Cedar's message: it may quote request values.
+    fn warn_failure(&self, failure: &PolicyFailure, facts: &RequestFacts<'_>, count: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let warnings = &self.failure_warnings;
+        let unreported = warnings.unreported.fetch_add(count as u64, Relaxed) + count as u64;
+        let last = warnings.last.load(Relaxed);
+        let due = facts.unix_time >= last.saturating_add(FAILURE_WARNING_EVERY);
+        // One thread wins the slot; the others' failures are counted in the next warning.
+        if due
+            && warnings
+                .last
+                .compare_exchange(last, facts.unix_time, Relaxed, Relaxed)
+                .is_ok()
+        {
+            warnings.unreported.store(0, Relaxed);
+            tracing::warn!(
+                policy_set = %self.name,
+                policy = %failure.policy,
+                error_kind = failure.kind,
+                route = facts.route,
+                failures = unreported,
+                "a Cedar policy failed to evaluate: a failing forbid denies, a failing permit permits nothing \
+                 (`palisade policy explain` shows Cedar's message for a test case)"
+            );
+        }
     }
 
     /// Cedar's rules, except that a `forbid` whose evaluation failed denies: Cedar skips a policy
     /// that fails (so a failing `permit` permits nothing, which is already closed), and a skipped
     /// `forbid` would let through what it was written to stop.
-    fn answer(&self, outcomes: &Outcomes<'_>) -> Decision {
-        if !outcomes.failed_forbids.is_empty() {
-            return Decision {
+    fn answer(&self, outcomes: Outcomes<'_>) -> Decision {
+        let decision = if !outcomes.failed_forbids.is_empty() {
+            Decision {
                 evaluation_failed: true,
                 ..self.decided(false, &outcomes.failed_forbids)
-            };
+            }
+        } else if !outcomes.forbids.is_empty() {
+            self.decided(false, &outcomes.forbids)
+        } else {
+            self.decided(true, &outcomes.permits)
+        };
+        let mut failures = outcomes.failures;
+        failures.sort_unstable_by(|a, b| a.policy.cmp(&b.policy));
+        Decision {
+            failures: (!failures.is_empty()).then(|| failures.into()),
+            ..decision
         }
-        if !outcomes.forbids.is_empty() {
-            return self.decided(false, &outcomes.forbids);
-        }
-        self.decided(true, &outcomes.permits)
     }
 
     /// The decision naming its deciding policies, sorted (Cedar reports them in no fixed order, and
@@ -199,16 +252,19 @@ impl CedarPolicies {
                 allowed: false,
                 decided_by: self.default_deny.clone(),
                 evaluation_failed: false,
+                failures: None,
             },
             [one] => Decision {
                 allowed,
                 decided_by: Arc::clone(one),
                 evaluation_failed: false,
+                failures: None,
             },
             many => Decision {
                 allowed,
                 decided_by: Arc::from(many.iter().map(|n| n.as_ref()).collect::<Vec<&str>>().join(",")),
                 evaluation_failed: false,
+                failures: None,
             },
         }
     }
@@ -220,22 +276,55 @@ struct Outcomes<'a> {
     permits: Vec<&'a Arc<str>>,
     forbids: Vec<&'a Arc<str>>,
     failed_forbids: Vec<&'a Arc<str>>,
+    failures: Vec<PolicyFailure>,
 }
 
 impl<'a> Outcomes<'a> {
     /// A condition that is not a boolean is an evaluation error, as in Cedar (a validated set has
     /// none); a failing `permit` counts for nothing.
-    fn record<E>(&mut self, policy: &'a CompiledPolicy, evaluated: Result<ast::Value, E>) {
-        let satisfied = match evaluated.map(|value| value.value) {
-            Ok(ValueKind::Lit(Literal::Bool(satisfied))) => Some(satisfied),
-            _ => None,
+    fn record(&mut self, policy: &'a CompiledPolicy, evaluated: Result<ast::Value, EvaluationError>) {
+        let satisfied = match evaluated {
+            Ok(ast::Value {
+                value: ValueKind::Lit(Literal::Bool(satisfied)),
+                ..
+            }) => satisfied,
+            Ok(_) => {
+                self.failed(policy, "type_error", "the condition is not a boolean".into());
+                return;
+            }
+            Err(error) => {
+                self.failed(policy, error_kind(&error), error.to_string());
+                return;
+            }
         };
         match (satisfied, policy.forbid) {
-            (Some(true), false) => self.permits.push(&policy.name),
-            (Some(true), true) => self.forbids.push(&policy.name),
-            (None, true) => self.failed_forbids.push(&policy.name),
-            (Some(false), _) | (None, false) => {}
+            (true, false) => self.permits.push(&policy.name),
+            (true, true) => self.forbids.push(&policy.name),
+            (false, _) => {}
         }
+    }
+
+    fn failed(&mut self, policy: &'a CompiledPolicy, kind: &'static str, message: String) {
+        if policy.forbid {
+            self.failed_forbids.push(&policy.name);
+        }
+        self.failures.push(PolicyFailure {
+            policy: Arc::clone(&policy.name),
+            kind,
+            message,
+        });
+    }
+}
+
+/// A fixed word for the kind of evaluation error (for log lines; the message may quote values).
+fn error_kind(error: &EvaluationError) -> &'static str {
+    match error {
+        EvaluationError::IntegerOverflow(_) => "integer_overflow",
+        EvaluationError::TypeError(_) => "type_error",
+        EvaluationError::EntityAttrDoesNotExist(_) | EvaluationError::RecordAttrDoesNotExist(_) => "missing_attribute",
+        EvaluationError::EntityDoesNotExist(_) => "missing_entity",
+        EvaluationError::FailedExtensionFunctionExecution(_) => "extension_function_failed",
+        _ => "other",
     }
 }
 
@@ -361,23 +450,34 @@ mod tests {
         let everything = policies.scopes.everything();
         let response = cedar_policy::Authorizer::new().is_authorized(&request, everything, &entities);
         let name = |id: &PolicyId| policies.names.get(id).expect("every policy has a name");
-        let failed_forbids: Vec<&Arc<str>> = response
-            .diagnostics()
-            .errors()
-            .map(|error| match error {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(failed) => failed.policy_id(),
-            })
-            .filter(|id| everything.policy(id).expect("policy").effect() == cedar_policy::Effect::Forbid)
-            .map(name)
-            .collect();
-        if !failed_forbids.is_empty() {
-            return Decision {
+        let is_forbid = |id: &PolicyId| everything.policy(id).expect("policy").effect() == cedar_policy::Effect::Forbid;
+        let mut failures: Vec<PolicyFailure> = Vec::new();
+        let mut failed_forbids: Vec<&Arc<str>> = Vec::new();
+        for error in response.diagnostics().errors() {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(failed) = error;
+            if is_forbid(failed.policy_id()) {
+                failed_forbids.push(name(failed.policy_id()));
+            }
+            failures.push(PolicyFailure {
+                policy: Arc::clone(name(failed.policy_id())),
+                kind: error_kind(failed.inner()),
+                message: failed.inner().to_string(),
+            });
+        }
+        failures.sort_unstable_by(|a, b| a.policy.cmp(&b.policy));
+        let decision = if !failed_forbids.is_empty() {
+            Decision {
                 evaluation_failed: true,
                 ..policies.decided(false, &failed_forbids)
-            };
+            }
+        } else {
+            let deciding: Vec<&Arc<str>> = response.diagnostics().reason().map(name).collect();
+            policies.decided(response.decision() == cedar_policy::Decision::Allow, &deciding)
+        };
+        Decision {
+            failures: (!failures.is_empty()).then(|| failures.into()),
+            ..decision
         }
-        let deciding: Vec<&Arc<str>> = response.diagnostics().reason().map(name).collect();
-        policies.decided(response.decision() == cedar_policy::Decision::Allow, &deciding)
     }
 
     #[test]
@@ -468,6 +568,7 @@ mod tests {
                 allowed: false,
                 decided_by: DEFAULT_DENY.into(),
                 evaluation_failed: false,
+                failures: None,
             }
         );
     }
@@ -512,18 +613,25 @@ mod tests {
                 allowed: false,
                 decided_by: "overflowing".into(),
                 evaluation_failed: false,
+                failures: None,
             }
         );
         // Overflows (an evaluation error) in both: the failing permit permits nothing, the
-        // failing forbid denies.
+        // failing forbid denies. Both failures are reported, with Cedar's message.
+        let overflowed = decide(&set, &at(1_790_000_000));
+        assert!(!overflowed.allowed);
+        assert_eq!(&*overflowed.decided_by, "overflowing");
+        assert!(overflowed.evaluation_failed);
+        let failures = overflowed.failures.expect("failures reported");
+        let reported: Vec<(&str, &str)> = failures.iter().map(|f| (&*f.policy, f.kind)).collect();
         assert_eq!(
-            decide(&set, &at(1_790_000_000)),
-            Decision {
-                allowed: false,
-                decided_by: "overflowing".into(),
-                evaluation_failed: true,
-            }
+            reported,
+            [
+                ("overflowing", "integer_overflow"),
+                ("overflowing-permit", "integer_overflow")
+            ]
         );
+        assert!(failures[0].message.contains("overflow"), "{}", failures[0].message);
     }
 
     #[test]
