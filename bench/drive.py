@@ -48,9 +48,26 @@ def wait_for_port(port, timeout=10.0):
     raise SystemExit(f"nothing listens on port {port}")
 
 
-def start_servers(processes, proxy_prefix=(), upstream_prefix=(), log_prefix=""):
+def peer_config(name, workers=None):
+    """The path of a peer's config in bench/; with `workers`, a copy in bench/out/ whose worker
+    processes (nginx) or threads (HAProxy) are that many instead of the checked-in 2."""
+    path = os.path.join(ROOT, "bench", name)
+    if workers is None:
+        return path
+    with open(path) as f:
+        text = f.read()
+    text = re.sub(r"worker_processes \d+;", f"worker_processes {workers};", text)
+    text = re.sub(r"nbthread \d+", f"nbthread {workers}", text)
+    copy = os.path.join(OUT, f"{workers}-workers-{name}")
+    with open(copy, "w") as f:
+        f.write(text)
+    return copy
+
+
+def start_servers(processes, proxy_prefix=(), upstream_prefix=(), log_prefix="", peer_workers=None):
     """Starts everything into `processes` (so the caller can stop what did start if one fails).
-    `proxy_prefix` and `upstream_prefix` wrap the proxies' and the echo upstream's commands (taskset)."""
+    `proxy_prefix` and `upstream_prefix` wrap the proxies' and the echo upstream's commands (taskset);
+    `peer_workers` overrides nginx's and HAProxy's worker count (see `peer_config`)."""
     os.makedirs(OUT, exist_ok=True)
     log = lambda name: open(os.path.join(OUT, f"{log_prefix}{name}.log"), "w")
     processes["echo"] = subprocess.Popen([*upstream_prefix, BIN, "echo", "--listen", "127.0.0.1:19000"], stdout=log("echo"), stderr=subprocess.STDOUT)
@@ -60,10 +77,10 @@ def start_servers(processes, proxy_prefix=(), upstream_prefix=(), log_prefix="")
     )
     for name in ("nginx", "nginx-plain"):
         processes[name] = subprocess.Popen(
-            [*proxy_prefix, "nginx", "-p", OUT, "-c", os.path.join(ROOT, "bench", f"{name}.conf"), "-g", "daemon off;"], stdout=log(name), stderr=subprocess.STDOUT
+            [*proxy_prefix, "nginx", "-p", OUT, "-c", peer_config(f"{name}.conf", peer_workers), "-g", "daemon off;"], stdout=log(name), stderr=subprocess.STDOUT
         )
     for name in ("haproxy", "haproxy-plain"):
-        processes[name] = subprocess.Popen([*proxy_prefix, "haproxy", "-f", os.path.join(ROOT, "bench", f"{name}.cfg")], stdout=log(name), stderr=subprocess.STDOUT)
+        processes[name] = subprocess.Popen([*proxy_prefix, "haproxy", "-f", peer_config(f"{name}.cfg", peer_workers)], stdout=log(name), stderr=subprocess.STDOUT)
     for port in TARGETS.values():
         wait_for_port(port)
 
