@@ -270,6 +270,17 @@ fn apikey_and_token_helpers_mint_credentials_the_gateway_accepts_and_no_secret_i
     }
 }
 
+/// `palisade policy explain` of one case of the example's tests: what it prints.
+fn policy_explain(dir: &Path, case: &str) -> String {
+    let output = palisade()
+        .args(["policy", "explain"])
+        .arg(dir.join("authorization/tests.yaml"))
+        .args(["--case", case])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn policy_test_passes(dir: &Path) -> (bool, String) {
     let output = palisade()
         .args(["policy", "test"])
@@ -317,13 +328,7 @@ fn policy_test_runs_the_example_cases_and_fails_on_a_wrong_expectation() {
     assert!(passed, "{output}");
     assert!(output.contains("18 cases, 0 failed"), "{output}");
 
-    let explain = palisade()
-        .args(["policy", "explain"])
-        .arg(dir.path().join("authorization/tests.yaml"))
-        .args(["--case", "a suspended admin is stopped by the forbid"])
-        .output()
-        .unwrap();
-    let explained = String::from_utf8_lossy(&explain.stdout);
+    let explained = policy_explain(dir.path(), "a suspended admin is stopped by the forbid");
     assert!(
         explained.contains("deny (route user-orders, by suspended-accounts, as Action::\"cancelOrder\")"),
         "{explained}"
@@ -336,13 +341,7 @@ fn policy_test_runs_the_example_cases_and_fails_on_a_wrong_expectation() {
         "\n@id(\"overflowing\") permit (principal, action, resource) when { context.time * 10000000000 > 0 };\n",
     );
     std::fs::write(&policies, text).unwrap();
-    let explain = palisade()
-        .args(["policy", "explain"])
-        .arg(dir.path().join("authorization/tests.yaml"))
-        .args(["--case", "a suspended admin is stopped by the forbid"])
-        .output()
-        .unwrap();
-    let explained = String::from_utf8_lossy(&explain.stdout);
+    let explained = policy_explain(dir.path(), "a suspended admin is stopped by the forbid");
     assert!(explained.contains("by suspended-accounts"), "{explained}");
     assert!(
         explained.contains("  policy overflowing failed to evaluate (integer_overflow): "),
