@@ -199,7 +199,19 @@ pub struct AuthMetrics {
     succeeded: Arc<Vec<(&'static str, Counter)>>,
     family: Family<AuthLabels, Counter>,
     authz_family: Family<AuthzLabels, Counter>,
+    /// Authorization counters already resolved, so a decision seen before is counted without
+    /// building labels: a route decides by few rules or policies.
+    authorized: Arc<std::sync::RwLock<Vec<ResolvedDecision>>>,
 }
+
+struct ResolvedDecision {
+    allowed: bool,
+    decided_by: Arc<str>,
+    counter: Counter,
+}
+
+/// Distinct decisions a route keeps resolved; rarer ones are looked up by their labels.
+const RESOLVED_DECISIONS: usize = 64;
 
 impl AuthMetrics {
     pub fn authenticated(&self, method: &str) {
@@ -208,14 +220,34 @@ impl AuthMetrics {
         }
     }
 
-    /// An authorization decision; `decided_by` is a rule id from the config or a fixed word.
-    pub fn authorized(&self, allowed: bool, decided_by: &str) {
+    /// An authorization decision; `decided_by` is a rule id from the config, Cedar policy ids, or a
+    /// fixed word. The same rule's id is usually the same `Arc`, so most lookups compare pointers.
+    pub fn authorized(&self, allowed: bool, decided_by: &Arc<str>) {
+        let same = |known: &ResolvedDecision| {
+            known.allowed == allowed && (Arc::ptr_eq(&known.decided_by, decided_by) || known.decided_by == *decided_by)
+        };
+        if let Ok(resolved) = self.authorized.read() {
+            if let Some(known) = resolved.iter().find(|known| same(known)) {
+                known.counter.inc();
+                return;
+            }
+        }
         let labels = AuthzLabels {
             route: self.route.to_string(),
             outcome: if allowed { "allowed" } else { "denied" }.to_string(),
             decided_by: decided_by.to_string(),
         };
-        self.authz_family.get_or_create(&labels).inc();
+        let counter = self.authz_family.get_or_create(&labels).clone();
+        counter.inc();
+        if let Ok(mut resolved) = self.authorized.write() {
+            if resolved.len() < RESOLVED_DECISIONS && !resolved.iter().any(same) {
+                resolved.push(ResolvedDecision {
+                    allowed,
+                    decided_by: Arc::clone(decided_by),
+                    counter,
+                });
+            }
+        }
     }
 
     /// `reason` is a reason code (a fixed set), never anything from the request.
@@ -535,6 +567,7 @@ impl Metrics {
             succeeded: Arc::new(succeeded),
             family: self.auth_decisions.clone(),
             authz_family: self.authz_decisions.clone(),
+            authorized: Arc::default(),
         }
     }
 
@@ -723,6 +756,30 @@ mod tests {
         );
         assert!(text.contains(r#"palisade_requests_total{route="orders",method="GET",status_class="2xx"} 1"#));
         assert!(!text.contains("BREW"));
+    }
+
+    #[test]
+    fn authorization_decisions_count_by_id_whether_or_not_the_id_is_the_same_allocation() {
+        let metrics = Metrics::new();
+        let route = metrics.route_auth("orders", &["jwt"]);
+        let rule: Arc<str> = Arc::from("readers");
+        route.authorized(true, &rule);
+        route.authorized(true, &rule);
+        // Equal text in another allocation (a Cedar decision that joins policy ids) is the same series.
+        route.authorized(true, &Arc::from("readers"));
+        route.authorized(false, &rule);
+        route.authorized(false, &Arc::from("default-deny"));
+        let text = metrics.encode();
+        let count = |outcome: &str, decided_by: &str| {
+            let series = format!(
+                r#"palisade_authz_decisions_total{{route="orders",outcome="{outcome}",decided_by="{decided_by}"}} "#
+            );
+            text.lines()
+                .find_map(|line| line.strip_prefix(series.as_str()).map(str::to_string))
+        };
+        assert_eq!(count("allowed", "readers").as_deref(), Some("3"), "{text}");
+        assert_eq!(count("denied", "readers").as_deref(), Some("1"), "{text}");
+        assert_eq!(count("denied", "default-deny").as_deref(), Some("1"), "{text}");
     }
 }
 
