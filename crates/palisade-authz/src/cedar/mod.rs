@@ -634,6 +634,74 @@ mod tests {
         assert!(failures[0].message.contains("overflow"), "{}", failures[0].message);
     }
 
+    /// Log lines written while a closure runs.
+    fn logged(run: impl FnOnce()) -> String {
+        #[derive(Clone, Default)]
+        struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().expect("log buffer").extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, run);
+        let bytes = lines.0.lock().expect("log buffer").clone();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// A failing policy is logged once per 10 s with the count since, by policy and kind, never with
+    /// Cedar's message (it quotes request values: here the time, elsewhere a claim or a header).
+    #[test]
+    fn a_failing_policy_is_logged_rarely_and_without_cedars_message() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("t.cedarschema"), schema(ROUTE_AND_ACTIONS)).expect("schema written");
+        let policies =
+            r#"@id("overflowing") permit (principal, action, resource) when { context.time * 10000000000000000 > 0 };"#;
+        std::fs::write(dir.path().join("t.cedar"), policies).expect("policies written");
+        let config = unspanned(PolicySetConfig {
+            schema: unspanned(dir.path().join("t.cedarschema")),
+            files: vec![unspanned(dir.path().join("t.cedar"))],
+            context_headers: vec![],
+        });
+        let set = CedarPolicies::load("audited", &config).expect("policies load");
+        let alice = principal(PrincipalKind::User, "alice", &[], &[]);
+        let at = |time| Case {
+            principal: &alice,
+            action: "GET",
+            route: "other",
+            id: "2",
+            time,
+        };
+        let text = logged(|| {
+            for time in [1000, 1003, 1005, 1011] {
+                assert!(!decide(&set, &at(time)).allowed, "a failing permit permits nothing");
+            }
+        });
+        let warnings: Vec<&str> = text
+            .lines()
+            .filter(|line| line.contains("failed to evaluate"))
+            .collect();
+        assert_eq!(warnings.len(), 2, "{text}");
+        assert!(warnings[0].contains("policy_set=audited policy=overflowing"), "{text}");
+        assert!(warnings[0].contains(r#"error_kind="integer_overflow""#), "{text}");
+        assert!(warnings[0].contains("failures=1"), "{text}");
+        // 1003 and 1005 were counted, not logged; 1011 is 10 s on.
+        assert!(warnings[1].contains("failures=3"), "{text}");
+        assert!(
+            !text.contains("10000000000000000"),
+            "Cedar's message was logged: {text}"
+        );
+    }
+
     #[test]
     fn declared_actions_are_known() {
         let dir = tempfile::tempdir().expect("temp dir");
