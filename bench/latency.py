@@ -29,14 +29,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import drive  # noqa: E402
 
 PROXY_CPU, LOAD_CPU = "0", "1"
+PEER_WORKERS = int(os.environ.get("PEER_WORKERS", "1"))
+GENERATOR = os.environ.get("GENERATOR", "oha")
+OPEN_LOOP = os.path.join(drive.ROOT, "target/release/examples/open_loop")
 
 
 def pinned(cpu):
     """The command prefix that runs a command on `cpu` only."""
     return ["taskset", "-c", cpu]
-
-
-PEER_WORKERS = int(os.environ.get("PEER_WORKERS", "1"))
 
 
 def start(processes):
@@ -47,10 +47,6 @@ def start(processes):
 
 def maximum(port):
     return drive.wrk(port, 64, threads=1, prefix=pinned(LOAD_CPU))[0]
-
-
-GENERATOR = os.environ.get("GENERATOR", "oha")
-OPEN_LOOP = os.path.join(drive.ROOT, "target/release/examples/open_loop")
 
 
 def at_rate(port, rate):

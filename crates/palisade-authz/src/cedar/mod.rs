@@ -234,12 +234,7 @@ impl CedarPolicies {
         } else {
             self.decided(true, &outcomes.permits)
         };
-        let mut failures = outcomes.failures;
-        failures.sort_unstable_by(|a, b| a.policy.cmp(&b.policy));
-        Decision {
-            failures: (!failures.is_empty()).then(|| failures.into()),
-            ..decision
-        }
+        with_failures(decision, outcomes.failures)
     }
 
     /// The decision naming its deciding policies, sorted (Cedar reports them in no fixed order, and
@@ -316,6 +311,15 @@ impl<'a> Outcomes<'a> {
     }
 }
 
+/// `decision` reporting `failures`, in policy-id order (as its deciding policies are).
+fn with_failures(decision: Decision, mut failures: Vec<PolicyFailure>) -> Decision {
+    failures.sort_unstable_by(|a, b| a.policy.cmp(&b.policy));
+    Decision {
+        failures: (!failures.is_empty()).then(|| failures.into()),
+        ..decision
+    }
+}
+
 /// A fixed word for the kind of evaluation error (for log lines; the message may quote values).
 fn error_kind(error: &EvaluationError) -> &'static str {
     match error {
@@ -377,14 +381,19 @@ mod tests {
 "#;
 
     fn load(dir: &std::path::Path) -> CedarPolicies {
+        load_set(dir, "test", POLICIES)
+    }
+
+    /// A set named `name` of `policies` over the tests' schema, written into `dir`.
+    fn load_set(dir: &std::path::Path, name: &str, policies: &str) -> CedarPolicies {
         std::fs::write(dir.join("t.cedarschema"), schema(ROUTE_AND_ACTIONS)).expect("schema written");
-        std::fs::write(dir.join("t.cedar"), POLICIES).expect("policies written");
+        std::fs::write(dir.join("t.cedar"), policies).expect("policies written");
         let config = unspanned(PolicySetConfig {
             schema: unspanned(dir.join("t.cedarschema")),
             files: vec![unspanned(dir.join("t.cedar"))],
             context_headers: vec![],
         });
-        CedarPolicies::load("test", &config).expect("test policies load")
+        CedarPolicies::load(name, &config).expect("test policies load")
     }
 
     fn principal(kind: PrincipalKind, subject: &str, roles: &[&str], groups: &[&str]) -> Arc<Principal> {
@@ -413,6 +422,17 @@ mod tests {
         let (path, params) = path_and_params(case);
         let facts = facts(case, &path, &params);
         policies.decide(&facts, &Arc::from(case.action))
+    }
+
+    /// `principal` GETs route `other`'s item 2 at `time` (for sets whose policies depend on the time).
+    fn get_at(principal: &Arc<Principal>, time: u64) -> Case<'_> {
+        Case {
+            principal,
+            action: "GET",
+            route: "other",
+            id: "2",
+            time,
+        }
     }
 
     /// As the router would give them: the parameter is part of the path.
@@ -451,7 +471,7 @@ mod tests {
         let response = cedar_policy::Authorizer::new().is_authorized(&request, everything, &entities);
         let name = |id: &PolicyId| policies.names.get(id).expect("every policy has a name");
         let is_forbid = |id: &PolicyId| everything.policy(id).expect("policy").effect() == cedar_policy::Effect::Forbid;
-        let mut failures: Vec<PolicyFailure> = Vec::new();
+        let mut failures = Vec::new();
         let mut failed_forbids: Vec<&Arc<str>> = Vec::new();
         for error in response.diagnostics().errors() {
             let cedar_policy::AuthorizationError::PolicyEvaluationError(failed) = error;
@@ -464,7 +484,6 @@ mod tests {
                 message: failed.inner().to_string(),
             });
         }
-        failures.sort_unstable_by(|a, b| a.policy.cmp(&b.policy));
         let decision = if !failed_forbids.is_empty() {
             Decision {
                 evaluation_failed: true,
@@ -474,10 +493,7 @@ mod tests {
             let deciding: Vec<&Arc<str>> = response.diagnostics().reason().map(name).collect();
             policies.decided(response.decision() == cedar_policy::Decision::Allow, &deciding)
         };
-        Decision {
-            failures: (!failures.is_empty()).then(|| failures.into()),
-            ..decision
-        }
+        with_failures(decision, failures)
     }
 
     #[test]
@@ -578,27 +594,14 @@ mod tests {
     #[test]
     fn a_forbid_that_fails_to_evaluate_denies() {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("t.cedarschema"), schema(ROUTE_AND_ACTIONS)).expect("schema written");
         let policies = r#"
 @id("everyone") permit (principal, action, resource);
 @id("overflowing") forbid (principal, action, resource) when { context.time * 10000000000 > 5000000000000 };
 @id("overflowing-permit") permit (principal, action, resource) when { context.time * 10000000000 > 0 };
 "#;
-        std::fs::write(dir.path().join("t.cedar"), policies).expect("policies written");
-        let config = unspanned(PolicySetConfig {
-            schema: unspanned(dir.path().join("t.cedarschema")),
-            files: vec![unspanned(dir.path().join("t.cedar"))],
-            context_headers: vec![],
-        });
-        let set = CedarPolicies::load("test", &config).expect("policies load");
+        let set = load_set(dir.path(), "test", policies);
         let alice = principal(PrincipalKind::User, "alice", &[], &[]);
-        let at = |time| Case {
-            principal: &alice,
-            action: "GET",
-            route: "other",
-            id: "2",
-            time,
-        };
+        let at = |time| get_at(&alice, time);
         // Cedar's authorizer, with Palisade's rule for a failing forbid, agrees at every time.
         for time in [100, 1000, 1_790_000_000] {
             assert_eq!(decide(&set, &at(time)), decide_unsliced(&set, &at(time)), "t={time}");
@@ -663,24 +666,11 @@ mod tests {
     #[test]
     fn a_failing_policy_is_logged_rarely_and_without_cedars_message() {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("t.cedarschema"), schema(ROUTE_AND_ACTIONS)).expect("schema written");
         let policies =
             r#"@id("overflowing") permit (principal, action, resource) when { context.time * 10000000000000000 > 0 };"#;
-        std::fs::write(dir.path().join("t.cedar"), policies).expect("policies written");
-        let config = unspanned(PolicySetConfig {
-            schema: unspanned(dir.path().join("t.cedarschema")),
-            files: vec![unspanned(dir.path().join("t.cedar"))],
-            context_headers: vec![],
-        });
-        let set = CedarPolicies::load("audited", &config).expect("policies load");
+        let set = load_set(dir.path(), "audited", policies);
         let alice = principal(PrincipalKind::User, "alice", &[], &[]);
-        let at = |time| Case {
-            principal: &alice,
-            action: "GET",
-            route: "other",
-            id: "2",
-            time,
-        };
+        let at = |time| get_at(&alice, time);
         let text = logged(|| {
             for time in [1000, 1003, 1005, 1011] {
                 assert!(!decide(&set, &at(time)).allowed, "a failing permit permits nothing");
