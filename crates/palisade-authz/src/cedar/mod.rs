@@ -154,38 +154,39 @@ impl CedarPolicies {
         }
     }
 
-    fn evaluate(&self, facts: &RequestFacts<'_>, action: &str) -> Decision {
+    fn evaluate(&self, facts: &RequestFacts<'_>, action: &Arc<str>) -> Decision {
         // Nothing decided: the default deny.
         let deny = || self.decided(false, &[]);
-        let Some(principal) = self.requests.principal(facts.principal) else {
+        let Some(caller) = self.requests.caller(facts.principal, action) else {
             return deny();
         };
-        let action = self.requests.action_uid(action);
         let resource = self.requests.route_uid(facts.route);
-        let no_ancestors = Default::default();
         let scope = ScopeFacts {
-            principal: &principal.uid,
-            principal_ancestors: &principal.ancestors,
-            action: &action,
-            action_ancestors: self
-                .requests
-                .schema_action(&action)
-                .map_or(&no_ancestors, |known| &known.ancestors),
+            principal: &caller.principal.uid,
+            principal_ancestors: &caller.principal.ancestors,
+            action: &caller.action,
+            action_ancestors: &caller.action_ancestors,
             resource: &resource,
         };
-        let mut admitted = self.scopes.admitted(&scope).peekable();
-        // No policy's scope holds: nothing can permit.
-        if admitted.peek().is_none() {
-            return deny();
-        }
-        let Some((request, entities)) = self.requests.build(facts, &principal, &action, &resource) else {
-            return deny();
-        };
-        // The extensions Cedar's authorizer evaluates with (`ip`, `decimal`, `datetime`).
-        let evaluator = Evaluator::new(request, &entities, Extensions::all_available());
+        // A policy admitted by its scope and without conditions holds as it is; the request is
+        // built only when some admitted policy has conditions to evaluate.
         let mut outcomes = Outcomes::default();
-        for policy in admitted {
-            outcomes.record(policy, evaluator.interpret(&policy.condition, &policy.slots));
+        let mut conditional = Vec::new();
+        for policy in self.scopes.admitted(&scope) {
+            match &policy.conditions {
+                None => outcomes.satisfied(policy),
+                Some(conditions) => conditional.push((policy, conditions)),
+            }
+        }
+        if !conditional.is_empty() {
+            let Some((request, entities)) = self.requests.build(facts, &caller, &resource) else {
+                return deny();
+            };
+            // The extensions Cedar's authorizer evaluates with (`ip`, `decimal`, `datetime`).
+            let evaluator = Evaluator::new(request, &entities, Extensions::all_available());
+            for (policy, conditions) in conditional {
+                outcomes.record(policy, evaluator.interpret(conditions, &policy.slots));
+            }
         }
         if let Some(first) = outcomes.failures.first() {
             self.warn_failure(first, facts, outcomes.failures.len());
@@ -292,10 +293,16 @@ impl<'a> Outcomes<'a> {
                 return;
             }
         };
-        match (satisfied, policy.forbid) {
-            (true, false) => self.permits.push(&policy.name),
-            (true, true) => self.forbids.push(&policy.name),
-            (false, _) => {}
+        if satisfied {
+            self.satisfied(policy);
+        }
+    }
+
+    fn satisfied(&mut self, policy: &'a CompiledPolicy) {
+        if policy.forbid {
+            self.forbids.push(&policy.name);
+        } else {
+            self.permits.push(&policy.name);
         }
     }
 
@@ -461,11 +468,12 @@ mod tests {
         let (path, params) = path_and_params(case);
         let facts = facts(case, &path, &params);
         let requests = &policies.requests;
-        let principal = requests.principal(facts.principal).expect("principal entity");
-        let action = requests.action_uid(case.action);
+        let caller = requests
+            .caller(facts.principal, &Arc::from(case.action))
+            .expect("caller");
         let resource = requests.route_uid(case.route);
         let (request, entities) = requests
-            .build_public(&facts, &principal, &action, &resource)
+            .build_public(&facts, &caller, &resource)
             .expect("request builds");
         let everything = policies.scopes.everything();
         let response = cedar_policy::Authorizer::new().is_authorized(&request, everything, &entities);

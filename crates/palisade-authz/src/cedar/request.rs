@@ -1,6 +1,6 @@
 //! A request as Cedar sees it: entities for the principal, the action and the route, and the
-//! context. What repeats from request to request (a caller's entity, an address's `ip` value, the
-//! schema's actions) is built once and reused.
+//! context. What repeats from request to request (a caller's entity and the store it starts with
+//! for each action, an address's `ip` value, the schema's actions) is built once and reused.
 //!
 //! The per-request parts are built as Cedar's own values (cedar-policy-core) and converted, because
 //! the public constructors would redo work whose result Palisade already has: `Entities` there
@@ -68,11 +68,28 @@ pub struct SchemaAction {
     entity: Arc<ast::Entity>,
 }
 
+/// One caller doing one action: what the scope check reads, and the entity store every request of
+/// theirs starts from (the principal's entity and the action's), so that a request adds only its
+/// route (two hashes of an entity uid instead of six).
+pub struct Caller {
+    pub principal: PrincipalEntity,
+    pub action: EntityUid,
+    pub action_ancestors: HashSet<EntityUid>,
+    store: cedar_policy_core::entities::Entities,
+}
+
+/// A caller cache key: the principal (see [`PrincipalKey`]) and the action's name.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct CallerKey {
+    principal: PrincipalKey,
+    action: Arc<str>,
+}
+
 pub struct RequestBuilder {
     types: EntityTypes,
     context_headers: Vec<(http::HeaderName, SmolStr)>,
     actions: HashMap<EntityUid, SchemaAction>,
-    principals: quick_cache::sync::Cache<PrincipalKey, Arc<PrincipalEntity>>,
+    callers: quick_cache::sync::Cache<CallerKey, Arc<Caller>>,
     addresses: quick_cache::sync::Cache<IpAddr, Value>,
 }
 
@@ -95,7 +112,7 @@ impl RequestBuilder {
             types: EntityTypes::new()?,
             context_headers,
             actions: schema_actions(schema)?,
-            principals: quick_cache::sync::Cache::new(CACHED_CALLERS),
+            callers: quick_cache::sync::Cache::new(CACHED_CALLERS),
             addresses: quick_cache::sync::Cache::new(CACHED_CALLERS),
         })
     }
@@ -112,18 +129,41 @@ impl RequestBuilder {
         uid(&self.types.route, route)
     }
 
-    pub fn schema_action(&self, action: &EntityUid) -> Option<&SchemaAction> {
-        self.actions.get(action)
+    /// `principal` doing `action` (a named operation or a method), built once and remembered.
+    pub fn caller(&self, principal: &Arc<Principal>, action: &Arc<str>) -> Option<Arc<Caller>> {
+        let key = CallerKey {
+            principal: PrincipalKey(Arc::clone(principal)),
+            action: Arc::clone(action),
+        };
+        if let Some(caller) = self.callers.get(&key) {
+            return Some(caller);
+        }
+        let caller = Arc::new(self.new_caller(principal, action)?);
+        self.callers.insert(key, Arc::clone(&caller));
+        Some(caller)
     }
 
-    pub fn principal(&self, principal: &Arc<Principal>) -> Option<Arc<PrincipalEntity>> {
-        let key = PrincipalKey(Arc::clone(principal));
-        if let Some(entity) = self.principals.get(&key) {
-            return Some(entity);
-        }
-        let entity = Arc::new(self.principal_entity(principal)?);
-        self.principals.insert(key, Arc::clone(&entity));
-        Some(entity)
+    fn new_caller(&self, principal: &Principal, action: &str) -> Option<Caller> {
+        let principal = self.principal_entity(principal)?;
+        let action = self.action_uid(action);
+        let declared = self.actions.get(&action);
+        let members =
+            std::iter::once(Arc::clone(&principal.entity)).chain(declared.map(|known| Arc::clone(&known.entity)));
+        // Closed by construction (see the module's comment), so the closure is not recomputed.
+        let store = cedar_policy_core::entities::Entities::new()
+            .add_entities(
+                members,
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::none(),
+            )
+            .ok()?;
+        Some(Caller {
+            principal,
+            action_ancestors: declared.map(|known| known.ancestors.clone()).unwrap_or_default(),
+            action,
+            store,
+        })
     }
 
     fn principal_entity(&self, principal: &Principal) -> Option<PrincipalEntity> {
@@ -169,11 +209,10 @@ impl RequestBuilder {
     pub fn build_public(
         &self,
         facts: &RequestFacts<'_>,
-        principal: &PrincipalEntity,
-        action: &EntityUid,
+        caller: &Caller,
         resource: &EntityUid,
     ) -> Option<(Request, Entities)> {
-        let (request, entities) = self.build(facts, principal, action, resource)?;
+        let (request, entities) = self.build(facts, caller, resource)?;
         Some((Request::from(request), Entities::from(entities)))
     }
 
@@ -182,8 +221,7 @@ impl RequestBuilder {
     pub fn build(
         &self,
         facts: &RequestFacts<'_>,
-        principal: &PrincipalEntity,
-        action: &EntityUid,
+        caller: &Caller,
         resource: &EntityUid,
     ) -> Option<(ast::Request, cedar_policy_core::entities::Entities)> {
         let params: BTreeMap<SmolStr, Value> = facts
@@ -206,14 +244,12 @@ impl RequestBuilder {
             HashSet::new(),
             [],
         );
-        let mut members = vec![Arc::clone(&principal.entity), Arc::new(route)];
-        if let Some(known) = self.actions.get(action) {
-            members.push(Arc::clone(&known.entity));
-        }
-        // Closed by construction (see the module's comment), so the closure is not recomputed.
-        let entities = cedar_policy_core::entities::Entities::new()
+        // The route has no parents and no principal or action is a route: still closed.
+        let entities = caller
+            .store
+            .clone()
             .add_entities(
-                members,
+                [Arc::new(route)],
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::none(),
@@ -221,8 +257,8 @@ impl RequestBuilder {
             .ok()?;
         let known = |uid: &EntityUid| EntityUIDEntry::known(uid.as_ref().clone(), None);
         let request = ast::Request::new_unchecked(
-            known(&principal.uid),
-            known(action),
+            known(&caller.principal.uid),
+            known(&caller.action),
             known(resource),
             Some(self.context(facts)?),
         );
@@ -389,10 +425,10 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
     fn public_build(
         builder: &RequestBuilder,
         facts: &RequestFacts<'_>,
-        principal: &PrincipalEntity,
-        action: &EntityUid,
+        caller: &Caller,
         resource: &EntityUid,
     ) -> (Request, Entities) {
+        let (principal, action) = (&caller.principal, &caller.action);
         let string = |text: &str| RestrictedExpression::new_string(text.to_string());
         let params = facts.params.iter().map(|(k, v)| (k.clone(), string(v)));
         let route = Entity::new(
@@ -457,7 +493,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
         let no_headers = http::HeaderMap::new();
         let (mut compared, mut allowed) = (0, 0);
         for caller in &principals {
-            let entity = builder.principal(caller).expect("principal entity");
+            let entity = builder.caller(caller, &Arc::from("GET")).expect("caller");
             for (path, params) in [
                 ("/orders/7", vec![("id".to_string(), "7".to_string())]),
                 (
@@ -483,13 +519,11 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
                                 mtls_identity,
                                 unix_time,
                             };
-                            let action = builder.action_uid("GET");
                             let resource = builder.route_uid("orders");
                             let (request, entities) = builder
-                                .build_public(&facts, &entity, &action, &resource)
+                                .build_public(&facts, &entity, &resource)
                                 .expect("request builds");
-                            let (public_request, public_entities) =
-                                public_build(&builder, &facts, &entity, &action, &resource);
+                            let (public_request, public_entities) = public_build(&builder, &facts, &entity, &resource);
                             assert!(request == public_request, "request for {path} from {client_ip}");
                             assert!(
                                 entities.as_ref().deep_eq(public_entities.as_ref()),
@@ -527,7 +561,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
         let (schema, _) = Schema::from_cedarschema_str(&schema(ROUTE_AND_ACTIONS)).expect("schema parses");
         let builder = RequestBuilder::new(&schema, &[]).expect("builder");
         let caller = principal("alice", &[], &[], 1);
-        let entity = builder.principal(&caller).expect("principal entity");
+        let entity = builder.caller(&caller, &Arc::from("GET")).expect("caller");
         let params = [("id".to_string(), "1".to_string()), ("id".to_string(), "2".to_string())];
         let facts = RequestFacts {
             principal: &caller,
@@ -540,12 +574,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
             mtls_identity: None,
             unix_time: 1000,
         };
-        let built = builder.build(
-            &facts,
-            &entity,
-            &builder.action_uid("GET"),
-            &builder.route_uid("orders"),
-        );
+        let built = builder.build(&facts, &entity, &builder.route_uid("orders"));
         assert!(built.is_none());
     }
 }

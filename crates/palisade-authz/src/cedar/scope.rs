@@ -8,9 +8,12 @@
 //! never satisfied and never raises an evaluation error. A unit test compares both over many
 //! principals, actions and resources.
 //!
-//! Each policy's condition (scope and body joined, as Cedar's own `Policy::condition` builds it) is
-//! built once here at load. Cedar's authorizer builds it anew, as a fresh expression tree, for every
-//! policy of every request.
+//! So an admitted policy's scope is already known to hold, and only its conditions (`when` and
+//! `unless`, Cedar's "non-scope constraints") are evaluated: Cedar's `Policy::condition` joins them
+//! to the scope with `&&`, and `true && c` is `c` (a scope constraint compares or looks up entity
+//! uids and never fails). A policy without conditions holds outright. Cedar's authorizer builds the
+//! joined condition anew, as a fresh expression tree, for every policy of every request, and
+//! evaluates the scope again inside it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -44,8 +47,9 @@ pub struct CompiledPolicy {
     /// Its display id (`@id("…")`, or `file.cedar#N`).
     pub name: Arc<str>,
     pub forbid: bool,
-    /// Scope and body joined, exactly as Cedar's authorizer would evaluate it.
-    pub condition: ast::Expr,
+    /// The `when` and `unless` conditions (what is left to evaluate once the scope holds); `None`
+    /// for a policy that has none.
+    pub conditions: Option<ast::Expr>,
     /// The policy's slot values (none: templates are refused at load).
     pub slots: ast::SlotEnv,
 }
@@ -76,7 +80,7 @@ impl ScopeIndex {
                         .cloned()
                         .unwrap_or_else(|| Arc::from(policy.id().to_string())),
                     forbid: policy.effect() == cedar_policy::Effect::Forbid,
-                    condition: core.condition(),
+                    conditions: core.non_scope_constraints().cloned(),
                     slots: core.env().clone(),
                 }
             })
