@@ -22,6 +22,7 @@
 //! to Cedar's authorizer over the whole set, case by case.
 
 mod load;
+mod reads;
 mod request;
 mod scope;
 
@@ -39,8 +40,9 @@ use palisade_core::config::PolicySetConfig;
 use palisade_core::{ConfigErrors, Spanned};
 
 use crate::{Decision, PolicyFailure, RequestFacts, DEFAULT_DENY};
+use reads::Reads;
 use request::{PrincipalKey, RequestBuilder};
-use scope::{CompiledPolicy, ScopeFacts, ScopeIndex};
+use scope::{CompiledPolicy, ScopeIndex};
 
 pub struct CedarPolicies {
     schema: Schema,
@@ -143,43 +145,39 @@ impl CedarPolicies {
             mtls_identity: facts.mtls_identity.map(str::to_string),
             unix_time: facts.unix_time,
         };
-        // One hash of the key for both the lookup and the insert; a second request with the same
-        // key meanwhile waits for this evaluation (microseconds) instead of repeating it.
-        let decided = self.memo.get_or_insert_with(&key, || {
-            Ok::<Decision, std::convert::Infallible>(self.evaluate(facts, action))
-        });
-        match decided {
-            Ok(decision) => decision,
-            Err(never) => match never {},
+        if let Some(decision) = self.memo.get(&key) {
+            return decision;
         }
+        // Two requests with the same new key may both evaluate it (same answer): cheaper than the
+        // placeholder that would make the second wait, which cost a new decision ~1.5k instructions.
+        let decision = self.evaluate(facts, action);
+        self.memo.insert(key, decision.clone());
+        decision
     }
 
     fn evaluate(&self, facts: &RequestFacts<'_>, action: &Arc<str>) -> Decision {
         // Nothing decided: the default deny.
         let deny = || self.decided(false, &[]);
-        let Some(caller) = self.requests.caller(facts.principal, action) else {
+        let Some(caller) = self.requests.caller(facts.principal, action, &self.scopes) else {
             return deny();
         };
         let resource = self.requests.route_uid(facts.route);
-        let scope = ScopeFacts {
-            principal: &caller.principal.uid,
-            principal_ancestors: &caller.principal.ancestors,
-            action: &caller.action,
-            action_ancestors: &caller.action_ancestors,
-            resource: &resource,
-        };
         // A policy admitted by its scope and without conditions holds as it is; the request is
         // built only when some admitted policy has conditions to evaluate.
         let mut outcomes = Outcomes::default();
         let mut conditional = Vec::new();
-        for policy in self.scopes.admitted(&scope) {
+        let mut reads = Reads::NOTHING;
+        for policy in self.scopes.admitted(&caller.candidates, &resource) {
             match &policy.conditions {
                 None => outcomes.satisfied(policy),
-                Some(conditions) => conditional.push((policy, conditions)),
+                Some(conditions) => {
+                    conditional.push((policy, conditions));
+                    reads |= policy.reads;
+                }
             }
         }
         if !conditional.is_empty() {
-            let Some((request, entities)) = self.requests.build(facts, &caller, &resource) else {
+            let Some((request, entities)) = self.requests.build(facts, &caller, &resource, reads) else {
                 return deny();
             };
             // The extensions Cedar's authorizer evaluates with (`ip`, `decimal`, `datetime`).
@@ -469,7 +467,7 @@ mod tests {
         let facts = facts(case, &path, &params);
         let requests = &policies.requests;
         let caller = requests
-            .caller(facts.principal, &Arc::from(case.action))
+            .caller(facts.principal, &Arc::from(case.action), &policies.scopes)
             .expect("caller");
         let resource = requests.route_uid(case.route);
         let (request, entities) = requests

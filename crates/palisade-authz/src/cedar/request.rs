@@ -26,6 +26,8 @@ use palisade_auth::{Principal, PrincipalKind};
 use serde_json::{Map, Value as Json};
 use smol_str::SmolStr;
 
+use super::reads::Reads;
+use super::scope::{CallerScope, ScopeIndex};
 use crate::RequestFacts;
 
 /// Claims nested deeper than this are left out of `principal.claims`.
@@ -68,13 +70,14 @@ pub struct SchemaAction {
     entity: Arc<ast::Entity>,
 }
 
-/// One caller doing one action: what the scope check reads, and the entity store every request of
-/// theirs starts from (the principal's entity and the action's), so that a request adds only its
-/// route (two hashes of an entity uid instead of six).
+/// One caller doing one action: the policies whose principal and action constraints hold for them
+/// (see [`ScopeIndex::candidates`]), and the entity store every request of theirs starts from (the
+/// principal's entity and the action's), so that a request adds only its route (two hashes of an
+/// entity uid instead of six).
 pub struct Caller {
     pub principal: PrincipalEntity,
     pub action: EntityUid,
-    pub action_ancestors: HashSet<EntityUid>,
+    pub candidates: Box<[usize]>,
     store: cedar_policy_core::entities::Entities,
 }
 
@@ -129,8 +132,9 @@ impl RequestBuilder {
         uid(&self.types.route, route)
     }
 
-    /// `principal` doing `action` (a named operation or a method), built once and remembered.
-    pub fn caller(&self, principal: &Arc<Principal>, action: &Arc<str>) -> Option<Arc<Caller>> {
+    /// `principal` doing `action` (a named operation or a method) under the policies of `scopes`,
+    /// built once and remembered (the cache goes with the set at reload).
+    pub fn caller(&self, principal: &Arc<Principal>, action: &Arc<str>, scopes: &ScopeIndex) -> Option<Arc<Caller>> {
         let key = CallerKey {
             principal: PrincipalKey(Arc::clone(principal)),
             action: Arc::clone(action),
@@ -138,12 +142,12 @@ impl RequestBuilder {
         if let Some(caller) = self.callers.get(&key) {
             return Some(caller);
         }
-        let caller = Arc::new(self.new_caller(principal, action)?);
+        let caller = Arc::new(self.new_caller(principal, action, scopes)?);
         self.callers.insert(key, Arc::clone(&caller));
         Some(caller)
     }
 
-    fn new_caller(&self, principal: &Principal, action: &str) -> Option<Caller> {
+    fn new_caller(&self, principal: &Principal, action: &str, scopes: &ScopeIndex) -> Option<Caller> {
         let principal = self.principal_entity(principal)?;
         let action = self.action_uid(action);
         let declared = self.actions.get(&action);
@@ -158,10 +162,17 @@ impl RequestBuilder {
                 Extensions::none(),
             )
             .ok()?;
+        let no_groups = HashSet::new();
+        let candidates = scopes.candidates(&CallerScope {
+            principal: &principal.uid,
+            principal_ancestors: &principal.ancestors,
+            action: &action,
+            action_ancestors: declared.map_or(&no_groups, |known| &known.ancestors),
+        });
         Some(Caller {
             principal,
-            action_ancestors: declared.map(|known| known.ancestors.clone()).unwrap_or_default(),
             action,
+            candidates,
             store,
         })
     }
@@ -204,7 +215,7 @@ impl RequestBuilder {
         })
     }
 
-    /// The Cedar request and its entities, as cedar-policy's types (for its authorizer).
+    /// The whole Cedar request and its entities, as cedar-policy's types (for its authorizer).
     #[cfg(test)]
     pub fn build_public(
         &self,
@@ -212,34 +223,47 @@ impl RequestBuilder {
         caller: &Caller,
         resource: &EntityUid,
     ) -> Option<(Request, Entities)> {
-        let (request, entities) = self.build(facts, caller, resource)?;
+        let (request, entities) = self.build(facts, caller, resource, Reads::ALL)?;
         Some((Request::from(request), Entities::from(entities)))
     }
 
-    /// The Cedar request and its entities, as Cedar's evaluator takes them; `None` when a value
-    /// cannot be expressed in Cedar (the caller denies).
+    /// The Cedar request and its entities, as Cedar's evaluator takes them, with the context
+    /// fields and route attributes in `reads` (what the policies to evaluate can look at; see
+    /// [`Reads`]); `None` when a value cannot be expressed in Cedar (the caller denies).
     pub fn build(
         &self,
         facts: &RequestFacts<'_>,
         caller: &Caller,
         resource: &EntityUid,
+        reads: Reads,
     ) -> Option<(ast::Request, cedar_policy_core::entities::Entities)> {
-        let params: BTreeMap<SmolStr, Value> = facts
-            .params
-            .iter()
-            .map(|(k, v)| (SmolStr::new(k), Value::from(v.as_str())))
-            .collect();
-        // A name twice is not a record (Cedar's own constructor refuses it too).
-        if params.len() != facts.params.len() {
+        // A name twice is not a record (Cedar's own constructor refuses it too): denied whatever
+        // the policies read, as it would be with the whole request.
+        let named_twice = |(at, (name, _)): (usize, &(String, String))| {
+            facts
+                .params
+                .get(..at)
+                .is_some_and(|before| before.iter().any(|(seen, _)| seen == name))
+        };
+        if facts.params.iter().enumerate().any(named_twice) {
             return None;
         }
-        let params = Value::record_arc(Arc::new(params), None);
+        let mut attributes = Vec::with_capacity(2);
+        if reads.has(Reads::ROUTE_PATH) {
+            attributes.push((SmolStr::new_static("path"), PartialValue::from(facts.path)));
+        }
+        if reads.has(Reads::ROUTE_PARAMS) {
+            let params: BTreeMap<SmolStr, Value> = facts
+                .params
+                .iter()
+                .map(|(k, v)| (SmolStr::new(k), Value::from(v.as_str())))
+                .collect();
+            let params = Value::record_arc(Arc::new(params), None);
+            attributes.push((SmolStr::new_static("params"), PartialValue::from(params)));
+        }
         let route = ast::Entity::new_with_attr_partial_value(
             resource.as_ref().clone(),
-            [
-                (SmolStr::new_static("path"), PartialValue::from(facts.path)),
-                (SmolStr::new_static("params"), PartialValue::from(params)),
-            ],
+            attributes,
             HashSet::new(),
             HashSet::new(),
             [],
@@ -260,28 +284,37 @@ impl RequestBuilder {
             known(&caller.principal.uid),
             known(&caller.action),
             known(resource),
-            Some(self.context(facts)?),
+            Some(self.context(facts, reads)?),
         );
         Some((request, entities))
     }
 
-    fn context(&self, facts: &RequestFacts<'_>) -> Option<ast::Context> {
-        let headers = self.context_headers.iter().filter_map(|(header, key)| {
-            let value = facts.headers.get(header)?.to_str().ok()?;
-            Some((key.clone(), Value::from(value)))
-        });
-        let mut context = BTreeMap::from([
-            (SmolStr::new_static("ip"), self.address(facts.client_ip)?),
-            (SmolStr::new_static("method"), Value::from(facts.method.as_str())),
-            (SmolStr::new_static("path"), Value::from(facts.path)),
-            (
-                SmolStr::new_static("time"),
-                Value::from(i64::try_from(facts.unix_time).ok()?),
-            ),
-            (SmolStr::new_static("headers"), Value::record(headers, None)),
-        ]);
+    fn context(&self, facts: &RequestFacts<'_>, reads: Reads) -> Option<ast::Context> {
+        let mut context = BTreeMap::new();
+        let mut set = |field: Reads, name: &'static str, value: Value| {
+            if reads.has(field) {
+                context.insert(SmolStr::new_static(name), value);
+            }
+        };
+        if reads.has(Reads::CONTEXT_IP) {
+            set(Reads::CONTEXT_IP, "ip", self.address(facts.client_ip)?);
+        }
+        set(Reads::CONTEXT_METHOD, "method", Value::from(facts.method.as_str()));
+        set(Reads::CONTEXT_PATH, "path", Value::from(facts.path));
+        set(
+            Reads::CONTEXT_TIME,
+            "time",
+            Value::from(i64::try_from(facts.unix_time).ok()?),
+        );
+        if reads.has(Reads::CONTEXT_HEADERS) {
+            let headers = self.context_headers.iter().filter_map(|(header, key)| {
+                let value = facts.headers.get(header)?.to_str().ok()?;
+                Some((key.clone(), Value::from(value)))
+            });
+            set(Reads::CONTEXT_HEADERS, "headers", Value::record(headers, None));
+        }
         if let Some(identity) = facts.mtls_identity {
-            context.insert(SmolStr::new_static("mtls_identity"), Value::from(identity));
+            set(Reads::CONTEXT_MTLS_IDENTITY, "mtls_identity", Value::from(identity));
         }
         Some(ast::Context::Value(Arc::new(context)))
     }
@@ -483,6 +516,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
         let policies: PolicySet = POLICIES.parse().expect("policies parse");
         let builder = RequestBuilder::new(&schema, &["X-Tenant".into(), "x-tenant".into()]).expect("builder");
         let authorizer = Authorizer::new();
+        let scopes = ScopeIndex::new(&policies, &HashMap::new());
         let principals = [
             principal("alice", &["admin"], &[], 1),
             principal("7", &[], &["ops"], 5),
@@ -493,7 +527,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
         let no_headers = http::HeaderMap::new();
         let (mut compared, mut allowed) = (0, 0);
         for caller in &principals {
-            let entity = builder.caller(caller, &Arc::from("GET")).expect("caller");
+            let entity = builder.caller(caller, &Arc::from("GET"), &scopes).expect("caller");
             for (path, params) in [
                 ("/orders/7", vec![("id".to_string(), "7".to_string())]),
                 (
@@ -561,7 +595,8 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
         let (schema, _) = Schema::from_cedarschema_str(&schema(ROUTE_AND_ACTIONS)).expect("schema parses");
         let builder = RequestBuilder::new(&schema, &[]).expect("builder");
         let caller = principal("alice", &[], &[], 1);
-        let entity = builder.caller(&caller, &Arc::from("GET")).expect("caller");
+        let scopes = ScopeIndex::new(&PolicySet::new(), &HashMap::new());
+        let entity = builder.caller(&caller, &Arc::from("GET"), &scopes).expect("caller");
         let params = [("id".to_string(), "1".to_string()), ("id".to_string(), "2".to_string())];
         let facts = RequestFacts {
             principal: &caller,
@@ -574,7 +609,7 @@ forbid (principal, action, resource) when { resource.path like "/vault*" || cont
             mtls_identity: None,
             unix_time: 1000,
         };
-        let built = builder.build(&facts, &entity, &builder.route_uid("orders"));
+        let built = builder.build(&facts, &entity, &builder.route_uid("orders"), Reads::NOTHING);
         assert!(built.is_none());
     }
 }

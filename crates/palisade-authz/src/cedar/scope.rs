@@ -23,14 +23,15 @@ use cedar_policy::{
 };
 use cedar_policy_core::ast;
 
-/// The request's side of a scope check. The principal's ancestors are its roles and groups (they
-/// have no parents of their own); the action's come from the schema; routes have none.
-pub struct ScopeFacts<'a> {
+use super::reads::Reads;
+
+/// A caller's side of a scope check: who (with their roles and groups, which have no parents of
+/// their own) does which action (with the schema's action groups above it).
+pub struct CallerScope<'a> {
     pub principal: &'a EntityUid,
     pub principal_ancestors: &'a HashSet<EntityUid>,
     pub action: &'a EntityUid,
     pub action_ancestors: &'a HashSet<EntityUid>,
-    pub resource: &'a EntityUid,
 }
 
 /// One policy's scope, copied out of Cedar once at load.
@@ -50,6 +51,8 @@ pub struct CompiledPolicy {
     /// The `when` and `unless` conditions (what is left to evaluate once the scope holds); `None`
     /// for a policy that has none.
     pub conditions: Option<ast::Expr>,
+    /// What of a request the conditions can read.
+    pub reads: Reads,
     /// The policy's slot values (none: templates are refused at load).
     pub slots: ast::SlotEnv,
 }
@@ -81,6 +84,7 @@ impl ScopeIndex {
                         .unwrap_or_else(|| Arc::from(policy.id().to_string())),
                     forbid: policy.effect() == cedar_policy::Effect::Forbid,
                     conditions: core.non_scope_constraints().cloned(),
+                    reads: core.non_scope_constraints().map_or(Reads::NOTHING, Reads::of),
                     slots: core.env().clone(),
                 }
             })
@@ -97,44 +101,57 @@ impl ScopeIndex {
         &self.everything
     }
 
-    /// The policies that can apply to the request, in the set's order.
-    pub fn admitted<'a>(&'a self, facts: &'a ScopeFacts<'a>) -> impl Iterator<Item = &'a CompiledPolicy> + 'a {
-        self.policies.iter().filter(|policy| policy.scope.admits(facts))
+    /// The positions of the policies whose principal and action constraints hold for `caller`:
+    /// found once per caller and action, so that a request checks only their resource constraints.
+    pub fn candidates(&self, caller: &CallerScope<'_>) -> Box<[usize]> {
+        let holds =
+            |policy: &CompiledPolicy| policy.scope.admits_principal(caller) && policy.scope.admits_action(caller);
+        (0..self.policies.len())
+            .filter(|&at| self.policies.get(at).is_some_and(holds))
+            .collect()
+    }
+
+    /// The `candidates` (of this set) whose resource constraint holds for `resource`, in the set's order.
+    pub fn admitted<'a>(
+        &'a self,
+        candidates: &'a [usize],
+        resource: &'a EntityUid,
+    ) -> impl Iterator<Item = &'a CompiledPolicy> + 'a {
+        candidates
+            .iter()
+            .filter_map(|&at| self.policies.get(at))
+            .filter(|policy| policy.scope.admits_resource(resource))
     }
 }
 
 impl Scope {
-    fn admits(&self, facts: &ScopeFacts<'_>) -> bool {
-        self.admits_principal(facts) && self.admits_action(facts) && self.admits_resource(facts)
-    }
-
-    fn admits_principal(&self, facts: &ScopeFacts<'_>) -> bool {
-        let within = |group: &EntityUid| group == facts.principal || facts.principal_ancestors.contains(group);
+    fn admits_principal(&self, caller: &CallerScope<'_>) -> bool {
+        let within = |group: &EntityUid| group == caller.principal || caller.principal_ancestors.contains(group);
         match &self.principal {
             PrincipalConstraint::Any => true,
-            PrincipalConstraint::Eq(uid) => uid == facts.principal,
+            PrincipalConstraint::Eq(uid) => uid == caller.principal,
             PrincipalConstraint::In(group) => within(group),
-            PrincipalConstraint::Is(kind) => is(facts.principal, kind),
-            PrincipalConstraint::IsIn(kind, group) => is(facts.principal, kind) && within(group),
+            PrincipalConstraint::Is(kind) => is(caller.principal, kind),
+            PrincipalConstraint::IsIn(kind, group) => is(caller.principal, kind) && within(group),
         }
     }
 
-    fn admits_action(&self, facts: &ScopeFacts<'_>) -> bool {
-        let within = |group: &EntityUid| group == facts.action || facts.action_ancestors.contains(group);
+    fn admits_action(&self, caller: &CallerScope<'_>) -> bool {
+        let within = |group: &EntityUid| group == caller.action || caller.action_ancestors.contains(group);
         match &self.action {
             ActionConstraint::Any => true,
-            ActionConstraint::Eq(uid) => uid == facts.action,
+            ActionConstraint::Eq(uid) => uid == caller.action,
             ActionConstraint::In(groups) => groups.iter().any(within),
         }
     }
 
     /// Routes have no parents, so `in` is equality.
-    fn admits_resource(&self, facts: &ScopeFacts<'_>) -> bool {
+    fn admits_resource(&self, resource: &EntityUid) -> bool {
         match &self.resource {
             ResourceConstraint::Any => true,
-            ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) => uid == facts.resource,
-            ResourceConstraint::Is(kind) => is(facts.resource, kind),
-            ResourceConstraint::IsIn(kind, uid) => is(facts.resource, kind) && uid == facts.resource,
+            ResourceConstraint::Eq(uid) | ResourceConstraint::In(uid) => uid == resource,
+            ResourceConstraint::Is(kind) => is(resource, kind),
+            ResourceConstraint::IsIn(kind, uid) => is(resource, kind) && uid == resource,
         }
     }
 }
