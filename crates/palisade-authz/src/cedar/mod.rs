@@ -38,6 +38,7 @@ use cedar_policy_core::evaluator::{EvaluationError, Evaluator};
 use cedar_policy_core::extensions::Extensions;
 use palisade_core::config::PolicySetConfig;
 use palisade_core::{ConfigErrors, Spanned};
+use smol_str::SmolStr;
 
 use crate::{Decision, PolicyFailure, RequestFacts, DEFAULT_DENY};
 use reads::Reads;
@@ -78,13 +79,50 @@ const FAILURE_WARNING_EVERY: u64 = 10;
 struct DecisionKey {
     principal: PrincipalKey,
     action: Arc<str>,
-    method: http::Method,
-    route: String,
-    path: String,
     client_ip: std::net::IpAddr,
-    headers: Vec<Option<String>>,
-    mtls_identity: Option<String>,
     unix_time: u64,
+    /// The method, route, path, each configured header (or its absence) and the mTLS identity (or
+    /// its absence), in one allocation (see [`push_part`]).
+    text: Box<[u8]>,
+}
+
+impl DecisionKey {
+    fn new(
+        facts: &RequestFacts<'_>,
+        action: &Arc<str>,
+        context_headers: &[(http::HeaderName, SmolStr)],
+    ) -> DecisionKey {
+        // Room for the parts' lengths and a few short headers without growing.
+        let mut text = Vec::with_capacity(64 + facts.route.len() + facts.path.len());
+        for part in [facts.method.as_str(), facts.route, facts.path] {
+            push_part(&mut text, Some(part));
+        }
+        for (name, _) in context_headers {
+            push_part(&mut text, facts.headers.get(name).and_then(|value| value.to_str().ok()));
+        }
+        push_part(&mut text, facts.mtls_identity);
+        DecisionKey {
+            principal: PrincipalKey(Arc::clone(facts.principal)),
+            action: Arc::clone(action),
+            client_ip: facts.client_ip,
+            unix_time: facts.unix_time,
+            text: text.into_boxed_slice(),
+        }
+    }
+}
+
+/// A part as a presence byte, then (when present) its length and bytes: two different lists of
+/// parts never give the same text.
+fn push_part(text: &mut Vec<u8>, part: Option<&str>) {
+    match part {
+        None => text.push(0),
+        Some(part) => {
+            text.push(1);
+            // A part longer than 4 GiB is not in a request the gateway accepted.
+            text.extend_from_slice(&u32::try_from(part.len()).unwrap_or(u32::MAX).to_le_bytes());
+            text.extend_from_slice(part.as_bytes());
+        }
+    }
 }
 
 /// Memoized decisions kept at most this many (the oldest and least used go first; a key from a
@@ -123,28 +161,7 @@ impl CedarPolicies {
 
     /// Decides `action` (a named operation, or the method's name) on the request.
     pub fn decide(&self, facts: &RequestFacts<'_>, action: &Arc<str>) -> Decision {
-        let key = DecisionKey {
-            principal: PrincipalKey(facts.principal.clone()),
-            action: Arc::clone(action),
-            method: facts.method.clone(),
-            route: facts.route.to_string(),
-            path: facts.path.to_string(),
-            client_ip: facts.client_ip,
-            headers: self
-                .requests
-                .context_headers()
-                .iter()
-                .map(|(header, _)| {
-                    facts
-                        .headers
-                        .get(header)
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_string)
-                })
-                .collect(),
-            mtls_identity: facts.mtls_identity.map(str::to_string),
-            unix_time: facts.unix_time,
-        };
+        let key = DecisionKey::new(facts, action, self.requests.context_headers());
         if let Some(decision) = self.memo.get(&key) {
             return decision;
         }
@@ -165,18 +182,20 @@ impl CedarPolicies {
         // A policy admitted by its scope and without conditions holds as it is; the request is
         // built only when some admitted policy has conditions to evaluate.
         let mut outcomes = Outcomes::default();
-        let mut conditional = Vec::new();
         let mut reads = Reads::NOTHING;
         for policy in self.scopes.admitted(&caller.candidates, &resource) {
             match &policy.conditions {
                 None => outcomes.satisfied(policy),
-                Some(conditions) => {
-                    conditional.push((policy, conditions));
-                    reads |= policy.reads;
-                }
+                Some(_) => reads |= policy.reads,
             }
         }
-        if !conditional.is_empty() {
+        let mut conditional = self
+            .scopes
+            .admitted(&caller.candidates, &resource)
+            .filter_map(|policy| Some((policy, policy.conditions.as_ref()?)))
+            .peekable();
+        // Checked twice rather than collected: the candidates are few, an allocation is not free.
+        if conditional.peek().is_some() {
             let Some((request, entities)) = self.requests.build(facts, &caller, &resource, reads) else {
                 return deny();
             };
@@ -239,9 +258,16 @@ impl CedarPolicies {
     /// The decision naming its deciding policies, sorted (Cedar reports them in no fixed order, and
     /// audit records should not change from one request to the next).
     fn decided(&self, allowed: bool, deciding: &[&Arc<str>]) -> Decision {
-        let mut deciding = deciding.to_vec();
-        deciding.sort_unstable();
-        match deciding.as_slice() {
+        let sorted;
+        let deciding = if deciding.len() < 2 {
+            deciding
+        } else {
+            let mut copy = deciding.to_vec();
+            copy.sort_unstable();
+            sorted = copy;
+            &sorted
+        };
+        match deciding {
             [] => Decision {
                 allowed: false,
                 decided_by: self.default_deny.clone(),

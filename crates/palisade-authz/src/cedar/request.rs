@@ -75,10 +75,16 @@ pub struct SchemaAction {
 /// principal's entity and the action's), so that a request adds only its route (two hashes of an
 /// entity uid instead of six).
 pub struct Caller {
+    /// For the tests, which build the same request with cedar-policy's public constructors.
+    #[cfg(test)]
     pub principal: PrincipalEntity,
+    #[cfg(test)]
     pub action: EntityUid,
     pub candidates: Box<[usize]>,
     store: cedar_policy_core::entities::Entities,
+    /// The principal and the action as a Cedar request names them (cloned per request: a count).
+    principal_entry: EntityUIDEntry,
+    action_entry: EntityUIDEntry,
 }
 
 /// A caller cache key: the principal (see [`PrincipalKey`]) and the action's name.
@@ -94,6 +100,8 @@ pub struct RequestBuilder {
     actions: HashMap<EntityUid, SchemaAction>,
     callers: quick_cache::sync::Cache<CallerKey, Arc<Caller>>,
     addresses: quick_cache::sync::Cache<IpAddr, Value>,
+    /// `context.headers` when the request has none of `context_headers`.
+    no_headers: Value,
 }
 
 impl RequestBuilder {
@@ -117,6 +125,7 @@ impl RequestBuilder {
             actions: schema_actions(schema)?,
             callers: quick_cache::sync::Cache::new(CACHED_CALLERS),
             addresses: quick_cache::sync::Cache::new(CACHED_CALLERS),
+            no_headers: Value::record_arc(Arc::new(BTreeMap::new()), None),
         })
     }
 
@@ -170,7 +179,11 @@ impl RequestBuilder {
             action_ancestors: declared.map_or(&no_groups, |known| &known.ancestors),
         });
         Some(Caller {
+            principal_entry: EntityUIDEntry::known(principal.uid.as_ref().clone(), None),
+            action_entry: EntityUIDEntry::known(action.as_ref().clone(), None),
+            #[cfg(test)]
             principal,
+            #[cfg(test)]
             action,
             candidates,
             store,
@@ -248,6 +261,7 @@ impl RequestBuilder {
         if facts.params.iter().enumerate().any(named_twice) {
             return None;
         }
+        // A Vec: Cedar collects the attributes into a map, which reuses a Vec's allocation.
         let mut attributes = Vec::with_capacity(2);
         if reads.has(Reads::ROUTE_PATH) {
             attributes.push((SmolStr::new_static("path"), PartialValue::from(facts.path)));
@@ -279,11 +293,10 @@ impl RequestBuilder {
                 Extensions::none(),
             )
             .ok()?;
-        let known = |uid: &EntityUid| EntityUIDEntry::known(uid.as_ref().clone(), None);
         let request = ast::Request::new_unchecked(
-            known(&caller.principal.uid),
-            known(&caller.action),
-            known(resource),
+            caller.principal_entry.clone(),
+            caller.action_entry.clone(),
+            EntityUIDEntry::known(resource.as_ref().clone(), None),
             Some(self.context(facts, reads)?),
         );
         Some((request, entities))
@@ -307,11 +320,21 @@ impl RequestBuilder {
             Value::from(i64::try_from(facts.unix_time).ok()?),
         );
         if reads.has(Reads::CONTEXT_HEADERS) {
-            let headers = self.context_headers.iter().filter_map(|(header, key)| {
-                let value = facts.headers.get(header)?.to_str().ok()?;
-                Some((key.clone(), Value::from(value)))
-            });
-            set(Reads::CONTEXT_HEADERS, "headers", Value::record(headers, None));
+            let headers: BTreeMap<SmolStr, Value> = self
+                .context_headers
+                .iter()
+                .filter_map(|(header, key)| {
+                    let value = facts.headers.get(header)?.to_str().ok()?;
+                    Some((key.clone(), Value::from(value)))
+                })
+                .collect();
+            // Most requests send none of them: one empty record serves them all.
+            let headers = if headers.is_empty() {
+                self.no_headers.clone()
+            } else {
+                Value::record_arc(Arc::new(headers), None)
+            };
+            set(Reads::CONTEXT_HEADERS, "headers", headers);
         }
         if let Some(identity) = facts.mtls_identity {
             set(Reads::CONTEXT_MTLS_IDENTITY, "mtls_identity", Value::from(identity));
