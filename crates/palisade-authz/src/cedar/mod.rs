@@ -21,6 +21,7 @@
 //! a new decision paid for in about a quarter of its instructions. Unit tests hold this evaluation
 //! to Cedar's authorizer over the whole set, case by case.
 
+mod fold;
 mod load;
 mod reads;
 mod request;
@@ -41,6 +42,7 @@ use palisade_core::{ConfigErrors, Spanned};
 use smol_str::SmolStr;
 
 use crate::{Decision, PolicyFailure, RequestFacts, DEFAULT_DENY};
+use fold::CallerConditions;
 use reads::Reads;
 use request::{PrincipalKey, RequestBuilder};
 use scope::{CompiledPolicy, ScopeIndex};
@@ -179,20 +181,25 @@ impl CedarPolicies {
             return deny();
         };
         let resource = self.requests.route_uid(facts.route);
-        // A policy admitted by its scope and without conditions holds as it is; the request is
-        // built only when some admitted policy has conditions to evaluate.
+        // A policy admitted by its scope whose conditions hold for the caller (or that has none)
+        // holds as it is; the request is built only when some admitted policy has conditions left
+        // to evaluate, with what those read.
         let mut outcomes = Outcomes::default();
         let mut reads = Reads::NOTHING;
-        for policy in self.scopes.admitted(&caller.candidates, &resource) {
-            match &policy.conditions {
-                None => outcomes.satisfied(policy),
-                Some(_) => reads |= policy.reads,
+        for (policy, conditions) in self.scopes.admitted(&caller.candidates, &resource) {
+            match conditions {
+                CallerConditions::Hold => outcomes.satisfied(policy),
+                CallerConditions::Evaluate { reads: more, .. } => reads |= *more,
+                CallerConditions::Never => {}
             }
         }
         let mut conditional = self
             .scopes
             .admitted(&caller.candidates, &resource)
-            .filter_map(|policy| Some((policy, policy.conditions.as_ref()?)))
+            .filter_map(|(policy, conditions)| match conditions {
+                CallerConditions::Evaluate { conditions, .. } => Some((policy, conditions)),
+                _ => None,
+            })
             .peekable();
         // Checked twice rather than collected: the candidates are few, an allocation is not free.
         if conditional.peek().is_some() {
@@ -409,6 +416,11 @@ mod tests {
 @id("banned") forbid (principal in Palisade::Group::"banned", action, resource);
 @id("local-erin") permit (principal == Palisade::User::"erin", action, resource) when { context.ip.isInRange(ip("127.0.0.0/8")) } unless { context.time > 2000 };
 @id("kept-out") forbid (principal is Palisade::User in Palisade::Role::"admin", action, resource is Palisade::Route in Palisade::Route::"vault");
+@id("writer-2") permit (principal, action == Palisade::Action::"cancelOrder", resource) when { principal.roles.contains("writer") && resource.params has id && resource.params.id == "2" };
+@id("admins-late") forbid (principal, action, resource) when { principal in Palisade::Role::"admin" && context.time > 2500 } unless { principal.subject == "bob" };
+@id("route-literal") permit (principal == Palisade::User::"erin", action == Palisade::Action::"cancelOrder", resource) when { Palisade::Route::"orders" has path };
+@id("billing") permit (principal is Palisade::Service, action == Palisade::Action::"cancelOrder", resource) when { if principal.subject == "billing" then resource.params has id else 1 > 2 };
+@id("overflow") forbid (principal == Palisade::User::"dave", action == Palisade::Action::"cancelOrder", resource) when { 9223372036854775807 + (if principal.subject == "dave" then 1 else 0) > 0 };
 "#;
 
     fn load(dir: &std::path::Path) -> CedarPolicies {

@@ -20,14 +20,14 @@ use cedar_policy::{Entities, Request};
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression, Schema};
 use cedar_policy_core::ast::{self, EntityUIDEntry, PartialValue, Value};
 use cedar_policy_core::entities::{NoEntitiesSchema, TCComputation};
-use cedar_policy_core::evaluator::RestrictedEvaluator;
+use cedar_policy_core::evaluator::{Evaluator, RestrictedEvaluator};
 use cedar_policy_core::extensions::Extensions;
 use palisade_auth::{Principal, PrincipalKind};
 use serde_json::{Map, Value as Json};
 use smol_str::SmolStr;
 
 use super::reads::Reads;
-use super::scope::{CallerScope, ScopeIndex};
+use super::scope::{CallerScope, Candidate, ScopeIndex};
 use crate::RequestFacts;
 
 /// Claims nested deeper than this are left out of `principal.claims`.
@@ -70,8 +70,8 @@ pub struct SchemaAction {
     entity: Arc<ast::Entity>,
 }
 
-/// One caller doing one action: the policies whose principal and action constraints hold for them
-/// (see [`ScopeIndex::candidates`]), and the entity store every request of theirs starts from (the
+/// One caller doing one action: the policies whose principal and action constraints hold for them,
+/// with their conditions specialized to the caller (see [`ScopeIndex::candidates`]), and the entity store every request of theirs starts from (the
 /// principal's entity and the action's), so that a request adds only its route (two hashes of an
 /// entity uid instead of six).
 pub struct Caller {
@@ -80,7 +80,7 @@ pub struct Caller {
     pub principal: PrincipalEntity,
     #[cfg(test)]
     pub action: EntityUid,
-    pub candidates: Box<[usize]>,
+    pub candidates: Box<[Candidate]>,
     store: cedar_policy_core::entities::Entities,
     /// The principal and the action as a Cedar request names them (cloned per request: a count).
     principal_entry: EntityUIDEntry,
@@ -171,16 +171,28 @@ impl RequestBuilder {
                 Extensions::none(),
             )
             .ok()?;
+        let principal_entry = EntityUIDEntry::known(principal.uid.as_ref().clone(), None);
+        let action_entry = EntityUIDEntry::known(action.as_ref().clone(), None);
+        // The caller's parts of conditions never look at the resource or the context (see `fold`).
+        let callers_request = ast::Request::new_unchecked(
+            principal_entry.clone(),
+            action_entry.clone(),
+            EntityUIDEntry::unknown(),
+            None,
+        );
+        let evaluator = Evaluator::new(callers_request, &store, Extensions::all_available());
         let no_groups = HashSet::new();
-        let candidates = scopes.candidates(&CallerScope {
+        let caller = CallerScope {
             principal: &principal.uid,
             principal_ancestors: &principal.ancestors,
             action: &action,
             action_ancestors: declared.map_or(&no_groups, |known| &known.ancestors),
-        });
+        };
+        let candidates = scopes.candidates(&caller, &evaluator, self.types.route.as_ref());
+        drop(evaluator);
         Some(Caller {
-            principal_entry: EntityUIDEntry::known(principal.uid.as_ref().clone(), None),
-            action_entry: EntityUIDEntry::known(action.as_ref().clone(), None),
+            principal_entry,
+            action_entry,
             #[cfg(test)]
             principal,
             #[cfg(test)]

@@ -22,8 +22,9 @@ use cedar_policy::{
     ActionConstraint, EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint,
 };
 use cedar_policy_core::ast;
+use cedar_policy_core::evaluator::Evaluator;
 
-use super::reads::Reads;
+use super::fold::CallerConditions;
 
 /// A caller's side of a scope check: who (with their roles and groups, which have no parents of
 /// their own) does which action (with the schema's action groups above it).
@@ -51,8 +52,6 @@ pub struct CompiledPolicy {
     /// The `when` and `unless` conditions (what is left to evaluate once the scope holds); `None`
     /// for a policy that has none.
     pub conditions: Option<ast::Expr>,
-    /// What of a request the conditions can read.
-    pub reads: Reads,
     /// The policy's slot values (none: templates are refused at load).
     pub slots: ast::SlotEnv,
 }
@@ -84,7 +83,6 @@ impl ScopeIndex {
                         .unwrap_or_else(|| Arc::from(policy.id().to_string())),
                     forbid: policy.effect() == cedar_policy::Effect::Forbid,
                     conditions: core.non_scope_constraints().cloned(),
-                    reads: core.non_scope_constraints().map_or(Reads::NOTHING, Reads::of),
                     slots: core.env().clone(),
                 }
             })
@@ -101,27 +99,48 @@ impl ScopeIndex {
         &self.everything
     }
 
-    /// The positions of the policies whose principal and action constraints hold for `caller`:
-    /// found once per caller and action, so that a request checks only their resource constraints.
-    pub fn candidates(&self, caller: &CallerScope<'_>) -> Box<[usize]> {
-        let holds =
-            |policy: &CompiledPolicy| policy.scope.admits_principal(caller) && policy.scope.admits_action(caller);
-        (0..self.policies.len())
-            .filter(|&at| self.policies.get(at).is_some_and(holds))
+    /// The policies whose principal and action constraints hold for `caller`, with their
+    /// conditions specialized to the caller by `evaluator` (see [`CallerConditions`]); those that
+    /// can never hold for the caller are left out. Found once per caller and action, so that a
+    /// request checks only the candidates' resource constraints.
+    pub fn candidates(
+        &self,
+        caller: &CallerScope<'_>,
+        evaluator: &Evaluator<'_>,
+        route: &ast::EntityType,
+    ) -> Box<[Candidate]> {
+        self.policies
+            .iter()
+            .enumerate()
+            .filter(|(_, policy)| policy.scope.admits_principal(caller) && policy.scope.admits_action(caller))
+            .filter_map(|(at, policy)| {
+                let conditions = match &policy.conditions {
+                    None => CallerConditions::Hold,
+                    Some(conditions) => CallerConditions::new(conditions, &policy.slots, evaluator, route),
+                };
+                let possible = !matches!(conditions, CallerConditions::Never);
+                possible.then_some(Candidate { at, conditions })
+            })
             .collect()
     }
 
     /// The `candidates` (of this set) whose resource constraint holds for `resource`, in the set's order.
     pub fn admitted<'a>(
         &'a self,
-        candidates: &'a [usize],
+        candidates: &'a [Candidate],
         resource: &'a EntityUid,
-    ) -> impl Iterator<Item = &'a CompiledPolicy> + 'a {
+    ) -> impl Iterator<Item = (&'a CompiledPolicy, &'a CallerConditions)> + 'a {
         candidates
             .iter()
-            .filter_map(|&at| self.policies.get(at))
-            .filter(|policy| policy.scope.admits_resource(resource))
+            .filter_map(|candidate| Some((self.policies.get(candidate.at)?, &candidate.conditions)))
+            .filter(|(policy, _)| policy.scope.admits_resource(resource))
     }
+}
+
+/// A policy that can apply to a caller: its position in the set and its conditions for the caller.
+pub struct Candidate {
+    at: usize,
+    conditions: CallerConditions,
 }
 
 impl Scope {
