@@ -17,6 +17,21 @@ import drive  # noqa: E402
 ROOT, OUT, BIN = drive.ROOT, drive.OUT, drive.BIN
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far (from /proc, in clock ticks)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid, path, token, script):
+    """wrk's (req/s, p50, p99) and the gateway's CPU microseconds per request over the run: less
+    sensitive than req/s to a shared VM's other tenants, since time the gateway waits is not counted."""
+    before = cpu_seconds(pid)
+    rps, p50, p99 = auth.wrk(19080, path, token, script)
+    return rps, p50, p99, (cpu_seconds(pid) - before) / (rps * drive.DURATION) * 1e6
+
+
 def main():
     tokens = auth.prepare()
     with open(os.path.join(ROOT, "bench", "palisade-authz.yaml.in")) as f:
@@ -49,7 +64,7 @@ def main():
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
                 path, script = cases[name]
-                results.setdefault(name, []).append(auth.wrk(19080, path, tokens["ec"], script))
+                results.setdefault(name, []).append(measured(processes["palisade"].pid, path, tokens["ec"], script))
                 print(f"round {round_number + 1} {name}: {results[name][-1]}", file=sys.stderr)
     finally:
         drive.stop(processes)
@@ -59,12 +74,13 @@ def main():
         f"Machine: {drive.machine()}; wrk -t2 -c{auth.CONNECTIONS}, {drive.DURATION} s per run, {drive.ROUNDS} rounds interleaved, medians; "
         "one cached ES256 token, no identity headers.",
         "",
-        "| authorization | req/s | p50 ms | p99 ms | ÷ scope rule (same paths) |",
-        "|---|---:|---:|---:|---:|",
+        "| authorization | req/s | p50 ms | p99 ms | ÷ scope rule (same paths) | gateway CPU µs/request | CPU ÷ scope rule |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name in cases:
         lines.append(f"| {name} | {median(name, 0):,.0f} | {median(name, 1):.3f} | {median(name, 2):.3f} | "
-                     f"{median(name, 0) / median(base_of(name), 0):.2f} |")
+                     f"{median(name, 0) / median(base_of(name), 0):.2f} | {median(name, 3):.1f} | "
+                     f"{median(name, 3) / median(base_of(name), 3):.2f} |")
     drive.write_report("authz-report.md", lines)
 
 

@@ -147,9 +147,13 @@ mod tests {
         parsed.non_scope_constraints().map_or(Reads::NOTHING, Reads::of)
     }
 
+    /// What a `permit` of everything `when { body }` reads.
+    fn permit(body: &str) -> Reads {
+        reads(&format!("permit (principal, action, resource) when {{ {body} }};"))
+    }
+
     #[test]
     fn fields_read_by_name_are_the_only_ones_built() {
-        let permit = |body: &str| reads(&format!("permit (principal, action, resource) when {{ {body} }};"));
         assert_eq!(permit("context.ip.isInRange(ip(\"10.0.0.0/8\"))"), Reads::CONTEXT_IP);
         assert_eq!(permit("context has mtls_identity"), Reads::CONTEXT_MTLS_IDENTITY);
         assert_eq!(
@@ -174,7 +178,6 @@ mod tests {
 
     #[test]
     fn context_used_whole_reads_all_of_it() {
-        let permit = |body: &str| reads(&format!("permit (principal, action, resource) when {{ {body} }};"));
         assert_eq!(permit("context == {}"), Reads::CONTEXT);
         assert_eq!(permit("[context].contains({ip: ip(\"1.2.3.4\")})"), Reads::CONTEXT);
         assert_eq!(permit("{c: context}.c has time"), Reads::CONTEXT);
@@ -183,7 +186,6 @@ mod tests {
 
     #[test]
     fn the_route_reached_any_other_way_is_read_by_attribute_name() {
-        let permit = |body: &str| reads(&format!("permit (principal, action, resource) when {{ {body} }};"));
         assert_eq!(permit("Palisade::Route::\"orders\".path == \"/\""), Reads::ROUTE_PATH);
         assert_eq!(
             permit("(if true then resource else principal) has params"),
