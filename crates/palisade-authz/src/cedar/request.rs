@@ -71,9 +71,9 @@ pub struct SchemaAction {
 }
 
 /// One caller doing one action: the policies whose principal and action constraints hold for them,
-/// with their conditions specialized to the caller (see [`ScopeIndex::candidates`]), and the entity store every request of theirs starts from (the
-/// principal's entity and the action's), so that a request adds only its route (two hashes of an
-/// entity uid instead of six).
+/// with their conditions specialized to the caller (see [`ScopeIndex::candidates`]), and the entity
+/// store every request of theirs starts from (the principal's entity and the action's), so that a
+/// request adds only its route (two hashes of an entity uid instead of six).
 pub struct Caller {
     /// For the tests, which build the same request with cedar-policy's public constructors.
     #[cfg(test)]
@@ -315,43 +315,47 @@ impl RequestBuilder {
     }
 
     fn context(&self, facts: &RequestFacts<'_>, reads: Reads) -> Option<ast::Context> {
+        // Converted whether read or not: a time Cedar cannot hold denies, as it always has.
+        let time = i64::try_from(facts.unix_time).ok()?;
         let mut context = BTreeMap::new();
-        let mut set = |field: Reads, name: &'static str, value: Value| {
-            if reads.has(field) {
-                context.insert(SmolStr::new_static(name), value);
-            }
-        };
+        let mut add = |name: &'static str, value: Value| context.insert(SmolStr::new_static(name), value);
         if reads.has(Reads::CONTEXT_IP) {
-            set(Reads::CONTEXT_IP, "ip", self.address(facts.client_ip)?);
+            add("ip", self.address(facts.client_ip)?);
         }
-        set(Reads::CONTEXT_METHOD, "method", Value::from(facts.method.as_str()));
-        set(Reads::CONTEXT_PATH, "path", Value::from(facts.path));
-        set(
-            Reads::CONTEXT_TIME,
-            "time",
-            Value::from(i64::try_from(facts.unix_time).ok()?),
-        );
+        if reads.has(Reads::CONTEXT_METHOD) {
+            add("method", Value::from(facts.method.as_str()));
+        }
+        if reads.has(Reads::CONTEXT_PATH) {
+            add("path", Value::from(facts.path));
+        }
+        if reads.has(Reads::CONTEXT_TIME) {
+            add("time", Value::from(time));
+        }
         if reads.has(Reads::CONTEXT_HEADERS) {
-            let headers: BTreeMap<SmolStr, Value> = self
-                .context_headers
-                .iter()
-                .filter_map(|(header, key)| {
-                    let value = facts.headers.get(header)?.to_str().ok()?;
-                    Some((key.clone(), Value::from(value)))
-                })
-                .collect();
-            // Most requests send none of them: one empty record serves them all.
-            let headers = if headers.is_empty() {
-                self.no_headers.clone()
-            } else {
-                Value::record_arc(Arc::new(headers), None)
-            };
-            set(Reads::CONTEXT_HEADERS, "headers", headers);
+            add("headers", self.headers_record(facts));
         }
-        if let Some(identity) = facts.mtls_identity {
-            set(Reads::CONTEXT_MTLS_IDENTITY, "mtls_identity", Value::from(identity));
+        if let (true, Some(identity)) = (reads.has(Reads::CONTEXT_MTLS_IDENTITY), facts.mtls_identity) {
+            add("mtls_identity", Value::from(identity));
         }
         Some(ast::Context::Value(Arc::new(context)))
+    }
+
+    /// `context.headers`: the configured headers the request sent, by their record keys.
+    fn headers_record(&self, facts: &RequestFacts<'_>) -> Value {
+        let headers: BTreeMap<SmolStr, Value> = self
+            .context_headers
+            .iter()
+            .filter_map(|(header, key)| {
+                let value = facts.headers.get(header)?.to_str().ok()?;
+                Some((key.clone(), Value::from(value)))
+            })
+            .collect();
+        // Most requests send none of them: one empty record serves them all.
+        if headers.is_empty() {
+            self.no_headers.clone()
+        } else {
+            Value::record_arc(Arc::new(headers), None)
+        }
     }
 
     /// The `ip("…")` value of an address, evaluated once per address (Cedar parses the extension's
