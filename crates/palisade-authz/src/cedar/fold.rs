@@ -20,7 +20,9 @@
 
 use cedar_policy_core::ast::{EntityType, Expr, ExprKind, Literal, SlotEnv, Value, ValueKind, Var};
 use cedar_policy_core::evaluator::Evaluator;
+use smol_str::SmolStr;
 
+use super::direct::{Check, Scalar};
 use super::reads::Reads;
 
 /// A candidate policy's conditions for one caller.
@@ -29,30 +31,52 @@ pub enum CallerConditions {
     Hold,
     /// They hold for none (the policy is not a candidate at all).
     Never,
-    /// What is left to evaluate per request, and what of a request it reads.
-    Evaluate { conditions: Expr, reads: Reads },
+    /// What is left to evaluate per request, what of a request it reads, and the same as a check
+    /// that answers it without Cedar where it can (see [`Check`]).
+    Evaluate {
+        conditions: Expr,
+        reads: Reads,
+        check: Box<Check>,
+    },
+}
+
+/// What conditions are specialized with for one caller: an evaluator whose request knows the
+/// principal and the action (and whose entity store holds their entities), the route entity type,
+/// and the configured context headers with their record keys.
+pub struct Specializer<'a> {
+    pub caller: &'a Evaluator<'a>,
+    pub route: &'a EntityType,
+    pub headers: &'a [(http::HeaderName, SmolStr)],
 }
 
 impl CallerConditions {
-    /// `conditions` specialized with `caller`, an evaluator whose request knows the principal and
-    /// the action (and whose entity store holds their entities). `route` is the route entity type.
-    pub fn new(conditions: &Expr, slots: &SlotEnv, caller: &Evaluator<'_>, route: &EntityType) -> CallerConditions {
-        let folded = Folder { caller, slots, route }.fold(conditions);
+    /// A policy's `conditions` (with its `slots`) specialized for one caller.
+    pub fn new(conditions: &Expr, slots: &SlotEnv, specializer: &Specializer<'_>) -> CallerConditions {
+        let folder = Folder {
+            caller: specializer.caller,
+            slots,
+            route: specializer.route,
+            headers: specializer.headers,
+        };
+        let folded = folder.fold(conditions);
         match boolean(&folded) {
             Some(true) => CallerConditions::Hold,
             Some(false) => CallerConditions::Never,
             None => CallerConditions::Evaluate {
                 reads: Reads::of(&folded),
+                check: Box::new(Check::new(&folded, &folder)),
                 conditions: folded,
             },
         }
     }
 }
 
-struct Folder<'a> {
+/// A [`Specializer`] for one policy's slots.
+pub struct Folder<'a> {
     caller: &'a Evaluator<'a>,
     slots: &'a SlotEnv,
     route: &'a EntityType,
+    pub headers: &'a [(http::HeaderName, SmolStr)],
 }
 
 impl Folder<'_> {
@@ -99,8 +123,24 @@ impl Folder<'_> {
         }
     }
 
+    /// The string, number or boolean a caller's part evaluates to (`None`: it fails, or is a value
+    /// of another type).
+    pub fn constant(&self, expr: &Expr) -> Option<Scalar> {
+        match self.caller.interpret(expr, self.slots).ok()?.value {
+            ValueKind::Lit(Literal::Bool(value)) => Some(Scalar::Bool(value)),
+            ValueKind::Lit(Literal::Long(value)) => Some(Scalar::Long(value)),
+            ValueKind::Lit(Literal::String(text)) => Some(Scalar::Text(text)),
+            _ => None,
+        }
+    }
+
+    /// Whether a caller's part evaluates without an error.
+    pub fn evaluates(&self, expr: &Expr) -> bool {
+        self.is_callers(expr) && self.caller.interpret(expr, self.slots).is_ok()
+    }
+
     /// Whether `expr` depends only on the caller (see the module's comment).
-    fn is_callers(&self, expr: &Expr) -> bool {
+    pub fn is_callers(&self, expr: &Expr) -> bool {
         expr.subexpressions().all(|part| match part.expr_kind() {
             ExprKind::Var(Var::Resource | Var::Context) | ExprKind::Unknown(_) | ExprKind::Slot(_) => false,
             ExprKind::Lit(Literal::EntityUID(uid)) => uid.entity_type() != self.route,

@@ -21,6 +21,7 @@
 //! a new decision paid for in about a quarter of its instructions. Unit tests hold this evaluation
 //! to Cedar's authorizer over the whole set, case by case.
 
+mod direct;
 mod fold;
 mod load;
 mod reads;
@@ -33,7 +34,7 @@ use std::sync::Arc;
 
 #[cfg(test)]
 use cedar_policy::PolicyId;
-use cedar_policy::Schema;
+use cedar_policy::{EntityUid, Schema};
 use cedar_policy_core::ast::{self, Literal, ValueKind};
 use cedar_policy_core::evaluator::{EvaluationError, Evaluator};
 use cedar_policy_core::extensions::Extensions;
@@ -44,7 +45,7 @@ use smol_str::SmolStr;
 use crate::{Decision, PolicyFailure, RequestFacts, DEFAULT_DENY};
 use fold::CallerConditions;
 use reads::Reads;
-use request::{PrincipalKey, RequestBuilder};
+use request::{Caller, PrincipalKey, RequestBuilder};
 use scope::{CompiledPolicy, ScopeIndex};
 
 pub struct CedarPolicies {
@@ -163,30 +164,51 @@ impl CedarPolicies {
 
     /// Decides `action` (a named operation, or the method's name) on the request.
     pub fn decide(&self, facts: &RequestFacts<'_>, action: &Arc<str>) -> Decision {
+        let Some(caller) = self.requests.caller(facts.principal, action, &self.scopes) else {
+            // Nothing decided: the default deny.
+            return self.decided(false, &[]);
+        };
+        let resource = self.requests.route_uid(facts.route);
+        if let Some(decision) = self.decide_directly(facts, &caller, &resource) {
+            return decision;
+        }
         let key = DecisionKey::new(facts, action, self.requests.context_headers());
         if let Some(decision) = self.memo.get(&key) {
             return decision;
         }
         // Two requests with the same new key may both evaluate it (same answer): cheaper than the
         // placeholder that would make the second wait, which cost a new decision ~1.5k instructions.
-        let decision = self.evaluate(facts, action);
+        let decision = self.evaluate(facts, &caller, &resource);
         self.memo.insert(key, decision.clone());
         decision
     }
 
-    fn evaluate(&self, facts: &RequestFacts<'_>, action: &Arc<str>) -> Decision {
-        // Nothing decided: the default deny.
-        let deny = || self.decided(false, &[]);
-        let Some(caller) = self.requests.caller(facts.principal, action, &self.scopes) else {
-            return deny();
-        };
-        let resource = self.requests.route_uid(facts.route);
+    /// The decision when every admitted policy either holds for the caller or is answered by its
+    /// [`Check`](direct::Check): no Cedar request, no memo (a check costs less than the memo's key).
+    fn decide_directly(&self, facts: &RequestFacts<'_>, caller: &Caller, resource: &EntityUid) -> Option<Decision> {
+        let checked = direct::Facts::new(facts);
+        let mut outcomes = Outcomes::default();
+        for (policy, conditions) in self.scopes.admitted(&caller.candidates, resource) {
+            match conditions {
+                CallerConditions::Hold => outcomes.satisfied(policy),
+                CallerConditions::Evaluate { check, .. } => {
+                    if check.answer(checked.as_ref()?)? {
+                        outcomes.satisfied(policy);
+                    }
+                }
+                CallerConditions::Never => {}
+            }
+        }
+        Some(self.answer(outcomes))
+    }
+
+    fn evaluate(&self, facts: &RequestFacts<'_>, caller: &Caller, resource: &EntityUid) -> Decision {
         // A policy admitted by its scope whose conditions hold for the caller (or that has none)
         // holds as it is; the request is built only when some admitted policy has conditions left
         // to evaluate, with what those read.
         let mut outcomes = Outcomes::default();
         let mut reads = Reads::NOTHING;
-        for (policy, conditions) in self.scopes.admitted(&caller.candidates, &resource) {
+        for (policy, conditions) in self.scopes.admitted(&caller.candidates, resource) {
             match conditions {
                 CallerConditions::Hold => outcomes.satisfied(policy),
                 CallerConditions::Evaluate { reads: more, .. } => reads |= *more,
@@ -195,7 +217,7 @@ impl CedarPolicies {
         }
         let mut conditional = self
             .scopes
-            .admitted(&caller.candidates, &resource)
+            .admitted(&caller.candidates, resource)
             .filter_map(|(policy, conditions)| match conditions {
                 CallerConditions::Evaluate { conditions, .. } => Some((policy, conditions)),
                 _ => None,
@@ -203,8 +225,8 @@ impl CedarPolicies {
             .peekable();
         // Checked twice rather than collected: the candidates are few, an allocation is not free.
         if conditional.peek().is_some() {
-            let Some((request, entities)) = self.requests.build(facts, &caller, &resource, reads) else {
-                return deny();
+            let Some((request, entities)) = self.requests.build(facts, caller, resource, reads) else {
+                return self.decided(false, &[]);
             };
             // The extensions Cedar's authorizer evaluates with (`ip`, `decimal`, `datetime`).
             let evaluator = Evaluator::new(request, &entities, Extensions::all_available());
@@ -399,7 +421,7 @@ mod tests {
   action read, write;
   action "GET", readOrder in [read] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
   action "DELETE", cancelOrder in [write] appliesTo { principal: [User, Service, ApiKey], resource: Route, context: Ctx };
-  type Ctx = { ip: ipaddr, method: String, path: String, time: Long, headers: {}, mtls_identity?: String };
+  type Ctx = { ip: ipaddr, method: String, path: String, time: Long, headers: { x_tenant?: String }, mtls_identity?: String };
 "#;
 
     /// Every kind of scope, with conditions that hold for some requests and not others, and a
@@ -421,6 +443,14 @@ mod tests {
 @id("route-literal") permit (principal == Palisade::User::"erin", action == Palisade::Action::"cancelOrder", resource) when { Palisade::Route::"orders" has path };
 @id("billing") permit (principal is Palisade::Service, action == Palisade::Action::"cancelOrder", resource) when { if principal.subject == "billing" then resource.params has id else 1 > 2 };
 @id("overflow") forbid (principal == Palisade::User::"dave", action == Palisade::Action::"cancelOrder", resource) when { 9223372036854775807 + (if principal.subject == "dave" then 1 else 0) > 0 };
+@id("tenant") forbid (principal, action == Palisade::Action::"DELETE", resource) when { context.headers has x_tenant && context.headers.x_tenant != "acme" };
+@id("keys-get") permit (principal is Palisade::ApiKey, action, resource) when { context.path like "/p/1*" && context.method == "GET" && resource.path like "*1" };
+@id("mtls") permit (principal is Palisade::User, action == Palisade::Action::"DELETE", resource) when { context has mtls_identity && context.mtls_identity == principal.subject };
+@id("networks") permit (principal is Palisade::Service, action == Palisade::Action::"DELETE", resource) when { context.ip.isInRange(ip("2001:db8::/32")) || context.ip.isInRange(ip("10.1.0.0/16")) };
+@id("acme-erin") permit (principal == Palisade::User::"erin", action == Palisade::Action::"DELETE", resource) when { context.headers has x_tenant && context.headers.x_tenant == "acme" && resource.params has id };
+@id("if-header") permit (principal in Palisade::Group::"ops", action == Palisade::Action::"readOrder", resource) when { if context has headers.x_tenant then resource has params.id && resource.params.id == "2" else context.time <= 1000 };
+@id("keys-need-a-certificate") forbid (principal is Palisade::ApiKey, action == Palisade::Action::"DELETE", resource) unless { context has mtls_identity };
+@id("late-services") forbid (principal is Palisade::Service, action == Palisade::Action::"cancelOrder", resource) when { context.time >= 3000 && !(context.ip.isInRange(ip("127.0.0.1"))) };
 "#;
 
     fn load(dir: &std::path::Path) -> CedarPolicies {
@@ -434,7 +464,7 @@ mod tests {
         let config = unspanned(PolicySetConfig {
             schema: unspanned(dir.join("t.cedarschema")),
             files: vec![unspanned(dir.join("t.cedar"))],
-            context_headers: vec![],
+            context_headers: vec!["X-Tenant".into()],
         });
         CedarPolicies::load(name, &config).expect("test policies load")
     }
@@ -459,7 +489,45 @@ mod tests {
         route: &'a str,
         id: &'a str,
         time: u64,
+        /// An index into [`CONTEXTS`].
+        context: usize,
     }
+
+    /// What a case's context varies in.
+    struct Context {
+        address: &'static str,
+        /// The `X-Tenant` header's bytes (`0xfc` is not visible ASCII, so not in Cedar's record).
+        tenant: Option<&'static [u8]>,
+        mtls_identity: Option<&'static str>,
+    }
+
+    const CONTEXTS: [Context; 5] = [
+        Context {
+            address: "127.0.0.1",
+            tenant: None,
+            mtls_identity: None,
+        },
+        Context {
+            address: "10.1.2.3",
+            tenant: Some(b"acme"),
+            mtls_identity: Some("erin"),
+        },
+        Context {
+            address: "2001:db8::7",
+            tenant: None,
+            mtls_identity: None,
+        },
+        Context {
+            address: "192.168.0.1",
+            tenant: Some(b"\xfc"),
+            mtls_identity: Some("alice"),
+        },
+        Context {
+            address: "10.9.0.1",
+            tenant: Some(b"other"),
+            mtls_identity: Some("ci"),
+        },
+    ];
 
     fn decide(policies: &CedarPolicies, case: &Case<'_>) -> Decision {
         let (path, params) = path_and_params(case);
@@ -475,6 +543,7 @@ mod tests {
             route: "other",
             id: "2",
             time,
+            context: 0,
         }
     }
 
@@ -484,16 +553,27 @@ mod tests {
     }
 
     fn facts<'a>(case: &Case<'a>, path: &'a str, params: &'a [(String, String)]) -> RequestFacts<'a> {
-        static HEADERS: std::sync::OnceLock<http::HeaderMap> = std::sync::OnceLock::new();
+        static HEADERS: std::sync::OnceLock<Vec<http::HeaderMap>> = std::sync::OnceLock::new();
+        let headers = HEADERS.get_or_init(|| {
+            let tenant = |value: &[u8]| http::HeaderValue::from_bytes(value).expect("header value");
+            let map = |context: &Context| {
+                let tenant = context
+                    .tenant
+                    .map(|value| (http::HeaderName::from_static("x-tenant"), tenant(value)));
+                tenant.into_iter().collect()
+            };
+            CONTEXTS.iter().map(map).collect()
+        });
+        let context = &CONTEXTS[case.context];
         RequestFacts {
             principal: case.principal,
             method: &http::Method::GET,
             route: case.route,
             path,
             params,
-            client_ip: "127.0.0.1".parse().expect("address"),
-            headers: HEADERS.get_or_init(http::HeaderMap::new),
-            mtls_identity: None,
+            client_ip: context.address.parse().expect("address"),
+            headers: &headers[case.context],
+            mtls_identity: context.mtls_identity,
             unix_time: case.time,
         }
     }
@@ -563,33 +643,60 @@ mod tests {
                 for route in routes {
                     for id in ["1", "2"] {
                         for time in [1000, 3000] {
-                            let case = Case {
-                                principal,
-                                action,
-                                route,
-                                id,
-                                time,
-                            };
-                            let sliced = decide(&policies, &case);
-                            assert_eq!(
-                                sliced,
-                                decide_unsliced(&policies, &case),
-                                "{} {action} {route} id={id} t={time}",
-                                principal.subject
-                            );
-                            compared += 1;
-                            allowed += usize::from(sliced.allowed);
+                            for context in 0..CONTEXTS.len() {
+                                let case = Case {
+                                    principal,
+                                    action,
+                                    route,
+                                    id,
+                                    time,
+                                    context,
+                                };
+                                let sliced = decide(&policies, &case);
+                                assert_eq!(
+                                    sliced,
+                                    decide_unsliced(&policies, &case),
+                                    "{} {action} {route} id={id} t={time} context={context}",
+                                    principal.subject
+                                );
+                                compared += 1;
+                                allowed += usize::from(sliced.allowed);
+                            }
                         }
                     }
                 }
             }
         }
         // Both answers occur often, so the comparison means something.
-        assert_eq!(compared, 9 * 6 * 3 * 2 * 2);
+        assert_eq!(compared, 9 * 6 * 3 * 2 * 2 * 5);
         assert!(
             allowed > compared / 5 && allowed < compared * 4 / 5,
             "{allowed} of {compared}"
         );
+    }
+
+    /// A request whose admitted policies are all answered by their checks is decided without Cedar,
+    /// so without the memo; one with a condition the checks leave to Cedar is memoized.
+    #[test]
+    fn checks_decide_without_cedar_or_the_memo() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let policies = load(dir.path());
+        let alice = principal(PrincipalKind::User, "alice", &[], &[]);
+        let dave = principal(PrincipalKind::User, "dave", &["writer", "admin"], &["ops"]);
+        // `any` (a check on `resource.params`) and `alice` (no conditions) are admitted.
+        let checked = Case {
+            context: 1,
+            ..get_at(&alice, 1000)
+        };
+        assert_eq!(&*decide(&policies, &checked).decided_by, "alice");
+        assert_eq!(policies.memo.len(), 0);
+        // `overflow` fails for dave's caller part, and only Cedar reports that.
+        let overflowing = Case {
+            action: "cancelOrder",
+            ..get_at(&dave, 1000)
+        };
+        assert!(decide(&policies, &overflowing).evaluation_failed);
+        assert_eq!(policies.memo.len(), 1);
     }
 
     #[test]
@@ -603,6 +710,7 @@ mod tests {
             route: "other",
             id: "2",
             time: 1000,
+            context: 0,
         };
         // `services` permits `action in [Action::"read"]`: GET and readOrder are in it, DELETE is not.
         assert_eq!(&*decide(&policies, &case("GET")).decided_by, "services");
@@ -621,6 +729,7 @@ mod tests {
             route: "other",
             id: "2",
             time: 1000,
+            context: 0,
         };
         assert_eq!(
             decide(&policies, &case),

@@ -26,6 +26,7 @@ use palisade_auth::{Principal, PrincipalKind};
 use serde_json::{Map, Value as Json};
 use smol_str::SmolStr;
 
+use super::fold::Specializer;
 use super::reads::Reads;
 use super::scope::{CallerScope, Candidate, ScopeIndex};
 use crate::RequestFacts;
@@ -188,7 +189,12 @@ impl RequestBuilder {
             action: &action,
             action_ancestors: declared.map_or(&no_groups, |known| &known.ancestors),
         };
-        let candidates = scopes.candidates(&caller, &evaluator, self.types.route.as_ref());
+        let specializer = Specializer {
+            caller: &evaluator,
+            route: self.types.route.as_ref(),
+            headers: &self.context_headers,
+        };
+        let candidates = scopes.candidates(&caller, &specializer);
         drop(evaluator);
         Some(Caller {
             principal_entry,
@@ -262,15 +268,8 @@ impl RequestBuilder {
         resource: &EntityUid,
         reads: Reads,
     ) -> Option<(ast::Request, cedar_policy_core::entities::Entities)> {
-        // A name twice is not a record (Cedar's own constructor refuses it too): denied whatever
-        // the policies read, as it would be with the whole request.
-        let named_twice = |(at, (name, _)): (usize, &(String, String))| {
-            facts
-                .params
-                .get(..at)
-                .is_some_and(|before| before.iter().any(|(seen, _)| seen == name))
-        };
-        if facts.params.iter().enumerate().any(named_twice) {
+        // Denied whatever the policies read, as it would be with the whole request.
+        if names_a_param_twice(facts.params) {
             return None;
         }
         // A Vec: Cedar collects the attributes into a map, which reuses a Vec's allocation.
@@ -371,6 +370,16 @@ impl RequestBuilder {
         self.addresses.insert(address, value.clone());
         Some(value)
     }
+}
+
+/// A name twice is not a record (Cedar's own constructor refuses it too).
+pub fn names_a_param_twice(params: &[(String, String)]) -> bool {
+    let named_twice = |(at, (name, _)): (usize, &(String, String))| {
+        params
+            .get(..at)
+            .is_some_and(|before| before.iter().any(|(seen, _)| seen == name))
+    };
+    params.iter().enumerate().any(named_twice)
 }
 
 /// The schema's actions with their ancestors (action groups).

@@ -22,9 +22,8 @@ use cedar_policy::{
     ActionConstraint, EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint,
 };
 use cedar_policy_core::ast;
-use cedar_policy_core::evaluator::Evaluator;
 
-use super::fold::CallerConditions;
+use super::fold::{CallerConditions, Specializer};
 
 /// A caller's side of a scope check: who (with their roles and groups, which have no parents of
 /// their own) does which action (with the schema's action groups above it).
@@ -100,15 +99,10 @@ impl ScopeIndex {
     }
 
     /// The policies whose principal and action constraints hold for `caller`, with their
-    /// conditions specialized to the caller by `evaluator` (see [`CallerConditions`]); those that
+    /// conditions specialized to the caller by `specializer` (see [`CallerConditions`]); those that
     /// can never hold for the caller are left out. Found once per caller and action, so that a
     /// request checks only the candidates' resource constraints.
-    pub fn candidates(
-        &self,
-        caller: &CallerScope<'_>,
-        evaluator: &Evaluator<'_>,
-        route: &ast::EntityType,
-    ) -> Box<[Candidate]> {
+    pub fn candidates(&self, caller: &CallerScope<'_>, specializer: &Specializer<'_>) -> Box<[Candidate]> {
         self.policies
             .iter()
             .enumerate()
@@ -116,7 +110,7 @@ impl ScopeIndex {
             .filter_map(|(at, policy)| {
                 let conditions = match &policy.conditions {
                     None => CallerConditions::Hold,
-                    Some(conditions) => CallerConditions::new(conditions, &policy.slots, evaluator, route),
+                    Some(conditions) => CallerConditions::new(conditions, &policy.slots, specializer),
                 };
                 let possible = !matches!(conditions, CallerConditions::Never);
                 possible.then_some(Candidate { at, conditions })
