@@ -7,6 +7,7 @@
 #   ROUNDS=5 DURATION=20 bash bench/run.sh
 #   bash bench/run.sh auth                    # JWT routes (RS256, ES256) against HAProxy's jwt_verify
 #   bash bench/run.sh authz                   # a 20-policy Cedar set against a scope rule
+#   bash bench/run.sh authz-instructions      # the same, in instructions per request (callgrind)
 #   bash bench/run.sh limits                  # rate limits (local, Redis), validation, HAProxy stick table
 #   bash bench/run.sh mesh                    # gateway ⇒ sidecar ⇒ app over mTLS, beside HAProxy
 #   bash bench/run.sh detection               # the cost of feeding every answer to the anomaly detectors
@@ -26,6 +27,11 @@ cargo build --release -q
 if [ "${1:-}" = scan ]; then
   shift
   exec python3 bench/scan.py "$@"
+fi
+if [ "${1:-}" = authz-instructions ]; then
+  shift
+  command -v valgrind >/dev/null || apt-get install -y -qq valgrind
+  exec python3 bench/authz-instructions.py "$@"
 fi
 if [ "${1:-}" = authz ]; then
   shift
