@@ -15,11 +15,13 @@
 //! fails does not permit, and a `forbid` whose evaluation fails denies (Cedar's authorizer would
 //! skip it). Only the policies whose scope can hold are evaluated (see [`scope`]).
 //!
-//! The policies are evaluated by Cedar's evaluator (cedar-policy-core), one by one, and combined
-//! here by the rules above. Cedar's authorizer does the same combination, but it first rebuilds each
-//! policy's condition as a new expression and afterwards collects every outcome into sets, which
-//! a new decision paid for in about a quarter of its instructions. Unit tests hold this evaluation
-//! to Cedar's authorizer over the whole set, case by case.
+//! A policy's conditions are first specialized to the caller ([`fold`]); what is left is answered
+//! from the request's facts where Cedar's answer is certain ([`direct`]), and otherwise evaluated by
+//! Cedar's evaluator (cedar-policy-core), one by one; the outcomes are combined here by the rules
+//! above. Cedar's authorizer does the same combination, but it first rebuilds each policy's
+//! condition as a new expression and afterwards collects every outcome into sets, which a new
+//! decision paid for in about a quarter of its instructions. Unit tests hold this evaluation to
+//! Cedar's authorizer over the whole set, case by case.
 
 mod direct;
 mod fold;
