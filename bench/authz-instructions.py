@@ -15,6 +15,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import auth  # noqa: E402
+import authz  # noqa: E402
 import drive  # noqa: E402
 
 ROOT, OUT, BIN = drive.ROOT, drive.OUT, drive.BIN
@@ -48,18 +49,8 @@ def dumped_instructions(pid, prefix):
 
 def main():
     tokens = auth.prepare()
-    with open(os.path.join(ROOT, "bench", "palisade-authz.yaml.in")) as f:
-        text = f.read().replace("@OUT@", OUT).replace("@BENCH@", os.path.join(ROOT, "bench"))
-    config = os.path.join(OUT, "palisade-authz.yaml")
-    with open(config, "w") as f:
-        f.write(text)
-    distinct = os.path.join(ROOT, "bench", "distinct-paths.lua")
-    cases = {
-        "scope rule": ("/rules/42", None),
-        "cedar, 20 policies": ("/cedar/42", None),
-        "scope rule, distinct paths": ("/rules/1", distinct),
-        "cedar, 20 policies, distinct paths": ("/cedar/1", distinct),
-    }
+    config = authz.write_config()
+    cases = authz.authz_cases()
     prefix = os.path.join(OUT, "callgrind.authz")
     for old in glob.glob(f"{prefix}*"):
         os.remove(old)
@@ -89,8 +80,7 @@ def main():
     print("| authorization | instructions/request | ÷ scope rule (same paths) |")
     print("|---|---:|---:|")
     for name in cases:
-        base = "scope rule, distinct paths" if "distinct" in name else "scope rule"
-        print(f"| {name} | {per_request[name]:,.0f} | {per_request[name] / per_request[base]:.3f} |")
+        print(f"| {name} | {per_request[name]:,.0f} | {per_request[name] / per_request[authz.base_of(name)]:.3f} |")
 
 
 if __name__ == "__main__":

@@ -32,22 +32,37 @@ def measured(pid, path, token, script):
     return rps, p50, p99, (cpu_seconds(pid) - before) / (rps * drive.DURATION) * 1e6
 
 
-def main():
-    tokens = auth.prepare()
+def write_config():
+    """The gateway's config for the authorization cases, filled in from bench/palisade-authz.yaml.in."""
     with open(os.path.join(ROOT, "bench", "palisade-authz.yaml.in")) as f:
         text = f.read().replace("@OUT@", OUT).replace("@BENCH@", os.path.join(ROOT, "bench"))
     config = os.path.join(OUT, "palisade-authz.yaml")
     with open(config, "w") as f:
         f.write(text)
+    return config
+
+
+def authz_cases():
+    """(path, wrk script) by case: the same path every time (one decision input), and a different path
+    for every request (no two requests share a decision input)."""
     distinct = os.path.join(ROOT, "bench", "distinct-paths.lua")
-    # The same path every time (decisions memoized after the first each second), and a different path
-    # for every request (every Cedar decision evaluated).
-    cases = {
+    return {
         "scope rule": ("/rules/42", None),
         "cedar, 20 policies": ("/cedar/42", None),
         "scope rule, distinct paths": ("/rules/1", distinct),
         "cedar, 20 policies, distinct paths": ("/cedar/1", distinct),
     }
+
+
+def base_of(name):
+    """The scope-rule case a case is compared with."""
+    return "scope rule, distinct paths" if "distinct" in name else "scope rule"
+
+
+def main():
+    tokens = auth.prepare()
+    config = write_config()
+    cases = authz_cases()
     log = lambda name: open(os.path.join(OUT, f"{name}.log"), "w")
     processes = {}
     results = {}
@@ -69,7 +84,6 @@ def main():
     finally:
         drive.stop(processes)
     median = lambda name, i: statistics.median(r[i] for r in results[name])
-    base_of = lambda name: "scope rule, distinct paths" if "distinct" in name else "scope rule"
     lines = [
         f"Machine: {drive.machine()}; wrk -t2 -c{auth.CONNECTIONS}, {drive.DURATION} s per run, {drive.ROUNDS} rounds interleaved, medians; "
         "one cached ES256 token, no identity headers.",
