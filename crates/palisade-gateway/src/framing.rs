@@ -8,9 +8,12 @@
 //! records a verdict for each request head in order; the pipeline's first stage takes the verdict for
 //! its request and answers 400 when the framing was ambiguous.
 //!
-//! The inspector never changes bytes. When it cannot follow the stream (HTTP/2, an upgrade, a head
-//! larger than hyper accepts) it stops inspecting and records nothing more; hyper then applies its own
-//! (strict) rules to what follows.
+//! Heads are parsed with httparse, the parser hyper itself uses, so both see a head end at the same
+//! byte (bare `LF` line endings and leading empty lines included). The inspector never changes bytes.
+//! When it cannot follow the stream any more (a head or chunk line it cannot parse or that is too long,
+//! a refused head whose body it cannot delimit) it fails closed: every later request on the connection
+//! is refused (`uninspectable_stream`). Only the HTTP/2 preface at the very start of a connection ends
+//! inspection quietly, as h2 has no such ambiguity.
 
 use std::collections::VecDeque;
 use std::io;
@@ -24,19 +27,54 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Why a request head's framing was refused.
 pub type Verdict = Option<&'static str>;
 
+/// The verdict of every request the inspector could no longer follow.
+pub const UNINSPECTABLE: &str = "uninspectable_stream";
+
+/// Verdicts not yet taken beyond which the inspector stops (an upgraded connection whose payload
+/// looks like HTTP heads would otherwise queue them without end); later requests are then refused.
+const MAX_PENDING_VERDICTS: usize = 1024;
+
+#[derive(Default)]
+struct Queue {
+    pending: VecDeque<Verdict>,
+    /// The inspector lost the stream: requests beyond `pending` were not inspected.
+    lost: bool,
+}
+
 /// Verdicts in request order, shared between the inspector and the connection's service.
 #[derive(Clone, Default)]
-pub struct Verdicts(Arc<Mutex<VecDeque<Verdict>>>);
+pub struct Verdicts(Arc<Mutex<Queue>>);
 
 impl Verdicts {
-    /// The verdict for the next request on this connection (`None` when nothing was found).
+    /// The verdict for the next request on this connection (`None` when nothing was found). A poisoned
+    /// lock or a lost stream refuses: the request's framing was not inspected.
     pub fn next(&self) -> Verdict {
-        self.0.lock().ok().and_then(|mut queue| queue.pop_front()).flatten()
+        let Ok(mut queue) = self.0.lock() else {
+            return Some(UNINSPECTABLE);
+        };
+        match queue.pending.pop_front() {
+            Some(verdict) => verdict,
+            None if queue.lost => Some(UNINSPECTABLE),
+            None => None,
+        }
     }
 
-    fn push(&self, verdict: Verdict) {
+    /// Records a head's verdict; false when too many are pending (the stream is then lost).
+    fn push(&self, verdict: Verdict) -> bool {
+        let Ok(mut queue) = self.0.lock() else {
+            return false;
+        };
+        if queue.pending.len() >= MAX_PENDING_VERDICTS {
+            queue.lost = true;
+            return false;
+        }
+        queue.pending.push_back(verdict);
+        true
+    }
+
+    fn lose(&self) {
         if let Ok(mut queue) = self.0.lock() {
-            queue.push_back(verdict);
+            queue.lost = true;
         }
     }
 }
@@ -49,7 +87,10 @@ enum State {
     ChunkData(u64),
     ChunkDataEnd(u8),
     Trailers(Vec<u8>),
-    Passthrough,
+    /// HTTP/2 prior knowledge: nothing to inspect.
+    Http2,
+    /// The stream could not be followed; later requests are refused.
+    Lost,
 }
 
 /// Follows HTTP/1 message boundaries in the bytes read from a client.
@@ -57,6 +98,8 @@ pub struct Inspector {
     state: State,
     /// A head split over several reads is gathered here; reused for the connection's life.
     head: Vec<u8>,
+    /// No head has been seen yet: only then may the bytes be the HTTP/2 preface.
+    at_start: bool,
     max_head: usize,
     max_headers: usize,
     verdicts: Verdicts,
@@ -64,11 +107,20 @@ pub struct Inspector {
 
 const MAX_CHUNK_LINE: usize = 4096;
 
+/// What parsing the bytes gathered so far found.
+enum Parsed {
+    /// A head of this many bytes, and how its body is framed.
+    Complete(usize, State),
+    Partial,
+    Invalid,
+}
+
 impl Inspector {
     pub fn new(max_head: usize, max_headers: usize, verdicts: Verdicts) -> Self {
         Self {
             state: State::Head,
             head: Vec::new(),
+            at_start: true,
             max_head,
             max_headers,
             verdicts,
@@ -79,7 +131,7 @@ impl Inspector {
     pub fn feed(&mut self, mut bytes: &[u8]) {
         while !bytes.is_empty() {
             let used = match &mut self.state {
-                State::Passthrough => return,
+                State::Http2 | State::Lost => return,
                 State::Head => self.feed_head(bytes),
                 State::Body(remaining) => {
                     let used = bytes.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
@@ -110,42 +162,71 @@ impl Inspector {
         }
     }
 
+    /// Stops inspecting for good: later requests are refused.
+    fn lose(&mut self) {
+        self.state = State::Lost;
+        self.head = Vec::new();
+        self.verdicts.lose();
+    }
+
     fn feed_head(&mut self, bytes: &[u8]) -> usize {
         if self.head.is_empty() {
-            if bytes.starts_with(b"PRI ") {
-                // The HTTP/2 connection preface: h2 has no such framing ambiguity.
-                self.state = State::Passthrough;
+            if self.at_start && bytes.starts_with(b"PRI ") {
+                self.state = State::Http2;
                 return bytes.len();
             }
             // The usual case: the whole head arrived in one read; judge it where it lies.
-            if let Some(end) = memchr::memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4) {
-                self.state = self.judge(&bytes[..end]);
-                return end;
+            match self.judge(bytes) {
+                Parsed::Complete(end, next) => {
+                    self.state = next;
+                    return end;
+                }
+                Parsed::Invalid => {
+                    self.lose();
+                    return bytes.len();
+                }
+                Parsed::Partial => {}
             }
-        }
-        let start = self.head.len().saturating_sub(3);
-        self.head.extend_from_slice(bytes);
-        if self.head.starts_with(b"PRI ") {
-            self.state = State::Passthrough;
-            return bytes.len();
-        }
-        let Some(end) = memchr::memmem::find(&self.head[start..], b"\r\n\r\n").map(|at| start + at + 4) else {
+            self.head.extend_from_slice(bytes);
             if self.head.len() > self.max_head {
-                self.state = State::Passthrough;
+                self.lose();
             }
             return bytes.len();
+        }
+        // A blank line ends a head: only when the new bytes make one is it worth parsing again.
+        let start = self.head.len().saturating_sub(2);
+        self.head.extend_from_slice(bytes);
+        if self.at_start && self.head.starts_with(b"PRI ") {
+            self.state = State::Http2;
+            self.head = Vec::new();
+            return bytes.len();
+        }
+        let parsed = if has_blank_line(&self.head[start..]) {
+            let head = std::mem::take(&mut self.head);
+            let parsed = self.judge(&head);
+            // Keep the allocation for the next split head.
+            self.head = head;
+            parsed
+        } else {
+            Parsed::Partial
         };
-        let consumed_from_bytes = bytes.len() - (self.head.len() - end);
-        let head = std::mem::take(&mut self.head);
-        self.state = self.judge(&head[..end]);
-        // Keep the allocation for the next split head.
-        self.head = head;
-        self.head.clear();
-        consumed_from_bytes
+        match parsed {
+            Parsed::Complete(end, next) => {
+                let earlier = self.head.len() - bytes.len();
+                self.head.clear();
+                self.state = next;
+                end.saturating_sub(earlier).clamp(1, bytes.len())
+            }
+            Parsed::Partial if self.head.len() <= self.max_head => bytes.len(),
+            Parsed::Partial | Parsed::Invalid => {
+                self.lose();
+                bytes.len()
+            }
+        }
     }
 
-    /// Records the verdict for one complete head and returns how the body is framed.
-    fn judge(&self, head: &[u8]) -> State {
+    /// Parses a head from the start of `bytes`; a complete one gets its verdict recorded.
+    fn judge(&mut self, bytes: &[u8]) -> Parsed {
         // Most heads fit the stack array; only a config allowing more headers needs the heap. Left
         // uninitialised: httparse writes what it parses, and clearing 64 slots for every request
         // cost more than the parse of a short head.
@@ -158,23 +239,32 @@ impl Inspector {
             &mut on_heap
         };
         let mut request = httparse::Request::new(&mut []);
-        match request.parse_with_uninit_headers(head, headers) {
-            Ok(httparse::Status::Complete(_)) => {}
-            // hyper will refuse this head itself; the stream cannot be followed past it.
-            _ => return State::Passthrough,
-        }
+        let end = match request.parse_with_uninit_headers(bytes, headers) {
+            Ok(httparse::Status::Complete(end)) if end <= self.max_head => end,
+            Ok(httparse::Status::Partial) => return Parsed::Partial,
+            // hyper refuses this head itself (400 or 431); the stream cannot be followed past it.
+            _ => return Parsed::Invalid,
+        };
+        self.at_start = false;
         let framing = Framing::of(request.headers);
         let verdict = framing.verdict();
-        self.verdicts.push(verdict);
-        let upgrade =
-            request.method == Some("CONNECT") || request.headers.iter().any(|h| h.name.eq_ignore_ascii_case("upgrade"));
-        match (verdict, framing) {
-            (Some(_), _) => State::Passthrough,
-            _ if upgrade => State::Passthrough,
+        if !self.verdicts.push(verdict) {
+            return Parsed::Invalid;
+        }
+        // An upgrade (or CONNECT) that is granted turns the stream into another protocol, which then
+        // fails to parse as a head and ends inspection; one that is refused leaves HTTP/1 on the
+        // connection, so inspection goes on either way.
+        let next = match (verdict, framing) {
+            // A refused head's body cannot be delimited; the connection closes after the 400.
+            (Some(_), _) => {
+                self.verdicts.lose();
+                State::Lost
+            }
             (None, Framing { chunked: true, .. }) => State::ChunkSize(Vec::new()),
             (None, Framing { length: Some(n), .. }) if n > 0 => State::Body(n),
             _ => State::Head,
-        }
+        };
+        Parsed::Complete(end, next)
     }
 
     fn feed_chunk_line(&mut self, bytes: &[u8]) -> usize {
@@ -186,18 +276,25 @@ impl Inspector {
         let Some(newline) = bytes.iter().position(|b| *b == b'\n') else {
             line.extend_from_slice(bytes);
             if line.len() > MAX_CHUNK_LINE {
-                self.state = State::Passthrough;
+                self.lose();
             }
             return bytes.len();
         };
         line.extend_from_slice(&bytes[..newline]);
+        if line.len() > MAX_CHUNK_LINE {
+            self.lose();
+            return newline + 1;
+        }
         let text = std::mem::take(line);
         let text = text.strip_suffix(b"\r").unwrap_or(&text);
         self.state = if is_size {
             match parse_chunk_size(text) {
                 Some(0) => State::Trailers(Vec::new()),
                 Some(size) => State::ChunkData(size),
-                None => State::Passthrough,
+                None => {
+                    self.lose();
+                    return newline + 1;
+                }
             }
         } else if text.is_empty() {
             State::Head
@@ -258,6 +355,11 @@ impl Framing {
             None
         }
     }
+}
+
+/// Whether `bytes` hold an empty line (`LF LF` or `LF CR LF`), which ends a head.
+fn has_blank_line(bytes: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', bytes).any(|at| matches!(&bytes[at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
@@ -325,7 +427,11 @@ mod tests {
             inspector.feed(piece);
         }
         let queue = verdicts.0.lock().unwrap();
-        queue.iter().copied().collect()
+        let mut found: Vec<Verdict> = queue.pending.iter().copied().collect();
+        if queue.lost {
+            found.push(Some(UNINSPECTABLE));
+        }
+        found
     }
 
     #[test]
@@ -336,7 +442,7 @@ GET /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
         for split in [1, 2, 3, 7, 64, 4096] {
             assert_eq!(
                 verdicts_of(stream, split),
-                vec![None, None, Some("duplicate_content_length")],
+                vec![None, None, Some("duplicate_content_length"), Some(UNINSPECTABLE)],
                 "split {split}"
             );
         }
@@ -363,14 +469,80 @@ GET /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
             ),
         ];
         for (stream, expected) in cases {
-            assert_eq!(verdicts_of(stream, 4096), vec![Some(expected)]);
+            assert_eq!(verdicts_of(stream, 4096), vec![Some(expected), Some(UNINSPECTABLE)]);
         }
     }
 
     #[test]
-    fn http2_preface_and_upgrades_stop_inspection() {
+    fn only_the_http2_preface_at_the_start_ends_inspection_quietly() {
         assert!(verdicts_of(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 4096).is_empty());
+        assert!(verdicts_of(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 2).is_empty());
+        // Later on, a preface is an invalid HTTP/1 head: hyper refuses it, and so does what follows.
+        let late = b"GET / HTTP/1.1\r\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(verdicts_of(late, 4096), vec![None, Some(UNINSPECTABLE)]);
+    }
+
+    #[test]
+    fn inspection_goes_on_after_an_upgrade_request() {
+        // hyper keeps serving HTTP/1 when the upgrade is refused, so what follows is judged.
         let upgrade = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n";
-        assert_eq!(verdicts_of(upgrade, 4096), vec![None]);
+        assert_eq!(
+            verdicts_of(upgrade, 4096),
+            vec![None, Some("duplicate_content_length"), Some(UNINSPECTABLE)]
+        );
+        // When it is granted, the next protocol's bytes are no head: inspection ends, failing closed.
+        let granted = b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\n\r\n\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58\n\n";
+        assert_eq!(verdicts_of(granted, 4096), vec![None, Some(UNINSPECTABLE)]);
+    }
+
+    #[test]
+    fn heads_end_where_httparse_ends_them() {
+        // Bare LF line endings and leading empty lines, which hyper accepts: the head after them is
+        // judged at the right place in every read size.
+        let stream = b"GET /a HTTP/1.1\nHost: x\n\n\r\nPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        for split in [1, 2, 3, 5, 4096] {
+            assert_eq!(
+                verdicts_of(stream, split),
+                vec![None, Some("content_length_with_transfer_encoding"), Some(UNINSPECTABLE)],
+                "split {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_stream_that_cannot_be_followed_refuses_what_comes_after() {
+        let long_extension = format!(
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;{}\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            "e".repeat(MAX_CHUNK_LINE)
+        );
+        for split in [64, 1 << 20] {
+            assert_eq!(
+                verdicts_of(long_extension.as_bytes(), split),
+                vec![None, Some(UNINSPECTABLE)],
+                "split {split}"
+            );
+        }
+        let verdicts = Verdicts::default();
+        let mut inspector = Inspector::new(16 * 1024, 100, verdicts.clone());
+        inspector.feed(b"GET / HTTP/1.1\r\n\r\nGET /\x01 HTTP/1.1\r\n\r\n");
+        assert_eq!(
+            verdicts.next(),
+            None,
+            "the head inspected before the loss keeps its verdict"
+        );
+        assert_eq!(verdicts.next(), Some(UNINSPECTABLE));
+        assert_eq!(verdicts.next(), Some(UNINSPECTABLE), "and the loss is for good");
+    }
+
+    #[test]
+    fn verdicts_nobody_takes_are_bounded() {
+        let verdicts = Verdicts::default();
+        let mut inspector = Inspector::new(16 * 1024, 100, verdicts.clone());
+        for _ in 0..MAX_PENDING_VERDICTS + 10 {
+            inspector.feed(b"GET / HTTP/1.1\r\n\r\n");
+        }
+        let queue = verdicts.0.lock().unwrap();
+        assert_eq!(queue.pending.len(), MAX_PENDING_VERDICTS);
+        assert!(queue.lost);
     }
 }

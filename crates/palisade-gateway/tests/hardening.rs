@@ -47,6 +47,46 @@ async fn ambiguous_framing_is_refused_with_400_and_no_smuggled_request() {
     }
 }
 
+/// The statuses of the responses in a raw exchange, in order.
+fn statuses(response: &str) -> Vec<u16> {
+    response
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| response.get(at + 9..at + 12)?.parse().ok())
+        .collect()
+}
+
+/// An earlier request on the same connection must not make the inspector lose track of where the
+/// next head starts: bare-LF heads and empty lines (which hyper accepts), a refused upgrade, and a
+/// chunk line too long to follow (later requests are then refused, failing closed).
+#[tokio::test]
+async fn an_earlier_request_does_not_open_the_way_for_smuggling() {
+    let (gw, _) = gateway("").await;
+    let ambiguous = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let long_extension = "e".repeat(5000);
+    let cases = [
+        ("bare LF head", "GET /a HTTP/1.1\nHost: x\n\n".to_string(), ambiguous, 200),
+        ("empty line between requests", "GET /a HTTP/1.1\r\nHost: x\r\n\r\n\r\n".to_string(), ambiguous, 200),
+        // Refused by the gateway (the path escapes the root), so hyper goes on reading HTTP/1.
+        (
+            "refused upgrade",
+            "GET /../a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n".to_string(),
+            ambiguous,
+            400,
+        ),
+        (
+            "chunk line too long to follow",
+            format!("POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;{long_extension}\r\nhello\r\n0\r\n\r\n"),
+            "GET /next HTTP/1.1\r\nHost: x\r\n\r\n",
+            200,
+        ),
+    ];
+    for (name, earlier, next, first) in cases {
+        let response = raw(gw.address, format!("{earlier}{next}").as_bytes()).await;
+        assert_eq!(statuses(&response), vec![first, 400], "{name}: {response}");
+        assert!(!response.contains("/smuggled"), "{name}: {response}");
+    }
+}
+
 #[tokio::test]
 async fn valid_pipelined_requests_with_bodies_all_pass() {
     let (gw, _) = gateway("").await;
