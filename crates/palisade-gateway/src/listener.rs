@@ -109,7 +109,7 @@ async fn serve_connection(
     let limits = &runtime.config.limits;
     let max_head = usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX);
     let verdicts = Verdicts::default();
-    let inspector = Inspector::new(max_head, limits.max_headers, verdicts.clone());
+    let inspector = Inspector::new(max_head, verdicts.clone());
     let builder = http_builder(&runtime.config.limits, max_head);
     let connection_info = |client_certificate| {
         Arc::new(ConnectionInfo {
