@@ -26,6 +26,8 @@ BIN = os.path.join(ROOT, "target", "release", "palisade")
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 DURATION = int(os.environ.get("DURATION", "10"))
 CONNECTIONS = [int(c) for c in os.environ.get("CONNECTIONS", "16 64 256").split()]
+# LATENCY=0 skips the fixed-rate runs (oha), e.g. for a throughput-only run with more rounds.
+LATENCY = os.environ.get("LATENCY", "1") != "0"
 TARGETS = {
     "direct": 19000,
     "palisade": 19080,
@@ -180,15 +182,24 @@ def main():
                 rps = median(target, c, 0)
                 ratio = median("palisade", c, 0) / rps
                 lines.append(f"| {c} | {target} | {rps:,.0f} | {median(target, c, 1):.3f} | {median(target, c, 2):.3f} | {ratio:.2f} |")
-        half = int(median("palisade", 64, 0) / 2)
+        # Rounds run one after the other, so a round's ratio compares targets measured minutes apart at
+        # most: the median of those is less moved by the VM's drift than the ratio of the medians.
         lines.append("")
-        lines.append(f"Fixed rate {half:,} req/s (half of Palisade's maximum at 64 connections), 64 connections, oha with latency correction:")
-        lines.append("")
-        lines.append("| target | achieved req/s | p50 ms | p99 ms | p99 added over direct ms |")
-        lines.append("|---|---:|---:|---:|---:|")
-        fixed = {target: oha(port, half) for target, port in TARGETS.items()}
-        for target, (rps, p50, p99) in fixed.items():
-            lines.append(f"| {target} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {p99 - fixed['direct'][2]:+.3f} |")
+        for c in CONNECTIONS:
+            for peer in ("nginx", "haproxy"):
+                paired = [p[0] / q[0] for p, q in zip(results[("palisade", c)], results[(peer, c)])]
+                shown = ", ".join(f"{ratio:.2f}" for ratio in paired)
+                lines.append(f"- {c} connections, palisade ÷ {peer} per round: {shown} (median {statistics.median(paired):.2f})")
+        if LATENCY:
+            half = int(median("palisade", 64, 0) / 2)
+            lines.append("")
+            lines.append(f"Fixed rate {half:,} req/s (half of Palisade's maximum at 64 connections), 64 connections, oha with latency correction:")
+            lines.append("")
+            lines.append("| target | achieved req/s | p50 ms | p99 ms | p99 added over direct ms |")
+            lines.append("|---|---:|---:|---:|---:|")
+            fixed = {target: oha(port, half) for target, port in TARGETS.items()}
+            for target, (rps, p50, p99) in fixed.items():
+                lines.append(f"| {target} | {rps:,.0f} | {p50:.3f} | {p99:.3f} | {p99 - fixed['direct'][2]:+.3f} |")
         lines.append("")
         lines.append(f"Palisade resident memory: {idle_rss:.1f} MiB idle after start, {loaded_rss:.1f} MiB after the throughput runs.")
     finally:
