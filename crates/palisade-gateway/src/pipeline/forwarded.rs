@@ -33,7 +33,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     UPGRADE,
 ];
 
-/// Forwarding headers a client may not set unless it is a trusted proxy.
+/// Forwarding headers a client may not set unless it is a trusted proxy. The first five are the ones the
+/// gateway sets itself (`set_forwarding_headers` relies on that order).
 const CLIENT_FORWARDING: [HeaderName; 7] = [
     X_FORWARDED_FOR,
     X_FORWARDED_PROTO,
@@ -216,7 +217,14 @@ pub fn set_forwarding_headers(
     if peer_trusted {
         extend_trusted_chain(headers, hop);
     } else {
-        remove_named(headers, &CLIENT_FORWARDING);
+        // `insert` replaces every value a name had, so of the client's forwarding headers only those
+        // not set below need removing.
+        for name in &CLIENT_FORWARDING[5..] {
+            headers.remove(name);
+        }
+        if host.is_empty() {
+            headers.remove(X_FORWARDED_HOST);
+        }
         headers.insert(X_FORWARDED_FOR, hop.peer_value.clone());
         headers.insert(FORWARDED, hop.forwarded.clone());
     }
@@ -249,10 +257,13 @@ fn extend_trusted_chain(headers: &mut HeaderMap, hop: &HopValues) {
     set(headers, FORWARDED, forwarded);
 }
 
+/// Sets `name` to `value`; a value that is no valid header text removes the name instead, so that
+/// nothing a client sent under it survives.
 fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    if let Ok(value) = HeaderValue::try_from(value) {
-        headers.insert(name, value);
-    }
+    match HeaderValue::try_from(value) {
+        Ok(value) => headers.insert(name, value),
+        Err(_) => headers.remove(name),
+    };
 }
 
 /// The client's request id when it is safe to keep (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
@@ -436,6 +447,23 @@ mod tests {
         assert_eq!(h["forwarded"], "for=203.0.113.9;proto=https");
         assert_eq!(h["x-forwarded-host"], "api.example.com");
         assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn no_forwarding_header_of_an_untrusted_client_survives_in_any_value() {
+        let mut h = HeaderMap::new();
+        for name in &CLIENT_FORWARDING {
+            h.append(name, HeaderValue::from_static("evil"));
+            h.append(name, HeaderValue::from_static("evil-too"));
+        }
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        // No host (an HTTP/1.0 request without one): no X-Forwarded-Host either.
+        set_forwarding_headers(&mut h, &HopValues::new(peer, false), peer, false, "");
+        for (name, value) in &h {
+            assert!(!value.as_bytes().starts_with(b"evil"), "{name}: {value:?}");
+        }
+        assert_eq!(h.len(), 4, "{h:?}");
+        assert!(!h.contains_key(X_FORWARDED_HOST));
     }
 
     #[test]

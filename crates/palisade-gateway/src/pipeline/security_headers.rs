@@ -48,7 +48,11 @@ impl SecurityHeaders {
     }
 
     pub fn apply(&self, headers: &mut HeaderMap, tls: bool) {
-        crate::pipeline::forwarded::remove_named(headers, &self.remove);
+        // Usually two names (`Server`, `X-Powered-By`) that upstreams do send: a lookup by name each
+        // costs half of a scan of the keys followed by the removals (callgrind).
+        for name in &self.remove {
+            headers.remove(name);
+        }
         headers.reserve(self.add.len() + 1);
         // An upstream's own value wins; `entry` looks the name up once.
         for (name, value) in &self.add {
