@@ -87,6 +87,39 @@ async fn an_earlier_request_does_not_open_the_way_for_smuggling() {
     }
 }
 
+/// `X_Forwarded_For` and the like reach a CGI-style app (WSGI, Rack, PHP) as the very variable the
+/// gateway's own `X-Forwarded-For` becomes, so those spellings of the headers the gateway writes or
+/// protects never reach the upstream; other names with underscores do.
+#[tokio::test]
+async fn underscore_spellings_cannot_pose_as_the_gateways_headers() {
+    let (gw, _) = gateway("").await;
+    let reply = call(
+        &gw.url("/a"),
+        &[
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_Real_IP", "6.6.6.6"),
+            ("x-forwarded_proto", "https"),
+            ("x_request_id", "forged"),
+            ("x_palisade_subject", "admin"),
+            ("x_app_flag", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen = &echoed(&reply.body)["headers"];
+    for name in [
+        "x_forwarded_for",
+        "x_real_ip",
+        "x-forwarded_proto",
+        "x_request_id",
+        "x_palisade_subject",
+    ] {
+        assert!(seen.get(name).is_none(), "{name} reached the upstream: {seen}");
+    }
+    assert_eq!(seen["x_app_flag"][0], "kept");
+    assert_eq!(seen["x-forwarded-for"][0], "127.0.0.1");
+}
+
 #[tokio::test]
 async fn valid_pipelined_requests_with_bodies_all_pass() {
     let (gw, _) = gateway("").await;

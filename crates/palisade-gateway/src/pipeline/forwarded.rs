@@ -80,6 +80,37 @@ pub fn remove_named(headers: &mut HeaderMap, names: &[HeaderName]) {
     remove_where(headers, |name| names.contains(name));
 }
 
+/// Headers the gateway writes for the upstream whatever the client sent (besides identity headers).
+const GATEWAY_WRITTEN: [HeaderName; 6] = [
+    X_FORWARDED_FOR,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_HOST,
+    X_REAL_IP,
+    FORWARDED,
+    X_REQUEST_ID,
+];
+
+/// Removes headers whose names, with `_` read as `-`, are names the gateway writes or protects
+/// (`X_Forwarded_For`, `X_Palisade_Subject`): CGI-style servers (WSGI, Rack, PHP) turn both spellings into
+/// one variable (`HTTP_X_FORWARDED_FOR`), so a client's could pose as the gateway's. nginx drops every
+/// header with an underscore by default for this reason; only the colliding ones are dropped here.
+/// `protected` names the identity headers.
+pub fn remove_underscore_aliases(headers: &mut HeaderMap, protected: impl Fn(&HeaderName) -> bool) {
+    // Names with an underscore are rare: one scan, and nothing else to do when there is none.
+    if !headers.keys().any(|name| name.as_str().contains('_')) {
+        return;
+    }
+    remove_where(headers, |name| {
+        let text = name.as_str();
+        if !text.contains('_') {
+            return false;
+        }
+        HeaderName::from_bytes(text.replace('_', "-").as_bytes()).is_ok_and(|alias| {
+            GATEWAY_WRITTEN.contains(&alias) || CLIENT_ONLY_FORWARDING.contains(&alias) || protected(&alias)
+        })
+    });
+}
+
 /// Peers whose forwarding headers are believed.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies(Vec<IpNet>);
@@ -412,6 +443,24 @@ mod tests {
             assert_eq!(headers.len(), 1 + 2 * (8 - picked), "{picked}: {left:?}");
             assert!(headers.contains_key(HOST));
         }
+    }
+
+    #[test]
+    fn underscore_spellings_of_written_and_protected_headers_are_removed() {
+        let mut h = headers(&[
+            ("x_forwarded_for", "6.6.6.6"),
+            ("X_Real_IP", "6.6.6.6"),
+            ("x-forwarded_host", "evil"),
+            ("x_request_id", "forged"),
+            ("x_forwarded_prefix", "/evil"),
+            ("x_palisade_subject", "admin"),
+            ("x_app_flag", "kept"),
+            ("accept", "kept"),
+        ]);
+        remove_underscore_aliases(&mut h, |name| name.as_str() == "x-palisade-subject");
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x_app_flag"]);
     }
 
     #[test]

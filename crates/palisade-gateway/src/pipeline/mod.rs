@@ -161,6 +161,9 @@ async fn run(
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     forwarded::remove_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+    forwarded::remove_underscore_aliases(&mut parts.headers, |alias| {
+        runtime.authenticator.identity.is_protected(alias)
+    });
     authenticate::forward_identity(
         &runtime.authenticator,
         &runtime.signer,
