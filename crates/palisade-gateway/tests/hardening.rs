@@ -120,6 +120,49 @@ async fn underscore_spellings_cannot_pose_as_the_gateways_headers() {
     assert_eq!(seen["x-forwarded-for"][0], "127.0.0.1");
 }
 
+/// The host a request is routed by is the host the upstream sees: a second `Host`, none on HTTP/1.1,
+/// or one that is no authority is refused (RFC 9112 §3.2); an absolute-form target's authority
+/// replaces the client's `Host`.
+#[tokio::test]
+async fn a_request_names_exactly_one_host_and_the_upstream_sees_that_one() {
+    let (gw, _) = gateway("").await;
+    let refused = [
+        (
+            "two Host headers",
+            "GET /a HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        ),
+        ("no Host on HTTP/1.1", "GET /a HTTP/1.1\r\n\r\n"),
+        (
+            "a list for a Host",
+            "GET /a HTTP/1.1\r\nHost: a.example, b.example\r\n\r\n",
+        ),
+        (
+            "user information",
+            "GET http://u@a.example/a HTTP/1.1\r\nHost: a.example\r\n\r\n",
+        ),
+    ];
+    for (name, request) in refused {
+        let response = raw(
+            gw.address,
+            format!("{request}GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await;
+        assert_eq!(statuses(&response), vec![400, 200], "{name}: {response}");
+    }
+    let response = raw(
+        gw.address,
+        b"GET http://a.example/a HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    let seen = &echoed(response.split("\r\n\r\n").nth(1).unwrap_or_default())["headers"];
+    assert_eq!(seen["host"], serde_json::json!(["a.example"]), "{response}");
+    assert_eq!(seen["x-forwarded-host"], serde_json::json!(["a.example"]), "{response}");
+    // HTTP/1.0 needs no Host.
+    let response = raw(gw.address, b"GET /a HTTP/1.0\r\n\r\n").await;
+    assert_eq!(status_of(&response), 200, "{response}");
+}
+
 #[tokio::test]
 async fn valid_pipelined_requests_with_bodies_all_pass() {
     let (gw, _) = gateway("").await;

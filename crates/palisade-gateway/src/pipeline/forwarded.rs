@@ -312,19 +312,45 @@ pub fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// The host the client asked for: lower case, without port or trailing dot. HTTP/2 carries it in the
-/// `:authority` (the URI); HTTP/1 in `Host`.
-pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
-    if uri.host().is_none() {
-        if let Some(host) = headers.get(HOST).and_then(|value| plain_host(value.as_bytes())) {
-            return host;
-        }
+/// `:authority` (the URI), as does an HTTP/1 request in absolute form; otherwise HTTP/1 has it in `Host`.
+/// Refused (400), as RFC 9112 §3.2 has it, so that the route's host is the one the upstream sees:
+/// more than one `Host` (the upstream might read the other one), none on HTTP/1.1, a value that is no
+/// authority (`a, b`), and user information in either place.
+pub fn request_host(version: http::Version, uri: &http::Uri, headers: &HeaderMap) -> Result<String, &'static str> {
+    let mut hosts = headers.get_all(HOST).iter();
+    let (header, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err("duplicate_host");
     }
-    let raw = uri.host().map(str::to_string).or_else(|| {
-        let value = headers.get(HOST)?.to_str().ok()?;
-        let authority: http::uri::Authority = value.parse().ok()?;
-        Some(authority.host().to_string())
-    });
-    let mut host = raw.unwrap_or_default().to_ascii_lowercase();
+    if let Some(authority) = uri.authority() {
+        // The URI's authority wins over `Host` (which `upstream::ensure_host` then replaces).
+        if authority.as_str().contains('@') {
+            return Err("invalid_host");
+        }
+        return Ok(normalized_host(authority.host()));
+    }
+    let Some(header) = header else {
+        return match version {
+            http::Version::HTTP_11 => Err("missing_host"),
+            _ => Ok(String::new()),
+        };
+    };
+    if let Some(host) = plain_host(header.as_bytes()) {
+        return Ok(host);
+    }
+    let authority: http::uri::Authority = header
+        .to_str()
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .ok_or("invalid_host")?;
+    if authority.as_str().contains('@') {
+        return Err("invalid_host");
+    }
+    Ok(normalized_host(authority.host()))
+}
+
+fn normalized_host(host: &str) -> String {
+    let mut host = host.to_ascii_lowercase();
     if host.ends_with('.') {
         host.pop();
     }
@@ -374,18 +400,39 @@ mod tests {
             "-x-",
             "a b",
             "user@host",
+            "a, b",
         ] {
             let mut map = HeaderMap::new();
             map.insert(HOST, HeaderValue::from_str(value).unwrap());
-            let parsed = value.parse::<http::uri::Authority>().ok().map(|a| {
-                let mut host = a.host().to_ascii_lowercase();
-                if host.ends_with('.') {
-                    host.pop();
-                }
-                host
-            });
-            assert_eq!(request_host(&uri, &map), parsed.unwrap_or_default(), "{value}");
+            let parsed = value
+                .parse::<http::uri::Authority>()
+                .ok()
+                .filter(|a| !a.as_str().contains('@'))
+                .map(|a| normalized_host(a.host()))
+                .ok_or("invalid_host");
+            assert_eq!(request_host(http::Version::HTTP_11, &uri, &map), parsed, "{value}");
         }
+    }
+
+    #[test]
+    fn hosts_that_could_mean_two_things_are_refused() {
+        let origin: http::Uri = "/".parse().unwrap();
+        let absolute: http::Uri = "http://a.example/x".parse().unwrap();
+        let two = headers(&[("host", "a.example"), ("host", "b.example")]);
+        let other = headers(&[("host", "b.example")]);
+        let none = HeaderMap::new();
+        use http::Version;
+        assert_eq!(request_host(Version::HTTP_11, &origin, &two), Err("duplicate_host"));
+        assert_eq!(request_host(Version::HTTP_11, &absolute, &two), Err("duplicate_host"));
+        assert_eq!(request_host(Version::HTTP_11, &origin, &none), Err("missing_host"));
+        assert_eq!(request_host(Version::HTTP_10, &origin, &none), Ok(String::new()));
+        assert_eq!(request_host(Version::HTTP_11, &absolute, &none), Ok("a.example".into()));
+        assert_eq!(
+            request_host(Version::HTTP_11, &absolute, &other),
+            Ok("a.example".into())
+        );
+        let userinfo: http::Uri = "http://u@a.example/x".parse().unwrap();
+        assert_eq!(request_host(Version::HTTP_11, &userinfo, &none), Err("invalid_host"));
     }
 
     fn trusted() -> TrustedProxies {

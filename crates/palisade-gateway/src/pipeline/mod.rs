@@ -80,7 +80,8 @@ async fn run(
     context.request_id_header = HeaderValue::from_str(&context.request_id).ok();
     check_framing(connection, &request)?;
     context.path = normalize::normalize_path(request.uri().path()).map_err(GatewayError::BadPath)?;
-    context.host = forwarded::request_host(request.uri(), request.headers());
+    context.host = forwarded::request_host(request.version(), request.uri(), request.headers())
+        .map_err(GatewayError::BadRequest)?;
     let peer_trusted = runtime.trusted_proxies.contains(context.peer);
     context.client_ip = forwarded::client_ip(request.headers(), context.peer, &runtime.trusted_proxies);
     context.origin = cors::origin_of(request.headers());

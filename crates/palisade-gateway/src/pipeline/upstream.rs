@@ -180,12 +180,18 @@ fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
     });
 }
 
-/// HTTP/1 needs a `Host`; an HTTP/2 client sends `:authority` instead, which the URI carries.
+/// HTTP/1 needs a `Host`. An HTTP/2 client sends `:authority` instead, and an HTTP/1 request in absolute
+/// form carries one in its target; the URI has it, the route was chosen by it, so the upstream's `Host`
+/// is set from it whatever `Host` the client sent (RFC 9112 §3.2.2). `forwarded::request_host` refused
+/// an authority with user information.
 pub fn ensure_host(headers: &mut http::HeaderMap, uri: &Uri) {
-    if headers.contains_key(HOST) {
-        return;
-    }
-    if let Some(value) = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-        headers.insert(HOST, value);
+    match uri.authority().map(|a| HeaderValue::from_str(a.as_str())) {
+        Some(Ok(value)) => {
+            headers.insert(HOST, value);
+        }
+        Some(Err(_)) => {
+            headers.remove(HOST);
+        }
+        None => {}
     }
 }
