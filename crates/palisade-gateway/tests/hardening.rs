@@ -163,6 +163,32 @@ async fn a_request_names_exactly_one_host_and_the_upstream_sees_that_one() {
     assert_eq!(status_of(&response), 200, "{response}");
 }
 
+/// `/admin;x=1` is `/admin` to a servlet container but no `/admin` route to the router: with a public
+/// catch-all beside a protected `/admin` prefix, it would pass. So `;` is refused unless allowed.
+#[tokio::test]
+async fn path_parameters_are_refused_unless_the_config_allows_them() {
+    let a = echo("a").await;
+    let routes = format!(
+        "clusters:\n  echo: {{ targets: [\"{a}\"] }}\nroutes:\n  - {{ name: open, match: {{ prefix: / }}, cluster: echo, public: true }}\n  - {{ name: admin, match: {{ prefix: /admin }}, cluster: echo, ip_rules: {{ allow: [192.0.2.0/24] }}, public: true }}\n"
+    );
+    let gw = start(&routes).await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(
+        status_of(&raw(gw.address, get("/admin").as_bytes()).await),
+        403,
+        "the prefix is protected"
+    );
+    for path in ["/admin;x=1", "/admin;", "/admin%3bx=1", "/%61dmin;jsessionid=1"] {
+        let response = raw(gw.address, get(path).as_bytes()).await;
+        assert_eq!(status_of(&response), 400, "{path}: {response}");
+        assert!(response.contains("bad-path"), "{path}: {response}");
+    }
+    let allowing = start(&format!("limits:\n  allow_path_parameters: true\n{routes}")).await;
+    let response = raw(allowing.address, get("/files;v=2").as_bytes()).await;
+    assert_eq!(status_of(&response), 200, "{response}");
+    assert!(response.contains("\"path\": \"/files;v=2\""), "{response}");
+}
+
 #[tokio::test]
 async fn valid_pipelined_requests_with_bodies_all_pass() {
     let (gw, _) = gateway("").await;

@@ -138,6 +138,9 @@ pub struct EdgeLimits {
     pub max_body_bytes: ByteSize,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: u32,
+    /// Accept `;` (raw or `%3B`) in request paths. Off by default: servlet containers (Tomcat, Spring)
+    /// strip `;…` path parameters, so `/admin;x=1` would be routed as one path and served as `/admin`.
+    pub allow_path_parameters: bool,
 }
 
 impl Default for EdgeLimits {
@@ -149,6 +152,7 @@ impl Default for EdgeLimits {
             max_headers: 100,
             max_body_bytes: ByteSize(10 * 1024 * 1024),
             max_concurrent_streams: 200,
+            allow_path_parameters: false,
         }
     }
 }

@@ -80,6 +80,8 @@ async fn run(
     context.request_id_header = HeaderValue::from_str(&context.request_id).ok();
     check_framing(connection, &request)?;
     context.path = normalize::normalize_path(request.uri().path()).map_err(GatewayError::BadPath)?;
+    normalize::check_parameters(&context.path, runtime.config.limits.allow_path_parameters)
+        .map_err(GatewayError::BadPath)?;
     context.host = forwarded::request_host(request.version(), request.uri(), request.headers())
         .map_err(GatewayError::BadRequest)?;
     let peer_trusted = runtime.trusted_proxies.contains(context.peer);

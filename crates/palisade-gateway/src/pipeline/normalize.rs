@@ -6,7 +6,8 @@
 //!   with upper-case hex, so decoding never happens twice (`%252e` stays `%252E`);
 //! - `.` and `..` segments are resolved, `//` is merged;
 //! - encoded `/`, `\` and NUL, raw `\`, control or non-ASCII bytes, and paths that climb above the root
-//!   are refused.
+//!   are refused;
+//! - `;` (raw or `%3B`) is refused unless `limits.allow_path_parameters` (see [`check_parameters`]).
 
 /// Why a path was refused; the reason code for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,7 @@ pub enum PathError {
     Backslash,
     BadByte,
     EscapesRoot,
+    Parameter,
 }
 
 impl PathError {
@@ -30,7 +32,22 @@ impl PathError {
             PathError::Backslash => "path_backslash",
             PathError::BadByte => "path_bad_byte",
             PathError::EscapesRoot => "path_escapes_root",
+            PathError::Parameter => "path_parameter",
         }
+    }
+}
+
+/// Refuses a normalized path with a `;` in it, raw or encoded, unless path parameters are allowed.
+/// Servlet containers (Tomcat, Spring) cut `;…` from each segment before they match it, so
+/// `/admin;x=1` is one path to the router (not `/admin`, not under the `/admin` prefix) and `/admin`
+/// to such an upstream: a route protecting `/admin` would be passed by. Spring Security's firewall
+/// refuses these for the same reason.
+pub fn check_parameters(path: &str, allowed: bool) -> Result<(), PathError> {
+    let has_parameter =
+        || memchr::memchr(b';', path.as_bytes()).is_some() || memchr::memmem::find(path.as_bytes(), b"%3B").is_some();
+    match !allowed && has_parameter() {
+        true => Err(PathError::Parameter),
+        false => Ok(()),
     }
 }
 
@@ -240,6 +257,25 @@ mod tests {
         ];
         for (raw, expected) in cases {
             assert_eq!(normalize_path(raw), Err(expected), "{raw}");
+        }
+    }
+
+    #[test]
+    fn path_parameters_are_refused_unless_allowed() {
+        for raw in [
+            "/admin;x=1",
+            "/admin;",
+            "/a;b/c",
+            "/admin%3bx",
+            "/admin%3Bx",
+            "/%61dmin;jsessionid=1",
+        ] {
+            let path = normalize_path(raw).unwrap();
+            assert_eq!(check_parameters(&path, false), Err(PathError::Parameter), "{raw}");
+            assert_eq!(check_parameters(&path, true), Ok(()), "{raw}");
+        }
+        for raw in ["/admin", "/a/%3A/b", "/a/%253B"] {
+            assert_eq!(check_parameters(&normalize_path(raw).unwrap(), false), Ok(()), "{raw}");
         }
     }
 }
