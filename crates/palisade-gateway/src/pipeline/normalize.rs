@@ -43,12 +43,12 @@ impl PathError {
 /// to such an upstream: a route protecting `/admin` would be passed by. Spring Security's firewall
 /// refuses these for the same reason.
 pub fn check_parameters(path: &str, allowed: bool) -> Result<(), PathError> {
-    let has_parameter =
-        || memchr::memchr(b';', path.as_bytes()).is_some() || memchr::memmem::find(path.as_bytes(), b"%3B").is_some();
-    match !allowed && has_parameter() {
-        true => Err(PathError::Parameter),
-        false => Ok(()),
+    // Escapes other than unreserved characters are kept upper-case by `normalize_path`: `%3b` is `%3B`.
+    let bytes = path.as_bytes();
+    if !allowed && (memchr::memchr(b';', bytes).is_some() || memchr::memmem::find(bytes, b"%3B").is_some()) {
+        return Err(PathError::Parameter);
     }
+    Ok(())
 }
 
 /// Returns the normalized path (always starting with `/`).
