@@ -67,10 +67,7 @@ impl PolicyChecker {
     }
 
     pub fn decide(&self, case: &PolicyCase<'_>) -> Verdict {
-        let allow_parameters = self.runtime.config.limits.allow_path_parameters;
-        let path = match normalize::normalize_path(case.path)
-            .and_then(|path| normalize::check_parameters(&path, allow_parameters).map(|()| path))
-        {
+        let path = match normalize::routed_path(case.path, self.runtime.config.limits.allow_path_parameters) {
             Ok(path) => path,
             Err(error) => return Verdict::NotRouted { reason: error.reason() },
         };

@@ -96,10 +96,7 @@ const GATEWAY_WRITTEN: [HeaderName; 6] = [
 /// header with an underscore by default for this reason; only the colliding ones are dropped here.
 /// `protected` names the identity headers.
 pub fn remove_underscore_aliases(headers: &mut HeaderMap, protected: impl Fn(&HeaderName) -> bool) {
-    // Names with an underscore are rare: one scan, and nothing else to do when there is none.
-    if !headers.keys().any(|name| name.as_str().contains('_')) {
-        return;
-    }
+    // Names with an underscore are rare: for the others the one scan of `remove_where` is all.
     remove_where(headers, |name| {
         let text = name.as_str();
         if !text.contains('_') {
@@ -324,10 +321,7 @@ pub fn request_host(version: http::Version, uri: &http::Uri, headers: &HeaderMap
     }
     if let Some(authority) = uri.authority() {
         // The URI's authority wins over `Host` (which `upstream::ensure_host` then replaces).
-        if authority.as_str().contains('@') {
-            return Err("invalid_host");
-        }
-        return Ok(normalized_host(authority.host()));
+        return host_of(authority);
     }
     let Some(header) = header else {
         return match version {
@@ -343,6 +337,11 @@ pub fn request_host(version: http::Version, uri: &http::Uri, headers: &HeaderMap
         .ok()
         .and_then(|value| value.parse().ok())
         .ok_or("invalid_host")?;
+    host_of(&authority)
+}
+
+/// An authority's host, normalized; one with user information is refused.
+fn host_of(authority: &http::uri::Authority) -> Result<String, &'static str> {
     if authority.as_str().contains('@') {
         return Err("invalid_host");
     }

@@ -79,8 +79,7 @@ async fn run(
     context.request_id = forwarded::request_id(request.headers());
     context.request_id_header = HeaderValue::from_str(&context.request_id).ok();
     check_framing(connection, &request)?;
-    context.path = normalize::normalize_path(request.uri().path()).map_err(GatewayError::BadPath)?;
-    normalize::check_parameters(&context.path, runtime.config.limits.allow_path_parameters)
+    context.path = normalize::routed_path(request.uri().path(), runtime.config.limits.allow_path_parameters)
         .map_err(GatewayError::BadPath)?;
     context.host = forwarded::request_host(request.version(), request.uri(), request.headers())
         .map_err(GatewayError::BadRequest)?;

@@ -7,7 +7,7 @@
 //! - `.` and `..` segments are resolved, `//` is merged;
 //! - encoded `/`, `\` and NUL, raw `\`, control or non-ASCII bytes, and paths that climb above the root
 //!   are refused;
-//! - `;` (raw or `%3B`) is refused unless `limits.allow_path_parameters` (see [`check_parameters`]).
+//! - `;` (raw or `%3B`) is refused unless `limits.allow_path_parameters` (see [`routed_path`]).
 
 /// Why a path was refused; the reason code for logs and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,13 +42,20 @@ impl PathError {
 /// `/admin;x=1` is one path to the router (not `/admin`, not under the `/admin` prefix) and `/admin`
 /// to such an upstream: a route protecting `/admin` would be passed by. Spring Security's firewall
 /// refuses these for the same reason.
-pub fn check_parameters(path: &str, allowed: bool) -> Result<(), PathError> {
+fn check_parameters(path: &str, allowed: bool) -> Result<(), PathError> {
     // Escapes other than unreserved characters are kept upper-case by `normalize_path`: `%3b` is `%3B`.
     let bytes = path.as_bytes();
     if !allowed && (memchr::memchr(b';', bytes).is_some() || memchr::memmem::find(bytes, b"%3B").is_some()) {
         return Err(PathError::Parameter);
     }
     Ok(())
+}
+
+/// The path a request is routed by: normalized, and without path parameters unless they are allowed.
+pub fn routed_path(raw: &str, allow_parameters: bool) -> Result<String, PathError> {
+    let path = normalize_path(raw)?;
+    check_parameters(&path, allow_parameters)?;
+    Ok(path)
 }
 
 /// Returns the normalized path (always starting with `/`).
