@@ -7,6 +7,7 @@ pub mod audit;
 pub mod context;
 pub mod detection;
 pub mod framing;
+pub mod header_timer;
 pub mod listener;
 pub mod pipeline;
 pub mod policy_check;

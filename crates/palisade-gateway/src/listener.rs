@@ -186,7 +186,7 @@ fn http_builder(limits: &palisade_core::config::EdgeLimits, max_head: usize) -> 
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        .timer(crate::header_timer::HeaderTimer::default())
         .header_read_timeout(limits.header_read_timeout.get())
         .max_buf_size(max_head)
         .keep_alive(true);
