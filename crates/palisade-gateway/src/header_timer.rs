@@ -22,7 +22,7 @@ use hyper::rt::{Sleep, Timer};
 /// One per connection (the HTTP/1 builder is made per connection).
 #[derive(Default)]
 pub struct HeaderTimer {
-    /// The connection's one Tokio sleep; `None` until the first head is read.
+    /// The connection's one Tokio sleep; `None` until a head's sleep is first polled.
     armed: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
 }
 
