@@ -19,17 +19,19 @@ use std::time::{Duration, Instant};
 
 use hyper::rt::{Sleep, Timer};
 
+/// The connection's one Tokio sleep, shared by its heads' sleeps; `None` until one is first polled.
+type ArmedSleep = Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>;
+
 /// One per connection (the HTTP/1 builder is made per connection).
 #[derive(Default)]
 pub struct HeaderTimer {
-    /// The connection's one Tokio sleep; `None` until a head's sleep is first polled.
-    armed: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+    armed: ArmedSleep,
 }
 
 /// The sleep of one head: resolves at `deadline`.
 struct HeadDeadline {
     deadline: tokio::time::Instant,
-    armed: Arc<Mutex<Option<Pin<Box<tokio::time::Sleep>>>>>,
+    armed: ArmedSleep,
 }
 
 impl Timer for HeaderTimer {

@@ -294,15 +294,8 @@ async fn drip_head(stream: &mut TcpStream) -> bool {
             return true;
         }
     }
-    let mut buffer = [0u8; 4096];
-    let ended = tokio::time::timeout(Duration::from_secs(2), async {
-        loop {
-            match stream.read(&mut buffer).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => continue,
-            }
-        }
-    });
+    // `read_all` returns at the end of the stream or a reset; still reading after 2 s means open.
+    let ended = tokio::time::timeout(Duration::from_secs(2), read_all(stream, Duration::from_secs(3)));
     ended.await.is_ok()
 }
 
