@@ -27,7 +27,7 @@ fn kind_of(error: &GatewayError) -> Option<EventKind> {
 
 fn facts(runtime: &Runtime, context: &RequestContext, status: u16) -> RequestFacts {
     RequestFacts {
-        request_id: context.request_id.clone(),
+        request_id: context.request_id().to_string(),
         method: context.method.to_string(),
         path: context.path.clone(),
         host: context.host.clone(),

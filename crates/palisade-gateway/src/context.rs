@@ -24,9 +24,9 @@ pub struct ConnectionInfo {
 pub struct RequestContext {
     pub started: Instant,
     pub time: SystemTime,
-    pub request_id: String,
-    /// `request_id` as a header value, made once for the upstream request and the response.
-    pub request_id_header: Option<http::HeaderValue>,
+    /// Kept as the header value it is sent as (upstream and in the response); cloning it shares it.
+    /// Always visible ASCII (see `forwarded::request_id`).
+    pub request_id: http::HeaderValue,
     pub method: Method,
     pub peer: IpAddr,
     pub client_ip: IpAddr,
@@ -58,13 +58,16 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or_default()
+    }
+
     pub fn new(connection: &ConnectionInfo, method: Method) -> Self {
         let peer = crate::pipeline::forwarded::canonical(connection.peer.ip());
         Self {
             started: Instant::now(),
             time: SystemTime::now(),
-            request_id: String::new(),
-            request_id_header: None,
+            request_id: http::HeaderValue::from_static(""),
             method,
             peer,
             client_ip: peer,

@@ -167,13 +167,12 @@ impl GatewayError {
         }
     }
 
-    pub fn into_response(self, request_id: &str) -> Response<ProxyBody> {
-        let body = self.problem().with_request_id(Some(request_id.to_string())).to_json();
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<ProxyBody> {
+        let id = request_id.to_str().unwrap_or_default().to_string();
+        let body = self.problem().with_request_id(Some(id)).to_json();
         let mut response = problem_response(self.status(), body);
         let headers = response.headers_mut();
-        if let Ok(value) = HeaderValue::from_str(request_id) {
-            headers.insert(crate::pipeline::forwarded::X_REQUEST_ID, value);
-        }
+        headers.insert(crate::pipeline::forwarded::X_REQUEST_ID, request_id.clone());
         match &self {
             GatewayError::MethodNotAllowed(allow) => {
                 if let Ok(value) = HeaderValue::from_str(allow) {

@@ -150,6 +150,57 @@ async fn idempotent_requests_are_retried_on_another_target_but_posts_are_not() {
         .contains("palisade_upstream_retries_total{cluster=\"echo\"} 0"));
 }
 
+/// An upstream that answers every request with 503 (keep-alive, one read per body-less request).
+async fn always_unavailable() -> std::net::SocketAddr {
+    let listener = TcpListener::bind(LOCAL).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {
+                    let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn a_503_is_retried_only_when_the_cluster_asks_for_it() {
+    let unavailable = always_unavailable().await;
+    let b = echo("b").await;
+    let no_ejection = "    passive_health: { consecutive_failures: 0 }\n";
+    // The default (`on: [connect_failure]`): the 503 reaches the client, as with nginx and HAProxy.
+    let gw = start(&one_cluster(&[unavailable, b], no_ejection)).await;
+    let seen = upstreams_seen(&gw, 6).await;
+    assert_eq!(seen.iter().filter(|s| *s == "503").count(), 3, "{seen:?}");
+    drop(gw);
+    let retry = format!(
+        "{no_ejection}    retries: {{ attempts: 1, budget_min_per_second: 100, on: [connect_failure, unavailable] }}\n"
+    );
+    let gw = start(&one_cluster(&[unavailable, b], &retry)).await;
+    assert_eq!(
+        upstreams_seen(&gw, 6).await,
+        vec!["b"; 6],
+        "every 503 was retried on the other target"
+    );
+}
+
+#[tokio::test]
+async fn http2_clusters_retry_connect_failures_too() {
+    // HTTP/2's pooled client keeps a request it could not send, so this retry goes out from a copy.
+    let dead = dead_address().await;
+    let b = echo("b").await;
+    let extra = "    protocol: http2\n    passive_health: { consecutive_failures: 0 }\n    retries: { attempts: 1, budget_min_per_second: 100 }\n";
+    let gw = start(&one_cluster(&[dead, b], extra)).await;
+    assert_eq!(upstreams_seen(&gw, 6).await, vec!["b"; 6]);
+}
+
 #[tokio::test]
 async fn retry_budget_caps_retries() {
     let dead = dead_address().await;

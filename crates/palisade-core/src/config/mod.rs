@@ -448,6 +448,21 @@ pub struct RetryConfig {
     pub budget_ratio: f32,
     /// ...plus this many retries per second.
     pub budget_min_per_second: u32,
+    /// Which failures are retried.
+    pub on: Vec<RetryOn>,
+}
+
+/// A failure after which a request may be tried again on another target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryOn {
+    /// Refused, reset or timed out while connecting, or the TLS handshake failed: the request was
+    /// never sent. The default, as in nginx (`proxy_next_upstream error timeout`) and HAProxy
+    /// (`retry-on conn-failure`).
+    ConnectFailure,
+    /// The target answered 503. Off by default: a 503 often means the service is overloaded, and it
+    /// costs a copy of every retryable request's headers, kept in case the answer is 503.
+    Unavailable,
 }
 
 impl Default for RetryConfig {
@@ -456,6 +471,7 @@ impl Default for RetryConfig {
             attempts: 1,
             budget_ratio: 0.2,
             budget_min_per_second: 10,
+            on: vec![RetryOn::ConnectFailure],
         }
     }
 }

@@ -291,21 +291,24 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
 }
 
 /// The client's request id when it is safe to keep (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
-pub fn request_id(headers: &HeaderMap) -> String {
-    let supplied = headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes).filter(|id| {
+/// A kept id is the client's header value itself (a share of hyper's buffer, no copy). A new one is
+/// a UUID v4 in a single allocation whose clones (upstream request, response) only count references.
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let supplied = headers.get(&X_REQUEST_ID).filter(|id| {
+        let id = id.as_bytes();
         (1..=128).contains(&id.len())
             && id
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
     });
-    match supplied {
-        Some(id) => String::from_utf8_lossy(id).into_owned(),
-        // Encoded straight into a buffer: `to_string` goes through the formatting machinery.
-        None => uuid::Uuid::new_v4()
-            .hyphenated()
-            .encode_lower(&mut uuid::Uuid::encode_buffer())
-            .to_owned(),
+    if let Some(id) = supplied {
+        return id.clone();
     }
+    // Encoded straight into a buffer: `to_string` goes through the formatting machinery.
+    let mut encoded = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut encoded);
+    // `from_owner` rather than a `Vec`: a `Bytes` made from a `Vec` allocates again on its first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(encoded)).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 /// The host the client asked for: lower case, without port or trailing dot. HTTP/2 carries it in the
@@ -569,6 +572,9 @@ mod tests {
         assert_eq!(request_id(&headers(&[("x-request-id", "abc-123")])), "abc-123");
         let replaced = request_id(&headers(&[("x-request-id", "bad id\"><script>")]));
         assert_eq!(replaced.len(), 36);
-        assert_eq!(request_id(&HeaderMap::new()).len(), 36);
+        let generated = request_id(&HeaderMap::new());
+        let generated = generated.to_str().expect("ASCII");
+        assert_eq!(uuid::Uuid::parse_str(generated).map(|id| id.get_version_num()), Ok(4));
+        assert_ne!(request_id(&HeaderMap::new()), generated, "a new id for every request");
     }
 }

@@ -38,7 +38,7 @@ pub mod validate;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header::{HeaderValue, TRANSFER_ENCODING, UPGRADE};
+use http::header::{TRANSFER_ENCODING, UPGRADE};
 use http::{Request, Response, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -77,7 +77,6 @@ async fn run(
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // 1. normalize
     context.request_id = forwarded::request_id(request.headers());
-    context.request_id_header = HeaderValue::from_str(&context.request_id).ok();
     check_framing(connection, &request)?;
     context.path = normalize::routed_path(request.uri().path(), runtime.config.limits.allow_path_parameters)
         .map_err(GatewayError::BadPath)?;
@@ -180,15 +179,10 @@ async fn run(
         peer_trusted,
         &context.host,
     );
-    if let Some(value) = &context.request_id_header {
-        parts.headers.insert(forwarded::X_REQUEST_ID, value.clone());
-    }
-    let mut path_and_query = String::with_capacity(context.path.len() + parts.uri.query().map_or(0, |q| q.len() + 1));
-    path_and_query.push_str(&context.path);
-    if let Some(query) = parts.uri.query() {
-        path_and_query.push('?');
-        path_and_query.push_str(query);
-    }
+    parts
+        .headers
+        .insert(forwarded::X_REQUEST_ID, context.request_id.clone());
+    let origin = upstream::origin_form(std::mem::take(&mut parts.uri), &context.path)?;
     let mut body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
     if let Some(rules) = body_rules {
         body = validate::check_body(rules, content_type.as_deref(), body).await?;
@@ -197,7 +191,7 @@ async fn run(
     // 9. upstream
     let prepared = upstream::Prepared {
         method: parts.method,
-        path_and_query,
+        origin,
         headers: parts.headers,
         body,
         client_upgrade,

@@ -129,7 +129,7 @@ impl Record {
         };
         log.log(AccessLogEntry {
             time: context.time,
-            request_id: context.request_id,
+            request_id: context.request_id().to_string(),
             client_ip: Some(context.client_ip),
             method: context.method.to_string(),
             path: context.path,

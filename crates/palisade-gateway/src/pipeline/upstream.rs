@@ -2,8 +2,8 @@
 //!
 //! Timeouts bound every wait (connect, then response head), so an unreachable or stuck upstream is a
 //! 502/503/504, never a hang. A request is retried on another target only when that is safe: an
-//! idempotent method, no request body, a failure before any response (or a 503), and room in the
-//! cluster's retry budget.
+//! idempotent method, no request body, a failure named in the cluster's `retries.on` (by default only
+//! a connection that could not be made), and room in the cluster's retry budget.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,17 +18,26 @@ use crate::context::RequestContext;
 use crate::pipeline::body_limit::caused_by_limit;
 use crate::pipeline::forwarded::{remove_hop_by_hop, X_REQUEST_ID};
 use crate::respond::GatewayError;
-use crate::upstream::{Cluster, FailureKind, Outcome, ProxyBody, Target, UpstreamError};
+use crate::upstream::{Cluster, FailureKind, Outcome, ProxyBody, SendFailure, Target, UpstreamError};
 use palisade_core::config::UpstreamProtocol;
 
 /// What the earlier stages prepared for the upstream.
 pub struct Prepared {
     pub method: Method,
-    pub path_and_query: String,
+    /// Origin form (`/path?query`): the normalized path that was routed and the client's query. The
+    /// transport adds the target's authority where its protocol needs one.
+    pub origin: Uri,
     pub headers: http::HeaderMap,
     pub body: ProxyBody,
     /// Set when the client asked to upgrade (WebSocket) and the body is empty.
     pub client_upgrade: Option<OnUpgrade>,
+}
+
+/// The head of a retryable request, copied before the first attempt for a retry that the transport
+/// cannot hand the request back for: after a 503, or over HTTP/2.
+struct Replay {
+    origin: Uri,
+    headers: http::HeaderMap,
 }
 
 pub async fn forward(
@@ -40,7 +49,7 @@ pub async fn forward(
     cluster.deposit_request();
     let Prepared {
         method,
-        path_and_query,
+        origin,
         headers,
         body,
         client_upgrade,
@@ -49,34 +58,40 @@ pub async fn forward(
         && is_idempotent(&method)
         && http_body::Body::is_end_stream(&body)
         && client_upgrade.is_none();
-    let mut body = Some(body);
-    // Only a retryable request can have a second attempt, so only it pays for a copy of its headers.
-    let mut headers = Some(headers);
-    // The origin-form target, parsed once for all attempts; the transport adds the target's authority
-    // where its protocol needs one.
-    let origin = Uri::from_maybe_shared(bytes::Bytes::from(path_and_query))
-        .map_err(|_| GatewayError::BadRequest("bad_request_target"))?;
+    // An HTTP/1 request that could not be sent comes back from the pool and goes out again as it is;
+    // only the other retries need a copy, so only they pay for one.
+    let needs_replay =
+        cluster.retry_unavailable || (protocol == UpstreamProtocol::Http2 && cluster.retry_connect_failure);
+    let replay = (retryable && needs_replay).then(|| Replay {
+        origin: origin.clone(),
+        headers: headers.clone(),
+    });
+    let version = match protocol {
+        UpstreamProtocol::Http2 => Version::HTTP_2,
+        UpstreamProtocol::Http1 => Version::HTTP_11,
+    };
+    let mut next = Some(upstream_request(method.clone(), origin, version, headers, body));
     let mut failed: Option<Arc<Target>> = None;
     let mut attempt = 0;
     loop {
+        let request = match (next.take(), &replay) {
+            (Some(request), _) => request,
+            (None, Some(replay)) => {
+                let empty = Empty::new().map_err(|never| match never {}).boxed();
+                upstream_request(
+                    method.clone(),
+                    replay.origin.clone(),
+                    version,
+                    replay.headers.clone(),
+                    empty,
+                )
+            }
+            // A retry is decided only when there is a request to send (see below).
+            (None, None) => return Err(GatewayError::UpstreamFailed),
+        };
         let in_flight = cluster.pick(failed.as_ref()).ok_or(GatewayError::NoHealthyUpstream)?;
         let target = in_flight.target().clone();
         context.upstream_target = Some(target.clone());
-        let attempt_body = body
-            .take()
-            .unwrap_or_else(|| Empty::new().map_err(|never| match never {}).boxed());
-        let mut request = Request::new(attempt_body);
-        *request.method_mut() = method.clone();
-        *request.uri_mut() = origin.clone();
-        *request.version_mut() = if protocol == UpstreamProtocol::Http2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
-        *request.headers_mut() = match retryable {
-            true => headers.clone().unwrap_or_default(),
-            false => headers.take().unwrap_or_default(),
-        };
 
         let sent = Instant::now();
         let result = tokio::time::timeout(cluster.request_timeout, cluster.send(&target, request)).await;
@@ -85,23 +100,19 @@ pub async fn forward(
         context.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
         drop(in_flight);
 
-        let error = match result {
+        let SendFailure { error, unsent } = match result {
             Ok(Ok(response)) => {
                 let unavailable = response.status() == StatusCode::SERVICE_UNAVAILABLE;
                 let failure = matches!(response.status().as_u16(), 502..=504);
                 cluster.record(&target, if failure { Outcome::Failure } else { Outcome::Success });
-                if unavailable && retryable && can_retry(cluster, attempt) {
+                if unavailable && cluster.retry_unavailable && replay.is_some() && can_retry(cluster, attempt) {
                     attempt += 1;
                     failed = Some(target);
                     continue;
                 }
-                return Ok(finish_response(
-                    response,
-                    client_upgrade,
-                    context.request_id_header.as_ref(),
-                ));
+                return Ok(finish_response(response, client_upgrade, &context.request_id));
             }
-            Ok(Err(error)) => error,
+            Ok(Err(failure)) => failure,
             Err(_elapsed) => {
                 cluster.record(&target, Outcome::Failure);
                 return Err(GatewayError::UpstreamTimeout);
@@ -118,13 +129,31 @@ pub async fn forward(
         } else {
             tracing::debug!(cluster = %cluster.name, target = %target.address, error = %error, "upstream request failed");
         }
-        if retryable && error.is_connect() && can_retry(cluster, attempt) {
+        let resendable = unsent.is_some() || replay.is_some();
+        if retryable && cluster.retry_connect_failure && error.is_connect() && resendable && can_retry(cluster, attempt)
+        {
             attempt += 1;
             failed = Some(target);
+            next = unsent;
             continue;
         }
         return Err(classified);
     }
+}
+
+fn upstream_request(
+    method: Method,
+    origin: Uri,
+    version: Version,
+    headers: http::HeaderMap,
+    body: ProxyBody,
+) -> Request<ProxyBody> {
+    let mut request = Request::new(body);
+    *request.method_mut() = method;
+    *request.uri_mut() = origin;
+    *request.version_mut() = version;
+    *request.headers_mut() = headers;
+    request
 }
 
 fn can_retry(cluster: &Cluster, attempt: u32) -> bool {
@@ -154,7 +183,7 @@ fn classify(error: &UpstreamError) -> GatewayError {
 fn finish_response(
     mut response: Response<ProxyBody>,
     client_upgrade: Option<OnUpgrade>,
-    request_id: Option<&HeaderValue>,
+    request_id: &HeaderValue,
 ) -> Response<ProxyBody> {
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     if switching {
@@ -163,9 +192,7 @@ fn finish_response(
         }
     }
     remove_hop_by_hop(response.headers_mut(), switching);
-    if let Some(value) = request_id {
-        response.headers_mut().insert(X_REQUEST_ID, value.clone());
-    }
+    response.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     response
 }
 
@@ -178,6 +205,24 @@ fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
         let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
     });
+}
+
+/// The origin-form target the upstream gets: the normalized path that was routed and the client's
+/// query. The client's own target is passed on as it is when it already is exactly that, which is
+/// the common case and needs no copy.
+pub fn origin_form(client_target: Uri, path: &str) -> Result<Uri, GatewayError> {
+    let origin_form = client_target.scheme().is_none() && client_target.authority().is_none();
+    if origin_form && client_target.path() == path {
+        return Ok(client_target);
+    }
+    let query = client_target.query();
+    let mut target = String::with_capacity(path.len() + query.map_or(0, |q| q.len() + 1));
+    target.push_str(path);
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    Uri::from_maybe_shared(bytes::Bytes::from(target)).map_err(|_| GatewayError::BadRequest("bad_request_target"))
 }
 
 /// HTTP/1 needs a `Host`. An HTTP/2 client sends `:authority` instead, and an HTTP/1 request in absolute

@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use palisade_core::config::{Balance, ClusterConfig, PassiveHealthConfig, UpstreamProtocol};
+use palisade_core::config::{Balance, ClusterConfig, PassiveHealthConfig, RetryOn, UpstreamProtocol};
 use palisade_telemetry::Metrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -112,6 +112,31 @@ impl UpstreamError {
     }
 }
 
+/// A send that failed, with the request when it never reached the target (see [`pool::Failed`]).
+#[derive(Debug)]
+pub struct SendFailure {
+    pub error: UpstreamError,
+    pub unsent: Option<Request<ProxyBody>>,
+}
+
+impl From<pool::Failed> for SendFailure {
+    fn from(failed: pool::Failed) -> Self {
+        Self {
+            error: failed.error.into(),
+            unsent: failed.unsent,
+        }
+    }
+}
+
+impl From<hyper_util::client::legacy::Error> for SendFailure {
+    fn from(error: hyper_util::client::legacy::Error) -> Self {
+        Self {
+            error: error.into(),
+            unsent: None,
+        }
+    }
+}
+
 impl From<pool::SendError> for UpstreamError {
     fn from(error: pool::SendError) -> Self {
         let kind = match &error {
@@ -161,6 +186,10 @@ pub struct Cluster {
     transport: Transport,
     pub request_timeout: Duration,
     pub retry_attempts: u32,
+    /// Whether a 503 answer is retried (`retries.on: [unavailable]`).
+    pub retry_unavailable: bool,
+    /// Whether a connect failure is retried (`retries.on: [connect_failure]`, the default).
+    pub retry_connect_failure: bool,
     pub upstream_duration: Histogram,
     pub retries: Counter,
     balance: Balance,
@@ -258,6 +287,8 @@ impl Cluster {
             transport,
             request_timeout: config.request_timeout.get(),
             retry_attempts: retries.attempts,
+            retry_unavailable: retries.on.contains(&RetryOn::Unavailable),
+            retry_connect_failure: retries.on.contains(&RetryOn::ConnectFailure),
             upstream_duration: metrics.upstream_duration(name),
             retries: metrics.upstream_retries(name),
             balance: config.balance,
@@ -275,12 +306,14 @@ impl Cluster {
         })
     }
 
-    /// Sends `request` (origin-form URI) to `target` over the current worker's connections.
+    /// Sends `request` (origin-form URI) to `target` over the current worker's connections. Over
+    /// HTTP/1 a request that could not be sent comes back in the failure; HTTP/2's pooled client
+    /// keeps it.
     pub async fn send(
         &self,
         target: &Target,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<ProxyBody>, UpstreamError> {
+    ) -> Result<Response<ProxyBody>, SendFailure> {
         let worker = crate::workers::current_index();
         match &self.transport {
             Transport::Http1(pools) => {

@@ -36,6 +36,20 @@ pub enum SendError {
     Exchange(#[source] hyper::Error),
 }
 
+/// A send that failed. The request comes back when it never left (the connection could not be made),
+/// so that it can go to another target without having been copied beforehand.
+#[derive(Debug)]
+pub struct Failed {
+    pub error: SendError,
+    pub unsent: Option<Request<ProxyBody>>,
+}
+
+impl From<SendError> for Failed {
+    fn from(error: SendError) -> Self {
+        Self { error, unsent: None }
+    }
+}
+
 struct Idle {
     sender: SendRequest<ProxyBody>,
     since: Instant,
@@ -73,7 +87,7 @@ impl Http1Pool {
         target: usize,
         address: &str,
         mut request: Request<ProxyBody>,
-    ) -> Result<Response<PooledBody>, SendError> {
+    ) -> Result<Response<PooledBody>, Failed> {
         while let Some(mut sender) = self.checkout(target) {
             if sender.ready().await.is_err() {
                 continue;
@@ -83,13 +97,21 @@ impl Http1Pool {
                 Err(mut error) => match error.take_message() {
                     // The connection closed before taking the request: try the next one.
                     Some(returned) => request = returned,
-                    None => return Err(SendError::Exchange(error.into_error())),
+                    None => return Err(SendError::Exchange(error.into_error()).into()),
                 },
             }
         }
         // Boxed: connecting (with a possible TLS handshake) is rare but its future is ~5 KiB, and an
         // inline one would make every request's future that large, copied at each move.
-        let mut sender = Box::pin(self.connect(address)).await?;
+        let mut sender = match Box::pin(self.connect(address)).await {
+            Ok(sender) => sender,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    unsent: Some(request),
+                })
+            }
+        };
         let response = sender.send_request(request).await.map_err(SendError::Exchange)?;
         Ok(self.attach(response, sender, target))
     }
