@@ -1,7 +1,7 @@
 //! The per-request context: what each stage learned, read by later stages and by the access log.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -23,7 +23,6 @@ pub struct ConnectionInfo {
 
 pub struct RequestContext {
     pub started: Instant,
-    pub time: SystemTime,
     /// Kept as the header value it is sent as (upstream and in the response); cloning it shares it.
     /// Always visible ASCII (see `forwarded::request_id`).
     pub request_id: http::HeaderValue,
@@ -44,7 +43,8 @@ pub struct RequestContext {
     pub upstream_ms: Option<f64>,
     /// On a refused credential, with detection on: the subject the credential claimed (unverified).
     pub attempted_subject: Option<String>,
-    pub bytes_in: Arc<AtomicU64>,
+    /// Made when the request has a body to count.
+    pub bytes_in: Option<Arc<AtomicU64>>,
     /// Why the gateway answered itself; `None` when the upstream answered.
     pub reason: Option<&'static str>,
     /// `RateLimit-Policy` and `RateLimit` for the response, once the rate limit stage ran.
@@ -58,6 +58,19 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The wall-clock time the request arrived, worked out when a log line needs it rather than read
+    /// from the clock for every request.
+    pub fn arrived_at(&self) -> SystemTime {
+        SystemTime::now()
+            .checked_sub(self.started.elapsed())
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+
+    /// Request body bytes received so far (0 for a request without a body).
+    pub fn bytes_received(&self) -> u64 {
+        self.bytes_in.as_ref().map_or(0, |count| count.load(Ordering::Relaxed))
+    }
+
     pub fn request_id(&self) -> &str {
         self.request_id.to_str().unwrap_or_default()
     }
@@ -66,7 +79,6 @@ impl RequestContext {
         let peer = crate::pipeline::forwarded::canonical(connection.peer.ip());
         Self {
             started: Instant::now(),
-            time: SystemTime::now(),
             request_id: http::HeaderValue::from_static(""),
             method,
             peer,
@@ -81,7 +93,7 @@ impl RequestContext {
             upstream_target: None,
             upstream_ms: None,
             attempted_subject: None,
-            bytes_in: Arc::new(AtomicU64::new(0)),
+            bytes_in: None,
             reason: None,
             rate_limit_headers: None,
             in_flight: None,

@@ -209,6 +209,7 @@ impl GatewayError {
     }
 }
 
+/// A body with nothing in it. `Empty` and the mapping are zero-sized, so boxing them allocates nothing.
 pub fn empty_body() -> ProxyBody {
     http_body_util::Empty::new().map_err(|never| match never {}).boxed()
 }

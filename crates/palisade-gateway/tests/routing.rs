@@ -232,15 +232,22 @@ async fn access_log_records_each_request_as_json() {
     let (status, headers, _) = send_full(&client(), request).await;
     assert_eq!(status, 200);
     let request_id = headers["x-request-id"].to_str().unwrap().to_string();
+    let post = http::Request::post(gw.url("/logged/upload"))
+        .body(Full::new(Bytes::from_static(b"hello")))
+        .unwrap();
+    assert_eq!(send(post).await.0, 200);
     let mut line = String::new();
     for _ in 0..100 {
         line = std::fs::read_to_string(&log).unwrap_or_default();
-        if !line.is_empty() {
+        if line.lines().count() >= 2 {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    let upload: serde_json::Value = serde_json::from_str(line.lines().nth(1).expect("a second line")).unwrap();
+    assert_eq!(upload["bytes_in"], 5, "the request body is counted: {upload}");
     let entry: serde_json::Value = serde_json::from_str(line.lines().next().expect("a line")).unwrap();
+    assert_eq!(entry["bytes_in"], 0);
     assert_eq!(entry["request_id"], request_id.as_str());
     assert_eq!(entry["path"], "/logged/path");
     assert_eq!(entry["route"], "all");

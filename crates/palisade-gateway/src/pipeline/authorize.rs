@@ -35,8 +35,7 @@ pub fn authorize(
         client_ip: context.client_ip,
         headers,
         mtls_identity,
-        unix_time: context
-            .time
+        unix_time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |since| since.as_secs()),
     };

@@ -183,7 +183,13 @@ async fn run(
         .headers
         .insert(forwarded::X_REQUEST_ID, context.request_id.clone());
     let origin = upstream::origin_form(std::mem::take(&mut parts.uri), &context.path)?;
-    let mut body = body_limit::LimitedBody::new(body, route.max_body_bytes, context.bytes_in.clone()).boxed();
+    let mut body = if http_body::Body::is_end_stream(&body) {
+        // Nothing to count or limit (most requests): no wrapper and no counter to allocate.
+        crate::respond::empty_body()
+    } else {
+        let received = context.bytes_in.get_or_insert_with(Default::default).clone();
+        body_limit::LimitedBody::new(body, route.max_body_bytes, received).boxed()
+    };
     if let Some(rules) = body_rules {
         body = validate::check_body(rules, content_type.as_deref(), body).await?;
     }

@@ -4,7 +4,6 @@
 //! also handed to the anomaly detectors.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -127,15 +126,16 @@ impl Record {
         let Some(log) = &self.runtime.access_log else {
             return;
         };
+        let bytes_in = context.bytes_received();
         log.log(AccessLogEntry {
-            time: context.time,
+            time: context.arrived_at(),
             request_id: context.request_id().to_string(),
             client_ip: Some(context.client_ip),
             method: context.method.to_string(),
             path: context.path,
             route: self.runtime.route_name(context.route_index).map(str::to_string),
             status: self.status,
-            bytes_in: context.bytes_in.load(Ordering::Relaxed),
+            bytes_in,
             bytes_out: self.bytes_out,
             duration_ms: elapsed.as_secs_f64() * 1000.0,
             upstream: context.upstream_target.map(|target| target.address.clone()),

@@ -10,14 +10,13 @@ use std::time::Instant;
 
 use http::header::{HeaderValue, HOST};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Empty};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::context::RequestContext;
 use crate::pipeline::body_limit::caused_by_limit;
 use crate::pipeline::forwarded::{remove_hop_by_hop, X_REQUEST_ID};
-use crate::respond::GatewayError;
+use crate::respond::{empty_body, GatewayError};
 use crate::upstream::{Cluster, FailureKind, Outcome, ProxyBody, SendFailure, Target, UpstreamError};
 use palisade_core::config::UpstreamProtocol;
 
@@ -77,14 +76,8 @@ pub async fn forward(
         let request = match (next.take(), &replay) {
             (Some(request), _) => request,
             (None, Some(replay)) => {
-                let empty = Empty::new().map_err(|never| match never {}).boxed();
-                upstream_request(
-                    method.clone(),
-                    replay.origin.clone(),
-                    version,
-                    replay.headers.clone(),
-                    empty,
-                )
+                let (origin, headers) = (replay.origin.clone(), replay.headers.clone());
+                upstream_request(method.clone(), origin, version, headers, empty_body())
             }
             // A retry is decided only when there is a request to send (see below).
             (None, None) => return Err(GatewayError::UpstreamFailed),

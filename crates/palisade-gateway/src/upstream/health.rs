@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Empty};
 use palisade_core::config::HealthCheckConfig;
 
 use super::pool::Http1Pool;
@@ -66,7 +65,7 @@ impl ActiveChecker {
         let Ok(request) = http::Request::get(uri)
             .header(http::header::HOST, target.authority.as_str())
             .header(http::header::USER_AGENT, "palisade-health-check")
-            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .body(crate::respond::empty_body())
         else {
             return false;
         };
