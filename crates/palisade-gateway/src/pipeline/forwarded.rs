@@ -290,25 +290,48 @@ fn set(headers: &mut HeaderMap, name: HeaderName, value: String) {
     };
 }
 
-/// The client's request id when it is safe to keep (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
-/// A kept id is the client's header value itself (a share of hyper's buffer, no copy). A new one is
-/// a UUID v4 in a single allocation whose clones (upstream request, response) only count references.
+/// The longest client request id that is kept.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The client's request id when it is safe to keep (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one
+/// (a UUID v4). Either way in one allocation of its own, shared by reference count by the upstream
+/// request, the response and the logs. A kept id is copied: the client's header value points into
+/// hyper's read buffer, which a long-lived response would otherwise hold on to.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    let supplied = headers.get(&X_REQUEST_ID).filter(|id| {
-        let id = id.as_bytes();
-        (1..=128).contains(&id.len())
+    let supplied = headers.get(&X_REQUEST_ID).map(HeaderValue::as_bytes).filter(|id| {
+        (1..=MAX_REQUEST_ID).contains(&id.len())
             && id
                 .iter()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
     });
-    if let Some(id) = supplied {
-        return id.clone();
+    let mut id = RequestIdBytes {
+        bytes: [0; MAX_REQUEST_ID],
+        len: 0,
+    };
+    match supplied {
+        Some(supplied) => {
+            id.bytes[..supplied.len()].copy_from_slice(supplied);
+            id.len = supplied.len();
+        }
+        None => {
+            // Encoded straight into the buffer: `to_string` goes through the formatting machinery.
+            id.len = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id.bytes).len();
+        }
     }
-    // Encoded straight into a buffer: `to_string` goes through the formatting machinery.
-    let mut encoded = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut encoded);
     // `from_owner` rather than a `Vec`: a `Bytes` made from a `Vec` allocates again on its first clone.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(encoded)).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id)).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+/// A request id's bytes, owned by the `Bytes` of its header value.
+struct RequestIdBytes {
+    bytes: [u8; MAX_REQUEST_ID],
+    len: usize,
+}
+
+impl AsRef<[u8]> for RequestIdBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 /// The host the client asked for: lower case, without port or trailing dot. HTTP/2 carries it in the
@@ -570,6 +593,10 @@ mod tests {
     #[test]
     fn request_ids_are_kept_only_when_well_formed() {
         assert_eq!(request_id(&headers(&[("x-request-id", "abc-123")])), "abc-123");
+        let longest = "a".repeat(MAX_REQUEST_ID);
+        assert_eq!(request_id(&headers(&[("x-request-id", &longest)])), longest.as_str());
+        let too_long = "a".repeat(MAX_REQUEST_ID + 1);
+        assert_eq!(request_id(&headers(&[("x-request-id", &too_long)])).len(), 36);
         let replaced = request_id(&headers(&[("x-request-id", "bad id\"><script>")]));
         assert_eq!(replaced.len(), 36);
         let generated = request_id(&HeaderMap::new());
