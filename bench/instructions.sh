@@ -7,6 +7,8 @@
 #   bash bench/instructions.sh [CONFIG] [REQUESTS]      # default bench/palisade.yaml, 4000 requests
 #   PEER=nginx bash bench/instructions.sh               # nginx on bench/nginx.conf, one process
 #   PEER=haproxy bash bench/instructions.sh             # HAProxy on bench/haproxy.cfg, one thread
+#   PEER=bare bash bench/instructions.sh                # the bare hyper proxy with the same header work
+#                                                       # (crates/palisade-gateway/examples/bare_proxy.rs), one thread
 #
 # Starts the echo upstream and the proxy (under callgrind) from target/release, sends 500 warm-up
 # requests, zeroes the counters, sends REQUESTS keep-alive requests over 4 connections, and prints the
@@ -38,13 +40,19 @@ case "$PEER" in
     sed 's/^    nbthread .*/    nbthread 1/' bench/haproxy.cfg >"$OUT/haproxy-1.cfg"
     PROXY=(haproxy -db -f "$OUT/haproxy-1.cfg")
     NAME="haproxy $(haproxy -v | head -1 | awk '{print $3}') bench/haproxy.cfg" ;;
-  *) echo "PEER is nginx or haproxy" >&2; exit 2 ;;
+  bare)
+    [ -x target/release/examples/bare_proxy ] || cargo build --release -q -p palisade-gateway --example bare_proxy
+    PORT=19090
+    export BARE_HEADERS=1
+    PROXY=(target/release/examples/bare_proxy "127.0.0.1:$PORT" "$UPSTREAM" 1)
+    NAME="bare hyper proxy with the peers' header work" ;;
+  *) echo "PEER is nginx, haproxy or bare" >&2; exit 2 ;;
 esac
 rm -f "$OUT"/callgrind.out*
 
 "$BIN" echo --listen "$UPSTREAM" >"$OUT/echo.log" 2>&1 &
 ECHO=$!
-valgrind --tool=callgrind --dump-instr=no --callgrind-out-file="$OUT/callgrind.out" \
+valgrind --tool=callgrind --dump-instr=no ${VALGRIND_ARGS:-} --callgrind-out-file="$OUT/callgrind.out" \
   "${PROXY[@]}" >"$OUT/proxy-callgrind.log" 2>&1 &
 GATEWAY=$!
 trap 'kill $GATEWAY $ECHO 2>/dev/null || true' EXIT
