@@ -4,7 +4,7 @@
 On a 2-core machine the load generator, the echo upstream and the proxy share both cores, so the
 maximum throughput is set by the CPU all three spend per request; this shows whose it is. For each
 target in turn: start the proxy, run `wrk -t2 -c64` for DURATION seconds, and read user and system
-time from /proc (every thread of the proxy and of its child processes; wrk's from wait4). Also the
+time from /proc (every thread of the proxy and of its child processes; wrk's from getrusage). Also the
 proxy's context switches per request. ROUNDS rounds, one line per target and round.
 
 Targets: Palisade (bench/palisade.yaml), nginx and HAProxy on their bench configs (the same header
@@ -18,6 +18,7 @@ with that header work (`bare-headers`: the floor for a hyper proxy doing the sam
 import glob
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -26,22 +27,24 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import drive  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "2"))
-DURATION = int(os.environ.get("DURATION", "10"))
+DURATION = drive.DURATION  # DURATION, as drive.wrk runs it
 ONLY = [name for name in os.environ.get("ONLY", "").split(",") if name]
 BARE = os.path.join(drive.ROOT, "target/release/examples/bare_proxy")
+BARE_PORT = 19090
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def targets():
-    """name → (command, environment additions, port)."""
-    bare = [BARE, "127.0.0.1:19090", "127.0.0.1:19000"]
+    """name → (command, environment additions, port); the ports are drive.py's."""
+    bare = [BARE, f"127.0.0.1:{BARE_PORT}", f"127.0.0.1:{drive.TARGETS['direct']}"]
+    nginx = lambda config: ["nginx", "-p", drive.OUT, "-c", drive.peer_config(config), "-g", "daemon off;"]
     return {
-        "palisade": ([drive.BIN, "gateway", "--config", os.path.join(drive.ROOT, "bench", "palisade.yaml")], {}, 19080),
-        "nginx": (["nginx", "-p", drive.OUT, "-c", drive.peer_config("nginx.conf"), "-g", "daemon off;"], {}, 19081),
-        "haproxy": (["haproxy", "-f", drive.peer_config("haproxy.cfg")], {}, 19082),
-        "bare-headers": (bare, {"BARE_HEADERS": "1"}, 19090),
-        "bare": (bare, {}, 19090),
-        "nginx-plain": (["nginx", "-p", drive.OUT, "-c", drive.peer_config("nginx-plain.conf"), "-g", "daemon off;"], {}, 19083),
+        "palisade": ([drive.BIN, "gateway", "--config", os.path.join(drive.ROOT, "bench", "palisade.yaml")], {}, drive.TARGETS["palisade"]),
+        "nginx": (nginx("nginx.conf"), {}, drive.TARGETS["nginx"]),
+        "haproxy": (["haproxy", "-f", drive.peer_config("haproxy.cfg")], {}, drive.TARGETS["haproxy"]),
+        "bare-headers": (bare, {"BARE_HEADERS": "1"}, BARE_PORT),
+        "bare": (bare, {}, BARE_PORT),
+        "nginx-plain": (nginx("nginx-plain.conf"), {}, drive.TARGETS["nginx-plain"]),
     }
 
 
@@ -83,23 +86,23 @@ def measure(name, command, environment, port, echo):
         time.sleep(0.5)
         pids = process_tree(proxy.pid)
         proxy_before, echo_before = cpu_of(pids), cpu_of([echo.pid])
-        wrk = subprocess.Popen(
-            ["wrk", "-t2", "-c64", f"-d{DURATION}s", f"http://127.0.0.1:{port}{drive.PATH}"], stdout=subprocess.PIPE, text=True
-        )
-        output = wrk.stdout.read()
-        _, _, usage = os.wait4(wrk.pid, 0)
+        wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # drive.wrk warns when the target answered errors, which would make it look cheap.
+        rps, _, _ = drive.wrk(port, 64)
+        wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         proxy_after, echo_after = cpu_of(pids), cpu_of([echo.pid])
     finally:
         proxy.terminate()
         proxy.wait()
-    requests = float(re.search(r"(\d+) requests in", output).group(1))
+    requests = rps * DURATION
     per_request = lambda ticks: ticks / TICKS / requests * 1e6
     proxy_used = [after - before for after, before in zip(proxy_after, proxy_before)]
     echo_used = [after - before for after, before in zip(echo_after, echo_before)]
     print(
-        f"| {name} | {requests / DURATION:,.0f} | {per_request(proxy_used[0]):.2f} | {per_request(proxy_used[1]):.2f} "
+        f"| {name} | {rps:,.0f} | {per_request(proxy_used[0]):.2f} | {per_request(proxy_used[1]):.2f} "
         f"| {per_request(echo_used[0]):.2f} | {per_request(echo_used[1]):.2f} "
-        f"| {usage.ru_utime / requests * 1e6:.2f} | {usage.ru_stime / requests * 1e6:.2f} "
+        f"| {(wrk_after.ru_utime - wrk_before.ru_utime) / requests * 1e6:.2f} "
+        f"| {(wrk_after.ru_stime - wrk_before.ru_stime) / requests * 1e6:.2f} "
         f"| {(proxy_used[2] + proxy_used[3]) / requests:.3f} |",
         flush=True,
     )
@@ -109,9 +112,9 @@ def main():
     if not os.path.exists(BARE):
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "palisade-gateway", "--example", "bare_proxy"], cwd=drive.ROOT, check=True)
     os.makedirs(drive.OUT, exist_ok=True)
-    echo = subprocess.Popen([drive.BIN, "echo", "--listen", "127.0.0.1:19000"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    echo = subprocess.Popen([drive.BIN, "echo", "--listen", f"127.0.0.1:{drive.TARGETS['direct']}"], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
-        drive.wait_for_port(19000)
+        drive.wait_for_port(drive.TARGETS["direct"])
         print(f"Machine: {drive.machine()}. wrk -t2 -c64, {DURATION} s per run; µs of CPU per request.")
         print()
         print("| target | req/s | proxy user | proxy sys | echo user | echo sys | wrk user | wrk sys | proxy context switches |")
