@@ -19,8 +19,7 @@ ROOT, OUT, BIN = drive.ROOT, drive.OUT, drive.BIN
 
 def cpu_seconds(pid):
     """User plus system CPU time of a process so far (from /proc, in clock ticks)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
+    fields = drive.stat_fields(f"/proc/{pid}/stat")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

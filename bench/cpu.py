@@ -53,7 +53,7 @@ def process_tree(pid):
     children = []
     for stat in glob.glob("/proc/[0-9]*/stat"):
         try:
-            fields = open(stat).read().rsplit(")", 1)[1].split()
+            fields = drive.stat_fields(stat)
         except OSError:
             continue
         if int(fields[1]) == pid:
@@ -67,7 +67,7 @@ def cpu_of(pids):
     for pid in pids:
         for task in glob.glob(f"/proc/{pid}/task/*"):
             try:
-                fields = open(f"{task}/stat").read().rsplit(")", 1)[1].split()
+                fields = drive.stat_fields(f"{task}/stat")
                 status = open(f"{task}/status").read()
             except OSError:
                 continue

@@ -87,6 +87,13 @@ def start_servers(processes, proxy_prefix=(), upstream_prefix=(), log_prefix="",
         wait_for_port(port)
 
 
+def stat_fields(path):
+    """The fields of a /proc/.../stat file after the command name (field 3 on is index 0 on), which
+    may itself hold spaces and parentheses. Raises OSError when the process or thread has gone."""
+    with open(path) as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
 def rss_mib(pid):
     with open(f"/proc/{pid}/status") as status:
         for line in status:
