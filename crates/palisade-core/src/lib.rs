@@ -2,6 +2,7 @@
 //! references and the RFC 9457 problem type that every error response uses.
 
 pub mod config;
+pub mod decision;
 pub mod diagnostic;
 pub mod load;
 pub mod problem;

@@ -120,6 +120,9 @@ fn validate_limits(config: &Config, diagnostics: &mut Diagnostics) {
     if limits.header_read_timeout.get().is_zero() {
         diagnostics.general("limits.header_read_timeout must be more than 0");
     }
+    if limits.tls_handshake_timeout.get().is_zero() {
+        diagnostics.general("limits.tls_handshake_timeout must be more than 0");
+    }
     if limits.max_concurrent_streams == 0 {
         diagnostics.general("limits.max_concurrent_streams must be at least 1");
     }

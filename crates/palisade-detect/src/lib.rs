@@ -28,6 +28,7 @@ use std::net::IpAddr;
 use alerts::Finding;
 pub use alerts::{Alert, AlertBook, AlertChange, Severity};
 use baseline::Baseline;
+use palisade_core::decision::{Decision, Stage};
 use window::SlidingCount;
 
 /// One answered request, as the detectors see it.
@@ -37,8 +38,8 @@ pub struct RequestRecord<'a> {
     pub route: Option<&'a str>,
     pub client: IpAddr,
     pub status: u16,
-    /// The gateway's reason code when it answered itself.
-    pub reason: Option<&'a str>,
+    /// What the gateway decided when it answered itself.
+    pub decision: Option<Decision>,
     /// [`hash_path`] of the normalized path, for 404/405 answers (distinct unknown paths are
     /// counted by hash; no path is kept).
     pub path_hash: u64,
@@ -50,6 +51,12 @@ pub struct RequestRecord<'a> {
     pub attempted_subject: Option<&'a str>,
     /// The authenticated principal's subject (needed on 403 answers only).
     pub principal: Option<&'a str>,
+}
+
+/// A 403 of the authorization stage: what probing for permissions looks like (a blocked client or an
+/// IP rule is not probing).
+fn refused_by_authorization(record: &RequestRecord<'_>) -> bool {
+    record.status == 403 && record.decision.is_some_and(|d| d.stage == Stage::Authorize)
 }
 
 /// The hash [`RequestRecord::path_hash`] expects.
@@ -351,7 +358,7 @@ impl Detector {
             let window = self.config.targeted_subject.window_seconds;
             count_for(&mut self.subjects, self.config.max_clients, window, now, subject);
         }
-        if let (403, Some("forbidden"), Some(principal)) = (record.status, record.reason, record.principal) {
+        if let (true, Some(principal)) = (refused_by_authorization(record), record.principal) {
             let window = self.config.probing.window_seconds;
             count_for(&mut self.principals, self.config.max_clients, window, now, principal);
         }
@@ -361,7 +368,7 @@ impl Detector {
         let client = self.client(now, record.client);
         match record.status {
             401 => client.auth_failures.add(now, 1),
-            403 if record.reason == Some("forbidden") => client.forbidden.add(now, 1),
+            403 if refused_by_authorization(record) => client.forbidden.add(now, 1),
             404 | 405 => {
                 client.unknown_paths.push_back((now, record.path_hash));
                 if client.unknown_paths.len() > 512 {

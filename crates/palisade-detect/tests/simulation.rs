@@ -4,9 +4,21 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use palisade_core::decision::{Decision, Fault, Stage};
 use palisade_detect::{hash_path, AlertChange, Detector, DetectorConfig, RequestRecord};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// The decision the gateway makes for each reason code these simulations use.
+fn decided(reason: &'static str) -> Decision {
+    let (stage, fault) = match reason {
+        "forbidden" => (Stage::Authorize, Fault::Client),
+        "no_route" => (Stage::Route, Fault::Client),
+        "upstream_unreachable" | "upstream_timeout" => (Stage::Upstream, Fault::Upstream),
+        _ => (Stage::Authenticate, Fault::Client),
+    };
+    Decision::new(stage, fault, reason)
+}
 
 const START: u64 = 1_800_000_000;
 
@@ -15,12 +27,12 @@ fn client(n: u32) -> IpAddr {
 }
 
 /// An answer to `client` with nothing but its status and reason; tests fill in what they need.
-fn answer(client: IpAddr, status: u16, reason: Option<&'static str>) -> RequestRecord<'static> {
+fn answer(client: IpAddr, status: u16, decision: Option<Decision>) -> RequestRecord<'static> {
     RequestRecord {
         route: None,
         client,
         status,
-        reason,
+        decision,
         path_hash: 0,
         upstream_ms: None,
         attempted_subject: None,
@@ -42,11 +54,15 @@ fn second_with_latency(detector: &mut Detector, rng: &mut StdRng, now: u64, rate
     for _ in 0..requests {
         let who = client(rng.random_range(0..50));
         let roll = rng.random_range(0..1000);
-        let (status, reason, path) = match roll {
-            0..=29 => (401, Some("token_expired"), "/api/orders".to_string()),
-            30..=49 => (404, Some("no_route"), format!("/api/typo{}", rng.random_range(0..5))),
-            50..=59 => (403, Some("forbidden"), "/api/admin".to_string()),
-            60..=64 => (502, Some("upstream_unreachable"), "/api/orders".to_string()),
+        let (status, decision, path) = match roll {
+            0..=29 => (401, Some(decided("token_expired")), "/api/orders".to_string()),
+            30..=49 => (
+                404,
+                Some(decided("no_route")),
+                format!("/api/typo{}", rng.random_range(0..5)),
+            ),
+            50..=59 => (403, Some(decided("forbidden")), "/api/admin".to_string()),
+            60..=64 => (502, Some(decided("upstream_unreachable")), "/api/orders".to_string()),
             _ => (200, None, "/api/orders".to_string()),
         };
         let upstream_ms = (status == 200).then(|| {
@@ -58,7 +74,7 @@ fn second_with_latency(detector: &mut Detector, rng: &mut StdRng, now: u64, rate
             route: (status != 404).then_some("api"),
             client: who,
             status,
-            reason,
+            decision,
             path_hash: hash_path(&path),
             upstream_ms,
             attempted_subject: (status == 401).then_some(user.as_str()),
@@ -134,7 +150,7 @@ fn twenty_failed_logins_from_one_address_in_a_minute_alert() {
             let record = RequestRecord {
                 route: Some("login"),
                 path_hash: hash_path("/login"),
-                ..answer(attacker, 401, Some("bad_signature"))
+                ..answer(attacker, 401, Some(decided("bad_signature")))
             };
             detector.observe(now, &record);
         }
@@ -164,7 +180,7 @@ fn a_scan_of_fifty_unknown_paths_alerts() {
                 let path = format!("/.env{}{n}", now - scan_start);
                 let record = RequestRecord {
                     path_hash: hash_path(&path),
-                    ..answer(scanner, 404, Some("no_route"))
+                    ..answer(scanner, 404, Some(decided("no_route")))
                 };
                 detector.observe(now, &record);
             }
@@ -193,7 +209,7 @@ fn failing_upstreams_alert_per_cluster() {
                     route: Some("api"),
                     path_hash: hash_path("/api/orders"),
                     cluster: Some("orders"),
-                    ..answer(client(1), 503, Some("upstream_timeout"))
+                    ..answer(client(1), 503, Some(decided("upstream_timeout")))
                 };
                 detector.observe(now, &record);
             }
@@ -220,7 +236,7 @@ fn client_state_stays_bounded_under_address_spraying() {
         let record = RequestRecord {
             route: Some("login"),
             path_hash: hash_path("/login"),
-            ..answer(client(n), 401, Some("bad_signature"))
+            ..answer(client(n), 401, Some(decided("bad_signature")))
         };
         detector.observe(now, &record);
         assert!(detector.tracked_clients() <= 1000);
@@ -297,7 +313,7 @@ fn refused_logins_against_one_subject_from_many_addresses_alert() {
     let forged_login = RequestRecord {
         route: Some("login"),
         attempted_subject: Some("admin"),
-        ..answer(client(0), 401, Some("bad_signature"))
+        ..answer(client(0), 401, Some(decided("bad_signature")))
     };
     let (alerted, detectors) = one_request_a_second_from_new_addresses(29, 200, 400, "targeted_subject", forged_login);
     let (subject, attempts) = alerted.expect("the distributed attack was detected");
@@ -315,7 +331,7 @@ fn a_principal_probing_from_many_addresses_alerts_on_the_principal() {
     let forbidden = RequestRecord {
         route: Some("api"),
         principal: Some("mallory"),
-        ..answer(client(0), 403, Some("forbidden"))
+        ..answer(client(0), 403, Some(decided("forbidden")))
     };
     let (alerted, _) = one_request_a_second_from_new_addresses(31, 100, 200, "probing", forbidden);
     let (subject, attempts) = alerted.expect("the principal's probing was detected");

@@ -38,30 +38,20 @@ fn facts(runtime: &Runtime, context: &RequestContext, status: u16) -> RequestFac
     }
 }
 
-/// The pipeline stage a security refusal comes from (the `stage` label of `palisade_denials_total`).
-fn stage_of(kind: EventKind) -> &'static str {
-    match kind {
-        EventKind::AuthenticationFailed => "authenticate",
-        EventKind::AuthorizationDenied => "authorize",
-        EventKind::IpBlocked => "ip_rules",
-        EventKind::RateLimited => "rate_limit",
-        EventKind::ValidationFailed => "validate",
-        EventKind::CorsRejected => "cors",
-        _ => "normalize",
-    }
-}
-
 /// Counts a refused request and records it as an audit event if the refusal is a security decision.
 pub fn refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError) {
     let Some(kind) = kind_of(error) else {
         return;
     };
+    let decision = error.decision();
     let route = runtime.route_name(context.route_index).unwrap_or("none");
-    runtime.metrics.denied(route, stage_of(kind), error.reason());
+    runtime.metrics.denied(route, decision);
     let Some(log) = &runtime.audit else {
         return;
     };
-    let mut event = AuditEvent::for_request(kind, error.reason(), facts(runtime, context, error.status().as_u16()));
+    let mut event = AuditEvent::for_request(kind, decision.reason, facts(runtime, context, error.status().as_u16()));
+    event.unmapped.stage = Some(decision.stage);
+    event.unmapped.fault = Some(decision.fault);
     if let Some(principal) = &context.principal {
         event = event.with_subject(&principal.subject, Some(principal.method.as_str()));
     }
@@ -81,6 +71,39 @@ pub fn authenticated(runtime: &Runtime, context: &RequestContext) {
     let facts = RequestFacts { status: None, ..facts };
     let event = AuditEvent::for_request(EventKind::AuthenticationSucceeded, principal.method.as_str(), facts)
         .with_subject(&principal.subject, Some(principal.method.as_str()));
+    log.record(event);
+}
+
+/// Records a connection refused or cut before a whole request was read: the per-client connection
+/// cap, a silent connection, a head too slow or too large. `head` is what was read of its request
+/// line.
+pub fn connection_refused(
+    runtime: &Runtime,
+    listener: &str,
+    peer: SocketAddr,
+    decision: palisade_core::decision::Decision,
+    head: Option<&crate::framing::PartialHead>,
+) {
+    runtime.metrics.denied("none", decision);
+    let Some(log) = &runtime.audit else {
+        return;
+    };
+    let facts = RequestFacts {
+        request_id: String::new(),
+        method: head.map(|h| h.method.clone()).unwrap_or_default(),
+        path: head.map(|h| h.path.clone()).unwrap_or_default(),
+        host: String::new(),
+        client_ip: Some(crate::pipeline::forwarded::canonical(peer.ip())),
+        route: None,
+        listener: Some(listener.to_string()),
+        status: None,
+    };
+    let client = crate::pipeline::forwarded::canonical(peer.ip());
+    let mut event = AuditEvent::for_request(EventKind::RequestRejected, decision.reason, facts)
+        .with_source(client, Some(peer.port()));
+    event.message = format!("connection from {client} refused: {}", decision.reason);
+    event.unmapped.stage = Some(decision.stage);
+    event.unmapped.fault = Some(decision.fault);
     log.record(event);
 }
 

@@ -1,7 +1,6 @@
 //! The per-request context: what each stage learned, read by later stages and by the access log.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -44,9 +43,12 @@ pub struct RequestContext {
     /// On a refused credential, with detection on: the subject the credential claimed (unverified).
     pub attempted_subject: Option<String>,
     /// Made when the request has a body to count.
-    pub bytes_in: Option<Arc<AtomicU64>>,
-    /// Why the gateway answered itself; `None` when the upstream answered.
-    pub reason: Option<&'static str>,
+    pub body: Option<Arc<crate::pipeline::body_limit::BodyProgress>>,
+    /// The stage the request is in (the one that waits, when its client goes away).
+    pub stage: palisade_core::decision::Stage,
+    /// What the gateway decided when it answered itself (stage, fault, reason); `None` when the
+    /// upstream answered.
+    pub decision: Option<palisade_core::decision::Decision>,
     /// `RateLimit-Policy` and `RateLimit` for the response, once the rate limit stage ran.
     pub rate_limit_headers: Option<(http::HeaderValue, http::HeaderValue)>,
     /// The route's in-flight slot, freed when this context is dropped at the end of the response.
@@ -68,7 +70,7 @@ impl RequestContext {
 
     /// Request body bytes received so far (0 for a request without a body).
     pub fn bytes_received(&self) -> u64 {
-        self.bytes_in.as_ref().map_or(0, |count| count.load(Ordering::Relaxed))
+        self.body.as_ref().map_or(0, |body| body.received())
     }
 
     pub fn request_id(&self) -> &str {
@@ -93,8 +95,9 @@ impl RequestContext {
             upstream_target: None,
             upstream_ms: None,
             attempted_subject: None,
-            bytes_in: None,
-            reason: None,
+            body: None,
+            stage: palisade_core::decision::Stage::Normalize,
+            decision: None,
             rate_limit_headers: None,
             in_flight: None,
             origin: None,

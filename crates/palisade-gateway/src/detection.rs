@@ -31,7 +31,7 @@ const RECENT_ALERTS: usize = 100;
 pub struct Observation {
     pub client: IpAddr,
     pub status: u16,
-    pub reason: Option<&'static str>,
+    pub decision: Option<palisade_core::decision::Decision>,
     pub path_hash: u64,
     /// On a refused credential: the subject it claimed (unverified).
     pub attempted_subject: Option<String>,
@@ -200,13 +200,15 @@ pub struct DetectionTally {
 
 impl DetectionTally {
     /// One answer; `upstream` when the request reached the upstream stage.
-    pub fn record(&self, status: u16, upstream: bool, upstream_ms: Option<f64>) {
+    /// One answer of the route: whether it involved the upstream, and whether the upstream failed it
+    /// (its fault, never the client's).
+    pub fn record(&self, upstream: bool, upstream_failed: bool, upstream_ms: Option<f64>) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if !upstream {
             return;
         }
         self.upstream.fetch_add(1, Ordering::Relaxed);
-        if matches!(status, 502..=504) {
+        if upstream_failed {
             self.failures.fetch_add(1, Ordering::Relaxed);
         }
         if let Some(ms) = upstream_ms.filter(|ms| ms.is_finite() && *ms >= 0.0) {
@@ -245,7 +247,7 @@ fn record(observation: &Observation) -> RequestRecord<'_> {
         route: None,
         client: observation.client,
         status: observation.status,
-        reason: observation.reason,
+        decision: observation.decision,
         path_hash: observation.path_hash,
         cluster: None,
         upstream_ms: None,

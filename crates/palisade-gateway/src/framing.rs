@@ -38,6 +38,39 @@ struct Queue {
     pending: VecDeque<Verdict>,
     /// The inspector lost the stream: requests beyond `pending` were not inspected.
     lost: bool,
+    /// Any byte arrived on the connection (a connection that stays silent is cut at the header
+    /// timeout).
+    received: bool,
+    /// The request line of a head that is still incomplete, or that was too large to follow, for
+    /// the log line of a connection cut for it (a slow head, 431).
+    partial: Option<PartialHead>,
+}
+
+/// What the start of an unfinished request head says: its method and the path of its target (no
+/// query: the access log never holds one), both bounded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartialHead {
+    pub method: String,
+    pub path: String,
+}
+
+impl PartialHead {
+    const MAX_METHOD: usize = 32;
+    const MAX_PATH: usize = 1024;
+
+    /// Read from the first line of `head` as far as it goes.
+    fn read(head: &[u8]) -> Self {
+        let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+        let mut words = line.split(|b| *b == b' ');
+        let method = words.next().unwrap_or_default();
+        let target = words.next().unwrap_or_default();
+        let path = target.split(|b| *b == b'?').next().unwrap_or_default();
+        let text = |bytes: &[u8], max: usize| String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned();
+        Self {
+            method: text(method, Self::MAX_METHOD),
+            path: text(path, Self::MAX_PATH),
+        }
+    }
 }
 
 /// Verdicts in request order, shared between the inspector and the connection's service.
@@ -76,7 +109,45 @@ impl Verdicts {
             queue.lost = true;
         }
     }
+
+    /// Whether any byte has arrived on the connection.
+    pub fn received_any(&self) -> bool {
+        self.0.lock().map(|queue| queue.received).unwrap_or(true)
+    }
+
+    fn mark_received(&self) {
+        if let Ok(mut queue) = self.0.lock() {
+            queue.received = true;
+        }
+    }
+
+    /// The request line of the head the connection was in the middle of, if any.
+    pub fn partial_head(&self) -> Option<PartialHead> {
+        self.0.lock().ok().and_then(|queue| queue.partial.clone())
+    }
+
+    fn set_partial(&self, partial: Option<PartialHead>) {
+        if let Ok(mut queue) = self.0.lock() {
+            queue.partial = partial;
+        }
+    }
+
+    /// Bad chunk framing found in a body whose head is still waiting for its verdict (the usual
+    /// case: the head and its first chunks came in one read): that request is refused before
+    /// anything of it goes upstream. A verdict already taken cannot be changed; hyper's own chunk
+    /// decoder then fails the body, which the upstream stage answers as the client's fault.
+    fn refuse_latest(&self, reason: &'static str) {
+        if let Ok(mut queue) = self.0.lock() {
+            if let Some(latest @ None) = queue.pending.back_mut() {
+                *latest = Some(reason);
+            }
+        }
+    }
 }
+
+/// The verdict for a request whose chunked body is malformed (a size that is not hex or overflows,
+/// a bad extension, a missing CRLF).
+pub const INVALID_CHUNK: &str = "invalid_chunked_body";
 
 enum State {
     /// Waiting for (the rest of) a request head; partial bytes are in `Inspector::head`.
@@ -99,6 +170,10 @@ pub struct Inspector {
     head: Vec<u8>,
     /// No head has been seen yet: only then may the bytes be the HTTP/2 preface.
     at_start: bool,
+    /// Nothing has been read yet.
+    silent: bool,
+    /// The head being gathered has its whole request line noted in the verdicts (see [`PartialHead`]).
+    partial_noted: bool,
     max_head: usize,
     verdicts: Verdicts,
 }
@@ -119,6 +194,8 @@ impl Inspector {
             state: State::Head,
             head: Vec::new(),
             at_start: true,
+            silent: true,
+            partial_noted: false,
             max_head,
             verdicts,
         }
@@ -126,6 +203,10 @@ impl Inspector {
 
     /// Feeds bytes as they arrive from the client.
     pub fn feed(&mut self, mut bytes: &[u8]) {
+        if self.silent && !bytes.is_empty() {
+            self.silent = false;
+            self.verdicts.mark_received();
+        }
         while !bytes.is_empty() {
             let used = match &mut self.state {
                 State::Http2 | State::Lost => return,
@@ -148,6 +229,12 @@ impl Inspector {
                     used
                 }
                 State::ChunkDataEnd(left) => {
+                    // Chunk data ends in exactly CR LF.
+                    let expected = if *left == 2 { b'\r' } else { b'\n' };
+                    if bytes[0] != expected {
+                        self.refuse_chunked();
+                        return;
+                    }
                     *left -= 1;
                     if *left == 0 {
                         self.state = State::ChunkSize(Vec::new());
@@ -157,6 +244,22 @@ impl Inspector {
             };
             bytes = &bytes[used..];
         }
+    }
+
+    /// A head is gathered over several reads (slow, or large): its request line is noted, as far as
+    /// it has come until its first line is complete, for the log line if the connection is cut for it.
+    fn note_partial(&mut self) {
+        if !self.partial_noted {
+            self.verdicts.set_partial(Some(PartialHead::read(&self.head)));
+            self.partial_noted = memchr::memchr(b'\n', &self.head).is_some();
+        }
+    }
+
+    /// The chunked body being followed is malformed: its request is refused if it still can be, and
+    /// the stream cannot be followed past it.
+    fn refuse_chunked(&mut self) {
+        self.verdicts.refuse_latest(INVALID_CHUNK);
+        self.lose();
     }
 
     /// Stops inspecting for good: later requests are refused.
@@ -179,12 +282,14 @@ impl Inspector {
                     return end;
                 }
                 Parsed::Invalid => {
+                    self.verdicts.set_partial(Some(PartialHead::read(bytes)));
                     self.lose();
                     return bytes.len();
                 }
                 Parsed::Partial => {}
             }
             self.head.extend_from_slice(bytes);
+            self.note_partial();
             if self.head.len() > self.max_head {
                 self.lose();
             }
@@ -193,6 +298,7 @@ impl Inspector {
         // A blank line ends a head: only when the new bytes make one is it worth parsing again.
         let start = self.head.len().saturating_sub(2);
         self.head.extend_from_slice(bytes);
+        self.note_partial();
         if self.at_start && self.head.starts_with(b"PRI ") {
             self.state = State::Http2;
             self.head = Vec::new();
@@ -212,6 +318,9 @@ impl Inspector {
                 let earlier = self.head.len() - bytes.len();
                 self.head.clear();
                 self.state = next;
+                // A gathered head always noted its start.
+                self.partial_noted = false;
+                self.verdicts.set_partial(None);
                 end.saturating_sub(earlier).clamp(1, bytes.len())
             }
             Parsed::Partial if self.head.len() <= self.max_head => bytes.len(),
@@ -270,17 +379,17 @@ impl Inspector {
             return newline + 1;
         }
         let text = std::mem::take(line);
-        let text = text.strip_suffix(b"\r").unwrap_or(&text);
         self.state = if is_size {
-            match parse_chunk_size(text) {
+            // A size line ends in CR LF, as hyper requires.
+            match text.strip_suffix(b"\r").and_then(parse_chunk_size) {
                 Some(0) => State::Trailers(Vec::new()),
                 Some(size) => State::ChunkData(size),
                 None => {
-                    self.lose();
+                    self.refuse_chunked();
                     return newline + 1;
                 }
             }
-        } else if text.is_empty() {
+        } else if text.strip_suffix(b"\r").unwrap_or(&text).is_empty() {
             State::Head
         } else {
             State::Trailers(Vec::new())
@@ -406,12 +515,30 @@ fn has_blank_line(bytes: &[u8]) -> bool {
     memchr::memchr_iter(b'\n', bytes).any(|at| matches!(&bytes[at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
+/// A chunk size line without its CR LF: hex digits from the first byte (a size that does not fit in
+/// 64 bits is refused, as hyper refuses it), optional blanks, and an optional `;` extension of
+/// visible characters, blanks and tabs (no control byte, no CR: hyper ends the line at a CR).
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
-    let digits = line.split(|b| *b == b';').next()?.trim_ascii();
-    if digits.is_empty() || digits.len() > 16 {
+    let (size, extension) = match memchr::memchr(b';', line) {
+        Some(at) => (&line[..at], Some(&line[at + 1..])),
+        None => (line, None),
+    };
+    let digits = trim_blanks_end(size);
+    if digits.is_empty() || digits.len() > 16 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    if extension.is_some_and(|extension| !extension.iter().all(|b| matches!(b, b'\t' | b' '..=b'~'))) {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(digits).ok()?, 16).ok()
+}
+
+/// `bytes` without trailing spaces and tabs.
+fn trim_blanks_end(mut bytes: &[u8]) -> &[u8] {
+    while let [rest @ .., b' ' | b'\t'] = bytes {
+        bytes = rest;
+    }
+    bytes
 }
 
 /// An IO that shows every byte it reads to an [`Inspector`].
@@ -515,6 +642,38 @@ GET /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
         for (stream, expected) in cases {
             assert_eq!(verdicts_of(stream, 4096), vec![Some(expected), Some(UNINSPECTABLE)]);
         }
+    }
+
+    #[test]
+    fn bad_chunk_framing_refuses_its_request_while_its_verdict_is_pending() {
+        let head = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let bodies = [
+            "fffffffffffffffff1\r\nhello\r\n0\r\n\r\n", // overflows 64 bits
+            "5\r\nhelloXY0\r\n\r\n",                    // no CR LF after the data
+            "5\nhello\r\n0\r\n\r\n",                    // bare LF after the size
+            "5;a=\x01\r\nhello\r\n0\r\n\r\n",           // control byte in an extension
+            " 5\r\nhello\r\n0\r\n\r\n",                 // blank before the size
+            "0x5\r\nhello\r\n0\r\n\r\n",                // not hex
+        ];
+        for body in bodies {
+            let stream = format!("{head}{body}");
+            assert_eq!(
+                verdicts_of(stream.as_bytes(), 4096),
+                vec![Some(INVALID_CHUNK), Some(UNINSPECTABLE)],
+                "{body:?}"
+            );
+        }
+        // Once the request's verdict was taken, the request cannot be refused any more: the stream
+        // is lost (hyper's decoder fails the body) and later requests are refused.
+        let verdicts = Verdicts::default();
+        let mut inspector = Inspector::new(16 * 1024, verdicts.clone());
+        inspector.feed(head.as_bytes());
+        assert_eq!(verdicts.next(), None);
+        inspector.feed(b"zz\r\n");
+        assert_eq!(verdicts.next(), Some(UNINSPECTABLE));
+        // Well-formed look-alikes pass.
+        let fine = format!("{head}5 ;name=\"quoted value\"\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n");
+        assert_eq!(verdicts_of(fine.as_bytes(), 3), vec![None]);
     }
 
     #[test]

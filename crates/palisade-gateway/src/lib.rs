@@ -42,6 +42,7 @@ pub struct Shared {
     config_kind: ConfigKind,
     reload_lock: tokio::sync::Mutex<()>,
     open_connections: listener::OpenCount,
+    client_connections: listener::ClientConnections,
     /// Worker threads (each with its own upstream pools).
     pub workers: usize,
 }
@@ -106,6 +107,7 @@ impl Gateway {
             config_kind,
             reload_lock: tokio::sync::Mutex::new(()),
             open_connections: listener::OpenCount::new(0),
+            client_connections: Default::default(),
             workers: worker_count,
         });
         let (stop, stopped) = watch::channel(false);

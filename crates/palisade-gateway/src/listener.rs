@@ -1,9 +1,10 @@
 //! Client listeners: accept, enforce the connection limit, terminate TLS, and serve HTTP/1.1 and
 //! HTTP/2 (ALPN on TLS, prior knowledge on plain TCP) with the edge limits of the current runtime.
 
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -11,34 +12,114 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use palisade_core::decision::{Decision, Fault, Stage};
+
 use crate::context::ConnectionInfo;
 use crate::framing::{Inspected, Inspector, Verdicts};
 use crate::pipeline;
+use crate::pipeline::observe::log_connection_refusal;
 use crate::Shared;
 
-/// Counts an open connection for as long as it lives.
-struct OpenConnection(Arc<Shared>);
+/// Counts an open connection for as long as it lives, overall and for its client address.
+struct OpenConnection {
+    shared: Arc<Shared>,
+    /// The client key counted in [`ClientConnections`], when the connection is capped per client.
+    client: Option<IpAddr>,
+}
+
+/// Why a connection was closed as soon as it was accepted.
+enum Refused {
+    /// `max_connections` reached.
+    Total,
+    /// The client address holds `max_connections_per_client`; `first` when this is the first refusal
+    /// since it last was below its cap (audited once per such episode, not once per connection).
+    PerClient { first: bool },
+}
 
 impl OpenConnection {
-    fn try_open(shared: &Arc<Shared>, limit: usize) -> Option<Self> {
+    fn try_open(shared: &Arc<Shared>, limit: usize, per_client: Option<(IpAddr, usize)>) -> Result<Self, Refused> {
         let opened = shared.open_connections.fetch_add(1, Ordering::AcqRel) + 1;
         if opened > limit {
             shared.open_connections.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Refused::Total);
+        }
+        if let Some((client, cap)) = per_client {
+            if let Err(first) = shared.client_connections.open(client, cap) {
+                shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+                return Err(Refused::PerClient { first });
+            }
         }
         shared.metrics.open_connections.inc();
-        Some(Self(shared.clone()))
+        Ok(Self {
+            shared: shared.clone(),
+            client: per_client.map(|(client, _)| client),
+        })
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.open_connections.dec();
+        if let Some(client) = self.client {
+            self.shared.client_connections.close(client);
+        }
+        self.shared.open_connections.fetch_sub(1, Ordering::AcqRel);
+        self.shared.metrics.open_connections.dec();
     }
 }
 
 pub(crate) type OpenCount = AtomicUsize;
+
+/// Open connections per client address, for `limits.max_connections_per_client`. Touched once when a
+/// connection opens and once when it closes, never per request.
+#[derive(Default)]
+pub(crate) struct ClientConnections(Mutex<HashMap<IpAddr, ClientCount>>);
+
+#[derive(Default)]
+struct ClientCount {
+    open: usize,
+    /// Refusing since the count last was below the cap.
+    refusing: bool,
+}
+
+impl ClientConnections {
+    /// Counts a connection from `client`, or refuses it at `cap`; the error says whether it is the
+    /// first refusal of this episode.
+    fn open(&self, client: IpAddr, cap: usize) -> Result<(), bool> {
+        let Ok(mut clients) = self.0.lock() else {
+            return Err(false);
+        };
+        let count = clients.entry(client).or_default();
+        if count.open >= cap {
+            let first = !count.refusing;
+            count.refusing = true;
+            return Err(first);
+        }
+        count.open += 1;
+        Ok(())
+    }
+
+    fn close(&self, client: IpAddr) {
+        let Ok(mut clients) = self.0.lock() else {
+            return;
+        };
+        if let Some(count) = clients.get_mut(&client) {
+            count.open = count.open.saturating_sub(1);
+            count.refusing = false;
+            if count.open == 0 {
+                clients.remove(&client);
+            }
+        }
+    }
+}
+
+/// The address a connection is counted under: an IPv4 address (IPv4-mapped IPv6 included) as it
+/// is, an IPv6 client by its /64, which one host usually holds whole.
+fn client_key(peer: IpAddr) -> IpAddr {
+    match crate::pipeline::forwarded::canonical(peer) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        v4 => v4,
+    }
+}
 
 /// Accepts until `stop` turns true; connections already open watch `stop` themselves and drain (see
 /// `serve_connection`). Runs on a worker's runtime; `listener` is that worker's own `SO_REUSEPORT` socket.
@@ -70,12 +151,34 @@ pub(crate) async fn accept_loop(
                 continue;
             }
         };
-        let limit = shared.runtime.load().config.limits.max_connections;
-        let Some(open) = OpenConnection::try_open(&shared, limit) else {
-            shared.metrics.connections_rejected.inc();
-            drop(stream);
-            continue;
+        let runtime = shared.runtime.load();
+        let limits = &runtime.config.limits;
+        // Load balancers and other trusted proxies carry many clients over their few addresses.
+        let per_client = (limits.max_connections_per_client > 0 && !runtime.trusted_proxies.contains(peer.ip()))
+            .then(|| (client_key(peer.ip()), limits.max_connections_per_client));
+        let open = match OpenConnection::try_open(&shared, limits.max_connections, per_client) {
+            Ok(open) => open,
+            Err(refused) => {
+                drop(stream);
+                let reason = match refused {
+                    Refused::Total => "max_connections",
+                    Refused::PerClient { .. } => "max_connections_per_client",
+                };
+                shared.metrics.connection_rejected(reason);
+                let fault = match refused {
+                    Refused::Total => Fault::Gateway,
+                    Refused::PerClient { .. } => Fault::Client,
+                };
+                let decision = Decision::new(Stage::Accept, fault, reason);
+                log_connection_refusal(&runtime, peer, None, CLOSED_WITHOUT_RESPONSE, decision);
+                if let Refused::PerClient { first: true } = refused {
+                    crate::audit::connection_refused(&runtime, &name, peer, decision, None);
+                    tracing::warn!(%peer, "connection refused: the client holds max_connections_per_client");
+                }
+                continue;
+            }
         };
+        drop(runtime);
         let _ = stream.set_nodelay(true);
         tokio::spawn(serve_connection(
             stream,
@@ -127,9 +230,11 @@ async fn serve_connection(
             pipeline::handle(service_shared.runtime.load_full(), info.clone(), request)
         })
     };
+    let header_timeout = limits.header_read_timeout.get();
     // Serves the connection; once `stop` turns true, asks it to finish gracefully (HTTP/1: close after
-    // the current response; HTTP/2: GOAWAY) and waits for that. A macro because the two IO types
-    // give two connection types.
+    // the current response; HTTP/2: GOAWAY) and waits for that. A connection that sends nothing
+    // within the header timeout is closed (hyper's own header timer starts with the first byte). A
+    // macro because the two IO types give two connection types.
     macro_rules! serve_until_drained {
         ($io:expr, $service:expr) => {{
             let service = $service;
@@ -137,7 +242,12 @@ async fn serve_connection(
             tokio::pin!(connection);
             let mut stop = stop;
             tokio::select! {
-                _ = connection.as_mut() => return,
+                ended = connection.as_mut() => {
+                    return connection_ended(&shared, &listener, peer, &verdicts, ended.err());
+                }
+                _ = silent_for(&verdicts, header_timeout) => {
+                    return silent_cut(&shared, &listener, peer);
+                }
                 _ = stop.wait_for(|stopped| *stopped) => {}
             }
             connection.as_mut().graceful_shutdown();
@@ -151,7 +261,7 @@ async fn serve_connection(
         }
         Some(endpoint) => {
             let handshake =
-                tokio::time::timeout(limits.header_read_timeout.get(), endpoint.acceptor.accept(stream)).await;
+                tokio::time::timeout(limits.tls_handshake_timeout.get(), endpoint.acceptor.accept(stream)).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => return handshake_refused(&shared, &endpoint.listener, peer, Some(&error)),
@@ -164,6 +274,59 @@ async fn serve_connection(
     }
 }
 
+/// The status logged for a connection closed without an HTTP answer (nginx's code for it).
+const CLOSED_WITHOUT_RESPONSE: u16 = 444;
+
+/// Resolves once `timeout` has passed with no byte from the client; never, once one came.
+async fn silent_for(verdicts: &Verdicts, timeout: std::time::Duration) {
+    tokio::time::sleep(timeout).await;
+    if verdicts.received_any() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A connection that sent nothing before the header timeout is closed, counted, logged and audited.
+fn silent_cut(shared: &Shared, listener: &str, peer: SocketAddr) {
+    shared.metrics.connection_cut("silent");
+    let decision = Decision::new(Stage::Accept, Fault::Client, "silent_connection");
+    let runtime = shared.runtime.load();
+    log_connection_refusal(&runtime, peer, None, 408, decision);
+    crate::audit::connection_refused(&runtime, listener, peer, decision, None);
+}
+
+/// A connection hyper ended on an error that is a refusal of the client's: a head that was not
+/// complete in time (slowloris; an idle keep-alive connection with nothing pending is not one), or
+/// one too large (hyper answered 431). Either is counted, logged with what was read of the head,
+/// and audited.
+fn connection_ended(
+    shared: &Shared,
+    listener: &str,
+    peer: SocketAddr,
+    verdicts: &Verdicts,
+    error: Option<Box<dyn std::error::Error + Send + Sync>>,
+) {
+    let Some(error) = error.as_deref().and_then(|e| e.downcast_ref::<hyper::Error>()) else {
+        return;
+    };
+    let (status, reason) = if error.is_parse_too_large() {
+        (431, "head_too_large")
+    } else if error.is_timeout() {
+        (408, "header_timeout")
+    } else {
+        return;
+    };
+    let Some(partial) = verdicts.partial_head() else {
+        return;
+    };
+    if reason == "header_timeout" {
+        shared.metrics.connection_cut(reason);
+    }
+    let decision = Decision::new(Stage::Normalize, Fault::Client, reason);
+    let runtime = shared.runtime.load();
+    log_connection_refusal(&runtime, peer, Some(&partial), status, decision);
+    crate::audit::connection_refused(&runtime, listener, peer, decision, Some(&partial));
+}
+
 /// Records a failed TLS handshake: a metric by reason code, and an event naming the peer and why. A
 /// refused client certificate is a security decision; a client that just went away is only counted.
 fn handshake_refused(shared: &Shared, listener: &str, peer: SocketAddr, error: Option<&std::io::Error>) {
@@ -171,7 +334,10 @@ fn handshake_refused(shared: &Shared, listener: &str, peer: SocketAddr, error: O
     shared.metrics.tls_handshake_failed(listener, reason);
     let detail = error.map(ToString::to_string).unwrap_or_else(|| "timed out".into());
     if crate::tls::is_refusal(reason) {
-        crate::audit::handshake_refused(&shared.runtime.load(), listener, peer, reason);
+        let runtime = shared.runtime.load();
+        let decision = Decision::new(Stage::Tls, Fault::Client, reason);
+        log_connection_refusal(&runtime, peer, None, CLOSED_WITHOUT_RESPONSE, decision);
+        crate::audit::handshake_refused(&runtime, listener, peer, reason);
         tracing::warn!(event = "tls_handshake_refused", listener, %peer, reason, detail = %detail, "TLS handshake refused");
     } else {
         tracing::debug!(listener, %peer, reason, detail = %detail, "TLS handshake failed");

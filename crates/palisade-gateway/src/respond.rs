@@ -6,6 +6,7 @@ use http::header::{HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, WWW_AUTHENTICAT
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use palisade_auth::AuthFailure;
+use palisade_core::decision::{Decision, Fault, Stage};
 use palisade_core::problem::{self, Problem};
 
 use crate::pipeline::normalize::PathError;
@@ -57,6 +58,12 @@ pub enum GatewayError {
     UpstreamTls,
     UpstreamTimeout,
     UpstreamFailed,
+    /// The client's request body broke off or was malformed while it was streamed upstream
+    /// (`client_closed`: the connection ended or was reset mid-body; `invalid_body`: bad chunk
+    /// framing). The client's fault: never counted against the upstream, never retried.
+    ClientBody(&'static str),
+    /// The upstream's answer timed out while the client had not finished sending the body.
+    ClientBodyTimeout,
 }
 
 impl GatewayError {
@@ -65,6 +72,7 @@ impl GatewayError {
             GatewayError::BadFraming(_)
             | GatewayError::BadPath(_)
             | GatewayError::BadRequest(_)
+            | GatewayError::ClientBody(_)
             | GatewayError::Invalid(_) => StatusCode::BAD_REQUEST,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -84,13 +92,16 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
     /// Stable reason code for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
-            GatewayError::BadFraming(reason) | GatewayError::BadRequest(reason) => reason,
+            GatewayError::BadFraming(reason) | GatewayError::BadRequest(reason) | GatewayError::ClientBody(reason) => {
+                reason
+            }
             GatewayError::BadPath(error) => error.reason(),
             GatewayError::NotFound => "no_route",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
@@ -112,7 +123,38 @@ impl GatewayError {
             GatewayError::UpstreamTls => "upstream_tls_failed",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamFailed => "upstream_failed",
+            GatewayError::ClientBodyTimeout => "client_body_timeout",
         }
+    }
+
+    /// Which stage decided and whose fault the answer is, with the reason code.
+    pub fn decision(&self) -> Decision {
+        let (stage, fault) = match self {
+            GatewayError::BadFraming(_) | GatewayError::BadPath(_) | GatewayError::BadRequest(_) => {
+                (Stage::Normalize, Fault::Client)
+            }
+            GatewayError::NotFound | GatewayError::MethodNotAllowed(_) => (Stage::Route, Fault::Client),
+            GatewayError::Unauthenticated { .. } | GatewayError::PrincipalBlocked => {
+                (Stage::Authenticate, Fault::Client)
+            }
+            GatewayError::AuthUnavailable => (Stage::Authenticate, Fault::Gateway),
+            GatewayError::Forbidden | GatewayError::PolicyFailed => (Stage::Authorize, Fault::Client),
+            GatewayError::IpDenied => (Stage::IpRules, Fault::Client),
+            GatewayError::ClientBlocked => (Stage::Responses, Fault::Client),
+            GatewayError::RateLimited { .. } => (Stage::RateLimit, Fault::Client),
+            GatewayError::TooManyInFlight => (Stage::RateLimit, Fault::Gateway),
+            GatewayError::CorsRejected => (Stage::Cors, Fault::Client),
+            GatewayError::Gone { .. } => (Stage::Lifecycle, Fault::Client),
+            GatewayError::Invalid(_) => (Stage::Validate, Fault::Client),
+            GatewayError::PayloadTooLarge => (Stage::BodyLimit, Fault::Client),
+            GatewayError::ClientBody(_) | GatewayError::ClientBodyTimeout => (Stage::Upstream, Fault::Client),
+            GatewayError::NoHealthyUpstream
+            | GatewayError::UpstreamUnreachable
+            | GatewayError::UpstreamTls
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamFailed => (Stage::Upstream, Fault::Upstream),
+        };
+        Decision::new(stage, fault, self.reason())
     }
 
     fn problem(&self) -> Problem {
@@ -124,6 +166,8 @@ impl GatewayError {
                 Problem::new(status, "bad-path", "Bad Request").with_detail("The request path is not allowed.")
             }
             GatewayError::BadRequest(_) => Problem::new(status, "bad-request", "Bad Request"),
+            GatewayError::ClientBody(_) => Problem::new(status, "bad-request-body", "Bad Request")
+                .with_detail("The request body ended early or its chunked framing is invalid."),
             GatewayError::NotFound => Problem::new(status, "not-found", "Not Found"),
             GatewayError::MethodNotAllowed(_) => Problem::new(status, "method-not-allowed", "Method Not Allowed"),
             GatewayError::Unauthenticated { failure, .. } => {
@@ -164,6 +208,8 @@ impl GatewayError {
             GatewayError::UpstreamTls => Problem::new(status, "upstream-tls-failed", "Bad Gateway"),
             GatewayError::UpstreamTimeout => Problem::new(status, "upstream-timeout", "Gateway Timeout"),
             GatewayError::UpstreamFailed => Problem::new(status, "upstream-failed", "Bad Gateway"),
+            GatewayError::ClientBodyTimeout => Problem::new(status, "request-timeout", "Request Timeout")
+                .with_detail("The request body did not arrive in time."),
         }
     }
 
@@ -179,7 +225,7 @@ impl GatewayError {
                     headers.insert(ALLOW, value);
                 }
             }
-            GatewayError::BadFraming(_) => {
+            GatewayError::BadFraming(_) | GatewayError::ClientBody(_) | GatewayError::ClientBodyTimeout => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             GatewayError::Unauthenticated { challenge, .. } if !challenge.is_empty() => {

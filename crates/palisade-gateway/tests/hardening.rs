@@ -319,7 +319,10 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     }
     let third = raw(gw.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(third, "", "the third connection is closed without an answer");
-    assert!(gw.metrics().await.contains("palisade_connections_rejected_total 1"));
+    assert!(gw
+        .metrics()
+        .await
+        .contains("palisade_connections_rejected_total{reason=\"max_connections\"} 1"));
     drop(held);
     tokio::time::sleep(Duration::from_millis(100)).await;
     let again = raw(gw.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;

@@ -41,6 +41,11 @@ pub struct AccessLogEntry {
     /// Why the gateway answered itself, e.g. `no_route`, `upstream_timeout`; absent when proxied.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<&'static str>,
+    /// With `reason`: the stage that decided and whose fault it is (`client`, `upstream`, `gateway`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<palisade_core::decision::Stage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<palisade_core::decision::Fault>,
 }
 
 fn rfc3339<S: serde::Serializer>(time: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
@@ -153,6 +158,8 @@ mod tests {
             auth_method: None,
             decided_by: None,
             reason: None,
+            stage: None,
+            fault: None,
         }
     }
 

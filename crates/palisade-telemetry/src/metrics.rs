@@ -82,6 +82,12 @@ struct RefusalLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnectionLabel {
+    /// A fixed set: see [`Metrics::connection_rejected`] and [`Metrics::connection_cut`].
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DeprecatedLabels {
     route: String,
     /// A principal's subject (the first [`DEPRECATED_PRINCIPALS`] seen per route), `other` beyond
@@ -169,7 +175,8 @@ pub struct Metrics {
     pub rate_limit_store_fallbacks: Counter,
     pub last_reload_ok: Gauge,
     pub open_connections: Gauge,
-    pub connections_rejected: Counter,
+    connections_rejected: Family<ConnectionLabel, Counter>,
+    connections_cut: Family<ConnectionLabel, Counter>,
     pub access_log_dropped: Counter,
     /// Seconds until the workload certificate expires (sidecars that renew their own identity).
     pub identity_expiry_seconds: Gauge,
@@ -363,7 +370,8 @@ impl Metrics {
             rate_limit_store_fallbacks: Counter::default(),
             last_reload_ok: Gauge::default(),
             open_connections: Gauge::default(),
-            connections_rejected: Counter::default(),
+            connections_rejected: Family::default(),
+            connections_cut: Family::default(),
             access_log_dropped: Counter::default(),
             identity_expiry_seconds: Gauge::default(),
             audit: crate::audit::AuditMetrics::default(),
@@ -517,8 +525,13 @@ impl Metrics {
         );
         registry.register(
             "connections_rejected",
-            "Client connections closed at once because max_connections was reached",
+            "Client connections closed at once by reason (max_connections, max_connections_per_client)",
             m.connections_rejected.clone(),
+        );
+        registry.register(
+            "connections_cut",
+            "Client connections closed by a deadline by reason (silent, header_timeout)",
+            m.connections_cut.clone(),
         );
         registry.register(
             "access_log_dropped",
@@ -608,12 +621,12 @@ impl Metrics {
         }
     }
 
-    /// A request refused by `stage` for `reason` (both from fixed sets) on `route` (a config name).
-    pub fn denied(&self, route: &str, stage: &'static str, reason: &'static str) {
+    /// A request refused by a stage for a reason (both from fixed sets) on `route` (a config name).
+    pub fn denied(&self, route: &str, decision: palisade_core::decision::Decision) {
         let labels = DenialLabels {
             route: route.to_string(),
-            stage: stage.to_string(),
-            reason: reason.to_string(),
+            stage: decision.stage.as_str().to_string(),
+            reason: decision.reason.to_string(),
         };
         self.denials.get_or_create(&labels).inc();
     }
@@ -657,6 +670,24 @@ impl Metrics {
             reason: reason.to_string(),
         };
         self.tls_handshake_failures.get_or_create(&labels).inc();
+    }
+
+    /// A connection closed as soon as it was accepted: `max_connections` or
+    /// `max_connections_per_client`.
+    pub fn connection_rejected(&self, reason: &'static str) {
+        let label = ConnectionLabel {
+            reason: reason.to_string(),
+        };
+        self.connections_rejected.get_or_create(&label).inc();
+    }
+
+    /// A connection closed by a deadline: `silent` (no byte before the header timeout) or
+    /// `header_timeout` (a request head not complete in time).
+    pub fn connection_cut(&self, reason: &'static str) {
+        let label = ConnectionLabel {
+            reason: reason.to_string(),
+        };
+        self.connections_cut.get_or_create(&label).inc();
     }
 
     /// `reason` is `ip_denied` or `too_many_in_flight`.

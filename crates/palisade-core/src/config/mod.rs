@@ -127,9 +127,17 @@ pub struct EdgeLimits {
     /// Open client connections at once, over all listeners; a connection beyond it is closed at once
     /// and counted in `palisade_connections_rejected_total`.
     pub max_connections: usize,
-    /// Time a client has to send the complete request head (slowloris protection). It also bounds how
-    /// long an idle HTTP/1 keep-alive connection waits for its next request, and the TLS handshake.
+    /// Open connections from one client address (an IPv6 client by its /64), so that one address
+    /// cannot take all of `max_connections`. Peers in `trusted_proxies` (load balancers, which carry
+    /// many clients) are not capped. 0 turns the cap off.
+    pub max_connections_per_client: usize,
+    /// Time a client has to send the complete request head (slowloris protection), counted from the
+    /// moment the connection is accepted (after the TLS handshake on TLS listeners), so a connection
+    /// that never sends a byte is closed like a slow one. It also bounds how long an idle HTTP/1
+    /// keep-alive connection waits for its next request.
     pub header_read_timeout: Duration,
+    /// Time a client has to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
     /// Total size of the request head (request line and headers); more → 431.
     pub max_header_bytes: ByteSize,
     /// Number of request headers; more → 431.
@@ -147,7 +155,9 @@ impl Default for EdgeLimits {
     fn default() -> Self {
         Self {
             max_connections: 10_000,
+            max_connections_per_client: 512,
             header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
             max_header_bytes: ByteSize(16 * 1024),
             max_headers: 100,
             max_body_bytes: ByteSize(10 * 1024 * 1024),

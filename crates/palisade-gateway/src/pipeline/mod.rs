@@ -48,6 +48,7 @@ use crate::respond::GatewayError;
 use crate::runtime::Runtime;
 use crate::upstream::ProxyBody;
 use observe::ObservedBody;
+use palisade_core::decision::Stage;
 
 /// Entry point for one request on a client connection.
 pub async fn handle(
@@ -55,18 +56,20 @@ pub async fn handle(
     connection: Arc<ConnectionInfo>,
     request: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, Infallible> {
-    let mut context = RequestContext::new(&connection, request.method().clone());
-    let mut response = match run(&runtime, &connection, &mut context, request).await {
+    let context = RequestContext::new(&connection, request.method().clone());
+    let mut pending = observe::Unanswered::new(context, runtime);
+    let (runtime, context) = pending.parts();
+    let mut response = match run(runtime, &connection, context, request).await {
         Ok(response) => response,
         Err(error) => {
-            context.reason = Some(error.reason());
-            record_refusal(&runtime, &context, &error);
-            crate::audit::refusal(&runtime, &context, &error);
+            context.decision = Some(error.decision());
+            record_refusal(runtime, context, &error);
+            crate::audit::refusal(runtime, context, &error);
             error.into_response(&context.request_id)
         }
     };
-    decorate(&runtime, &connection, &mut context, response.headers_mut());
-    Ok(observe::observe(response, context, runtime))
+    decorate(runtime, &connection, context, response.headers_mut());
+    Ok(pending.answer(response))
 }
 
 async fn run(
@@ -77,9 +80,18 @@ async fn run(
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // 1. normalize
     context.request_id = forwarded::request_id(request.headers());
-    check_framing(connection, &request)?;
-    context.path = normalize::routed_path(request.uri().path(), runtime.config.limits.allow_path_parameters)
-        .map_err(GatewayError::BadPath)?;
+    if let Err(refused) = check_framing(connection, &request) {
+        // Refused before the path is normalized; the log still says what was asked for.
+        context.path = logged_path(request.uri().path());
+        return Err(refused);
+    }
+    context.path = match normalize::routed_path(request.uri().path(), runtime.config.limits.allow_path_parameters) {
+        Ok(path) => path,
+        Err(error) => {
+            context.path = logged_path(request.uri().path());
+            return Err(GatewayError::BadPath(error));
+        }
+    };
     context.host = forwarded::request_host(request.version(), request.uri(), request.headers())
         .map_err(GatewayError::BadRequest)?;
     let peer_trusted = runtime.trusted_proxies.contains(context.peer);
@@ -110,6 +122,7 @@ async fn run(
     }
 
     // 4. authenticate
+    context.stage = Stage::Authenticate;
     // Boxed, and only for routes that authenticate: the future of a credential check is large (it
     // may call an IdP), and held inline it would be copied with every request's future.
     let authenticated = match route.auth {
@@ -142,6 +155,7 @@ async fn run(
     }
 
     // 5. rate limit
+    context.stage = Stage::RateLimit;
     rate_limit::check(route, request.headers(), context).await?;
 
     // 6. authorize
@@ -187,14 +201,16 @@ async fn run(
         // Nothing to count or limit (most requests): no wrapper and no counter to allocate.
         crate::respond::empty_body()
     } else {
-        let received = context.bytes_in.get_or_insert_with(Default::default).clone();
-        body_limit::LimitedBody::new(body, route.max_body_bytes, received).boxed()
+        let progress = context.body.get_or_insert_with(Default::default).clone();
+        body_limit::LimitedBody::new(body, route.max_body_bytes, progress).boxed()
     };
     if let Some(rules) = body_rules {
+        context.stage = Stage::Validate;
         body = validate::check_body(rules, content_type.as_deref(), body).await?;
     }
 
     // 9. upstream
+    context.stage = Stage::Upstream;
     let prepared = upstream::Prepared {
         method: parts.method,
         origin,
@@ -237,6 +253,17 @@ fn record_refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayEr
         let route = runtime.route_name(context.route_index).unwrap_or("none");
         runtime.metrics.traffic_refused(route, error.reason());
     }
+}
+
+/// A path as the client sent it, for the access log of a request refused before normalization:
+/// bounded, so a long path cannot bloat the log.
+pub(crate) fn logged_path(raw: &str) -> String {
+    const MAX_LOGGED_PATH: usize = 1024;
+    let mut end = raw.len().min(MAX_LOGGED_PATH);
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    raw[..end].to_string()
 }
 
 /// Framing that hyper accepted but a next hop might read differently is refused (see `framing.rs`).

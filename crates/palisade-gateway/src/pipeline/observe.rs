@@ -9,12 +9,65 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use palisade_core::decision::{Decision, Fault};
 use palisade_telemetry::{AccessLogEntry, RouteMetrics};
 
 use crate::context::RequestContext;
 use crate::detection::Observation;
 use crate::runtime::Runtime;
 use crate::upstream::{BoxError, ProxyBody};
+
+/// A request not yet answered, holding its context. hyper drops a request's future when its client
+/// goes away before the answer (a closed or reset connection, an HTTP/2 stream reset); dropped so,
+/// this records the request as `client_closed` with status 499 (nginx's code for it), the client's
+/// fault, so that no request leaves the access log and the metrics unaccounted.
+pub struct Unanswered {
+    /// Present until [`Unanswered::answer`] takes it.
+    context: Option<RequestContext>,
+    runtime: Arc<Runtime>,
+}
+
+/// The status logged for a request whose client went away before it was answered.
+pub const CLIENT_CLOSED_STATUS: u16 = 499;
+
+impl Unanswered {
+    pub fn new(context: RequestContext, runtime: Arc<Runtime>) -> Self {
+        Self {
+            context: Some(context),
+            runtime,
+        }
+    }
+
+    /// The runtime, and the context for the stages to fill in.
+    pub fn parts(&mut self) -> (&Runtime, &mut RequestContext) {
+        let context = self.context.as_mut().expect("the context is present until answered");
+        (&self.runtime, context)
+    }
+
+    /// The request is answered with `response`: it is recorded when the response's body ends.
+    pub fn answer(mut self, response: http::Response<ProxyBody>) -> http::Response<ObservedBody> {
+        let context = self.context.take().expect("the context is present until answered");
+        observe(response, context, self.runtime.clone())
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(mut context) = self.context.take() else {
+            return;
+        };
+        context.decision = Some(Decision::new(context.stage, Fault::Client, "client_closed"));
+        let metrics = self.runtime.route_metrics(context.route_index);
+        Record {
+            context,
+            status: CLIENT_CLOSED_STATUS,
+            bytes_out: 0,
+            metrics,
+            runtime: self.runtime.clone(),
+        }
+        .finish();
+    }
+}
 
 pub struct ObservedBody {
     inner: ProxyBody,
@@ -84,11 +137,15 @@ impl Drop for ObservedBody {
 /// detectors need to their queue (bounded; a full one is counted).
 fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
     if let Some(route) = context.route_index.and_then(|index| runtime.routes.get(index)) {
-        let reached_upstream = context.upstream_target.is_some()
-            || context
-                .reason
-                .is_some_and(|reason| reason.starts_with("upstream") || reason == "no_healthy_upstream");
-        route.detection.record(status, reached_upstream, context.upstream_ms);
+        // The upstream's own 502-504 answers count as its failures, as in passive health.
+        let upstream_failed = match context.decision {
+            Some(decision) => decision.fault == Fault::Upstream,
+            None => matches!(status, 502..=504),
+        };
+        let reached_upstream = context.upstream_target.is_some() || upstream_failed;
+        route
+            .detection
+            .record(reached_upstream, upstream_failed, context.upstream_ms);
     }
     if !palisade_detect::concerns_clients(status) {
         return;
@@ -96,7 +153,7 @@ fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
     let observation = Observation {
         client: context.client_ip,
         status,
-        reason: context.reason,
+        decision: context.decision,
         path_hash: if matches!(status, 404 | 405) {
             palisade_detect::hash_path(&context.path)
         } else {
@@ -112,6 +169,48 @@ fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
     if !runtime.detection.offer(observation) {
         runtime.metrics.detection_dropped.inc();
     }
+}
+
+/// The access-log line (and the request metrics of no route) of a connection the gateway closed
+/// before it read a whole request: silent, a head too slow or too large. `head` is what was read of
+/// the request line.
+pub fn log_connection_refusal(
+    runtime: &Runtime,
+    peer: std::net::SocketAddr,
+    head: Option<&crate::framing::PartialHead>,
+    status: u16,
+    decision: Decision,
+) {
+    let method = head.map(|h| h.method.clone()).unwrap_or_default();
+    runtime.route_metrics(None).observe(
+        &http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET),
+        status,
+        0.0,
+    );
+    let Some(log) = &runtime.access_log else {
+        return;
+    };
+    let request_id = crate::pipeline::forwarded::request_id(&http::HeaderMap::new());
+    log.log(AccessLogEntry {
+        time: std::time::SystemTime::now(),
+        request_id: request_id.to_str().unwrap_or_default().to_string(),
+        client_ip: Some(crate::pipeline::forwarded::canonical(peer.ip())),
+        method,
+        path: head.map(|h| h.path.clone()).unwrap_or_default(),
+        route: None,
+        status,
+        bytes_in: 0,
+        bytes_out: 0,
+        duration_ms: 0.0,
+        upstream: None,
+        upstream_ms: None,
+        principal: None,
+        auth_method: None,
+        decided_by: None,
+        reason: Some(decision.reason),
+        stage: Some(decision.stage),
+        fault: Some(decision.fault),
+    });
 }
 
 impl Record {
@@ -143,7 +242,9 @@ impl Record {
             principal: context.principal.as_ref().map(|p| p.subject.clone()),
             auth_method: context.principal.as_ref().map(|p| p.method.as_str()),
             decided_by: context.decided_by.as_deref().map(str::to_string),
-            reason: context.reason,
+            reason: context.decision.map(|d| d.reason),
+            stage: context.decision.map(|d| d.stage),
+            fault: context.decision.map(|d| d.fault),
         });
     }
 }

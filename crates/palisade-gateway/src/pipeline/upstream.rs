@@ -14,7 +14,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use crate::context::RequestContext;
-use crate::pipeline::body_limit::caused_by_limit;
+use crate::pipeline::body_limit::{caused_by_limit, client_body_failure};
 use crate::pipeline::forwarded::{remove_hop_by_hop, X_REQUEST_ID};
 use crate::respond::{empty_body, GatewayError};
 use crate::upstream::{Cluster, FailureKind, Outcome, ProxyBody, SendFailure, Target, UpstreamError};
@@ -107,12 +107,21 @@ pub async fn forward(
             }
             Ok(Err(failure)) => failure,
             Err(_elapsed) => {
+                // An upstream still waiting for a body the client has not finished sending is not
+                // slow: the client is (nginx's client_body_timeout answers 408).
+                if context.body.as_ref().is_some_and(|body| !body.complete()) {
+                    return Err(GatewayError::ClientBodyTimeout);
+                }
                 cluster.record(&target, Outcome::Failure);
                 return Err(GatewayError::UpstreamTimeout);
             }
         };
+        // The client's body failing is the client's fault: not the upstream's, and never retried.
         if caused_by_limit(&error) {
             return Err(GatewayError::PayloadTooLarge);
+        }
+        if let Some(reason) = client_body_failure(&error) {
+            return Err(GatewayError::ClientBody(reason));
         }
         cluster.record(&target, Outcome::Failure);
         let classified = classify(&error);

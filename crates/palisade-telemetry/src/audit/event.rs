@@ -303,6 +303,12 @@ pub struct Unmapped {
     pub route: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listener: Option<String>,
+    /// The pipeline stage that decided, and whose fault the refusal is (`client`, `upstream`,
+    /// `gateway`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<palisade_core::decision::Stage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fault: Option<palisade_core::decision::Fault>,
     /// The rule or policy that decided, for authorization.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub decided_by: Option<String>,
@@ -367,6 +373,8 @@ impl AuditEvent {
                 event: kind,
                 route: None,
                 listener: None,
+                stage: None,
+                fault: None,
                 decided_by: None,
                 auth_method: None,
                 count: None,

@@ -1,0 +1,241 @@
+//! Whose fault an outcome is. A client that breaks its own request body (an overflowing chunk size,
+//! a body shorter than its Content-Length, a reset mid-body, an invalid chunk line) is answered 400
+//! or logged as `client_closed`, and never counts against the upstream; an upstream that resets
+//! does.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use support::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// An upstream that records the path of every request it is sent and announces each one when its
+/// head arrives (before its body), then reads the body and answers 200.
+struct Recording {
+    address: SocketAddr,
+    paths: Arc<Mutex<Vec<String>>>,
+    heads: mpsc::UnboundedReceiver<String>,
+}
+
+async fn recording_upstream() -> Recording {
+    let listener = TcpListener::bind(LOCAL).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let paths: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (announce, heads) = mpsc::unbounded_channel();
+    let store = paths.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (store, announce) = (store.clone(), announce.clone());
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                let path = request.uri().path().to_string();
+                store.lock().unwrap().push(path.clone());
+                let _ = announce.send(path);
+                async move {
+                    let body = request.into_body().collect().await;
+                    let text = if body.is_ok() { "ok" } else { "broken" };
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from(text),
+                    )))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    Recording { address, paths, heads }
+}
+
+/// The access log's lines once there are at least `count` (waits up to 5 s for them).
+async fn log_lines(path: &std::path::Path, count: usize) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.len() >= count || tokio::time::Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+
+/// Sends one broken request of kind `kind` (0..4) and returns what the client got back.
+async fn broken_request(gw: &Running, upstream: &mut Recording, kind: usize) -> String {
+    let head = "POST /upload HTTP/1.1\r\nHost: x\r\n";
+    // A short body's head may have reached the upstream too: only a head announced from now on is
+    // this request's.
+    while upstream.heads.try_recv().is_ok() {}
+    match kind {
+        // A chunk size that overflows 64 bits, with a request smuggled behind it.
+        0 => {
+            let request =
+                format!("{head}Transfer-Encoding: chunked\r\n\r\nfffffffffffffffff1\r\nhello\r\n0\r\n\r\n{SMUGGLED}");
+            raw(gw.address, request.as_bytes()).await
+        }
+        // A body shorter than its Content-Length, then the client stops sending.
+        1 => {
+            let mut stream = TcpStream::connect(gw.address).await.unwrap();
+            let request = format!("{head}Content-Length: 100\r\n\r\n0123456789");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            stream.shutdown().await.unwrap();
+            read_all(&mut stream, Duration::from_secs(5)).await
+        }
+        // A reset in the middle of the body, once the upstream has the head.
+        2 => {
+            let stream = TcpStream::connect(gw.address).await.unwrap();
+            let mut stream = stream;
+            let request = format!("{head}Content-Length: 100\r\n\r\n0123456789");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            upstream.heads.recv().await.expect("the upstream gets the head");
+            stream.set_zero_linger().unwrap();
+            drop(stream);
+            String::new()
+        }
+        // An invalid chunk line after the upstream already has the head and a first chunk: too
+        // late to refuse before anything goes upstream, so hyper's decoder finds it.
+        _ => {
+            let mut stream = TcpStream::connect(gw.address).await.unwrap();
+            let request = format!("{head}Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            upstream.heads.recv().await.expect("the upstream gets the head");
+            stream.write_all(format!("zz\r\n{SMUGGLED}").as_bytes()).await.unwrap();
+            read_all(&mut stream, Duration::from_secs(5)).await
+        }
+    }
+}
+
+#[tokio::test]
+async fn client_body_faults_are_the_clients_and_never_eject_the_only_target() {
+    let mut upstream = recording_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    // passive_health is left at its default (5 failures in a row eject for 30 s).
+    let yaml = format!(
+        "access_log:\n  path: {}\n{}",
+        log.display(),
+        one_cluster(&[upstream.address], "")
+    );
+    let gw = start(&yaml).await;
+    let rounds = 52;
+    for round in 0..rounds {
+        let kind = round % 4;
+        let response = broken_request(&gw, &mut upstream, kind).await;
+        let status = status_of(&response);
+        assert!(
+            status == 400 || (response.is_empty() && kind != 0),
+            "kind {kind}: 400, or nobody left to answer: {response}"
+        );
+        assert!(response_count(&response) <= 1, "kind {kind}: {response}");
+    }
+    while upstream.heads.try_recv().is_ok() {}
+    let (status, body) = get(&gw.url("/after")).await;
+    assert_eq!(status, 200, "the only target is still in rotation: {body}");
+    let metrics = gw.metrics().await;
+    let healthy = format!(
+        "palisade_upstream_healthy{{cluster=\"echo\",target=\"{}\"}} 1",
+        upstream.address
+    );
+    assert!(metrics.contains(&healthy), "{metrics}");
+    let ejections = format!(
+        "palisade_upstream_ejections_total{{cluster=\"echo\",target=\"{}\"}} ",
+        upstream.address
+    );
+    let ejected = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(&ejections))
+        .unwrap_or("0");
+    assert_eq!(ejected, "0", "no ejection: {metrics}");
+    let paths = upstream.paths.lock().unwrap().clone();
+    assert!(
+        !paths.iter().any(|p| p == "/smuggled"),
+        "no smuggled request reached the upstream: {paths:?}"
+    );
+    let reached = paths.iter().filter(|p| *p == "/upload").count();
+    assert!(
+        (rounds / 2..=rounds * 3 / 4).contains(&reached),
+        "the overflowing chunk sizes were refused before the upstream saw anything of them; resets and late \
+         bad chunks reached it as far as their head (a short body may or may not have): {paths:?}"
+    );
+
+    let lines = log_lines(&log, rounds + 1).await;
+    let refused: Vec<&serde_json::Value> = lines.iter().filter(|l| l["path"] == "/upload").collect();
+    // A framing refusal is logged with the path that was read, though it is refused before the path
+    // is normalized.
+    assert_eq!(
+        refused.len(),
+        rounds,
+        "every broken request has its log line: {lines:?}"
+    );
+    for line in &refused {
+        assert_eq!(line["fault"], "client", "{line}");
+        let reason = line["reason"].as_str().unwrap_or_default();
+        assert!(
+            ["invalid_chunked_body", "invalid_body", "client_closed"].contains(&reason),
+            "{line}"
+        );
+    }
+    for reason in ["invalid_chunked_body", "invalid_body", "client_closed"] {
+        assert!(
+            refused.iter().any(|l| l["reason"] == reason),
+            "{reason} seen: {refused:?}"
+        );
+    }
+}
+
+/// An upstream that reads the request head, then resets the connection without answering.
+async fn resetting_upstream() -> SocketAddr {
+    let listener = TcpListener::bind(LOCAL).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let _ = stream.set_zero_linger();
+            });
+        }
+    });
+    address
+}
+
+#[tokio::test]
+async fn an_upstream_that_resets_counts_against_it() {
+    let upstream = resetting_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
+    let yaml = format!(
+        "access_log:\n  path: {}\n{}",
+        log.display(),
+        one_cluster(&[upstream], cluster)
+    );
+    let gw = start(&yaml).await;
+    for _ in 0..2 {
+        let post = http::Request::post(gw.url("/upload"))
+            .body(http_body_util::Full::new(bytes::Bytes::from_static(b"hello")))
+            .unwrap();
+        assert_eq!(send(post).await.0, 502);
+    }
+    let (status, body) = get(&gw.url("/next")).await;
+    assert_eq!(status, 503, "two upstream failures ejected the only target: {body}");
+    let lines = log_lines(&log, 3).await;
+    assert_eq!(lines[0]["fault"], "upstream", "{lines:?}");
+    assert_eq!(lines[0]["stage"], "upstream", "{lines:?}");
+    assert_eq!(lines[0]["reason"], "upstream_failed", "{lines:?}");
+    assert_eq!(lines[2]["reason"], "no_healthy_upstream", "{lines:?}");
+}
