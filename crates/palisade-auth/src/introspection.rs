@@ -32,6 +32,8 @@ pub struct Introspector {
     pub token: TokenLocation,
     pub max_token_bytes: usize,
     claims: ClaimMapping,
+    /// An answer carrying `aud` must name one of these; empty for `audiences: any`.
+    audiences: Vec<String>,
     cache: TokenCache,
 }
 
@@ -57,6 +59,11 @@ impl Introspector {
             token: config.token.clone(),
             max_token_bytes: usize::try_from(config.max_token_bytes.get()).unwrap_or(usize::MAX),
             claims: config.claims.clone(),
+            audiences: config
+                .audiences
+                .as_ref()
+                .map(|a| a.value.accepted().to_vec())
+                .unwrap_or_default(),
             cache,
         }
     }
@@ -107,6 +114,9 @@ impl Introspector {
         if answer.get("exp").and_then(Value::as_u64).is_some_and(|exp| exp <= now) {
             return Err(AuthFailure::Expired);
         }
+        if !audience_accepted(answer.get("aud"), &self.audiences) {
+            return Err(AuthFailure::WrongAudience);
+        }
         // Client-credentials tokens often have no `sub`; their client is the subject.
         if self.claims.subject == "sub" && !answer.contains_key("sub") {
             if let Some(client) = answer.get("client_id").cloned() {
@@ -119,5 +129,39 @@ impl Introspector {
             .map_or_else(|| self.endpoint.to_string(), str::to_string);
         Principal::from_claims(AuthMethodKind::Introspection, issuer, answer, &self.claims)
             .ok_or(AuthFailure::MissingClaim)
+    }
+}
+
+/// An answer's `aud` (a string or a list, RFC 7662 2.2) names one of `accepted`; an answer without
+/// `aud`, or `audiences: any` (nothing listed), passes.
+fn audience_accepted(aud: Option<&Value>, accepted: &[String]) -> bool {
+    let Some(aud) = aud.filter(|_| !accepted.is_empty()) else {
+        return true;
+    };
+    let names = |value: &Value| value.as_str().is_some_and(|name| accepted.iter().any(|a| a == name));
+    match aud {
+        Value::Array(list) => list.iter().any(names),
+        single => names(single),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn an_answer_for_another_audience_is_refused() {
+        let accepted = vec!["orders".to_string()];
+        assert!(audience_accepted(Some(&json!("orders")), &accepted));
+        assert!(audience_accepted(Some(&json!(["billing", "orders"])), &accepted));
+        assert!(!audience_accepted(Some(&json!("billing")), &accepted));
+        assert!(!audience_accepted(Some(&json!(["billing"])), &accepted));
+        assert!(!audience_accepted(Some(&json!(42)), &accepted));
+        assert!(
+            audience_accepted(None, &accepted),
+            "an answer without aud is the server's decision"
+        );
+        assert!(audience_accepted(Some(&json!("billing")), &[]), "audiences: any");
     }
 }

@@ -270,6 +270,9 @@ async fn run_gateway(gateway: Gateway) -> anyhow::Result<ExitCode> {
 async fn check_config(file: &std::path::Path, kind: ConfigKind) -> anyhow::Result<ExitCode> {
     match palisade_gateway::check_config(file, kind).await {
         Ok(config) => {
+            for warning in palisade_core::warnings(&config, &file.display().to_string()) {
+                eprintln!("warning: {warning}");
+            }
             println!(
                 "{}: ok ({} listeners, {} clusters, {} routes)",
                 file.display(),

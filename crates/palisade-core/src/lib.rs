@@ -21,4 +21,4 @@ pub use load::{
 };
 pub use serde_saphyr::Spanned;
 pub use validate::parse_cidr;
-pub use validate_auth::{is_loopback_http, JWT_ALGORITHMS, JWT_DEFAULT_ALGORITHMS, JWT_HMAC_ALGORITHMS};
+pub use validate_auth::{is_loopback_http, warnings, JWT_ALGORITHMS, JWT_DEFAULT_ALGORITHMS, JWT_HMAC_ALGORITHMS};

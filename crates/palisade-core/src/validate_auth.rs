@@ -1,7 +1,7 @@
 //! Structural checks of the authentication settings. What needs the key material itself (secret
 //! length, JWK parsing) is checked when the authenticator is built, with the same located diagnostics.
 
-use crate::config::auth::{ClaimMapping, IdentityConfig, JwtProviderConfig, TokenLocation};
+use crate::config::auth::{Audiences, ClaimMapping, IdentityConfig, JwtProviderConfig, TokenLocation};
 use crate::config::{AuthMethod, Config};
 use crate::diagnostic::Diagnostics;
 use crate::Spanned;
@@ -22,6 +22,12 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         validate_provider(name, provider, diagnostics);
     }
     for (name, endpoint) in &auth.introspection {
+        check_audiences(
+            &format!("introspection {name:?}"),
+            &endpoint.value.audiences,
+            endpoint,
+            diagnostics,
+        );
         let endpoint_url = &endpoint.value.endpoint;
         check_fetch_url(endpoint_url, &format!("introspection {name:?}: endpoint"), diagnostics);
         check_claims(&endpoint.value.claims, diagnostics, endpoint);
@@ -205,8 +211,67 @@ fn validate_authorization(
     }
 }
 
+/// Audiences are required: absent or an empty list is an error; `any` must be written out.
+fn check_audiences<T>(
+    what: &str,
+    audiences: &Option<Spanned<Audiences>>,
+    owner: &Spanned<T>,
+    diagnostics: &mut Diagnostics,
+) {
+    match audiences {
+        None => diagnostics.on(
+            owner,
+            format!(
+                "{what}: audiences is required: list the `aud` values this gateway accepts, or write \
+                 `audiences: any` to accept tokens minted for any service"
+            ),
+        ),
+        Some(list) if list.value == Audiences::OneOf(Vec::new()) => diagnostics.on(
+            list,
+            format!("{what}: audiences is empty; list at least one, or write `any`"),
+        ),
+        Some(list) => {
+            if list.value.accepted().iter().any(|audience| audience.is_empty()) {
+                diagnostics.on(list, format!("{what}: an audience is empty"));
+            }
+        }
+    }
+}
+
+/// What a config allows that is legal but weakens a default, located in `file`: check-config
+/// prints these.
+pub fn warnings(config: &Config, file: &str) -> Vec<crate::Diagnostic> {
+    let mut found = Diagnostics::new(file);
+    let auth = &config.authentication;
+    let providers = auth
+        .jwt_providers
+        .iter()
+        .map(|(name, p)| (format!("jwt provider {name:?}"), &p.value.audiences));
+    let endpoints = auth
+        .introspection
+        .iter()
+        .map(|(name, e)| (format!("introspection {name:?}"), &e.value.audiences));
+    for (what, audiences) in providers.chain(endpoints) {
+        if let Some(audiences) = audiences.as_ref().filter(|a| a.value == Audiences::Any) {
+            found.on(
+                audiences,
+                format!(
+                    "{what} has `audiences: any`: tokens minted for any service of this identity provider are accepted"
+                ),
+            );
+        }
+    }
+    found.into_errors()
+}
+
 fn validate_provider(name: &str, provider: &Spanned<JwtProviderConfig>, diagnostics: &mut Diagnostics) {
     let value = &provider.value;
+    check_audiences(
+        &format!("jwt provider {name:?}"),
+        &value.audiences,
+        provider,
+        diagnostics,
+    );
     let keys = &value.keys.value;
     if value.issuer.value.is_empty() {
         diagnostics.on(&value.issuer, format!("jwt provider {name:?}: issuer is empty"));

@@ -155,6 +155,18 @@ fn is_origin(text: &str) -> bool {
 }
 
 fn validate_route(route: &RouteConfig, diagnostics: &mut Diagnostics) {
+    if let Some(upgrades) = &route.upgrades {
+        for protocol in &upgrades.value {
+            if protocol.eq_ignore_ascii_case("h2c") {
+                diagnostics.on(
+                    upgrades,
+                    "upgrades must not name h2c: the client would speak HTTP/2 straight to the upstream, past routing",
+                );
+            } else if protocol.is_empty() || !protocol.bytes().all(|b| b.is_ascii_graphic() && b != b',') {
+                diagnostics.on(upgrades, format!("upgrade {protocol:?} is not a protocol name"));
+            }
+        }
+    }
     let mut names = HashSet::new();
     let methods: Vec<&AuthMethod> = route
         .authentication

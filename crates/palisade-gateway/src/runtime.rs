@@ -48,6 +48,10 @@ pub struct RouteRuntime {
     pub lifecycle: Option<Lifecycle>,
     /// The OpenAPI operation(s) requests must match, on routes with `validate`.
     pub validator: Option<palisade_validate::RouteValidator>,
+    /// The protocols a client may upgrade to here (see `pipeline::upgrade`).
+    pub upgrades: Vec<String>,
+    /// Method-override headers are honoured here (see `pipeline::method_override`).
+    pub method_override: bool,
 }
 
 pub struct Runtime {
@@ -200,6 +204,11 @@ impl Runtime {
                         (None, None) => None,
                     },
                     validator,
+                    upgrades: match &route.upgrades {
+                        Some(list) => list.value.iter().map(|p| p.to_ascii_lowercase()).collect(),
+                        None => palisade_core::config::DEFAULT_UPGRADES.map(String::from).to_vec(),
+                    },
+                    method_override: route.method_override,
                 })
             })
             .collect();

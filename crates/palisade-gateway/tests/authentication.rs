@@ -311,7 +311,7 @@ async fn tokens_from_a_header_or_cookie_and_shared_secrets() {
     let secret = "0123456789abcdef0123456789abcdef-long-enough";
     std::env::set_var("PALISADE_TEST_HS_SECRET", secret);
     let providers = format!(
-        "    hs:\n      issuer: {ISSUER}\n      keys: {{ shared_secret: \"${{PALISADE_TEST_HS_SECRET}}\" }}\n      token: {{ cookie: session }}\n"
+        "    hs:\n      issuer: {ISSUER}\n      audiences: [{AUDIENCE}]\n      keys: {{ shared_secret: \"${{PALISADE_TEST_HS_SECRET}}\" }}\n      token: {{ cookie: session }}\n"
     );
     let gw = support::start(&config(echo, &providers, "", "[{ jwt: hs }]")).await;
     let token = tokens::sign_with(
@@ -337,6 +337,72 @@ async fn tokens_from_a_header_or_cookie_and_shared_secrets() {
     );
     let reply = call(&gw.url("/orders"), &[("cookie", &format!("session={wrong_secret}"))]).await;
     assert_eq!(reply.status, 401);
+}
+
+#[tokio::test]
+async fn audiences_are_required_unless_any_is_written_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let errors = support::config_errors(
+        dir.path(),
+        "clusters:\n  c: { targets: [\"127.0.0.1:9\"] }\nauthentication:\n  jwt_providers:\n    quiet:\n      issuer: https://idp.test\n      keys: { jwks: '{\"keys\": []}' }\n    empty:\n      issuer: https://idp.test\n      audiences: []\n      keys: { jwks: '{\"keys\": []}' }\n  introspection:\n    corp: { endpoint: \"https://idp.test/introspect\", client_id: g, client_secret: \"${HOME}\" }\nroutes:\n  - { name: r, match: { prefix: / }, cluster: c, public: true }\n",
+    )
+    .await;
+    for expected in [
+        "jwt provider \"quiet\": audiences is required",
+        "jwt provider \"empty\": audiences is empty",
+        "introspection \"corp\": audiences is required",
+    ] {
+        assert!(errors.contains(expected), "missing {expected:?} in:\n{errors}");
+    }
+    let word = support::config_errors(
+        dir.path(),
+        "clusters:\n  c: { targets: [\"127.0.0.1:9\"] }\nauthentication:\n  jwt_providers:\n    word:\n      issuer: https://idp.test\n      audiences: all\n      keys: { jwks: '{\"keys\": []}' }\nroutes:\n  - { name: r, match: { prefix: / }, cluster: c, public: true }\n",
+    )
+    .await;
+    assert!(
+        word.contains("audiences must be a list of audiences or `any`, not \"all\""),
+        "{word}"
+    );
+    // Written out, it loads, and check-config names it as a warning with its place.
+    let path = dir.path().join("any.yaml");
+    let jwks = serde_json::to_string(&tokens::jwks([&EcKey::generate("k").jwk])).unwrap();
+    std::fs::write(
+        &path,
+        support::with_listeners(&format!("clusters:\n  c: {{ targets: [\"127.0.0.1:9\"] }}\nauthentication:\n  jwt_providers:\n    open:\n      issuer: https://idp.test\n      audiences: any\n      keys: {{ jwks: '{jwks}' }}\nroutes:\n  - {{ name: r, match: {{ prefix: / }}, cluster: c, public: true }}\n")),
+    )
+    .unwrap();
+    let config = palisade_gateway::check_config(&path, palisade_core::ConfigKind::Gateway)
+        .await
+        .expect("loads");
+    let warnings = palisade_core::warnings(&config, "any.yaml");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].to_string().starts_with("any.yaml:"), "{}", warnings[0]);
+    assert!(warnings[0].message.contains("audiences: any"), "{}", warnings[0]);
+}
+
+#[tokio::test]
+async fn a_token_minted_for_another_audience_is_refused() {
+    let echo = support::echo("orders").await;
+    let ec = EcKey::generate("ec-1");
+    let gw = support::start(&config(
+        echo,
+        &tokens::provider_yaml("idp", &tokens::jwks([&ec.jwk]), ""),
+        "",
+        "[{ jwt: idp }]",
+    ))
+    .await;
+    let mut other = claims("mallory");
+    other["aud"] = json!("billing");
+    let reply = bearer(&gw.url("/orders"), &ec.sign(&other)).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    let mut none = claims("mallory");
+    none.as_object_mut().unwrap().remove("aud");
+    assert_eq!(
+        bearer(&gw.url("/orders"), &ec.sign(&none)).await.status,
+        401,
+        "no aud at all"
+    );
+    assert_eq!(bearer(&gw.url("/orders"), &ec.sign(&claims("frank"))).await.status, 200);
 }
 
 #[tokio::test]
@@ -416,7 +482,9 @@ async fn oidc_discovery_finds_the_keys_and_refuses_a_document_for_another_issuer
     let key = EcKey::generate("d1");
     let idp = support::idp::start(tokens::jwks([&key.jwk])).await;
     let issuer = idp.url();
-    let providers = format!("    oidc:\n      issuer: {issuer}\n      keys: {{ discovery: true }}\n");
+    let providers = format!(
+        "    oidc:\n      issuer: {issuer}\n      audiences: [{AUDIENCE}]\n      keys: {{ discovery: true }}\n"
+    );
     let gw = support::start(&config(echo, &providers, "", "[{ jwt: oidc }]")).await;
     let mut c = claims("dora");
     c["iss"] = json!(issuer);
@@ -426,7 +494,7 @@ async fn oidc_discovery_finds_the_keys_and_refuses_a_document_for_another_issuer
     let other = support::idp::start(tokens::jwks([&key.jwk])).await;
     *other.state.discovery_issuer.lock().unwrap() = Some("https://evil.test".into());
     let providers = format!(
-        "    oidc:\n      issuer: {}\n      keys: {{ discovery: true, refresh: {{ timeout: 1s, min_interval: 1h }} }}\n",
+        "    oidc:\n      issuer: {}\n      audiences: [{AUDIENCE}]\n      keys: {{ discovery: true, refresh: {{ timeout: 1s, min_interval: 1h }} }}\n",
         other.url()
     );
     let gw = support::start(&config(echo, &providers, "", "[{ jwt: oidc }]")).await;
@@ -503,10 +571,15 @@ async fn introspection_accepts_active_tokens_caches_them_and_fails_closed() {
     *idp.state.client_basic.lock().unwrap() = format!("Basic {}", base64_of("gateway:s3cret"));
     idp.state.introspection.lock().unwrap().insert(
         "opaque-good".into(),
-        json!({"active": true, "sub": "erin", "scope": "orders:read", "exp": tokens::now() + 600}),
+        json!({"active": true, "sub": "erin", "scope": "orders:read", "exp": tokens::now() + 600, "aud": [AUDIENCE, "other"]}),
+    );
+    // Active, but minted for another service of the same authorization server.
+    idp.state.introspection.lock().unwrap().insert(
+        "opaque-elsewhere".into(),
+        json!({"active": true, "sub": "erin", "exp": tokens::now() + 600, "aud": "billing"}),
     );
     let more = format!(
-        "  introspection:\n    corp:\n      endpoint: {}/introspect\n      client_id: gateway\n      client_secret: \"${{PALISADE_TEST_INTROSPECTION_SECRET}}\"\n      timeout: 1s\n",
+        "  introspection:\n    corp:\n      endpoint: {}/introspect\n      client_id: gateway\n      client_secret: \"${{PALISADE_TEST_INTROSPECTION_SECRET}}\"\n      audiences: [{AUDIENCE}]\n      timeout: 1s\n",
         idp.url()
     );
     let gw = support::start(
@@ -524,6 +597,9 @@ async fn introspection_accepts_active_tokens_caches_them_and_fails_closed() {
         1,
         "the second request is answered from the cache"
     );
+    let elsewhere = bearer(&url, "opaque-elsewhere").await;
+    assert_eq!(elsewhere.status, 401, "{}", elsewhere.body);
+    assert!(elsewhere.body.contains("audience"), "{}", elsewhere.body);
     let inactive = bearer(&url, "opaque-revoked").await;
     assert_eq!(inactive.status, 401);
     assert!(inactive.body.contains("not active"));

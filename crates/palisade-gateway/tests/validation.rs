@@ -131,6 +131,23 @@ async fn bodies_are_checked_and_valid_ones_forwarded_unchanged() {
     assert_eq!(post(&url, "application/json", Some("t-1"), &huge).await.status, 413);
 }
 
+/// The validator checks one value; an upstream parser that keeps the first of two would read another.
+#[tokio::test]
+async fn a_body_with_a_repeated_key_is_refused() {
+    let gw = gateway().await;
+    let url = gw.url("/orders");
+    for (body, pointer) in [
+        (
+            r#"{"items":[{"sku":"A-1","quantity":1000,"quantity":1}]}"#,
+            "/body/items/0/quantity",
+        ),
+        (r#"{"items":[{"sku":"A-1","quantity":1}],"items":[]}"#, "/body/items"),
+    ] {
+        let reply = post(&url, "application/json", Some("t-1"), body).await;
+        assert_eq!(violations(&reply), [pointer], "{body}");
+    }
+}
+
 #[tokio::test]
 async fn a_contract_that_does_not_load_is_a_config_error() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,7 @@
 
 mod document;
 mod parameter;
+mod strict_json;
 
 use http::{HeaderMap, Method};
 use jsonschema::Validator;
@@ -216,12 +217,18 @@ impl BodyRules {
         else {
             return Vec::new();
         };
-        let value: Value = match serde_json::from_slice(body) {
+        let value: Value = match strict_json::parse(body) {
             Ok(value) => value,
-            Err(error) => {
+            Err(strict_json::StrictError::Syntax(error)) => {
                 return vec![violation(
                     "/body",
                     &format!("not valid JSON (line {}, column {})", error.line(), error.column()),
+                )]
+            }
+            Err(strict_json::StrictError::DuplicateKey(pointer)) => {
+                return vec![violation(
+                    &format!("/body{pointer}"),
+                    "duplicate key: parsers disagree on which of its values counts",
                 )]
             }
         };

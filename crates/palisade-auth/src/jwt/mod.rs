@@ -68,7 +68,11 @@ impl JwtProvider {
             name: name.to_string(),
             cache_id,
             issuer: config.issuer.value.clone(),
-            audiences: config.audiences.clone(),
+            audiences: config
+                .audiences
+                .as_ref()
+                .map(|a| a.value.accepted().to_vec())
+                .unwrap_or_default(),
             algorithms,
             leeway: config.leeway.get().as_secs(),
             required_claims: config.required_claims.clone(),
@@ -166,6 +170,7 @@ impl JwtProvider {
         validation.validate_nbf = true;
         validation.set_issuer(&[&self.issuer]);
         let mut spec_claims: Vec<&str> = vec!["iss"];
+        // Empty only for `audiences: any`: validation made it explicit.
         if self.audiences.is_empty() {
             validation.validate_aud = false;
         } else {

@@ -36,14 +36,51 @@ pub enum AuthMethod {
     Introspection(String),
 }
 
+/// The `aud` values a token may carry: one of a list, or (said explicitly) any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audiences {
+    Any,
+    OneOf(Vec<String>),
+}
+
+impl Audiences {
+    /// The accepted audiences; empty for [`Audiences::Any`].
+    pub fn accepted(&self) -> &[String] {
+        match self {
+            Audiences::Any => &[],
+            Audiences::OneOf(list) => list,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Audiences {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Word(String),
+            List(Vec<String>),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Word(word) if word == "any" => Ok(Audiences::Any),
+            Written::Word(word) => Err(serde::de::Error::custom(format!(
+                "audiences must be a list of audiences or `any`, not {word:?}"
+            ))),
+            Written::List(list) => Ok(Audiences::OneOf(list)),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JwtProviderConfig {
     /// The exact `iss` value tokens must carry.
     pub issuer: Spanned<String>,
-    /// `aud` must contain one of these. Empty: `aud` is not checked.
+    /// `aud` must contain one of these. Required: a provider without them is a config error, so a
+    /// token the same identity provider minted for another service cannot pass by accident.
+    /// `audiences: any` turns the check off, explicitly (check-config warns).
     #[serde(default)]
-    pub audiences: Vec<String>,
+    pub audiences: Option<Spanned<Audiences>>,
     /// Accepted `alg` values. Default: RS256/384/512, PS256/384/512, ES256/384, EdDSA. HS256/384/512
     /// only with `keys.shared_secret`.
     #[serde(default)]
@@ -208,6 +245,10 @@ pub struct ApiKeyEntry {
 pub struct IntrospectionConfig {
     /// The RFC 7662 endpoint (https, or http to a loopback address).
     pub endpoint: Spanned<String>,
+    /// An answer that carries `aud` must name one of these. Required, as for JWT providers;
+    /// `audiences: any` turns the check off.
+    #[serde(default)]
+    pub audiences: Option<Spanned<Audiences>>,
     pub client_id: String,
     pub client_secret: Spanned<SecretRef>,
     #[serde(default = "IntrospectionConfig::default_timeout")]

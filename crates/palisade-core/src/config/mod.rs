@@ -528,7 +528,21 @@ pub struct RouteConfig {
     /// Check requests against an OpenAPI operation before they reach the upstream (400).
     #[serde(default)]
     pub validate: Option<Spanned<ValidationConfig>>,
+    /// Protocols a client may switch to with `Upgrade` on this route. Absent: `[websocket]`; `[]`
+    /// lets no upgrade through. `h2c` is never allowed: the client would then speak HTTP/2 straight
+    /// to the upstream, past routing. A request asking for anything else goes on as a plain request
+    /// without its `Upgrade`.
+    #[serde(default)]
+    pub upgrades: Option<Spanned<Vec<String>>>,
+    /// Honour `X-HTTP-Method-Override` (and `X-HTTP-Method`, `X-Method-Override`) on POST: the route
+    /// is chosen, authorized and sent upstream with the overriding method. Off: the headers are
+    /// removed, so an upstream framework cannot run a DELETE that was authorized as a POST.
+    #[serde(default)]
+    pub method_override: bool,
 }
+
+/// The upgrades a route allows when it does not say: WebSocket.
+pub const DEFAULT_UPGRADES: [&str; 1] = ["websocket"];
 
 impl RouteConfig {
     /// A route with every optional setting absent (not public, no authentication: complete it).
@@ -548,6 +562,8 @@ impl RouteConfig {
             deprecated: None,
             retired: None,
             validate: None,
+            upgrades: None,
+            method_override: false,
         }
     }
 }

@@ -21,7 +21,7 @@ pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Headers that describe one hop's connection or framing, never forwarded as they are.
-const HOP_BY_HOP: [HeaderName; 9] = [
+const HOP_BY_HOP: [HeaderName; 10] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -31,6 +31,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     TRAILER,
     TRANSFER_ENCODING,
     UPGRADE,
+    // Only meaningful with `Upgrade: h2c` (RFC 7540 3.2.1), which never passes.
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Forwarding headers a client may not set unless it is a trusted proxy and that the gateway does not

@@ -26,12 +26,14 @@ pub mod cors;
 pub mod forwarded;
 pub mod ip_rules;
 pub mod lifecycle;
+pub mod method_override;
 pub mod normalize;
 pub mod observe;
 pub mod rate_limit;
 pub mod responses;
 pub mod route;
 pub mod security_headers;
+pub mod upgrade;
 pub mod upstream;
 pub mod validate;
 
@@ -76,7 +78,7 @@ async fn run(
     runtime: &Runtime,
     connection: &ConnectionInfo,
     context: &mut RequestContext,
-    request: Request<Incoming>,
+    mut request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     // 1. normalize
     context.request_id = forwarded::request_id(request.headers());
@@ -114,7 +116,10 @@ async fn run(
             }
         }
     }
-    let index = route::find(runtime, context, request.method())?;
+    let mut index = route::find(runtime, context, request.method())?;
+    if method_override::present(request.headers()) {
+        index = override_method(runtime, context, &mut request, index)?;
+    }
     let route = runtime.routes.get(index).ok_or(GatewayError::NotFound)?;
     ip_rules::check(route.ip_rules.as_ref(), context.client_ip)?;
     if let Some(lifecycle) = &route.lifecycle {
@@ -172,7 +177,7 @@ async fn run(
     // 8. transform
     let (mut parts, body) = request.into_parts();
     let wants_upgrade = parts.version == Version::HTTP_11 && parts.headers.contains_key(UPGRADE);
-    let client_upgrade = wants_upgrade
+    let client_upgrade = (wants_upgrade && upgrade::allowed(&parts.headers, &route.upgrades))
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
         .flatten();
     forwarded::remove_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
@@ -221,6 +226,31 @@ async fn run(
     // Boxed: held inline, the upstream exchange made the request's future 4,176 bytes (2,432 with it
     // boxed), and hyper's dispatcher copies that future wherever it moves it.
     Box::pin(upstream::forward(&route.cluster, route.protocol, context, prepared)).await
+}
+
+/// A POST with method-override headers on a route that takes them is routed (again), authorized and
+/// sent as the method they name; the headers are removed whether or not they were taken.
+fn override_method(
+    runtime: &Runtime,
+    context: &mut RequestContext,
+    request: &mut Request<Incoming>,
+    index: usize,
+) -> Result<usize, GatewayError> {
+    let takes_override = runtime.routes.get(index).is_some_and(|route| route.method_override);
+    let result = if takes_override && request.method() == http::Method::POST {
+        let method = method_override::requested(request.headers())?;
+        let index = route::find(runtime, context, &method)?;
+        if !runtime.routes.get(index).is_some_and(|route| route.method_override) {
+            return Err(GatewayError::BadRequest("method_override_not_allowed"));
+        }
+        context.method = method.clone();
+        *request.method_mut() = method;
+        index
+    } else {
+        index
+    };
+    method_override::remove(request.headers_mut());
+    Ok(result)
 }
 
 /// Respond stage: what every response of this request carries besides its own headers — rate-limit

@@ -57,7 +57,8 @@ enum Segment {
 enum PathPattern {
     Exact(String),
     Template(Vec<Segment>),
-    /// Without trailing slash; matches itself and anything below it.
+    /// On segment boundaries: `/api` matches `/api` and anything below it; with a trailing slash
+    /// (`/api/`, and `/`) only what starts with it.
     Prefix(String),
 }
 
@@ -148,10 +149,16 @@ impl Router {
     /// the request arrived on (`None`: any, for policy tests).
     pub fn find<'a>(&'a self, listener: Option<&str>, host: &str, path: &str, method: &Method) -> RouteMatch<'a> {
         let mut allowed: Option<BTreeSet<&str>> = None;
+        // Made when the first case-insensitive route is tried, and only then.
+        let mut windows_path: Option<std::borrow::Cow<'_, str>> = None;
         for route in &self.routes {
             if !serves_listener(route, listener) || !host_matches(&route.host, host) {
                 continue;
             }
+            let path = match route.case {
+                Case::Sensitive => path,
+                Case::Insensitive => windows_path.get_or_insert_with(|| windows_name(path)),
+            };
             let Some(params) = path_matches(&route.path, route.case, path) else {
                 continue;
             };
@@ -160,6 +167,10 @@ impl Router {
                     allowed
                         .get_or_insert_with(BTreeSet::new)
                         .extend(methods.iter().map(Method::as_str));
+                }
+                // CONNECT opens a tunnel past routing: only a route that names it takes it.
+                None if method == Method::CONNECT => {
+                    allowed.get_or_insert_with(BTreeSet::new);
                 }
                 _ => {
                     return RouteMatch::Found {
@@ -292,7 +303,8 @@ fn parse_prefix(text: &str) -> Result<PathPattern, String> {
         return Err(format!("prefix {text:?} cannot contain template parameters"));
     }
     check_pattern_text(text)?;
-    Ok(PathPattern::Prefix(text.trim_end_matches('/').to_string()))
+    // Kept as written: `/public/` matches only below `/public/`, never `/public` itself.
+    Ok(PathPattern::Prefix(text.to_string()))
 }
 
 fn lower_case(path: PathPattern) -> PathPattern {
@@ -311,6 +323,40 @@ fn lower_case(path: PathPattern) -> PathPattern {
     }
 }
 
+/// The path as a Windows (IIS) upstream resolves it, for case-insensitive routes: a segment's
+/// trailing dots and spaces (raw or `%20`) do not count, so `/admin.` and `/admin%20` are `/admin`
+/// there and must be routed as `/admin` here. A segment of nothing but dots and spaces is left alone.
+fn windows_name(path: &str) -> std::borrow::Cow<'_, str> {
+    let fold = |segment: &str| -> usize {
+        let mut end = segment.len();
+        loop {
+            let rest = &segment[..end];
+            if rest.ends_with(['.', ' ']) {
+                end -= 1;
+            } else if rest.ends_with("%20") {
+                end -= 3;
+            } else {
+                return end;
+            }
+        }
+    };
+    let changes = path.split('/').any(|segment| {
+        let end = fold(segment);
+        end < segment.len() && end > 0
+    });
+    if !changes {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let folded: Vec<&str> = path
+        .split('/')
+        .map(|segment| match fold(segment) {
+            0 => segment,
+            end => &segment[..end],
+        })
+        .collect();
+    std::borrow::Cow::Owned(folded.join("/"))
+}
+
 fn host_matches(pattern: &HostPattern, host: &str) -> bool {
     match pattern {
         HostPattern::Any => true,
@@ -324,7 +370,7 @@ fn path_matches<'a>(pattern: &'a PathPattern, case: Case, path: &str) -> Option<
         PathPattern::Exact(exact) => case.same(exact, path).then(Vec::new),
         PathPattern::Prefix(prefix) => {
             let rest = case.strip_prefix(path, prefix)?;
-            (rest.is_empty() || rest.starts_with('/') || prefix.is_empty()).then(Vec::new)
+            (prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/')).then(Vec::new)
         }
         PathPattern::Template(segments) => {
             let parts: Vec<&str> = path[1..].split('/').collect();
@@ -464,6 +510,68 @@ mod tests {
   - { name: wild-host, match: { host: "*.example.com", prefix: / }, cluster: c, public: true }
   - { name: admin, match: { path: /admin, methods: [GET] }, cluster: c, public: true }
 "#;
+
+    #[test]
+    fn case_insensitive_routes_read_trailing_dots_and_spaces_as_windows_does() {
+        let routes = router(
+            "  - { name: admin, match: { path: /admin, case_sensitive: false }, cluster: c, public: true }\n  - { name: files, match: { prefix: /files, case_sensitive: false }, cluster: c, public: true }\n  - { name: root, match: { prefix: / }, cluster: c, public: true }\n",
+        )
+        .expect("valid");
+        for path in ["/admin", "/ADMIN.", "/admin..", "/admin%20", "/Admin.%20 "] {
+            assert_eq!(
+                found(&routes, "x", path, Method::GET).as_deref(),
+                Some("admin"),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            found(&routes, "x", "/files. /a.txt.", Method::GET).as_deref(),
+            Some("files")
+        );
+        assert_eq!(found(&routes, "x", "/adminx", Method::GET).as_deref(), Some("root"));
+        assert_eq!(found(&routes, "x", "/admin/...", Method::GET).as_deref(), Some("root"));
+        let sensitive =
+            router("  - { name: admin, match: { path: /admin }, cluster: c, public: true }\n").expect("valid");
+        assert_eq!(
+            found(&sensitive, "x", "/admin.", Method::GET),
+            None,
+            "only where the route says so"
+        );
+        assert_eq!(windows_name("/a/b"), "/a/b");
+        assert_eq!(windows_name("/a./b%20/..."), "/a/b/...");
+    }
+
+    #[test]
+    fn a_prefix_with_a_trailing_slash_matches_only_below_it() {
+        let routes = router(
+            "  - { name: public, match: { prefix: /public/ }, cluster: c, public: true }\n  - { name: exact, match: { path: /public }, cluster: c, public: true }\n  - { name: root, match: { prefix: / }, cluster: c, public: true }\n",
+        )
+        .expect("valid");
+        assert_eq!(found(&routes, "x", "/public/a", Method::GET).as_deref(), Some("public"));
+        assert_eq!(found(&routes, "x", "/public/", Method::GET).as_deref(), Some("public"));
+        assert_eq!(found(&routes, "x", "/public", Method::GET).as_deref(), Some("exact"));
+        assert_eq!(found(&routes, "x", "/publicity", Method::GET).as_deref(), Some("root"));
+        let only =
+            router("  - { name: public, match: { prefix: /public/ }, cluster: c, public: true }\n").expect("valid");
+        assert_eq!(
+            found(&only, "x", "/public", Method::GET),
+            None,
+            "never widened to /public"
+        );
+    }
+
+    #[test]
+    fn connect_is_routed_only_where_a_route_names_it() {
+        let routes = router(ROUTES).expect("valid");
+        assert!(matches!(
+            routes.find(None, "x", "/", &Method::CONNECT),
+            RouteMatch::MethodNotAllowed(_)
+        ));
+        let tunnel =
+            router("  - { name: tunnel, match: { prefix: /, methods: [CONNECT] }, cluster: c, public: true }\n")
+                .expect("valid");
+        assert_eq!(found(&tunnel, "x", "/", Method::CONNECT).as_deref(), Some("tunnel"));
+    }
 
     #[test]
     fn most_specific_route_wins() {

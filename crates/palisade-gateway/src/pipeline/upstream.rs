@@ -95,6 +95,12 @@ pub async fn forward(
 
         let SendFailure { error, unsent } = match result {
             Ok(Ok(response)) => {
+                // Switching protocols was not asked for (the request's `Upgrade` did not pass): the
+                // upstream's answer cannot be relayed as HTTP, and it is the upstream's fault.
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
+                    cluster.record(&target, Outcome::Failure);
+                    return Err(GatewayError::UpstreamFailed);
+                }
                 let unavailable = response.status() == StatusCode::SERVICE_UNAVAILABLE;
                 let failure = matches!(response.status().as_u16(), 502..=504);
                 cluster.record(&target, if failure { Outcome::Failure } else { Outcome::Success });
