@@ -149,6 +149,9 @@ impl Verdicts {
 /// a bad extension, a missing CRLF).
 pub const INVALID_CHUNK: &str = "invalid_chunked_body";
 
+/// The verdict for a request with a chunk declared larger than any route's body limit.
+pub const CHUNK_TOO_LARGE: &str = "chunk_exceeds_body_limit";
+
 enum State {
     /// Waiting for (the rest of) a request head; partial bytes are in `Inspector::head`.
     Head,
@@ -175,6 +178,8 @@ pub struct Inspector {
     /// The head being gathered has its whole request line noted in the verdicts (see [`PartialHead`]).
     partial_noted: bool,
     max_head: usize,
+    /// A chunk declared larger than any route's body limit is refused (see [`CHUNK_TOO_LARGE`]).
+    max_chunk: u64,
     verdicts: Verdicts,
 }
 
@@ -197,8 +202,16 @@ impl Inspector {
             silent: true,
             partial_noted: false,
             max_head,
+            max_chunk: u64::MAX,
             verdicts,
         }
+    }
+
+    /// Refuses a chunk declared larger than `max`: no route would take that body, and refusing it at
+    /// the size line keeps its first bytes from going upstream.
+    pub fn with_max_chunk_size(mut self, max: u64) -> Self {
+        self.max_chunk = max;
+        self
     }
 
     /// Feeds bytes as they arrive from the client.
@@ -383,6 +396,11 @@ impl Inspector {
             // A size line ends in CR LF, as hyper requires.
             match text.strip_suffix(b"\r").and_then(parse_chunk_size) {
                 Some(0) => State::Trailers(Vec::new()),
+                Some(size) if size > self.max_chunk => {
+                    self.verdicts.refuse_latest(CHUNK_TOO_LARGE);
+                    self.lose();
+                    return newline + 1;
+                }
                 Some(size) => State::ChunkData(size),
                 None => {
                     self.refuse_chunked();
@@ -671,6 +689,15 @@ GET /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
         assert_eq!(verdicts.next(), None);
         inspector.feed(b"zz\r\n");
         assert_eq!(verdicts.next(), Some(UNINSPECTABLE));
+        // A chunk larger than any route takes.
+        let verdicts = Verdicts::default();
+        let mut inspector = Inspector::new(16 * 1024, verdicts.clone()).with_max_chunk_size(1024);
+        inspector.feed(format!("{head}401\r\nhello").as_bytes());
+        assert_eq!(verdicts.next(), Some(CHUNK_TOO_LARGE));
+        let verdicts = Verdicts::default();
+        let mut inspector = Inspector::new(16 * 1024, verdicts.clone()).with_max_chunk_size(1024);
+        inspector.feed(format!("{head}400\r\n").as_bytes());
+        assert_eq!(verdicts.next(), None, "at the limit is fine");
         // Well-formed look-alikes pass.
         let fine = format!("{head}5 ;name=\"quoted value\"\r\nhello\r\nA\r\n0123456789\r\n0\r\n\r\n");
         assert_eq!(verdicts_of(fine.as_bytes(), 3), vec![None]);

@@ -212,7 +212,7 @@ async fn serve_connection(
     let limits = &runtime.config.limits;
     let max_head = usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX);
     let verdicts = Verdicts::default();
-    let inspector = Inspector::new(max_head, verdicts.clone());
+    let inspector = Inspector::new(max_head, verdicts.clone()).with_max_chunk_size(runtime.max_body_bytes_any_route);
     let builder = http_builder(&runtime.config.limits, max_head);
     let connection_info = |client_certificate| {
         Arc::new(ConnectionInfo {

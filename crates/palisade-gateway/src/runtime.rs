@@ -60,6 +60,9 @@ pub struct Runtime {
     pub routes: Vec<RouteRuntime>,
     pub clusters: BTreeMap<String, Arc<Cluster>>,
     pub trusted_proxies: TrustedProxies,
+    /// The largest body any route accepts: a chunk declared larger is refused by the framing
+    /// inspector before the request goes anywhere.
+    pub max_body_bytes_any_route: u64,
     pub access_log: Option<AccessLog>,
     /// Security decisions as OCSF events; kept across reloads while its settings do not change.
     pub audit: Option<AuditLog>,
@@ -153,7 +156,7 @@ impl Runtime {
             return Err(ConfigErrors(diagnostics.into_errors()));
         }
         let clusters = build_clusters(&config, previous, &upstream_tls, metrics, workers);
-        let routes = config
+        let routes: Vec<RouteRuntime> = config
             .routes
             .iter()
             .zip(route_ip_rules)
@@ -219,7 +222,12 @@ impl Runtime {
                 .filter_map(|p| parse_cidr(&p.value))
                 .collect(),
         );
+        let max_body_bytes_any_route = routes
+            .iter()
+            .map(|route| route.max_body_bytes)
+            .fold(config.limits.max_body_bytes.get(), u64::max);
         Ok(Runtime {
+            max_body_bytes_any_route,
             router,
             routes,
             clusters,

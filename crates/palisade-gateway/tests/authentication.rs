@@ -23,6 +23,18 @@ fn config(echo: SocketAddr, providers: &str, more_auth: &str, orders_methods: &s
     )
 }
 
+/// A gateway whose `/orders` takes tokens of one provider `idp` signed by `ec`.
+async fn one_provider(ec: &EcKey) -> support::Running {
+    let echo = support::echo("orders").await;
+    support::start(&config(
+        echo,
+        &tokens::provider_yaml("idp", &tokens::jwks([&ec.jwk]), ""),
+        "",
+        "[{ jwt: idp }]",
+    ))
+    .await
+}
+
 fn refused(reply: &Reply, token: &str, case: &str) {
     assert_eq!(reply.status, 401, "{case}: {}", reply.body);
     assert!(
@@ -101,15 +113,8 @@ async fn valid_tokens_pass_with_their_identity_and_spoofed_identity_headers_are_
 
 #[tokio::test]
 async fn no_credentials_is_a_401_with_a_bare_bearer_challenge() {
-    let echo = support::echo("orders").await;
     let ec = EcKey::generate("ec-1");
-    let gw = support::start(&config(
-        echo,
-        &tokens::provider_yaml("idp", &tokens::jwks([&ec.jwk]), ""),
-        "",
-        "[{ jwt: idp }]",
-    ))
-    .await;
+    let gw = one_provider(&ec).await;
     let reply = call(&gw.url("/orders/1"), &[]).await;
     assert_eq!(reply.status, 401);
     assert_eq!(reply.headers["www-authenticate"], "Bearer realm=\"palisade\"");
@@ -382,15 +387,8 @@ async fn audiences_are_required_unless_any_is_written_out() {
 
 #[tokio::test]
 async fn a_token_minted_for_another_audience_is_refused() {
-    let echo = support::echo("orders").await;
     let ec = EcKey::generate("ec-1");
-    let gw = support::start(&config(
-        echo,
-        &tokens::provider_yaml("idp", &tokens::jwks([&ec.jwk]), ""),
-        "",
-        "[{ jwt: idp }]",
-    ))
-    .await;
+    let gw = one_provider(&ec).await;
     let mut other = claims("mallory");
     other["aud"] = json!("billing");
     let reply = bearer(&gw.url("/orders"), &ec.sign(&other)).await;

@@ -191,8 +191,9 @@ async fn client_body_faults_are_the_clients_and_never_eject_the_only_target() {
     }
 }
 
-/// An upstream that reads the request head, then resets the connection without answering.
-async fn resetting_upstream() -> SocketAddr {
+/// An upstream that reads the request head, then resets the connection: at once, or after the
+/// head and part of the body of its answer (`mid_response`).
+async fn resetting_upstream(mid_response: bool) -> SocketAddr {
     let listener = TcpListener::bind(LOCAL).await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -206,6 +207,12 @@ async fn resetting_upstream() -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buffer[..n]),
                     }
                 }
+                if mid_response {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                        .await;
+                    let _ = stream.flush().await;
+                }
                 let _ = stream.set_zero_linger();
             });
         }
@@ -215,7 +222,7 @@ async fn resetting_upstream() -> SocketAddr {
 
 #[tokio::test]
 async fn an_upstream_that_resets_counts_against_it() {
-    let upstream = resetting_upstream().await;
+    let upstream = resetting_upstream(false).await;
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
@@ -238,4 +245,44 @@ async fn an_upstream_that_resets_counts_against_it() {
     assert_eq!(lines[0]["stage"], "upstream", "{lines:?}");
     assert_eq!(lines[0]["reason"], "upstream_failed", "{lines:?}");
     assert_eq!(lines[2]["reason"], "no_healthy_upstream", "{lines:?}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_resets_mid_response_counts_against_it() {
+    let upstream = resetting_upstream(true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
+    let yaml = format!(
+        "access_log:\n  path: {}\n{}",
+        log.display(),
+        one_cluster(&[upstream], cluster)
+    );
+    let gw = start(&yaml).await;
+    for _ in 0..2 {
+        let answer = raw(
+            gw.address,
+            b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert_eq!(status_of(&answer), 200, "the head was already on its way: {answer}");
+    }
+    let lines = log_lines(&log, 2).await;
+    assert_eq!(lines[0]["reason"], "upstream_body_failed", "{lines:?}");
+    assert_eq!(lines[0]["fault"], "upstream", "{lines:?}");
+    let (status, body) = get(&gw.url("/next")).await;
+    assert_eq!(status, 503, "two broken bodies ejected the only target: {body}");
+}
+
+#[tokio::test]
+async fn a_chunk_larger_than_any_route_takes_never_goes_upstream() {
+    let mut upstream = recording_upstream().await;
+    let gw = start(&one_cluster(&[upstream.address], "")).await;
+    // The default limits.max_body_bytes (10 MiB) is the largest any route here takes.
+    let request = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nA00001\r\nhello";
+    let answer = raw(gw.address, request.as_bytes()).await;
+    assert_eq!(status_of(&answer), 400, "{answer}");
+    assert!(upstream.heads.try_recv().is_err(), "the upstream saw nothing of it");
+    let fits = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_eq!(status_of(&raw(gw.address, fits.as_bytes()).await), 200);
 }

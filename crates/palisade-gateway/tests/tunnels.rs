@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const H2C_WITH_SETTINGS: &str = "GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n";
 const H2C_WITHOUT_SETTINGS: &str = "GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n";
@@ -109,21 +109,7 @@ async fn an_h2c_upgrade_route_is_a_config_error() {
 
 /// An upstream that answers every request with a 101 nobody asked for.
 async fn switching_upstream() -> SocketAddr {
-    let listener = TcpListener::bind(LOCAL).await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                let _ = stream.read(&mut buffer).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")
-                    .await;
-                let _ = stream.read(&mut buffer).await;
-            });
-        }
-    });
-    address
+    canned_upstream(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n").await
 }
 
 #[tokio::test]

@@ -150,24 +150,9 @@ async fn idempotent_requests_are_retried_on_another_target_but_posts_are_not() {
         .contains("palisade_upstream_retries_total{cluster=\"echo\"} 0"));
 }
 
-/// An upstream that answers every request with 503 (keep-alive, one read per body-less request).
+/// An upstream that answers every request with 503.
 async fn always_unavailable() -> std::net::SocketAddr {
-    let listener = TcpListener::bind(LOCAL).await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buffer = [0u8; 4096];
-                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {
-                    let answer = b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n";
-                    if stream.write_all(answer).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    address
+    canned_upstream(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").await
 }
 
 #[tokio::test]

@@ -62,6 +62,7 @@ impl Drop for Unanswered {
             context,
             status: CLIENT_CLOSED_STATUS,
             bytes_out: 0,
+            upstream_broke: false,
             metrics,
             runtime: self.runtime.clone(),
         }
@@ -78,6 +79,8 @@ struct Record {
     context: RequestContext,
     status: u16,
     bytes_out: u64,
+    /// The upstream's response body failed (a reset or a malformed body after the head).
+    upstream_broke: bool,
     metrics: RouteMetrics,
     runtime: Arc<Runtime>,
 }
@@ -96,6 +99,7 @@ pub fn observe(
             context,
             status,
             bytes_out: 0,
+            upstream_broke: false,
             metrics,
             runtime,
         }),
@@ -108,10 +112,15 @@ impl Body for ObservedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let (Some(data), Some(record)) = (frame.data_ref(), self.record.as_mut()) {
-                record.bytes_out += data.len() as u64;
+        match (&polled, self.record.as_mut()) {
+            (Poll::Ready(Some(Ok(frame))), Some(record)) => {
+                if let Some(data) = frame.data_ref() {
+                    record.bytes_out += data.len() as u64;
+                }
             }
+            // Only an upstream's body can fail: the gateway's own answers are complete bytes.
+            (Poll::Ready(Some(Err(_))), Some(record)) => record.upstream_broke = true,
+            _ => {}
         }
         polled
     }
@@ -213,9 +222,32 @@ pub fn log_connection_refusal(
     });
 }
 
+/// Passive health for an answer the upstream gave: a success once its body ended well (or the
+/// client stopped reading it), a failure when the body broke off, which is then the request's
+/// decision. Heads of 502-504 were counted when they arrived (`upstream::forward`).
+fn record_upstream_outcome(runtime: &Runtime, context: &mut RequestContext, status: u16, broke: bool) {
+    let (None, Some(target)) = (&context.decision, &context.upstream_target) else {
+        return;
+    };
+    let Some(route) = context.route_index.and_then(|index| runtime.routes.get(index)) else {
+        return;
+    };
+    if broke {
+        route.cluster.record(target, crate::upstream::Outcome::Failure);
+        context.decision = Some(Decision::new(
+            palisade_core::decision::Stage::Upstream,
+            Fault::Upstream,
+            "upstream_body_failed",
+        ));
+    } else if !matches!(status, 502..=504) {
+        route.cluster.record(target, crate::upstream::Outcome::Success);
+    }
+}
+
 impl Record {
     fn finish(self) {
-        let context = self.context;
+        let mut context = self.context;
+        record_upstream_outcome(&self.runtime, &mut context, self.status, self.upstream_broke);
         let elapsed = context.started.elapsed();
         self.metrics
             .observe(&context.method, self.status, elapsed.as_secs_f64());

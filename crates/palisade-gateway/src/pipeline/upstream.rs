@@ -102,8 +102,11 @@ pub async fn forward(
                     return Err(GatewayError::UpstreamFailed);
                 }
                 let unavailable = response.status() == StatusCode::SERVICE_UNAVAILABLE;
-                let failure = matches!(response.status().as_u16(), 502..=504);
-                cluster.record(&target, if failure { Outcome::Failure } else { Outcome::Success });
+                // A good head is recorded as a success only when its body has ended well too
+                // (`observe`): an upstream that resets mid-body has failed.
+                if matches!(response.status().as_u16(), 502..=504) {
+                    cluster.record(&target, Outcome::Failure);
+                }
                 if unavailable && cluster.retry_unavailable && replay.is_some() && can_retry(cluster, attempt) {
                     attempt += 1;
                     failed = Some(target);

@@ -27,6 +27,26 @@ pub async fn echo(name: &str) -> SocketAddr {
         .0
 }
 
+/// An upstream that answers every read on a connection with the same raw bytes (a canned answer to
+/// each body-less request on a kept-alive connection).
+pub async fn canned_upstream(answer: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {
+                    if stream.write_all(answer).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    address
+}
+
 /// An address where nothing listens (bound, then released).
 pub async fn dead_address() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
