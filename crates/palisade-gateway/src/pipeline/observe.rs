@@ -180,9 +180,9 @@ fn detect(runtime: &Runtime, context: &RequestContext, status: u16) {
     }
 }
 
-/// The access-log line (and the request metrics of no route) of a connection the gateway closed
-/// before it read a whole request: silent, a head too slow or too large. `head` is what was read of
-/// the request line.
+/// The access-log line of a connection the gateway closed before it read a whole request (refused
+/// at accept, silent, a head too slow or too large, a refused TLS handshake); `head` is what was read
+/// of the request line. Not a request in `palisade_requests_total`: the connection counters have them.
 pub fn log_connection_refusal(
     runtime: &Runtime,
     peer: std::net::SocketAddr,
@@ -190,12 +190,6 @@ pub fn log_connection_refusal(
     status: u16,
     decision: Decision,
 ) {
-    let method = head.map(|h| h.method.clone()).unwrap_or_default();
-    runtime.route_metrics(None).observe(
-        &http::Method::from_bytes(method.as_bytes()).unwrap_or(http::Method::GET),
-        status,
-        0.0,
-    );
     let Some(log) = &runtime.access_log else {
         return;
     };
@@ -204,7 +198,7 @@ pub fn log_connection_refusal(
         time: std::time::SystemTime::now(),
         request_id: request_id.to_str().unwrap_or_default().to_string(),
         client_ip: Some(crate::pipeline::forwarded::canonical(peer.ip())),
-        method,
+        method: head.map(|h| h.method.clone()).unwrap_or_default(),
         path: head.map(|h| h.path.clone()).unwrap_or_default(),
         route: None,
         status,
