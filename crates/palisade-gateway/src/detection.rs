@@ -141,17 +141,20 @@ fn webhook_target(config: &DetectionConfig) -> Option<WebhookTarget> {
 
 /// Feeds the detectors and acts on their alerts until `stop`.
 pub(crate) async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let runtime = shared.runtime.load_full();
-    let Some(mut waiting) = runtime
-        .detection
-        .waiting
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take()
-    else {
+    // The runtime of the moment, never held across the loop: a reload must free the one it replaces.
+    let (waiting, mut detector) = {
+        let runtime = shared.runtime.load();
+        let waiting = runtime
+            .detection
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        (waiting, Detector::new(detector_config(&runtime.config.detection)))
+    };
+    let Some(mut waiting) = waiting else {
         return;
     };
-    let mut detector = Detector::new(detector_config(&runtime.config.detection));
     let mut webhook: Option<Webhook> = None;
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -208,12 +208,24 @@ async fn serve_connection(
     stop: watch::Receiver<bool>,
     _open: OpenConnection,
 ) {
-    let runtime = shared.runtime.load_full();
-    let limits = &runtime.config.limits;
-    let max_head = usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX);
-    let verdicts = Verdicts::default();
-    let inspector = Inspector::new(max_head, verdicts.clone()).with_max_chunk_size(runtime.max_body_bytes_any_route);
-    let builder = http_builder(&runtime.config.limits, max_head);
+    // What the connection needs of the runtime of its accept, taken now: it must not hold the runtime
+    // itself, or a reload could never free the one it replaced (its clusters, their health checks).
+    let (builder, inspector, verdicts, header_timeout, handshake_timeout) = {
+        let runtime = shared.runtime.load();
+        let limits = &runtime.config.limits;
+        let max_head = usize::try_from(limits.max_header_bytes.get()).unwrap_or(usize::MAX);
+        let verdicts = Verdicts::default();
+        let inspector =
+            Inspector::new(max_head, verdicts.clone()).with_max_chunk_size(runtime.max_body_bytes_any_route);
+        let timeouts = (limits.header_read_timeout.get(), limits.tls_handshake_timeout.get());
+        (
+            http_builder(limits, max_head),
+            inspector,
+            verdicts,
+            timeouts.0,
+            timeouts.1,
+        )
+    };
     let connection_info = |client_certificate| {
         Arc::new(ConnectionInfo {
             listener: listener.clone(),
@@ -230,7 +242,6 @@ async fn serve_connection(
             pipeline::handle(service_shared.runtime.load_full(), info.clone(), request)
         })
     };
-    let header_timeout = limits.header_read_timeout.get();
     // Serves the connection; once `stop` turns true, asks it to finish gracefully (HTTP/1: close after
     // the current response; HTTP/2: GOAWAY) and waits for that. A connection that sends nothing
     // within the header timeout is closed (hyper's own header timer starts with the first byte). A
@@ -260,14 +271,14 @@ async fn serve_connection(
             serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), service)
         }
         Some(endpoint) => {
-            let handshake =
-                tokio::time::timeout(limits.tls_handshake_timeout.get(), endpoint.acceptor.accept(stream)).await;
+            let handshake = tokio::time::timeout(handshake_timeout, endpoint.acceptor.accept(stream)).await;
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => return handshake_refused(&shared, &endpoint.listener, peer, Some(&error)),
                 Err(_) => return handshake_refused(&shared, &endpoint.listener, peer, None),
             };
-            let certificate = crate::tls::client_principal(stream.get_ref().1, &endpoint.listener, &runtime);
+            let certificate =
+                crate::tls::client_principal(stream.get_ref().1, &endpoint.listener, &shared.runtime.load());
             let service = service_for(connection_info(certificate));
             serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), service)
         }

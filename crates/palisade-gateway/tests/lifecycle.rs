@@ -269,3 +269,80 @@ async fn drain_deadline_bounds_shutdown() {
     );
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+/// An upstream that counts the health probes (`GET /healthz`) it receives and answers everything 200.
+async fn probe_counter() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let probes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = probes.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let counted = counted.clone();
+            let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                if request.uri().path() == "/healthz" {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                async { Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok")))) }
+            });
+            tokio::spawn(hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service));
+        }
+    });
+    (address, probes)
+}
+
+/// Probes `probes` sees during `window`.
+async fn probes_during(probes: &std::sync::atomic::AtomicUsize, window: Duration) -> usize {
+    let before = probes.load(std::sync::atomic::Ordering::SeqCst);
+    tokio::time::sleep(window).await;
+    probes.load(std::sync::atomic::Ordering::SeqCst) - before
+}
+
+fn probed_cluster(name: &str, target: std::net::SocketAddr, request_timeout_secs: u32) -> String {
+    format!(
+        "  {name}:\n    targets: [\"{target}\"]\n    request_timeout: {request_timeout_secs}s\n    health_check: {{ path: /healthz, interval: 100ms, timeout: 100ms }}\n"
+    )
+}
+
+/// A reload frees the configuration it replaced, even while connections accepted under it stay
+/// open: its clusters' health checks stop (every reload here makes a new cluster, as a changed
+/// timeout does), and a cluster the reload removed is probed no more.
+#[tokio::test]
+async fn reloads_free_the_old_world_while_connections_stay_open() {
+    let (kept, kept_probes) = probe_counter().await;
+    let (removed, removed_probes) = probe_counter().await;
+    let config = |n: u32, with_removed: bool| {
+        let mut clusters = probed_cluster("kept", kept, 10 + n);
+        if with_removed {
+            clusters.push_str(&probed_cluster("gone", removed, 10));
+        }
+        format!("reload:\n  watch: false\nclusters:\n{clusters}routes:\n  - {{ name: all, match: {{ prefix: / }}, cluster: kept, public: true }}\n")
+    };
+    let gw = start(&config(0, true)).await;
+    let mut held = Vec::new();
+    for n in 1..=30 {
+        let mut stream = tokio::net::TcpStream::connect(gw.address).await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buffer = [0u8; 1024];
+        let read = tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await.unwrap();
+        assert!(read > 0, "served");
+        held.push(stream);
+        gw.rewrite_config(&config(n, n < 30));
+        gw.gateway.reload().await.expect("reloads");
+    }
+    let window = Duration::from_millis(1000);
+    let kept_now = probes_during(&kept_probes, window).await;
+    // One checker at a 100 ms interval: about 10 a second; 31 live configs would make about 310.
+    assert!(
+        (5..=15).contains(&kept_now),
+        "one probe per interval for the target, not one per old config: {kept_now}"
+    );
+    assert_eq!(
+        probes_during(&removed_probes, Duration::from_millis(300)).await,
+        0,
+        "the removed cluster is not probed"
+    );
+    drop(held);
+}
