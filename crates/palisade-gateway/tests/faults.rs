@@ -191,35 +191,6 @@ async fn client_body_faults_are_the_clients_and_never_eject_the_only_target() {
     }
 }
 
-/// An upstream that reads the request head, then resets the connection: at once, or after the
-/// head and part of the body of its answer (`mid_response`).
-async fn resetting_upstream(mid_response: bool) -> SocketAddr {
-    let listener = TcpListener::bind(LOCAL).await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buffer[..n]),
-                    }
-                }
-                if mid_response {
-                    let _ = stream
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
-                        .await;
-                    let _ = stream.flush().await;
-                }
-                let _ = stream.set_zero_linger();
-            });
-        }
-    });
-    address
-}
-
 #[tokio::test]
 async fn an_upstream_that_resets_counts_against_it() {
     let upstream = resetting_upstream(false).await;

@@ -150,6 +150,36 @@ async fn idempotent_requests_are_retried_on_another_target_but_posts_are_not() {
         .contains("palisade_upstream_retries_total{cluster=\"echo\"} 0"));
 }
 
+/// A target that dies under a request (it resets the connection once it has the head) is not the
+/// client's problem when the request can safely go elsewhere: a GET is sent again to the other
+/// target, a POST never is. `retries.on: [connect_failure]` alone gives the old behaviour.
+#[tokio::test]
+async fn a_get_whose_target_resets_before_answering_is_retried_elsewhere() {
+    let resetting = resetting_upstream(false).await;
+    let b = echo("b").await;
+    let cluster = "    balance: round_robin\n    passive_health: { consecutive_failures: 0 }\n    retries: { budget_min_per_second: 100 }\n";
+    let gw = start(&one_cluster(&[resetting, b], cluster)).await;
+    assert_eq!(
+        upstreams_seen(&gw, 6).await,
+        vec!["b"; 6],
+        "every GET that hit the resetting target was retried"
+    );
+    let mut post_failures = 0;
+    for _ in 0..4 {
+        let post = http::Request::post(gw.url("/"))
+            .body(Full::new(Bytes::from_static(b"x")))
+            .unwrap();
+        post_failures += usize::from(send(post).await.0 == 502);
+    }
+    assert_eq!(post_failures, 2, "a POST is never sent twice");
+    let connect_only = "    balance: round_robin\n    passive_health: { consecutive_failures: 0 }\n    retries: { on: [connect_failure], budget_min_per_second: 100 }\n";
+    let gw = start(&one_cluster(&[resetting, b], connect_only)).await;
+    assert!(
+        upstreams_seen(&gw, 4).await.contains(&"502".to_string()),
+        "not retried when reset is not named"
+    );
+}
+
 /// An upstream that answers every request with 503.
 async fn always_unavailable() -> std::net::SocketAddr {
     canned_upstream(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n").await

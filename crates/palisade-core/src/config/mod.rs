@@ -470,6 +470,11 @@ pub enum RetryOn {
     /// never sent. The default, as in nginx (`proxy_next_upstream error timeout`) and HAProxy
     /// (`retry-on conn-failure`).
     ConnectFailure,
+    /// The connection broke (reset or closed) after the request was sent and before any response
+    /// head arrived: the target died or dropped a kept-alive connection under it. Idempotent
+    /// requests only, as every retry. On by default, as nginx's `proxy_next_upstream error`; it costs
+    /// a copy of each retryable request's head, kept until the answer's head arrives.
+    Reset,
     /// The target answered 503. Off by default: a 503 often means the service is overloaded, and it
     /// costs a copy of every retryable request's headers, kept in case the answer is 503.
     Unavailable,
@@ -481,7 +486,7 @@ impl Default for RetryConfig {
             attempts: 1,
             budget_ratio: 0.2,
             budget_min_per_second: 10,
-            on: vec![RetryOn::ConnectFailure],
+            on: vec![RetryOn::ConnectFailure, RetryOn::Reset],
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Timeouts bound every wait (connect, then response head), so an unreachable or stuck upstream is a
 //! 502/503/504, never a hang. A request is retried on another target only when that is safe: an
-//! idempotent method, no request body, a failure named in the cluster's `retries.on` (by default only
-//! a connection that could not be made), and room in the cluster's retry budget.
+//! idempotent method, no request body, a failure named in the cluster's `retries.on` (by default a
+//! connection that could not be made, or one that broke before the response head), and room in the
+//! cluster's retry budget.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -59,8 +60,9 @@ pub async fn forward(
         && client_upgrade.is_none();
     // An HTTP/1 request that could not be sent comes back from the pool and goes out again as it is;
     // only the other retries need a copy, so only they pay for one.
-    let needs_replay =
-        cluster.retry_unavailable || (protocol == UpstreamProtocol::Http2 && cluster.retry_connect_failure);
+    let needs_replay = cluster.retry_unavailable
+        || cluster.retry_reset
+        || (protocol == UpstreamProtocol::Http2 && cluster.retry_connect_failure);
     let replay = (retryable && needs_replay).then(|| Replay {
         origin: origin.clone(),
         headers: headers.clone(),
@@ -141,8 +143,9 @@ pub async fn forward(
             tracing::debug!(cluster = %cluster.name, target = %target.address, error = %error, "upstream request failed");
         }
         let resendable = unsent.is_some() || replay.is_some();
-        if retryable && cluster.retry_connect_failure && error.is_connect() && resendable && can_retry(cluster, attempt)
-        {
+        let retry_on =
+            (cluster.retry_connect_failure && error.is_connect()) || (cluster.retry_reset && error.is_reset());
+        if retryable && retry_on && resendable && can_retry(cluster, attempt) {
             attempt += 1;
             failed = Some(target);
             next = unsent;

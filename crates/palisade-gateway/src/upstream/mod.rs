@@ -110,6 +110,36 @@ impl UpstreamError {
             FailureKind::Unreachable | FailureKind::ConnectTimeout | FailureKind::TlsHandshake
         )
     }
+
+    /// The connection broke (closed or reset) after the request went out and before a response
+    /// head came back: not a malformed answer, and not a timeout.
+    pub fn is_reset(&self) -> bool {
+        if self.kind != FailureKind::Exchange {
+            return false;
+        }
+        let mut current: Option<&(dyn std::error::Error + 'static)> = Some(self.source.as_ref());
+        while let Some(error) = current {
+            if let Some(hyper) = error.downcast_ref::<hyper::Error>() {
+                if hyper.is_incomplete_message() || hyper.is_canceled() || hyper.is_closed() {
+                    return true;
+                }
+                if hyper.is_parse() || hyper.is_timeout() || hyper.is_user() {
+                    return false;
+                }
+            }
+            if let Some(io) = error.downcast_ref::<std::io::Error>() {
+                return matches!(
+                    io.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::UnexpectedEof
+                );
+            }
+            current = error.source();
+        }
+        false
+    }
 }
 
 /// A send that failed, with the request when it never reached the target (see [`pool::Failed`]).
@@ -190,6 +220,9 @@ pub struct Cluster {
     pub retry_unavailable: bool,
     /// Whether a connect failure is retried (`retries.on: [connect_failure]`, the default).
     pub retry_connect_failure: bool,
+    /// Whether a connection broken before the response head is retried (`retries.on: [reset]`, the
+    /// default).
+    pub retry_reset: bool,
     pub upstream_duration: Histogram,
     pub retries: Counter,
     balance: Balance,
@@ -289,6 +322,7 @@ impl Cluster {
             retry_attempts: retries.attempts,
             retry_unavailable: retries.on.contains(&RetryOn::Unavailable),
             retry_connect_failure: retries.on.contains(&RetryOn::ConnectFailure),
+            retry_reset: retries.on.contains(&RetryOn::Reset),
             upstream_duration: metrics.upstream_duration(name),
             retries: metrics.upstream_retries(name),
             balance: config.balance,

@@ -47,6 +47,35 @@ pub async fn canned_upstream(answer: &'static [u8]) -> SocketAddr {
     address
 }
 
+/// An upstream that reads the request head, then resets the connection: at once, or after the
+/// head and part of the body of its answer (`mid_response`).
+pub async fn resetting_upstream(mid_response: bool) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::io::AsyncReadExt::read(&mut stream, &mut buffer).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                if mid_response {
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+                        .await;
+                    let _ = stream.flush().await;
+                }
+                let _ = stream.set_zero_linger();
+            });
+        }
+    });
+    address
+}
+
 /// An address where nothing listens (bound, then released).
 pub async fn dead_address() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
