@@ -148,6 +148,15 @@ fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagn
             diagnostics.on(&check.path, "health_check interval and timeout must be more than 0");
         }
     }
+    let passive = &cluster.passive_health;
+    if passive
+        .max_ejection_time
+        .is_some_and(|max| max.get() < passive.ejection_time.get())
+    {
+        diagnostics.general(format!(
+            "cluster {name:?}: passive_health.max_ejection_time must not be less than ejection_time"
+        ));
+    }
     if !(0.0..=1.0).contains(&cluster.retries.budget_ratio) {
         diagnostics.general(format!(
             "cluster {name:?}: retries.budget_ratio must be between 0 and 1"

@@ -83,6 +83,47 @@ async fn active_health_checks_fail_over_and_bring_targets_back() {
     );
 }
 
+/// Recovery by evidence: a target passively ejected for an hour is back as soon as active checks see
+/// it pass again (well within two intervals of its restart), and one outage counts as one ejection.
+#[tokio::test]
+async fn a_passively_ejected_target_returns_when_active_checks_pass() {
+    let mut a = Switchable::new("a").await;
+    let b = echo("b").await;
+    let checks = "    balance: round_robin\n    health_check: { path: /healthz, interval: 100ms, timeout: 100ms, healthy_threshold: 1, unhealthy_threshold: 50 }\n    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n    retries: { attempts: 0 }\n";
+    let gw = start(&one_cluster(&[a.address, b], checks)).await;
+    a.stop();
+    // Live traffic finds it down long before the active checks would (unhealthy_threshold 50).
+    let seen = upstreams_seen(&gw, 12).await;
+    assert_eq!(
+        seen.iter().filter(|s| *s == "502").count(),
+        2,
+        "two failures eject it: {seen:?}"
+    );
+    let ejections = format!(
+        "palisade_upstream_ejections_total{{cluster=\"echo\",target=\"{}\"}} 1",
+        a.address
+    );
+    assert!(gw.metrics().await.contains(&ejections), "one outage, one ejection");
+    a.restart("a").await;
+    let restarted = tokio::time::Instant::now();
+    let back = async {
+        loop {
+            if upstreams_seen(&gw, 2).await.contains(&"a".to_string()) {
+                return restarted.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let after = tokio::time::timeout(Duration::from_secs(5), back)
+        .await
+        .expect("back long before the hour of its ejection");
+    assert!(
+        after < Duration::from_millis(1000),
+        "back within a few check intervals: {after:?}"
+    );
+    assert!(gw.metrics().await.contains(&ejections), "still one ejection");
+}
+
 #[tokio::test]
 async fn readyz_reflects_cluster_health() {
     let mut a = Switchable::new("a").await;

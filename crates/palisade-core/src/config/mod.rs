@@ -435,7 +435,22 @@ impl HealthCheckConfig {
 pub struct PassiveHealthConfig {
     /// 0 disables passive ejection.
     pub consecutive_failures: u32,
+    /// How long a first ejection lasts; each ejection that follows soon after the last doubles it
+    /// (as Envoy's outlier detection does), up to `max_ejection_time`. Active health checks that pass
+    /// `healthy_threshold` times bring an ejected target back before that.
     pub ejection_time: Duration,
+    /// Default: 300 s, or `ejection_time` when that is longer.
+    pub max_ejection_time: Option<Duration>,
+}
+
+impl PassiveHealthConfig {
+    /// The longest an ejection may last.
+    pub fn max_ejection(&self) -> std::time::Duration {
+        self.max_ejection_time.map_or(
+            std::time::Duration::from_secs(300).max(self.ejection_time.get()),
+            |max| max.get(),
+        )
+    }
 }
 
 impl Default for PassiveHealthConfig {
@@ -443,6 +458,7 @@ impl Default for PassiveHealthConfig {
         Self {
             consecutive_failures: 5,
             ejection_time: Duration::from_secs(30),
+            max_ejection_time: None,
         }
     }
 }

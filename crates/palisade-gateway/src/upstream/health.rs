@@ -45,13 +45,27 @@ impl ActiveChecker {
     pub(super) async fn run(self) {
         // Successes (positive) or failures (negative) in a row, per target.
         let mut streaks = vec![0i64; self.targets.len()];
+        // Each target's ejection count when last seen: a new ejection restarts its streak, so only
+        // passes after it count as evidence that it is back.
+        let mut ejections: Vec<u64> = self.targets.iter().map(|t| t.ejections.get()).collect();
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
             let probes = self.targets.iter().map(|target| self.probe(target));
             let results = futures_util::future::join_all(probes).await;
-            for ((target, passed), streak) in self.targets.iter().zip(results).zip(streaks.iter_mut()) {
+            for (((target, passed), streak), seen) in self
+                .targets
+                .iter()
+                .zip(results)
+                .zip(streaks.iter_mut())
+                .zip(ejections.iter_mut())
+            {
+                let now = target.ejections.get();
+                if now != *seen {
+                    *seen = now;
+                    *streak = 0;
+                }
                 self.apply(target, passed, streak);
             }
         }
@@ -95,11 +109,18 @@ impl ActiveChecker {
         } else {
             *streak >= i64::from(self.healthy_threshold)
         };
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
         if flip {
             target.active_healthy.store(!healthy, Ordering::Relaxed);
-            let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
             target.update_gauge(now);
             tracing::warn!(target = %target.address, healthy = !healthy, "health check changed target state");
+        }
+        // Evidence beats the clock: passes since a passive ejection bring the target back at once (as
+        // Envoy's successful_active_health_check_uneject_host does).
+        if *streak >= i64::from(self.healthy_threshold) && target.ejected_until_ms.load(Ordering::Relaxed) > now {
+            target.ejected_until_ms.store(0, Ordering::Relaxed);
+            target.update_gauge(now);
+            tracing::info!(target = %target.address, "passively ejected target back: active health checks pass");
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct Target {
     active_healthy: AtomicBool,
     ejected_until_ms: AtomicU64,
     consecutive_failures: AtomicU32,
+    /// Ejections that followed each other closely (each doubles the next one's length); back to 0
+    /// once the target has stayed in rotation as long as its last ejection lasted.
+    ejections_in_a_row: AtomicU32,
     healthy_gauge: Gauge,
     ejections: Counter,
 }
@@ -274,6 +277,7 @@ impl Cluster {
                     active_healthy: AtomicBool::new(true),
                     ejected_until_ms: AtomicU64::new(0),
                     consecutive_failures: AtomicU32::new(0),
+                    ejections_in_a_row: AtomicU32::new(0),
                     healthy_gauge,
                     ejections: metrics.upstream_ejections(name, &t.value),
                 })
@@ -431,30 +435,52 @@ impl Cluster {
         }
     }
 
-    /// Feeds passive health: enough failures in a row eject the target for `ejection_time`.
+    /// Feeds passive health: enough failures in a row eject the target, for `ejection_time` doubled
+    /// for each ejection that closely followed the last (up to `max_ejection_time`). Failures of
+    /// requests still in flight while it is out are the same outage, not another ejection.
     pub fn record(&self, target: &Target, outcome: Outcome) {
         let now = self.now_ms();
         match outcome {
             Outcome::Success => {
                 target.consecutive_failures.store(0, Ordering::Relaxed);
+                let in_a_row = target.ejections_in_a_row.load(Ordering::Relaxed);
+                if in_a_row > 0 {
+                    // Back for as long as the last ejection lasted: the next one starts short again.
+                    let back_since = target.ejected_until_ms.load(Ordering::Relaxed);
+                    if now >= back_since.saturating_add(self.ejection_ms(in_a_row)) {
+                        target.ejections_in_a_row.store(0, Ordering::Relaxed);
+                    }
+                }
                 if target.healthy_gauge.get() == 0 {
                     target.update_gauge(now);
                 }
             }
             Outcome::Failure => {
                 let threshold = self.passive.consecutive_failures;
+                if threshold == 0 || target.ejected_until_ms.load(Ordering::Relaxed) > now {
+                    return;
+                }
                 let failures = target.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
-                if threshold > 0 && failures >= threshold {
-                    let until =
-                        now + u64::try_from(self.passive.ejection_time.get().as_millis()).unwrap_or(u64::MAX / 2);
+                if failures >= threshold {
+                    let in_a_row = target.ejections_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                    let until = now.saturating_add(self.ejection_ms(in_a_row));
                     target.ejected_until_ms.store(until, Ordering::Relaxed);
                     target.consecutive_failures.store(0, Ordering::Relaxed);
                     target.ejections.inc();
                     target.update_gauge(now);
-                    tracing::warn!(cluster = %self.name, target = %target.address, "target ejected after consecutive failures");
+                    tracing::warn!(cluster = %self.name, target = %target.address, ejection = in_a_row, "target ejected after consecutive failures");
                 }
             }
         }
+    }
+
+    /// How long the `nth` ejection in a row lasts: `ejection_time` × 2^(n-1), at most
+    /// `max_ejection_time`.
+    fn ejection_ms(&self, nth: u32) -> u64 {
+        let base = u64::try_from(self.passive.ejection_time.get().as_millis()).unwrap_or(u64::MAX / 2);
+        let max = u64::try_from(self.passive.max_ejection().as_millis()).unwrap_or(u64::MAX / 2);
+        base.saturating_mul(1u64 << nth.saturating_sub(1).min(32))
+            .min(max.max(base))
     }
 
     /// Every request pays into the retry budget; a retry may happen only if it can withdraw.
@@ -515,7 +541,7 @@ mod tests {
     fn cluster(balance: &str, targets: usize) -> Arc<Cluster> {
         let list: Vec<String> = (0..targets).map(|i| format!("'127.0.0.1:{}'", 1000 + i)).collect();
         let text = format!(
-            "listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: [{}], balance: {balance}, passive_health: {{consecutive_failures: 2, ejection_time: 1h}}}}}}\nroutes: [{{name: r, match: {{prefix: /}}, cluster: c, public: true}}]\n",
+            "listeners: [{{name: a, address: '127.0.0.1:1'}}]\nclusters: {{c: {{targets: [{}], balance: {balance}, passive_health: {{consecutive_failures: 2, ejection_time: 1h, max_ejection_time: 2h}}}}}}\nroutes: [{{name: r, match: {{prefix: /}}, cluster: c, public: true}}]\n",
             list.join(", ")
         );
         let config = palisade_core::parse_str("t.yaml", &text, None).expect("valid");
@@ -545,6 +571,31 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(cluster.pick(None).unwrap().target().address, busy_address);
         }
+    }
+
+    #[tokio::test]
+    async fn one_outage_is_one_ejection_and_closely_following_ones_last_longer() {
+        let cluster = cluster("round_robin", 2);
+        let target = cluster.targets[0].clone();
+        for _ in 0..10 {
+            cluster.record(&target, Outcome::Failure);
+        }
+        assert_eq!(target.ejections.get(), 1, "failures while ejected are the same outage");
+        let first = target.ejected_until_ms.load(Ordering::Relaxed) - cluster.now_ms();
+        // Back in rotation (as an active check would bring it), then failing again at once.
+        target.ejected_until_ms.store(0, Ordering::Relaxed);
+        cluster.record(&target, Outcome::Success);
+        cluster.record(&target, Outcome::Failure);
+        cluster.record(&target, Outcome::Failure);
+        assert_eq!(target.ejections.get(), 2);
+        let second = target.ejected_until_ms.load(Ordering::Relaxed) - cluster.now_ms();
+        assert!(
+            second > first + first / 2,
+            "the second ejection is twice as long: {first} ms, then {second} ms"
+        );
+        assert_eq!(cluster.ejection_ms(1), 3_600_000);
+        assert_eq!(cluster.ejection_ms(2), 7_200_000, "capped at max_ejection_time");
+        assert_eq!(cluster.ejection_ms(40), 7_200_000);
     }
 
     #[tokio::test]
