@@ -223,6 +223,15 @@ impl Authenticator {
         challenges.join(", ")
     }
 
+    /// The JWT providers whose remote key set was never loaded (their tokens are answered 503).
+    pub fn key_sets_not_loaded(&self) -> Vec<&str> {
+        self.remote_keys
+            .iter()
+            .filter(|(_, (_, keys))| !keys.is_loaded())
+            .map(|(name, _)| name.as_str())
+            .collect()
+    }
+
     pub fn api_key_count(&self) -> usize {
         self.api_keys.len()
     }

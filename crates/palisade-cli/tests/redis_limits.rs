@@ -143,15 +143,12 @@ routes:
 }
 
 fn metrics(gateway: &Gateway) -> String {
-    use std::io::{Read, Write};
-    let mut stream = TcpStream::connect(&gateway.admin).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    let _ = stream.read_to_string(&mut text);
-    text
+    http_exchange(&gateway.admin, "/metrics").1
+}
+
+/// A path on the gateway's admin listener: the status and the whole response.
+fn admin_status(gateway: &Gateway, path: &str) -> (u16, String) {
+    http_exchange(&gateway.admin, path)
 }
 
 fn store_up(gateway: &Gateway) -> bool {
@@ -256,12 +253,29 @@ fn fail_closed_refuses_while_redis_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let (gateway, logs) = start(dir.path(), "closed.yaml", &config(redis.port, "deny"));
     assert_eq!(http_status(&gateway.address, "/"), 502, "{:#?}", logs.lock().unwrap());
+    assert_eq!(admin_status(&gateway, "/readyz").0, 200);
     redis.stop();
-    let refused = http_status(&gateway.address, "/");
-    assert_eq!(refused, 429, "on_store_error: deny fails closed");
+    let (refused, body) = http_exchange(&gateway.address, "/");
+    assert_eq!(
+        refused, 503,
+        "on_store_error: deny fails closed, and says it is not the caller's limit: {body}"
+    );
+    assert!(
+        body.contains("rate-limit-store-unavailable"),
+        "its own problem type: {body}"
+    );
     let text = metrics(&gateway);
     assert!(text.contains("palisade_rate_limit_store_errors_total"), "{text}");
     assert!(!text.contains("palisade_rate_limit_store_errors_total 0\n"), "{text}");
+    let (status, readyz) = admin_status(&gateway, "/readyz");
+    assert_eq!(
+        status, 503,
+        "a gateway refusing its limited routes is not ready: {readyz}"
+    );
+    assert!(
+        readyz.contains("rate_limit_store") && readyz.contains("on_store_error: deny"),
+        "{readyz}"
+    );
 }
 
 /// Under a steady 3x overload, the limit counted in Redis lets through what it should. The
@@ -503,7 +517,7 @@ fn a_tls_store_is_verified_with_its_ca_and_shares_the_limit() {
             .any(|line| line.starts_with("palisade_rate_limit_store_errors_total ") && !line.ends_with(" 0"))
     };
     assert!(wait_for(errors_counted), "the handshake fails and is counted");
-    assert_eq!(http_status(&gateway.address, "/"), 429);
+    assert_eq!(http_status(&gateway.address, "/"), 503);
     assert!(!store_up(&gateway));
 }
 

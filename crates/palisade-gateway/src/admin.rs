@@ -92,6 +92,10 @@ async fn answer(
     Ok(response)
 }
 
+/// `/readyz`: 503 when the gateway cannot serve what it is configured for (a cluster with no target
+/// in rotation, or the shared rate-limit store down under `on_store_error: deny`, which refuses every
+/// limited route); 200 otherwise, with `degraded` naming what works in a lesser way (the store down
+/// under `fallback_local`, a JWT provider whose key set was never loaded).
 fn readiness(shared: &Shared) -> Response<Full<Bytes>> {
     let runtime = shared.runtime.load();
     let unready: Vec<&str> = runtime
@@ -100,8 +104,32 @@ fn readiness(shared: &Shared) -> Response<Full<Bytes>> {
         .filter(|(_, c)| !c.has_available_target())
         .map(|(n, _)| n.as_str())
         .collect();
-    let body = serde_json::json!({ "ready": unready.is_empty(), "clusters_without_healthy_target": unready });
-    let status = if unready.is_empty() {
+    let mut degraded = Vec::new();
+    let mut refusing = false;
+    if runtime.limit_store.is_some() && runtime.metrics.rate_limit_store_up.get() == 0 {
+        let deny = runtime.config.rate_limits.on_store_error == palisade_core::config::StoreErrorPolicy::Deny;
+        refusing = deny;
+        degraded.push(serde_json::json!({
+            "dependency": "rate_limit_store",
+            "detail": "the shared rate-limit store does not answer",
+            "effect": if deny { "limited routes refuse requests (on_store_error: deny)" } else { "limits are counted per process (on_store_error: fallback_local)" },
+        }));
+    }
+    for provider in runtime.authenticator.key_sets_not_loaded() {
+        degraded.push(serde_json::json!({
+            "dependency": "jwt_key_set",
+            "provider": provider,
+            "detail": "the provider's key set was never loaded",
+            "effect": "its tokens are answered 503 until it is",
+        }));
+    }
+    let ready = unready.is_empty() && !refusing;
+    let body = serde_json::json!({
+        "ready": ready,
+        "clusters_without_healthy_target": unready,
+        "degraded": degraded,
+    });
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

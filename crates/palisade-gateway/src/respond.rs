@@ -43,6 +43,11 @@ pub enum GatewayError {
     },
     /// The route already has `max_in_flight` requests in progress.
     TooManyInFlight,
+    /// The shared rate-limit store is unreachable and `on_store_error: deny` refuses: not the
+    /// caller's limit, the gateway's dependency.
+    LimitStoreUnavailable {
+        retry_after_secs: u64,
+    },
     /// A CORS preflight from an origin, for a method or with headers the route does not allow.
     CorsRejected,
     /// The route is retired; `successor` is where its callers should go.
@@ -85,7 +90,9 @@ impl GatewayError {
             | GatewayError::PrincipalBlocked => StatusCode::FORBIDDEN,
             GatewayError::Gone { .. } => StatusCode::GONE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::TooManyInFlight => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::TooManyInFlight | GatewayError::LimitStoreUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::NoHealthyUpstream | GatewayError::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamTls | GatewayError::UpstreamFailed => {
@@ -114,6 +121,7 @@ impl GatewayError {
             GatewayError::PrincipalBlocked => "principal_blocked",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::TooManyInFlight => "too_many_in_flight",
+            GatewayError::LimitStoreUnavailable { .. } => "limit_store_unavailable",
             GatewayError::CorsRejected => "cors_rejected",
             GatewayError::Gone { .. } => "retired",
             GatewayError::Invalid(_) => "validation_failed",
@@ -142,7 +150,9 @@ impl GatewayError {
             GatewayError::IpDenied => (Stage::IpRules, Fault::Client),
             GatewayError::ClientBlocked => (Stage::Responses, Fault::Client),
             GatewayError::RateLimited { .. } => (Stage::RateLimit, Fault::Client),
-            GatewayError::TooManyInFlight => (Stage::RateLimit, Fault::Gateway),
+            GatewayError::TooManyInFlight | GatewayError::LimitStoreUnavailable { .. } => {
+                (Stage::RateLimit, Fault::Gateway)
+            }
             GatewayError::CorsRejected => (Stage::Cors, Fault::Client),
             GatewayError::Gone { .. } => (Stage::Lifecycle, Fault::Client),
             GatewayError::Invalid(_) => (Stage::Validate, Fault::Client),
@@ -185,6 +195,11 @@ impl GatewayError {
                 .with_detail("You have sent too many requests; retry after the time in the Retry-After header."),
             GatewayError::TooManyInFlight => Problem::new(status, "too-many-in-flight", "Service Unavailable")
                 .with_detail("This service is handling as many requests as it can; retry shortly."),
+            GatewayError::LimitStoreUnavailable { .. } => {
+                Problem::new(status, "rate-limit-store-unavailable", "Service Unavailable").with_detail(
+                    "Rate limits cannot be checked right now, so this route refuses requests; retry shortly.",
+                )
+            }
             GatewayError::Invalid(violations) => Problem::new(status, "validation-failed", "Bad Request")
                 .with_detail("The request does not match the API contract; see violations.")
                 .with_violations(violations.clone()),
@@ -246,7 +261,8 @@ impl GatewayError {
                     headers.insert(http::header::LINK, value);
                 }
             }
-            GatewayError::RateLimited { retry_after_secs } => {
+            GatewayError::RateLimited { retry_after_secs }
+            | GatewayError::LimitStoreUnavailable { retry_after_secs } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

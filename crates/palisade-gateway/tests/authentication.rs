@@ -385,6 +385,23 @@ async fn audiences_are_required_unless_any_is_written_out() {
     assert!(warnings[0].message.contains("audiences: any"), "{}", warnings[0]);
 }
 
+/// A provider whose key set never loaded answers its tokens 503; `/readyz` says so, and stays 200
+/// (everything else is served).
+#[tokio::test]
+async fn readyz_names_a_key_set_that_never_loaded() {
+    let echo = support::echo("orders").await;
+    let dead = support::dead_address().await;
+    let providers = format!(
+        "    down:\n      issuer: {ISSUER}\n      audiences: [{AUDIENCE}]\n      keys: {{ jwks_url: \"http://{dead}/jwks\", refresh: {{ timeout: 200ms }} }}\n"
+    );
+    let gw = support::start(&config(echo, &providers, "", "[{ jwt: down }]")).await;
+    let (status, body) = support::get(&format!("http://{}/readyz", gw.gateway.admin_addr())).await;
+    assert_eq!(status, 200, "{body}");
+    let readyz: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(readyz["degraded"][0]["dependency"], "jwt_key_set", "{readyz}");
+    assert_eq!(readyz["degraded"][0]["provider"], "down", "{readyz}");
+}
+
 #[tokio::test]
 async fn a_token_minted_for_another_audience_is_refused() {
     let ec = EcKey::generate("ec-1");

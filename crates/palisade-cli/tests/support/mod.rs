@@ -98,6 +98,15 @@ pub fn start_capturing(command: &mut Command, log_level: &str, listener: &str) -
 }
 
 pub fn request_status(address: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+    request(address, path, headers).0
+}
+
+/// `GET path` on a fresh connection: the status and the whole response text.
+pub fn http_exchange(address: &str, path: &str) -> (u16, String) {
+    request(address, path, &[])
+}
+
+fn request(address: &str, path: &str, headers: &[(&str, &str)]) -> (u16, String) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(address).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -109,9 +118,10 @@ pub fn request_status(address: &str, path: &str, headers: &[(&str, &str)]) -> u1
     stream.write_all(request.as_bytes()).unwrap();
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response
+    let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+        .unwrap_or(0);
+    (status, response)
 }

@@ -40,24 +40,33 @@ pub async fn check(
     }
     let mut status = String::with_capacity(32 * route.rate_limits.len());
     let mut longest_wait = None;
+    // A refusal because the shared store is down (`on_store_error: deny`) is not the caller's limit.
+    let mut store_down = None;
     for (limit, metrics) in &route.rate_limits {
         let key = key_of(&limit.key, context.client_ip, context.principal.as_deref(), headers);
         let (verdict, source) = limit.check(&key).await;
         let allowed = matches!(verdict, Verdict::Allowed { .. });
         metrics.record(allowed, source.as_str());
         if let Verdict::Denied { retry_after } = verdict {
-            longest_wait = longest_wait.max(Some(retry_after));
+            if source == palisade_limits::Source::StoreDown {
+                store_down = store_down.max(Some(retry_after));
+            } else {
+                longest_wait = longest_wait.max(Some(retry_after));
+            }
         }
         palisade_limits::write_status_item(&mut status, &limit.name, &verdict);
     }
     context.rate_limit_headers = HeaderValue::from_maybe_shared(bytes::Bytes::from(status))
         .ok()
         .map(|status| (route.rate_limit_policy.clone(), status));
-    match longest_wait {
-        Some(wait) => Err(GatewayError::RateLimited {
+    match (longest_wait, store_down) {
+        (Some(wait), _) => Err(GatewayError::RateLimited {
             retry_after_secs: palisade_limits::retry_after_secs(wait),
         }),
-        None => Ok(()),
+        (None, Some(wait)) => Err(GatewayError::LimitStoreUnavailable {
+            retry_after_secs: palisade_limits::retry_after_secs(wait),
+        }),
+        (None, None) => Ok(()),
     }
 }
 
