@@ -18,6 +18,8 @@ pub struct ConnectionInfo {
     /// The client certificate the TLS handshake verified, if one was presented: its principal, or
     /// why it has none.
     pub client_certificate: Option<ClientCertificate>,
+    /// Requests handed to the pipeline so far (a drain waits for the first one).
+    pub requests: std::sync::atomic::AtomicU32,
 }
 
 pub struct RequestContext {

@@ -234,6 +234,7 @@ async fn serve_connection(
             verdicts: verdicts.clone(),
             hop: crate::pipeline::forwarded::HopValues::new(peer.ip(), tls.is_some()),
             client_certificate,
+            requests: std::sync::atomic::AtomicU32::new(0),
         })
     };
     let service_for = |info: Arc<ConnectionInfo>| {
@@ -247,9 +248,9 @@ async fn serve_connection(
     // within the header timeout is closed (hyper's own header timer starts with the first byte). A
     // macro because the two IO types give two connection types.
     macro_rules! serve_until_drained {
-        ($io:expr, $service:expr) => {{
-            let service = $service;
-            let connection = builder.serve_connection_with_upgrades($io, service);
+        ($io:expr, $info:expr) => {{
+            let info: Arc<ConnectionInfo> = $info;
+            let connection = builder.serve_connection_with_upgrades($io, service_for(info.clone()));
             tokio::pin!(connection);
             let mut stop = stop;
             tokio::select! {
@@ -261,15 +262,24 @@ async fn serve_connection(
                 }
                 _ = stop.wait_for(|stopped| *stopped) => {}
             }
+            // Accepted before the stop but not yet read: its request is read and answered (with
+            // `Connection: close`) before the connection closes, as nginx does; hyper would close a
+            // connection with no request in progress at once. Bounded by the header timeout here and
+            // by the drain deadline overall.
+            if info.requests.load(Ordering::Relaxed) == 0 {
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        return connection_ended(&shared, &listener, peer, &verdicts, ended.err());
+                    }
+                    _ = first_request(&info, header_timeout) => {}
+                }
+            }
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }};
     }
     match &tls {
-        None => {
-            let service = service_for(connection_info(None));
-            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), service)
-        }
+        None => serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), connection_info(None)),
         Some(endpoint) => {
             let handshake = tokio::time::timeout(handshake_timeout, endpoint.acceptor.accept(stream)).await;
             let stream = match handshake {
@@ -279,14 +289,25 @@ async fn serve_connection(
             };
             let certificate =
                 crate::tls::client_principal(stream.get_ref().1, &endpoint.listener, &shared.runtime.load());
-            let service = service_for(connection_info(certificate));
-            serve_until_drained!(TokioIo::new(Inspected::new(stream, inspector)), service)
+            serve_until_drained!(
+                TokioIo::new(Inspected::new(stream, inspector)),
+                connection_info(certificate)
+            )
         }
     }
 }
 
 /// The status logged for a connection closed without an HTTP answer (nginx's code for it).
 const CLOSED_WITHOUT_RESPONSE: u16 = 444;
+
+/// Resolves once the connection's first request has been handed to the pipeline, or `timeout` has
+/// passed. Only used while draining, so it polls rather than making every request signal.
+async fn first_request(info: &ConnectionInfo, timeout: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while info.requests.load(Ordering::Relaxed) == 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
 
 /// Resolves once `timeout` has passed with no byte from the client; never, once one came.
 async fn silent_for(verdicts: &Verdicts, timeout: std::time::Duration) {

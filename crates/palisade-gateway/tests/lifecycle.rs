@@ -346,3 +346,49 @@ async fn reloads_free_the_old_world_while_connections_stay_open() {
     );
     drop(held);
 }
+
+/// Connections accepted before the stop whose request was not read yet are answered (and then
+/// closed), not dropped: 20 connections are open when the drain starts, each sends its request only
+/// once the listener has closed, and each gets its 200 with `Connection: close`.
+#[tokio::test]
+async fn a_drain_answers_every_connection_accepted_before_it() {
+    let a = echo("a").await;
+    let gw = start(&one_cluster(&[a], "")).await;
+    let mut accepted = Vec::new();
+    for _ in 0..20 {
+        accepted.push(tokio::net::TcpStream::connect(gw.address).await.unwrap());
+    }
+    let open = async {
+        while !gw.metrics().await.contains("palisade_open_connections 20") {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), open)
+        .await
+        .expect("all 20 accepted");
+    let Running { gateway, address, .. } = gw;
+    let shutdown = tokio::spawn(gateway.shutdown_within(Duration::from_secs(10)));
+    // The listener closes first: once it refuses, the drain has begun.
+    let refused = async {
+        while tokio::net::TcpStream::connect(address).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), refused)
+        .await
+        .expect("the listener closes");
+    let mut answered = 0;
+    for stream in &mut accepted {
+        tokio::io::AsyncWriteExt::write_all(stream, b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+    }
+    for stream in &mut accepted {
+        let answer = read_all(stream, Duration::from_secs(5)).await;
+        if status_of(&answer) == 200 && answer.to_ascii_lowercase().contains("connection: close") {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, 20, "every accepted connection is answered");
+    assert!(shutdown.await.unwrap(), "and the drain ends in time");
+}

@@ -58,6 +58,7 @@ pub async fn handle(
     connection: Arc<ConnectionInfo>,
     request: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, Infallible> {
+    connection.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let context = RequestContext::new(&connection, request.method().clone());
     let mut pending = observe::Unanswered::new(context, runtime);
     let (runtime, context) = pending.parts();
