@@ -5,6 +5,7 @@
 //! Modules: [`extract`] finds credentials in a request, [`jwt`] verifies tokens against key sets
 //! ([`jwt::keys`], [`jwt::remote`]), [`apikey`], [`introspection`] and [`mtls`] are the other
 //! methods, [`cache`] keeps verified tokens, [`identity`] renders what the upstream receives.
+#![forbid(unsafe_code)]
 
 pub mod apikey;
 pub mod cache;

@@ -1,6 +1,7 @@
 //! Authorization: what an authenticated principal may do. Palisade denies by default; a request
 //! passes only when its route says `allow: authenticated`, one of its rules allows it, or its Cedar
 //! policy set permits it. Every decision names what decided it, for the access log, audit and metrics.
+#![forbid(unsafe_code)]
 
 pub mod cedar;
 pub mod rules;

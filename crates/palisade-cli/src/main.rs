@@ -1,4 +1,5 @@
 //! `palisade`: the one binary. Subcommands are thin: each parses its arguments and calls a library.
+#![forbid(unsafe_code)]
 
 mod ca;
 mod credentials;

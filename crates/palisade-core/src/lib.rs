@@ -1,5 +1,6 @@
 //! Palisade's shared foundation: the typed configuration, its loading and validation, units, secret
 //! references and the RFC 9457 problem type that every error response uses.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod decision;

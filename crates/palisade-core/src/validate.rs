@@ -39,8 +39,8 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
             ));
         }
         for (name, value) in &otlp.headers {
-            if let Err(error) = value.resolve() {
-                diagnostics.general(format!("audit.otlp.headers.{name}: {error}"));
+            if let Err(error) = value.value.resolve() {
+                diagnostics.on(value, format!("audit.otlp.headers.{name}: {error}"));
             }
         }
     }
@@ -402,13 +402,15 @@ fn validate_detection(config: &Config, diagnostics: &mut Diagnostics) {
             diagnostics.general("detection.webhook.max_attempts must be at least 1");
         }
         for (name, value) in &webhook.headers {
-            if let Err(error) = value.resolve() {
-                diagnostics.general(format!("detection.webhook.headers.{name}: {error}"));
+            if let Err(error) = value.value.resolve() {
+                diagnostics.on(value, format!("detection.webhook.headers.{name}: {error}"));
             }
         }
     }
-    if let Some(Err(error)) = config.admin.token.as_ref().map(|token| token.resolve()) {
-        diagnostics.general(format!("admin.token: {error}"));
+    if let Some(token) = &config.admin.token {
+        if let Err(error) = token.value.resolve() {
+            diagnostics.on(token, format!("admin.token: {error}"));
+        }
     }
 }
 

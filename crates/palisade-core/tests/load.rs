@@ -160,3 +160,25 @@ routes:
         ],
     );
 }
+
+#[test]
+fn unset_environment_variables_are_reported_where_they_are_named() {
+    let text = format!(
+        "{MINIMAL}admin:\n  address: 127.0.0.1:9901\n  token: \"${{PALISADE_TEST_UNSET_ADMIN}}\"\ndetection:\n  webhook:\n    url: https://hooks.example.com/x\n    headers:\n      authorization: \"${{PALISADE_TEST_UNSET_HOOK}}\"\n"
+    );
+    let found = errors(&text);
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    assert_errors_at(
+        &found,
+        &[
+            (
+                &format!("gw.yaml:{}:", line_of("PALISADE_TEST_UNSET_ADMIN")),
+                "PALISADE_TEST_UNSET_ADMIN is not set",
+            ),
+            (
+                &format!("gw.yaml:{}:", line_of("PALISADE_TEST_UNSET_HOOK")),
+                "PALISADE_TEST_UNSET_HOOK is not set",
+            ),
+        ],
+    );
+}

@@ -16,6 +16,7 @@
 //! State per client is bounded: idle clients are forgotten, and past `max_clients` the least
 //! recently seen go first, so an attacker spraying addresses costs bounded memory.
 //! Time is passed in (seconds), which makes the detectors deterministic to test and to simulate.
+#![forbid(unsafe_code)]
 
 pub mod alerts;
 pub mod baseline;

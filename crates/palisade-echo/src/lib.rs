@@ -11,6 +11,7 @@
 //!
 //! A request with `Upgrade` is answered `101 Switching Protocols` and the upgraded connection echoes
 //! bytes back, which is enough to test that WebSocket upgrades pass through the gateway.
+#![forbid(unsafe_code)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

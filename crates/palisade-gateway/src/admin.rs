@@ -188,7 +188,7 @@ impl Refusal {
 /// The bearer token against `admin.token`, compared in constant time.
 fn check_token(runtime: &Runtime, request: &Request<Incoming>) -> Result<(), Refusal> {
     let configured = runtime.config.admin.token.as_ref().ok_or(Refusal::NotConfigured)?;
-    let expected = configured.resolve().map_err(|_| Refusal::NotConfigured)?;
+    let expected = configured.value.resolve().map_err(|_| Refusal::NotConfigured)?;
     let presented = request
         .headers()
         .get(AUTHORIZATION)

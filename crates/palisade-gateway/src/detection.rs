@@ -129,7 +129,7 @@ fn webhook_target(config: &DetectionConfig) -> Option<WebhookTarget> {
     let headers = webhook
         .headers
         .iter()
-        .filter_map(|(name, value)| Some((name.clone(), value.resolve().ok()?.expose().to_string())))
+        .filter_map(|(name, value)| Some((name.clone(), value.value.resolve().ok()?.expose().to_string())))
         .collect();
     Some(WebhookTarget {
         url: webhook.url.clone(),

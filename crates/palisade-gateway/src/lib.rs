@@ -1,6 +1,7 @@
 //! The Palisade edge gateway: listeners, the request pipeline, upstream clusters, the admin listener
 //! and hot reload. [`Gateway::start`] runs it inside the caller's Tokio runtime; the `palisade` binary
 //! and the integration tests both use it the same way.
+#![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod audit;

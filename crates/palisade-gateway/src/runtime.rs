@@ -156,65 +156,75 @@ impl Runtime {
             return Err(ConfigErrors(diagnostics.into_errors()));
         }
         let clusters = build_clusters(&config, previous, &upstream_tls, metrics, workers);
-        let routes: Vec<RouteRuntime> = config
-            .routes
-            .iter()
-            .zip(route_ip_rules)
-            .zip(validators.drain(..))
-            .filter_map(|((route, ip_rules), validator)| {
-                let route = &route.value;
-                let previous_route = previous.and_then(|p| p.routes.iter().find(|r| r.name == route.name.value));
-                let limits = RouteLimits::build(&config, route, limit_store.as_ref(), previous_route, metrics);
-                let cluster = clusters.get(&route.cluster.value)?.clone();
-                let protocol = config.clusters.get(&route.cluster.value)?.value.protocol;
-                Some(RouteRuntime {
-                    name: route.name.value.clone(),
-                    detection: previous_route.map_or_else(Default::default, |p| p.detection.clone()),
-                    cluster,
-                    protocol,
-                    max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes).get(),
-                    auth: route
-                        .authentication
-                        .as_ref()
-                        .map(|methods| authenticator.route(&methods.value)),
-                    authorization: route
-                        .authorization
-                        .as_ref()
-                        .map(|a| palisade_authz::RouteRules::compile(&a.value, &policy_sets)),
-                    auth_metrics: route.authentication.as_ref().map(|methods| {
-                        let names: Vec<&'static str> = methods
-                            .value
-                            .iter()
-                            .map(|m| AuthMethodKind::from(&m.value).as_str())
-                            .collect();
-                        metrics.route_auth(&route.name.value, &names)
-                    }),
-                    metrics: metrics.route(&route.name.value),
-                    ip_rules,
-                    rate_limits: limits.rate_limits,
-                    rate_limit_policy: limits.policy,
-                    in_flight: limits.in_flight,
-                    cors: route
-                        .cors
-                        .as_ref()
-                        .map(|cors| Cors::compile(&cors.value, route.matcher.value.methods.as_deref())),
-                    lifecycle: match (&route.deprecated, &route.retired) {
-                        (Some(deprecated), _) => Some(Lifecycle::deprecated(
-                            &deprecated.value,
-                            metrics.deprecated(&route.name.value),
-                        )),
-                        (None, Some(retired)) => Some(Lifecycle::retired(&retired.value)),
-                        (None, None) => None,
-                    },
-                    validator,
-                    upgrades: match &route.upgrades {
-                        Some(list) => list.value.iter().map(|p| p.to_ascii_lowercase()).collect(),
-                        None => palisade_core::config::DEFAULT_UPGRADES.map(String::from).to_vec(),
-                    },
-                    method_override: route.method_override,
-                })
-            })
-            .collect();
+        // One RouteRuntime per configured route, in config order: the router refers to routes by that
+        // index, so a route that could not be built is an error here, never a gap that shifts the rest.
+        let mut routes: Vec<RouteRuntime> = Vec::with_capacity(config.routes.len());
+        for ((spanned, ip_rules), validator) in config.routes.iter().zip(route_ip_rules).zip(validators.drain(..)) {
+            let route = &spanned.value;
+            let (Some(cluster), Some(cluster_config)) = (
+                clusters.get(&route.cluster.value),
+                config.clusters.get(&route.cluster.value),
+            ) else {
+                diagnostics.on(
+                    &route.cluster,
+                    format!("route {:?}: its cluster was not built", route.name.value),
+                );
+                return Err(ConfigErrors(diagnostics.into_errors()));
+            };
+            let previous_route = previous.and_then(|p| p.routes.iter().find(|r| r.name == route.name.value));
+            let limits = RouteLimits::build(&config, route, limit_store.as_ref(), previous_route, metrics);
+            let (cluster, protocol) = (cluster.clone(), cluster_config.value.protocol);
+            routes.push(RouteRuntime {
+                name: route.name.value.clone(),
+                detection: previous_route.map_or_else(Default::default, |p| p.detection.clone()),
+                cluster,
+                protocol,
+                max_body_bytes: route.max_body_bytes.unwrap_or(config.limits.max_body_bytes).get(),
+                auth: route
+                    .authentication
+                    .as_ref()
+                    .map(|methods| authenticator.route(&methods.value)),
+                authorization: route
+                    .authorization
+                    .as_ref()
+                    .map(|a| palisade_authz::RouteRules::compile(&a.value, &policy_sets)),
+                auth_metrics: route.authentication.as_ref().map(|methods| {
+                    let names: Vec<&'static str> = methods
+                        .value
+                        .iter()
+                        .map(|m| AuthMethodKind::from(&m.value).as_str())
+                        .collect();
+                    metrics.route_auth(&route.name.value, &names)
+                }),
+                metrics: metrics.route(&route.name.value),
+                ip_rules,
+                rate_limits: limits.rate_limits,
+                rate_limit_policy: limits.policy,
+                in_flight: limits.in_flight,
+                cors: route
+                    .cors
+                    .as_ref()
+                    .map(|cors| Cors::compile(&cors.value, route.matcher.value.methods.as_deref())),
+                lifecycle: match (&route.deprecated, &route.retired) {
+                    (Some(deprecated), _) => Some(Lifecycle::deprecated(
+                        &deprecated.value,
+                        metrics.deprecated(&route.name.value),
+                    )),
+                    (None, Some(retired)) => Some(Lifecycle::retired(&retired.value)),
+                    (None, None) => None,
+                },
+                validator,
+                upgrades: match &route.upgrades {
+                    Some(list) => list.value.iter().map(|p| p.to_ascii_lowercase()).collect(),
+                    None => palisade_core::config::DEFAULT_UPGRADES.map(String::from).to_vec(),
+                },
+                method_override: route.method_override,
+            });
+        }
+        if routes.len() != config.routes.len() {
+            diagnostics.general("every route must be compiled once, in config order");
+            return Err(ConfigErrors(diagnostics.into_errors()));
+        }
         let trusted_proxies = TrustedProxies::new(
             config
                 .trusted_proxies
@@ -524,7 +534,7 @@ async fn start_audit_log(
         // Secret references were checked at validation; a value that vanished since is an error here.
         let mut headers = Vec::new();
         for (name, reference) in &otlp.headers {
-            match reference.resolve() {
+            match reference.value.resolve() {
                 Ok(value) => headers.push((name.clone(), value.expose().to_string())),
                 Err(error) => diagnostics.general(format!("audit.otlp.headers.{name}: {error}")),
             }

@@ -3,6 +3,7 @@
 //!
 //! The gateway derives each limit's key (client address, subject, …) and asks [`RateLimit::check`];
 //! everything about counting, sharing and failing over lives here.
+#![forbid(unsafe_code)]
 
 pub mod in_flight;
 pub mod ip;

@@ -1,6 +1,7 @@
 //! Service identity for Palisade's mesh: SPIFFE IDs, the certificate authority that issues
 //! short-lived X.509-SVIDs, one-time join tokens, and the rustls verifiers that check peers by
 //! identity rather than by host name.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,7 @@
 //! `palisade scan`: the pipeline check. Finds insecure Dockerfiles, Kubernetes manifests and
 //! Palisade configs, hard-coded secrets and known-vulnerable packages in a tree, a file or an
 //! image tarball, and reports them as a table, JSON or SARIF.
+#![forbid(unsafe_code)]
 
 pub mod dockerfile;
 pub mod finding;

@@ -1,5 +1,6 @@
 //! Telemetry shared by every Palisade component: the Prometheus registry with bounded-cardinality
 //! labels, and the non-blocking JSON access log.
+#![forbid(unsafe_code)]
 
 pub mod access_log;
 pub mod audit;

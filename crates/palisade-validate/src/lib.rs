@@ -5,6 +5,7 @@
 //!
 //! Violations name where (a JSON pointer into the request: `/query/limit`, `/body/items/0/price`)
 //! and what was expected, never the offending value, so an answer cannot reflect a secret back.
+#![forbid(unsafe_code)]
 
 mod document;
 mod parameter;

@@ -207,7 +207,7 @@ pub struct WebhookConfig {
     pub url: String,
     /// Request headers, e.g. a token; values are secrets (`${ENV}` or `file:`).
     #[serde(default)]
-    pub headers: BTreeMap<String, SecretRef>,
+    pub headers: BTreeMap<String, Spanned<SecretRef>>,
     /// A PEM bundle trusted besides the Mozilla roots.
     #[serde(default)]
     pub ca: Option<PathBuf>,

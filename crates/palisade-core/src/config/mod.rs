@@ -102,7 +102,7 @@ pub struct AdminConfig {
     /// Bearer token for `/alerts` and `/responses` (`${ENV}` or `file:`). Without it, those answer
     /// 403: nothing on the admin listener can change state unauthenticated.
     #[serde(default)]
-    pub token: Option<crate::secret::SecretRef>,
+    pub token: Option<Spanned<crate::secret::SecretRef>>,
 }
 
 impl AdminConfig {
@@ -216,7 +216,7 @@ pub struct AuditOtlpConfig {
     pub endpoint: String,
     /// Request headers, e.g. the collector's token; values are secrets (`${ENV}` or `file:`).
     #[serde(default)]
-    pub headers: BTreeMap<String, crate::secret::SecretRef>,
+    pub headers: BTreeMap<String, Spanned<crate::secret::SecretRef>>,
     /// A PEM bundle trusted besides the Mozilla roots.
     #[serde(default)]
     pub ca: Option<PathBuf>,

@@ -1,4 +1,4 @@
-//! Stage 3, authenticate: the route's accepted methods are tried in order; the first success puts
+//! Stage authenticate: the route's accepted methods are tried in order; the first success puts
 //! the principal in the request context. A public route skips this stage; any other route without
 //! a verified identity ends here with 401 (or 503 when the identity provider is down: fail closed).
 //!

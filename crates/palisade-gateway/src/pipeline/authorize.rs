@@ -1,4 +1,4 @@
-//! Stage 4, authorize: default deny. An authenticated request passes only when its route's
+//! Stage authorize: default deny. An authenticated request passes only when its route's
 //! authorization allows the principal (a rule, or `allow: authenticated`); otherwise 403, whose body
 //! does not say which rule would have allowed it. The deciding rule is recorded in the context for
 //! the access log and counted by route and outcome.

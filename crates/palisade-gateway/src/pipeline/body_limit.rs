@@ -1,4 +1,4 @@
-//! Stage: body limit. A declared `Content-Length` over the route's limit is refused before anything is
+//! Stage body limit: A declared `Content-Length` over the route's limit is refused before anything is
 //! sent upstream; a streamed body is counted as it passes and cut off with an error once it exceeds
 //! the limit, so the gateway never buffers a body to check its size.
 

@@ -1,4 +1,4 @@
-//! Stage 3, forwarded: decide who the client is and rewrite the headers that describe the hop.
+//! Stage forwarded: decide who the client is and rewrite the headers that describe the hop.
 //!
 //! A client can write any `X-Forwarded-For` it likes, so those headers are believed only from peers in
 //! `trusted_proxies`; from anyone else they are dropped and the gateway writes its own. Hop-by-hop

@@ -1,4 +1,4 @@
-//! Stage 1, normalize: turn the request path into the one canonical form that is routed, authorized
+//! Stage normalize: turn the request path into the one canonical form that is routed, authorized
 //! and sent upstream, so that no spelling of a path reaches a service as something other than what
 //! the gateway decided on.
 //!

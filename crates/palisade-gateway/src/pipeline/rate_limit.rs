@@ -1,4 +1,4 @@
-//! Stage 4, rate limit (after authenticate, so limits can be keyed by who is calling; before
+//! Stage rate limit (after authenticate, so limits can be keyed by who is calling; before
 //! authorize, so a client cannot probe policies faster than its budget). Every limit of the route is
 //! checked; the request passes only if all allow it, otherwise 429 with `Retry-After`. The route's
 //! in-flight limit is taken here too (503 when full) and held until the response body ends.

@@ -1,4 +1,4 @@
-//! Stage 2, route: choose the one route for a request from its host, normalized path and method.
+//! Stage route: choose the one route for a request from its host, normalized path and method.
 //!
 //! Routes are sorted once, at compile time, most specific first, and the first that matches wins:
 //! an exact host beats a wildcard host beats any host; then an exact path beats a template
@@ -18,7 +18,7 @@ use crate::context::RequestContext;
 use crate::respond::GatewayError;
 use crate::runtime::Runtime;
 
-/// Stage 3: the route for the request's host and path and `method`, recorded in the context
+/// The route for the request's host and path and `method`, recorded in the context
 /// (404 when nothing matches, 405 with `Allow` when only the method does not).
 pub fn find(runtime: &Runtime, context: &mut RequestContext, method: &Method) -> Result<usize, GatewayError> {
     context.route_index = None;

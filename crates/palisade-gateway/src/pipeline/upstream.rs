@@ -1,4 +1,4 @@
-//! Stage: upstream. Send the request to a target of the route's cluster and stream the answer back.
+//! Stage upstream: Send the request to a target of the route's cluster and stream the answer back.
 //!
 //! Timeouts bound every wait (connect, then response head), so an unreachable or stuck upstream is a
 //! 502/503/504, never a hang. A request is retried on another target only when that is safe: an

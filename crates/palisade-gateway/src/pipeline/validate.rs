@@ -1,4 +1,4 @@
-//! Stage 7b, validate: on routes with `validate`, the request must match its OpenAPI operation.
+//! Stage validate: on routes with `validate`, the request must match its OpenAPI operation.
 //! Parameters, headers and `Content-Type` are checked from the head; a JSON body is then read (up to
 //! the route's body limit — only these routes buffer bodies), checked, and forwarded as read.
 //! Violations → 400 problem+json listing them with JSON pointers (at most `max_violations`).
