@@ -77,10 +77,13 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
+    /// `fetch_remote_keys`: load remote key sets (JWKS URLs, OIDC discovery) now and keep them fresh;
+    /// false for an offline config check, which must not reach out to identity providers.
     pub async fn compile(
         config: &AuthenticationConfig,
         previous: Option<&Authenticator>,
         diagnostics: &mut Diagnostics,
+        fetch_remote_keys: bool,
     ) -> Authenticator {
         let max_bytes = config.token_cache.max_bytes.get();
         // Remote key sets and the cache are taken over together: a remote set flushes the cache it
@@ -94,8 +97,8 @@ impl Authenticator {
             let reuse = kept
                 .and_then(|p| p.remote_keys.get(name))
                 .filter(|(fp, _)| *fp == remote_fingerprint(&provider.value));
-            let Some(keys) = key_source(name, provider, reuse.map(|(_, k)| k.clone()), &cache, diagnostics).await
-            else {
+            let reused = reuse.map(|(_, k)| k.clone());
+            let Some(keys) = key_source(name, provider, reused, &cache, diagnostics, fetch_remote_keys).await else {
                 continue;
             };
             if let KeySource::Remote(remote) = &keys {
@@ -269,6 +272,7 @@ async fn key_source(
     reuse: Option<Arc<RemoteKeys>>,
     cache: &TokenCache,
     diagnostics: &mut Diagnostics,
+    fetch: bool,
 ) -> Option<KeySource> {
     let config = &provider.value;
     let keys = &config.keys.value;
@@ -328,6 +332,7 @@ async fn key_source(
         fetcher,
         keys.refresh.clone(),
         Box::new(move || flush.flush()),
+        fetch,
     )
     .await;
     Some(KeySource::Remote(remote))

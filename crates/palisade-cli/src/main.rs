@@ -56,6 +56,10 @@ enum Command {
         file: PathBuf,
         #[arg(long)]
         sidecar: bool,
+        /// Also fetch remote key sets (JWKS URLs, OIDC discovery) to see that they load. Without
+        /// it the check is offline: nothing leaves the machine.
+        #[arg(long)]
+        online: bool,
     },
     /// Run an upstream that answers with a JSON description of each request.
     Echo {
@@ -184,13 +188,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             ca::run(command).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { file, sidecar } => {
+        Command::CheckConfig { file, sidecar, online } => {
             let kind = if sidecar {
                 ConfigKind::Sidecar
             } else {
                 ConfigKind::Gateway
             };
-            check_config(&file, kind).await
+            check_config(&file, kind, online).await
         }
         Command::Echo { listen, name } => {
             let (address, task) = palisade_echo::spawn(listen, &name).await?;
@@ -268,8 +272,8 @@ async fn run_gateway(gateway: Gateway) -> anyhow::Result<ExitCode> {
     Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-async fn check_config(file: &std::path::Path, kind: ConfigKind) -> anyhow::Result<ExitCode> {
-    match palisade_gateway::check_config(file, kind).await {
+async fn check_config(file: &std::path::Path, kind: ConfigKind, online: bool) -> anyhow::Result<ExitCode> {
+    match palisade_gateway::check_config_with(file, kind, online).await {
         Ok(config) => {
             for warning in palisade_core::warnings(&config, &file.display().to_string()) {
                 eprintln!("warning: {warning}");

@@ -99,7 +99,7 @@ impl Gateway {
         };
         let metrics = Metrics::new();
         let worker_count = workers::resolve_count(config.workers);
-        let runtime = Runtime::compile(config, diagnostics, None, &metrics, worker_count).await?;
+        let runtime = Runtime::compile(config, diagnostics, None, &metrics, worker_count, true).await?;
         metrics.last_reload_ok.set(1);
         let shared = Arc::new(Shared {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
@@ -279,16 +279,33 @@ fn bind_error(address: &str, source: std::io::Error) -> StartError {
 /// Runs every check that `palisade check-config` promises: parse, validate, and compile (routes, TLS
 /// material). Needs a Tokio runtime because compiling prepares upstream clients.
 pub async fn check_config(path: &std::path::Path, kind: ConfigKind) -> Result<Config, ConfigErrors> {
-    let (config, runtime) = compile_for_checking(path, kind).await?;
+    check_config_with(path, kind, false).await
+}
+
+/// [`check_config`], and with `online` also fetches remote key sets (JWKS URLs, OIDC discovery) to
+/// see that they load; without it nothing leaves the machine.
+pub async fn check_config_with(path: &std::path::Path, kind: ConfigKind, online: bool) -> Result<Config, ConfigErrors> {
+    let (config, runtime) = compile_for_checking(path, kind, online).await?;
+    if online {
+        let unloaded = runtime.authenticator.key_sets_not_loaded();
+        if !unloaded.is_empty() {
+            let mut diagnostics = palisade_core::Diagnostics::new(path.display().to_string());
+            for provider in unloaded {
+                diagnostics.general(format!("jwt provider {provider:?}: its key set could not be loaded"));
+            }
+            return Err(ConfigErrors(diagnostics.into_errors()));
+        }
+    }
     drop(runtime);
     Ok(config)
 }
 
-/// Loads and compiles a config without serving it: no access log file is opened and no health
-/// checks run against real targets.
+/// Loads and compiles a config without serving it: no access log file is opened, no health checks
+/// run against real targets, and remote key sets are fetched only when `online`.
 pub(crate) async fn compile_for_checking(
     path: &std::path::Path,
     kind: ConfigKind,
+    online: bool,
 ) -> Result<(Config, Runtime), ConfigErrors> {
     let (config, diagnostics) = kind.load_partially(path)?;
     let mut check = config.clone();
@@ -297,6 +314,6 @@ pub(crate) async fn compile_for_checking(
     for cluster in check.clusters.values_mut() {
         cluster.value.health_check = None;
     }
-    let runtime = Runtime::compile(check, diagnostics, None, &Metrics::new(), 1).await?;
+    let runtime = Runtime::compile(check, diagnostics, None, &Metrics::new(), 1, online).await?;
     Ok((config, runtime))
 }

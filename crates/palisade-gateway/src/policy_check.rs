@@ -62,7 +62,7 @@ pub struct PolicyChecker {
 
 impl PolicyChecker {
     pub async fn load(config: &Path) -> Result<PolicyChecker, ConfigErrors> {
-        let (_, runtime) = crate::compile_for_checking(config, palisade_core::ConfigKind::Gateway).await?;
+        let (_, runtime) = crate::compile_for_checking(config, palisade_core::ConfigKind::Gateway, false).await?;
         Ok(PolicyChecker { runtime })
     }
 

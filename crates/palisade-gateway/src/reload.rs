@@ -41,7 +41,15 @@ async fn load_and_compile(shared: &Shared, path: &Path) -> Result<Runtime, Confi
     let (config, mut diagnostics) = shared.config_kind.load_partially(path)?;
     let previous = shared.runtime.load_full();
     refuse_restart_only_changes(&previous.config, &config, &mut diagnostics);
-    Runtime::compile(config, diagnostics, Some(&previous), &shared.metrics, shared.workers).await
+    Runtime::compile(
+        config,
+        diagnostics,
+        Some(&previous),
+        &shared.metrics,
+        shared.workers,
+        true,
+    )
+    .await
 }
 
 /// Listener sockets, the admin address and the worker threads are set up once, at start, and a TLS

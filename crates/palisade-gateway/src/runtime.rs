@@ -108,6 +108,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         metrics: &Metrics,
         workers: usize,
+        fetch_remote_keys: bool,
     ) -> Result<Runtime, ConfigErrors> {
         let router = Router::compile(&config.routes, &mut diagnostics);
         let certificates = tls::load_certificates(&config, &mut diagnostics);
@@ -118,6 +119,7 @@ impl Runtime {
             &config.authentication,
             previous.map(|p| &p.authenticator),
             &mut diagnostics,
+            fetch_remote_keys,
         )
         .await;
         let signer = match previous {

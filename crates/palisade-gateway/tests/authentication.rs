@@ -402,6 +402,40 @@ async fn readyz_names_a_key_set_that_never_loaded() {
     assert_eq!(readyz["degraded"][0]["provider"], "down", "{readyz}");
 }
 
+/// `check-config` stays on this machine unless asked: it fetches no key set, and with `--online`
+/// it does, and says when one cannot be loaded.
+#[tokio::test]
+async fn check_config_fetches_key_sets_only_when_online() {
+    let key = EcKey::generate("k1");
+    let idp = support::idp::start(tokens::jwks([&key.jwk])).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    let write = |jwks_url: &str| {
+        let providers = format!(
+            "    idp:\n      issuer: {ISSUER}\n      audiences: [{AUDIENCE}]\n      keys: {{ jwks_url: \"{jwks_url}\", refresh: {{ timeout: 300ms }} }}\n"
+        );
+        let yaml = config("127.0.0.1:9".parse().unwrap(), &providers, "", "[{ jwt: idp }]");
+        std::fs::write(&path, support::with_listeners(&yaml)).unwrap();
+    };
+    write(&format!("{}/jwks", idp.url()));
+    let kind = palisade_core::ConfigKind::Gateway;
+    palisade_gateway::check_config(&path, kind).await.expect("valid");
+    assert_eq!(idp.fetches(), 0, "an offline check fetches nothing");
+    palisade_gateway::check_config_with(&path, kind, true)
+        .await
+        .expect("loads online");
+    assert!(idp.fetches() >= 1, "an online check loads the key set");
+    let dead = support::dead_address().await;
+    write(&format!("http://{dead}/jwks"));
+    palisade_gateway::check_config(&path, kind)
+        .await
+        .expect("offline, a dead IdP is not noticed");
+    let errors = palisade_gateway::check_config_with(&path, kind, true)
+        .await
+        .expect_err("online, it is");
+    assert!(errors.to_string().contains("could not be loaded"), "{errors}");
+}
+
 #[tokio::test]
 async fn a_token_minted_for_another_audience_is_refused() {
     let ec = EcKey::generate("ec-1");

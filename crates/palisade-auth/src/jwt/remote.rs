@@ -42,12 +42,14 @@ pub struct RemoteKeys {
 impl RemoteKeys {
     /// Creates the key set, tries a first load (bounded by `settings.timeout`, so a down IdP delays
     /// start by at most that), and starts the refresh task, which ends when the set is dropped.
+    /// With `fetch` false (an offline config check) nothing is fetched: the set stays unloaded.
     pub async fn start(
         provider: &str,
         source: RemoteSource,
         fetcher: Fetcher,
         settings: KeyRefreshConfig,
         on_change: Box<dyn Fn() + Send + Sync>,
+        fetch: bool,
     ) -> Arc<RemoteKeys> {
         let keys = Arc::new(RemoteKeys {
             provider: provider.to_string(),
@@ -62,6 +64,9 @@ impl RemoteKeys {
             epoch: Instant::now(),
             on_change,
         });
+        if !fetch {
+            return keys;
+        }
         let first_ok = keys.refresh().await;
         tokio::spawn(refresh_loop(Arc::downgrade(&keys), keys.refresh_now.clone(), first_ok));
         keys
