@@ -5,6 +5,8 @@
 pub mod config;
 pub mod decision;
 pub mod diagnostic;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod load;
 pub mod problem;
 pub mod secret;

@@ -605,6 +605,56 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Inspected<IO> {
     }
 }
 
+/// What httparse makes of a head, framing included (`None` while it is incomplete; `Err` when it
+/// refuses it): the oracle the scanner is held to.
+fn httparse_head(bytes: &[u8]) -> Result<Option<(usize, Framing)>, ()> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(bytes) {
+        Ok(httparse::Status::Complete(end)) => {
+            let mut framing = Framing::default();
+            for header in request.headers.iter() {
+                let mut line = header.name.as_bytes().to_vec();
+                line.push(b':');
+                line.extend_from_slice(header.value);
+                framing.add(&line);
+            }
+            Ok(Some((end, framing)))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(_) => Err(()),
+    }
+}
+
+/// The fuzz target `framing` (and the replay of its corpus in `cargo test`): on any bytes, the
+/// scanner ends a head exactly where httparse does and reads the same framing from it, never ends
+/// one httparse would still wait on, at the end of `data` and at every cut point; and the inspector,
+/// fed `data` in pieces of any size, never panics and never records more verdicts than heads.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    let cuts = data.len().min(256);
+    for cut in (0..=cuts).map(|k| (data.len() * k).checked_div(cuts).unwrap_or(0)) {
+        let prefix = &data[..cut];
+        match (httparse_head(prefix), scan_head(prefix)) {
+            (Ok(Some((end, framing))), Scanned::Complete(scanned_end, scanned)) => {
+                assert_eq!((end, framing), (scanned_end, scanned), "{prefix:?}");
+            }
+            (Ok(Some(_)), _) => panic!("httparse completes {prefix:?}, the scanner does not"),
+            (Ok(None), Scanned::Complete(..)) => panic!("the scanner completes {prefix:?}, httparse does not"),
+            _ => {}
+        }
+    }
+    let split = usize::from(data.first().copied().unwrap_or(1) % 17).max(1);
+    let verdicts = Verdicts::default();
+    let mut inspector = Inspector::new(1024, verdicts.clone()).with_max_chunk_size(4096);
+    for piece in data.chunks(split) {
+        inspector.feed(piece);
+    }
+    let queue = verdicts.0.lock().map(|q| q.pending.len()).unwrap_or(0);
+    let heads = memchr::memmem::find_iter(data, b"\n").count();
+    assert!(queue <= heads.max(1), "{queue} verdicts for at most {heads} heads");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -774,26 +824,6 @@ GET /c HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n";
         let queue = verdicts.0.lock().unwrap();
         assert_eq!(queue.pending.len(), MAX_PENDING_VERDICTS);
         assert!(queue.lost);
-    }
-
-    /// What httparse makes of a head, framing included (`None` while it is incomplete or invalid).
-    fn httparse_head(bytes: &[u8]) -> Result<Option<(usize, Framing)>, ()> {
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(bytes) {
-            Ok(httparse::Status::Complete(end)) => {
-                let mut framing = Framing::default();
-                for header in request.headers.iter() {
-                    let mut line = header.name.as_bytes().to_vec();
-                    line.push(b':');
-                    line.extend_from_slice(header.value);
-                    framing.add(&line);
-                }
-                Ok(Some((end, framing)))
-            }
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(_) => Err(()),
-        }
     }
 
     /// Heads built from pieces that differ in the ways parsers differ: line endings, empty lines,

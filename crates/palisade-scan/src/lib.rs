@@ -5,6 +5,8 @@
 
 pub mod dockerfile;
 pub mod finding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod image;
 pub mod kubernetes;
 pub mod palisade_config;

@@ -273,6 +273,22 @@ pub fn unverified_subject(token: &str) -> Option<String> {
     printable.then_some(subject)
 }
 
+/// The fuzz target `jwt` (and the replay of its corpus in `cargo test`): reading the JOSE header and
+/// the unverified subject of any text never panics; a subject read is bounded and printable, and a
+/// header is read only from exactly three non-empty parts.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    let token = String::from_utf8_lossy(data);
+    if parse_header(&token).is_ok() {
+        let parts: Vec<&str> = token.split('.').collect();
+        assert!(parts.len() == 3 && parts.iter().all(|p| !p.is_empty()), "{token:?}");
+    }
+    if let Some(subject) = unverified_subject(&token) {
+        assert!(!subject.is_empty() && subject.len() <= 256, "{subject:?}");
+        assert!(!subject.chars().any(char::is_control), "{subject:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,12 @@ pub const HEADERS: [HeaderName; 3] = [
     HeaderName::from_static("x-method-override"),
 ];
 
-/// Whether the request carries any override header (the usual answer, no, costs three lookups).
+/// Whether the request carries any override header. One pass over the names, comparing only those of
+/// an override header's length: cheaper than three hashed lookups for the usual answer, no.
 pub fn present(headers: &HeaderMap) -> bool {
-    HEADERS.iter().any(|name| headers.contains_key(name))
+    headers
+        .keys()
+        .any(|name| matches!(name.as_str().len(), 13 | 17 | 22) && HEADERS.contains(name))
 }
 
 /// The method the override headers ask for: one upper-case method, the same in every header that
@@ -91,5 +94,17 @@ mod tests {
         assert!(present(&all));
         remove(&mut all);
         assert!(!present(&all));
+        for name in HEADERS {
+            let lengths = [13, 17, 22];
+            assert!(
+                lengths.contains(&name.as_str().len()),
+                "{name} is looked for by its length"
+            );
+            assert!(present(&headers(&[(name.as_str(), "DELETE")])));
+        }
+        assert!(!present(&headers(&[
+            ("x-http-methodx", "DELETE"),
+            ("content-length", "1")
+        ])));
     }
 }

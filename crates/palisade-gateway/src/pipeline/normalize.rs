@@ -175,6 +175,37 @@ fn is_unreserved(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~')
 }
 
+/// The fuzz target `normalize` (and the replay of its corpus in `cargo test`): whatever path it is
+/// given, a normalized path starts with `/`, has no `.` or `..` segment and no empty one but the
+/// last, normalizing it again changes nothing, and the routed path (parameters refused) agrees.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8]) {
+    let Ok(raw) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(path) = normalize_path(raw) else {
+        return;
+    };
+    assert!(path.starts_with('/'), "{raw:?} -> {path:?}");
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    for (index, segment) in segments.iter().enumerate() {
+        assert!(!matches!(*segment, "." | ".."), "{raw:?} -> {path:?}");
+        assert!(
+            !segment.is_empty() || index + 1 == segments.len(),
+            "{raw:?} -> {path:?}"
+        );
+    }
+    assert_eq!(
+        normalize_path(&path).as_deref(),
+        Ok(path.as_str()),
+        "not idempotent for {raw:?}"
+    );
+    match routed_path(raw, false) {
+        Ok(routed) => assert_eq!(routed, path, "{raw:?}"),
+        Err(error) => assert_eq!(error, PathError::Parameter, "{raw:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

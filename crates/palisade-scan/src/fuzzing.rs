@@ -1,0 +1,66 @@
+//! The properties the fuzz targets under `fuzz/` check on arbitrary input, here so that `cargo test`
+//! replays the checked-in corpora with the same code on stable (`tests/fuzz_corpora.rs`). Each
+//! function panics when a property breaks.
+
+use std::cmp::Ordering;
+
+use crate::vuln::version::Scheme;
+
+/// `dockerfile`: parsing and checking any text never panics, and every finding points at a line of
+/// the file.
+pub fn dockerfile(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let _ = crate::dockerfile::parse(&text);
+    let lines = text.lines().count().max(1);
+    for finding in crate::dockerfile::check("Dockerfile", &text) {
+        assert!(finding.line <= lines + 1, "finding at line {} of {lines}", finding.line);
+    }
+}
+
+const SCHEMES: [Scheme; 5] = [
+    Scheme::Semver,
+    Scheme::Go,
+    Scheme::Pep440,
+    Scheme::Debian,
+    Scheme::Alpine,
+];
+
+/// `version_order`: the first three lines of the input as versions; in every ecosystem's scheme the
+/// order is a total order where it is defined: a version equals itself, `a < b` exactly when
+/// `b > a`, and `a <= b <= c` gives `a <= c`.
+pub fn version_order(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut parts = text.splitn(3, '\n');
+    let (a, b, c) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    for scheme in SCHEMES {
+        for v in [a, b, c] {
+            if let Some(order) = scheme.compare(v, v) {
+                assert_eq!(order, Ordering::Equal, "{scheme:?}: {v:?} is not equal to itself");
+            }
+        }
+        let ab = scheme.compare(a, b);
+        if let (Some(ab), Some(ba)) = (ab, scheme.compare(b, a)) {
+            assert_eq!(ab, ba.reverse(), "{scheme:?}: {a:?} vs {b:?} is not antisymmetric");
+        }
+        if let (Some(ab), Some(bc), Some(ac)) = (ab, scheme.compare(b, c), scheme.compare(a, c)) {
+            if ab != Ordering::Greater && bc != Ordering::Greater {
+                assert_ne!(
+                    ac,
+                    Ordering::Greater,
+                    "{scheme:?}: {a:?} <= {b:?} <= {c:?} but {a:?} > {c:?}"
+                );
+            }
+            if ab != Ordering::Less && bc != Ordering::Less {
+                assert_ne!(
+                    ac,
+                    Ordering::Less,
+                    "{scheme:?}: {a:?} >= {b:?} >= {c:?} but {a:?} < {c:?}"
+                );
+            }
+        }
+    }
+}
