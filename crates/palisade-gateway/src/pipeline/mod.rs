@@ -4,17 +4,19 @@
 //! 1. `normalize`    — framing verdict, request id, canonical path, client address (`forwarded`);
 //! 2. `ip_rules`     — global allow/deny lists (403), before routing reveals anything; then
 //!    `responses` — a client blocked (403) or held to a tightened limit (429) by an alert or operator;
-//! 3. `route`        — the one route for host + path + method (404 / 405); then the route's IP rules;
+//! 3. `route`        — the one route for host + path + method (404 / 405); `method_override`
+//!    headers taken (re-routing) or removed; then the route's IP rules;
 //! 4. `authenticate` — the route's accepted credentials → principal (401; 503 if the IdP is down);
 //!    a blocked principal is refused here (403);
 //! 5. `rate_limit`   — in-flight limit (503) and every rate limit of the route (429);
 //! 6. `authorize`    — default deny: a rule or `allow: authenticated` must allow the principal (403);
 //! 7. `body_limit`   — declared and streamed body size (413); `validate` — the route's OpenAPI
 //!    operation: parameters, content type, JSON body (400);
-//! 8. transform      — hop-by-hop and spoofed identity headers out; forwarding, request id and
-//!    identity headers in;
+//! 8. transform      — hop-by-hop and spoofed identity headers out, and any `upgrade` the route
+//!    does not allow; forwarding, request id and identity headers in;
 //! 9. `upstream`     — pick a target, send, retry when safe (502 / 503 / 504);
-//! 10. respond       — errors become problem+json in [`crate::respond`]; rate-limit headers added;
+//! 10. respond       — errors become problem+json in [`crate::respond`], each with its typed
+//!     decision (stage, fault, reason) kept in the context; rate-limit headers added;
 //! 11. `observe`     — metrics and access log when the response body ends; security refusals (and,
 //!     when configured, authentications) are audit events (`crate::audit`); every answer goes to
 //!     the anomaly detectors (`crate::detection`).
