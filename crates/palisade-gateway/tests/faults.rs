@@ -191,9 +191,8 @@ async fn client_body_faults_are_the_clients_and_never_eject_the_only_target() {
     }
 }
 
-#[tokio::test]
-async fn an_upstream_that_resets_counts_against_it() {
-    let upstream = resetting_upstream(false).await;
+/// A gateway whose only target `upstream` is ejected after two failures in a row, and its access log.
+async fn ejecting_after_two(upstream: SocketAddr) -> (Running, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
@@ -202,7 +201,13 @@ async fn an_upstream_that_resets_counts_against_it() {
         log.display(),
         one_cluster(&[upstream], cluster)
     );
-    let gw = start(&yaml).await;
+    (start(&yaml).await, log, dir)
+}
+
+#[tokio::test]
+async fn an_upstream_that_resets_counts_against_it() {
+    let upstream = resetting_upstream(false).await;
+    let (gw, log, _dir) = ejecting_after_two(upstream).await;
     for _ in 0..2 {
         let post = http::Request::post(gw.url("/upload"))
             .body(http_body_util::Full::new(bytes::Bytes::from_static(b"hello")))
@@ -221,15 +226,7 @@ async fn an_upstream_that_resets_counts_against_it() {
 #[tokio::test]
 async fn an_upstream_that_resets_mid_response_counts_against_it() {
     let upstream = resetting_upstream(true).await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
-    let yaml = format!(
-        "access_log:\n  path: {}\n{}",
-        log.display(),
-        one_cluster(&[upstream], cluster)
-    );
-    let gw = start(&yaml).await;
+    let (gw, log, _dir) = ejecting_after_two(upstream).await;
     for _ in 0..2 {
         let answer = raw(
             gw.address,
