@@ -20,6 +20,9 @@ pub struct ConnectionInfo {
     pub client_certificate: Option<ClientCertificate>,
     /// Requests handed to the pipeline so far (a drain waits for the first one).
     pub requests: std::sync::atomic::AtomicU32,
+    /// Set when the gateway drains: every HTTP/1 response from then on says `Connection: close`, so
+    /// the client learns it before hyper closes the connection (whatever the order of the two).
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 pub struct RequestContext {

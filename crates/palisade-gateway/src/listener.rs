@@ -235,6 +235,7 @@ async fn serve_connection(
             hop: crate::pipeline::forwarded::HopValues::new(peer.ip(), tls.is_some()),
             client_certificate,
             requests: std::sync::atomic::AtomicU32::new(0),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     };
     let service_for = |info: Arc<ConnectionInfo>| {
@@ -262,11 +263,12 @@ async fn serve_connection(
                 }
                 _ = stop.wait_for(|stopped| *stopped) => {}
             }
+            info.draining.store(true, Ordering::SeqCst);
             // Accepted before the stop but not yet read: its request is read and answered (with
             // `Connection: close`) before the connection closes, as nginx does; hyper would close a
             // connection with no request in progress at once. Bounded by the header timeout here and
             // by the drain deadline overall.
-            if info.requests.load(Ordering::Relaxed) == 0 {
+            if info.requests.load(Ordering::SeqCst) == 0 {
                 tokio::select! {
                     ended = connection.as_mut() => {
                         return connection_ended(&shared, &listener, peer, &verdicts, ended.err());

@@ -60,7 +60,8 @@ pub async fn handle(
     connection: Arc<ConnectionInfo>,
     request: Request<Incoming>,
 ) -> Result<Response<ObservedBody>, Infallible> {
-    connection.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    connection.requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let http1 = request.version() < Version::HTTP_2;
     let context = RequestContext::new(&connection, request.method().clone());
     let mut pending = observe::Unanswered::new(context, runtime);
     let (runtime, context) = pending.parts();
@@ -74,6 +75,12 @@ pub async fn handle(
         }
     };
     decorate(runtime, &connection, context, response.headers_mut());
+    let upgraded = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+    if http1 && !upgraded && connection.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     Ok(pending.answer(response))
 }
 
