@@ -343,6 +343,11 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
     }
 }
 
+/// The highest event-count threshold of a detector (palisade-detect counts in 16-bit slots).
+const MAX_COUNT_THRESHOLD: u32 = 65_535;
+/// The highest distinct-path threshold (palisade-detect's `window::MAX_DISTINCT`).
+const MAX_DISTINCT_THRESHOLD: u32 = 1000;
+
 /// Detection thresholds in range, responses complete, the webhook secure and its secrets resolvable.
 fn validate_detection(config: &Config, diagnostics: &mut Diagnostics) {
     let detection = &config.detection;
@@ -364,10 +369,13 @@ fn validate_detection(config: &Config, diagnostics: &mut Diagnostics) {
     let subject = &detection.targeted_subject;
     let subject_window = subject.window.get();
     if subject.threshold == 0
+        || subject.threshold > MAX_COUNT_THRESHOLD
         || subject_window < std::time::Duration::from_secs(1)
         || subject_window > std::time::Duration::from_secs(3600)
     {
-        diagnostics.general("detection.targeted_subject: threshold must be at least 1 and window between 1s and 1h");
+        diagnostics.general(format!(
+            "detection.targeted_subject: threshold must be between 1 and {MAX_COUNT_THRESHOLD} and window between 1s and 1h"
+        ));
     }
     let upstream = &detection.upstream_errors;
     if !(upstream.error_ratio > 0.0 && upstream.error_ratio <= 1.0) {
@@ -378,8 +386,18 @@ fn validate_detection(config: &Config, diagnostics: &mut Diagnostics) {
         ("scanning", &detection.scanning),
         ("probing", &detection.probing),
     ] {
-        if detector.threshold == Some(0) {
-            diagnostics.general(format!("detection.{name}.threshold must be at least 1"));
+        // Counts are kept in 16-bit slots and distinct paths in a sketch that tells apart about a
+        // thousand (palisade-detect's window.rs): a higher threshold could never be reached.
+        let most = if name == "scanning" {
+            MAX_DISTINCT_THRESHOLD
+        } else {
+            MAX_COUNT_THRESHOLD
+        };
+        if detector
+            .threshold
+            .is_some_and(|threshold| threshold == 0 || threshold > most)
+        {
+            diagnostics.general(format!("detection.{name}.threshold must be between 1 and {most}"));
         }
         let window_ok = detector.window.is_none_or(|w| {
             (std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600)).contains(&w.get())

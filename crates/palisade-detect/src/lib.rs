@@ -22,15 +22,16 @@ pub mod alerts;
 pub mod baseline;
 pub mod window;
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use alerts::Finding;
 pub use alerts::{Alert, AlertBook, AlertChange, Severity};
 use baseline::Baseline;
 use palisade_core::decision::{Decision, Stage};
-use window::SlidingCount;
+use window::{DistinctCount, SlidingCount};
 
 /// One answered request, as the detectors see it.
 #[derive(Debug, Clone, Copy)]
@@ -60,11 +61,12 @@ fn refused_by_authorization(record: &RequestRecord<'_>) -> bool {
     record.status == 403 && record.decision.is_some_and(|d| d.stage == Stage::Authorize)
 }
 
-/// The hash [`RequestRecord::path_hash`] expects.
+/// The hash [`RequestRecord::path_hash`] expects. Keyed with a random key per process: the scanning
+/// sketch keeps only a few bits of it, and a client that could compute them could choose paths that
+/// share one.
 pub fn hash_path(path: &str) -> u64 {
-    let mut hasher = DefaultHasher::new();
-    path.hash(&mut hasher);
-    hasher.finish()
+    static KEY: std::sync::OnceLock<RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(RandomState::new).hash_one(path)
 }
 
 /// Exchanges with one cluster, summed (a gateway tallies them in atomics between ticks).
@@ -212,12 +214,14 @@ struct RouteState {
     spiking_for: u32,
 }
 
+/// Everything kept about one client address: fixed size, inline in the map (no allocation of its
+/// own), so forgetting clients gives their memory back.
 struct ClientState {
     last_seen: u64,
     auth_failures: SlidingCount,
     forbidden: SlidingCount,
-    /// (second, path hash) of recent 404/405 answers, capped.
-    unknown_paths: VecDeque<(u64, u64)>,
+    /// Hashes of the paths of recent 404/405 answers.
+    unknown_paths: DistinctCount,
 }
 
 struct ClusterState {
@@ -370,12 +374,7 @@ impl Detector {
         match record.status {
             401 => client.auth_failures.add(now, 1),
             403 if refused_by_authorization(record) => client.forbidden.add(now, 1),
-            404 | 405 => {
-                client.unknown_paths.push_back((now, record.path_hash));
-                if client.unknown_paths.len() > 512 {
-                    client.unknown_paths.pop_front();
-                }
-            }
+            404 | 405 => client.unknown_paths.add(now, record.path_hash),
             _ => {}
         }
     }
@@ -384,15 +383,16 @@ impl Detector {
         if !self.clients.contains_key(&address) && self.clients.len() >= self.config.max_clients {
             self.forget_clients(now);
         }
-        let (auth, probing) = (
+        let (auth, probing, scanning) = (
             self.config.auth_failures.window_seconds,
             self.config.probing.window_seconds,
+            self.config.scanning.window_seconds,
         );
         let state = self.clients.entry(address).or_insert_with(|| ClientState {
             last_seen: now,
             auth_failures: SlidingCount::new(auth),
             forbidden: SlidingCount::new(probing),
-            unknown_paths: VecDeque::new(),
+            unknown_paths: DistinctCount::new(scanning),
         });
         state.last_seen = now;
         state
@@ -418,11 +418,11 @@ impl Detector {
     /// Evaluates every detector for second `now`; returns alerts that opened or closed.
     pub fn tick(&mut self, now: u64) -> Vec<AlertChange> {
         let mut findings = Vec::new();
+        self.scores.clear();
         self.evaluate_routes(&mut findings);
         self.evaluate_clients(now, &mut findings);
         self.evaluate_clusters(now, &mut findings);
         self.evaluate_subjects(now, &mut findings);
-        self.scores.clear();
         for finding in &mut findings {
             // A disabled detector still closes the alerts it had open.
             if !self.enabled(finding.detector) {
@@ -485,61 +485,63 @@ impl Detector {
     }
 
     fn evaluate_clients(&mut self, now: u64, findings: &mut Vec<Finding>) {
-        let config = &self.config;
         self.clients
             .retain(|_, state| now.saturating_sub(state.last_seen) < CLIENT_IDLE_SECONDS);
+        release_spare(&mut self.clients);
+        // A finding is made only for a client at or above a detector's closing threshold, or one
+        // with an open alert: a hundred thousand quiet clients cost no string and no finding a tick.
+        let open = |detector| -> HashSet<IpAddr> {
+            let subjects = self.alerts.open_subjects(detector);
+            subjects.iter().filter_map(|subject| subject.parse().ok()).collect()
+        };
+        let open_alerts = [open(AUTH_FAILURES), open(PROBING), open(SCANNING)];
+        let config = &self.config;
+        let mut quiet = [0.0f64; 3];
         for (address, state) in &mut self.clients {
-            let subject = address.to_string();
-            let failures = state.auth_failures.total(now);
-            findings.push(threshold(
-                &self.alerts,
-                AUTH_FAILURES,
-                &subject,
-                failures,
-                &config.auth_failures,
-                Severity::High,
-                format!(
-                    "{subject}: {failures} refused credentials in {} s",
-                    config.auth_failures.window_seconds
+            let counts = [
+                (
+                    AUTH_FAILURES,
+                    &config.auth_failures,
+                    state.auth_failures.total(now),
+                    Severity::High,
+                    "refused credentials",
                 ),
-            ));
-            let forbidden = state.forbidden.total(now);
-            findings.push(threshold(
-                &self.alerts,
-                PROBING,
-                &subject,
-                forbidden,
-                &config.probing,
-                Severity::Medium,
-                format!(
-                    "{subject}: {forbidden} forbidden requests in {} s",
-                    config.probing.window_seconds
+                (
+                    PROBING,
+                    &config.probing,
+                    state.forbidden.total(now),
+                    Severity::Medium,
+                    "forbidden requests",
                 ),
-            ));
-            let window = config.scanning.window_seconds as u64;
-            while state
-                .unknown_paths
-                .front()
-                .is_some_and(|(second, _)| now.saturating_sub(*second) >= window)
-            {
-                state.unknown_paths.pop_front();
+                (
+                    SCANNING,
+                    &config.scanning,
+                    state.unknown_paths.estimate(now),
+                    Severity::Medium,
+                    "distinct unknown paths",
+                ),
+            ];
+            for (index, (detector, threshold_config, count, severity, what)) in counts.into_iter().enumerate() {
+                let is_open = open_alerts[index].contains(address);
+                if count < threshold_config.close_below && !is_open {
+                    quiet[index] = quiet[index].max(f64::from(count) / f64::from(threshold_config.open_at.max(1)));
+                    continue;
+                }
+                let subject = address.to_string();
+                let message = format!("{subject}: {count} {what} in {} s", threshold_config.window_seconds);
+                findings.push(threshold(
+                    &self.alerts,
+                    detector,
+                    &subject,
+                    count,
+                    threshold_config,
+                    severity,
+                    message,
+                ));
             }
-            let distinct = state
-                .unknown_paths
-                .iter()
-                .map(|(_, hash)| *hash)
-                .collect::<HashSet<_>>()
-                .len();
-            let distinct = u32::try_from(distinct).unwrap_or(u32::MAX);
-            findings.push(threshold(
-                &self.alerts,
-                SCANNING,
-                &subject,
-                distinct,
-                &config.scanning,
-                Severity::Medium,
-                format!("{subject}: {distinct} distinct unknown paths in {window} s"),
-            ));
+        }
+        for (detector, score) in [AUTH_FAILURES, PROBING, SCANNING].into_iter().zip(quiet) {
+            self.note_score(detector, score);
         }
         // Alerts of clients that were forgotten (idle) are evaluated as clear.
         for detector in [AUTH_FAILURES, PROBING, SCANNING] {
@@ -553,6 +555,13 @@ impl Detector {
                 }
             }
         }
+    }
+
+    /// Records a detector's score from subjects that made no finding this tick.
+    fn note_score(&mut self, detector: &'static str, score: f64) {
+        let score = if self.enabled(detector) { score } else { 0.0 };
+        let best = self.scores.entry(detector).or_insert(0.0);
+        *best = best.max(score);
     }
 
     fn evaluate_clusters(&mut self, now: u64, findings: &mut Vec<Finding>) {
@@ -596,6 +605,7 @@ impl Detector {
         let idle = (probing.window_seconds as u64).max(CLIENT_IDLE_SECONDS);
         self.principals
             .retain(|_, state| now.saturating_sub(state.last_seen) < idle);
+        release_spare(&mut self.principals);
         for (principal, state) in &mut self.principals {
             let refusals = state.failures.total(now);
             let subject = format!("{PRINCIPAL_PREFIX}{principal}");
@@ -617,6 +627,7 @@ impl Detector {
         let idle = (config.window_seconds as u64).max(CLIENT_IDLE_SECONDS);
         self.subjects
             .retain(|_, state| now.saturating_sub(state.last_seen) < idle);
+        release_spare(&mut self.subjects);
         for (subject, state) in &mut self.subjects {
             let failures = state.failures.total(now);
             findings.push(threshold(
@@ -645,6 +656,15 @@ impl Detector {
 
     pub fn closed_alerts(&self) -> &[Alert] {
         self.alerts.closed_alerts()
+    }
+}
+
+/// Gives a map's spare capacity back once most of it is unused (after a flood of addresses has gone
+/// idle), keeping room to double.
+fn release_spare<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    const KEEP: usize = 256;
+    if map.capacity() > KEEP && map.capacity() > 4 * map.len() {
+        map.shrink_to((2 * map.len()).max(KEEP));
     }
 }
 

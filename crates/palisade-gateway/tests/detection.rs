@@ -418,7 +418,7 @@ async fn incomplete_responses_and_an_insecure_webhook_are_config_errors() {
 detection:
   enabled: true
   auth_failures: { threshold: 0, respond: { action: limit, ttl: 10m } }
-  scanning: { respond: { action: block, rate: 1/s, ttl: 30d } }
+  scanning: { threshold: 5000, respond: { action: block, rate: 1/s, ttl: 30d } }
   webhook: { url: http://alerts.example.org/hook }
 clusters: { echo: { targets: ['127.0.0.1:9'] } }
 routes: [{ name: all, match: { prefix: / }, cluster: echo, public: true }]
@@ -427,7 +427,8 @@ routes: [{ name: all, match: { prefix: / }, cluster: echo, public: true }]
     .await;
     for expected in [
         "admin.token",
-        "detection.auth_failures.threshold must be at least 1",
+        "detection.auth_failures.threshold must be between 1 and 65535",
+        "detection.scanning.threshold must be between 1 and 1000",
         "detection.auth_failures.respond: action limit needs a rate",
         "detection.scanning.respond: action block takes no rate",
         "detection.scanning.respond.ttl must be between 1s and 7d",
