@@ -241,6 +241,9 @@ fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
     if config.routes.is_empty() {
         diagnostics.general("routes: at least one route is required");
     }
+    if config.metrics.max_route_labels == 0 {
+        diagnostics.general("metrics.max_route_labels must be at least 1");
+    }
     let mut names = HashSet::new();
     for route in &config.routes {
         let RouteConfig {
@@ -248,6 +251,18 @@ fn validate_routes(config: &Config, diagnostics: &mut Diagnostics) {
         } = &route.value;
         if name.value.is_empty() || !names.insert(name.value.as_str()) {
             diagnostics.on(name, format!("route name {:?} is empty or used twice", name.value));
+        }
+        if let Some(group) = &route.value.metrics_group {
+            let reserved = [crate::config::OTHER_ROUTES_LABEL, crate::config::UNROUTED_LABEL];
+            if group.value.is_empty() || group.value.len() > 128 || reserved.contains(&group.value.as_str()) {
+                diagnostics.on(
+                    group,
+                    format!(
+                        "metrics_group {:?} must be 1 to 128 bytes and not `other` or `none` (the labels of routes past the cap and of unrouted requests)",
+                        group.value
+                    ),
+                );
+            }
         }
         if !config.clusters.contains_key(&cluster.value) {
             let known: Vec<&str> = config.clusters.keys().map(String::as_str).collect();

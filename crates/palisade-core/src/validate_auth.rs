@@ -261,6 +261,21 @@ pub fn warnings(config: &Config, file: &str) -> Vec<crate::Diagnostic> {
             );
         }
     }
+    let folded = config
+        .routes
+        .iter()
+        .zip(config.route_metric_labels())
+        .filter(|(route, label)| {
+            let wanted = route.value.metrics_group.as_ref().unwrap_or(&route.value.name);
+            *label != wanted.value
+        })
+        .count();
+    if folded > 0 {
+        found.general(format!(
+            "{folded} routes are past metrics.max_route_labels ({}) and share route=\"other\" in /metrics; give related routes a metrics_group or raise the cap",
+            config.metrics.max_route_labels
+        ));
+    }
     found.into_errors()
 }
 

@@ -44,8 +44,9 @@ pub fn refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError
         return;
     };
     let decision = error.decision();
-    let route = runtime.route_name(context.route_index).unwrap_or("none");
-    runtime.metrics.denied(route, decision);
+    runtime
+        .metrics
+        .denied(runtime.route_label(context.route_index), decision);
     let Some(log) = &runtime.audit else {
         return;
     };
@@ -84,7 +85,7 @@ pub fn connection_refused(
     decision: palisade_core::decision::Decision,
     head: Option<&crate::framing::PartialHead>,
 ) {
-    runtime.metrics.denied("none", decision);
+    runtime.metrics.denied(palisade_core::config::UNROUTED_LABEL, decision);
     let Some(log) = &runtime.audit else {
         return;
     };

@@ -38,6 +38,9 @@ pub struct RouteRuntime {
     pub auth_metrics: Option<AuthMetrics>,
     /// `None` on public routes.
     pub authorization: Option<palisade_authz::RouteRules>,
+    /// The `route` label of this route's metrics: its name, its `metrics_group`, or `other` past
+    /// `metrics.max_route_labels`.
+    pub metrics_label: String,
     pub metrics: RouteMetrics,
     pub ip_rules: Option<IpRules>,
     pub rate_limits: Vec<(RateLimit, LimitMetrics)>,
@@ -90,6 +93,15 @@ impl Runtime {
     /// The name of the route at `index` (the context's `route_index`), if one matched.
     pub fn route_name(&self, index: Option<usize>) -> Option<&str> {
         index.and_then(|i| self.routes.get(i)).map(|route| route.name.as_str())
+    }
+
+    /// The `route` label metrics carry for the route at `index` (`none` when no route matched).
+    pub fn route_label(&self, index: Option<usize>) -> &str {
+        index
+            .and_then(|i| self.routes.get(i))
+            .map_or(palisade_core::config::UNROUTED_LABEL, |route| {
+                route.metrics_label.as_str()
+            })
     }
 
     pub fn route_metrics(&self, index: Option<usize>) -> RouteMetrics {
@@ -161,7 +173,14 @@ impl Runtime {
         // One RouteRuntime per configured route, in config order: the router refers to routes by that
         // index, so a route that could not be built is an error here, never a gap that shifts the rest.
         let mut routes: Vec<RouteRuntime> = Vec::with_capacity(config.routes.len());
-        for ((spanned, ip_rules), validator) in config.routes.iter().zip(route_ip_rules).zip(validators.drain(..)) {
+        let labels = config.route_metric_labels();
+        for (((spanned, ip_rules), validator), label) in config
+            .routes
+            .iter()
+            .zip(route_ip_rules)
+            .zip(validators.drain(..))
+            .zip(labels)
+        {
             let route = &spanned.value;
             let (Some(cluster), Some(cluster_config)) = (
                 clusters.get(&route.cluster.value),
@@ -174,7 +193,7 @@ impl Runtime {
                 return Err(ConfigErrors(diagnostics.into_errors()));
             };
             let previous_route = previous.and_then(|p| p.routes.iter().find(|r| r.name == route.name.value));
-            let limits = RouteLimits::build(&config, route, limit_store.as_ref(), previous_route, metrics);
+            let limits = RouteLimits::build(&config, route, &label, limit_store.as_ref(), previous_route, metrics);
             let (cluster, protocol) = (cluster.clone(), cluster_config.value.protocol);
             routes.push(RouteRuntime {
                 name: route.name.value.clone(),
@@ -196,9 +215,9 @@ impl Runtime {
                         .iter()
                         .map(|m| AuthMethodKind::from(&m.value).as_str())
                         .collect();
-                    metrics.route_auth(&route.name.value, &names)
+                    metrics.route_auth(&label, &names)
                 }),
-                metrics: metrics.route(&route.name.value),
+                metrics: metrics.route(&label),
                 ip_rules,
                 rate_limits: limits.rate_limits,
                 rate_limit_policy: limits.policy,
@@ -208,10 +227,7 @@ impl Runtime {
                     .as_ref()
                     .map(|cors| Cors::compile(&cors.value, route.matcher.value.methods.as_deref())),
                 lifecycle: match (&route.deprecated, &route.retired) {
-                    (Some(deprecated), _) => Some(Lifecycle::deprecated(
-                        &deprecated.value,
-                        metrics.deprecated(&route.name.value),
-                    )),
+                    (Some(deprecated), _) => Some(Lifecycle::deprecated(&deprecated.value, metrics.deprecated(&label))),
                     (None, Some(retired)) => Some(Lifecycle::retired(&retired.value)),
                     (None, None) => None,
                 },
@@ -221,6 +237,7 @@ impl Runtime {
                     None => palisade_core::config::DEFAULT_UPGRADES.map(String::from).to_vec(),
                 },
                 method_override: route.method_override,
+                metrics_label: label,
             });
         }
         if routes.len() != config.routes.len() {
@@ -259,7 +276,7 @@ impl Runtime {
                 |p| p.responses.clone(),
             ),
             detection: previous.map_or_else(|| Arc::new(DetectionFeed::new()), |p| p.detection.clone()),
-            unrouted_metrics: metrics.route("none"),
+            unrouted_metrics: metrics.route(palisade_core::config::UNROUTED_LABEL),
             config,
         })
     }
@@ -277,6 +294,7 @@ impl RouteLimits {
     fn build(
         config: &Config,
         route: &RouteConfig,
+        label: &str,
         store: Option<&Arc<SharedStore>>,
         previous: Option<&RouteRuntime>,
         metrics: &Metrics,
@@ -296,7 +314,7 @@ impl RouteLimits {
                     shared.clone(),
                     before.map(|(l, _)| l),
                 );
-                (built, metrics.rate_limit(name, &limit.name.value))
+                (built, metrics.rate_limit(label, &limit.name.value))
             })
             .collect();
         let policy = rate_limits

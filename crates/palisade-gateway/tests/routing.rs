@@ -281,3 +281,58 @@ async fn metrics_count_requests_by_route_method_and_status_class() {
     assert!(metrics.contains(r#"palisade_upstream_healthy{cluster="a""#));
     assert!(!metrics.contains("127.0.0.1\",method"), "no client addresses as labels");
 }
+
+/// Route series are bounded: a label appears only for what it counted (not all methods × status
+/// classes up front), routes naming one `metrics_group` share its series, and routes past
+/// `metrics.max_route_labels` are counted under `route="other"` — which `check-config` warns about.
+#[tokio::test]
+async fn route_series_are_created_on_use_grouped_and_capped() {
+    let a = echo("a").await;
+    let yaml = format!(
+        "metrics: {{ max_route_labels: 2 }}
+clusters: {{ a: {{ targets: [\"{a}\"] }} }}
+routes:
+  - {{ name: orders-list, match: {{ path: /orders }}, cluster: a, public: true, metrics_group: orders }}
+  - {{ name: orders-one, match: {{ path: '/orders/{{id}}' }}, cluster: a, public: true, metrics_group: orders }}
+  - {{ name: users, match: {{ prefix: /users/ }}, cluster: a, public: true }}
+  - {{ name: reports, match: {{ prefix: /reports/ }}, cluster: a, public: true }}
+  - {{ name: billing, match: {{ prefix: /billing/ }}, cluster: a, public: true }}
+"
+    );
+    let gw = start(&yaml).await;
+    let before = gw.metrics().await;
+    assert!(
+        !before.contains("palisade_requests_total{"),
+        "no route series before any request:\n{before}"
+    );
+    for path in ["/orders", "/orders/7", "/users/1", "/reports/1", "/billing/1"] {
+        assert_eq!(get(&gw.url(path)).await.0, 200, "{path}");
+    }
+    let metrics = gw.metrics().await;
+    for expected in [
+        r#"palisade_requests_total{route="orders",method="GET",status_class="2xx"} 2"#,
+        r#"palisade_requests_total{route="users",method="GET",status_class="2xx"} 1"#,
+        r#"palisade_requests_total{route="other",method="GET",status_class="2xx"} 2"#,
+        r#"palisade_request_duration_seconds_count{route="other"} 2"#,
+    ] {
+        assert!(metrics.contains(expected), "missing {expected} in:\n{metrics}");
+    }
+    for absent in [
+        "orders-list",
+        "reports",
+        "billing",
+        r#"method="POST""#,
+        r#"status_class="5xx""#,
+    ] {
+        assert!(!metrics.contains(absent), "{absent} is not a series:\n{metrics}");
+    }
+    let config = palisade_core::parse_str("gateway.yaml", &with_listeners(&yaml), None).unwrap();
+    let warnings = palisade_core::warnings(&config, "gateway.yaml");
+    let warnings: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("2 routes are past metrics.max_route_labels (2)")),
+        "{warnings:?}"
+    );
+}

@@ -3,7 +3,7 @@
 //! address, subject or path is ever a label.
 
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -184,18 +184,43 @@ pub struct Metrics {
     pub audit: crate::audit::AuditMetrics,
 }
 
-/// Pre-resolved counters of one route, so that the request path does no label hashing or allocation.
+/// The counters of one route label, each resolved once on its first use: the request path does no
+/// label hashing or allocation after that, and a series exists only once something was counted in
+/// it (a route label costs the methods and status classes it really saw, not all 50).
 #[derive(Clone)]
 pub struct RouteMetrics {
-    requests: Arc<[[Counter<u64, AtomicU64>; STATUS_CLASSES.len()]; METHODS.len() + 1]>,
-    duration: Histogram,
+    series: Arc<RouteSeries>,
+}
+
+struct RouteSeries {
+    route: String,
+    family: Family<RequestLabels, Counter>,
+    durations: Family<RouteLabel, Histogram, fn() -> Histogram>,
+    requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len() + 1],
+    duration: OnceLock<Histogram>,
 }
 
 impl RouteMetrics {
     pub fn observe(&self, method: &http::Method, status: u16, seconds: f64) {
+        let series = &*self.series;
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.requests[method_index(method)][class].inc();
-        self.duration.observe(seconds);
+        let method = method_index(method);
+        let counter = series.requests[method][class].get_or_init(|| {
+            let labels = RequestLabels {
+                route: series.route.clone(),
+                method: METHODS.get(method).copied().unwrap_or("OTHER").to_string(),
+                status_class: STATUS_CLASSES[class].to_string(),
+            };
+            series.family.get_or_create(&labels).clone()
+        });
+        counter.inc();
+        let duration = series.duration.get_or_init(|| {
+            let label = RouteLabel {
+                route: series.route.clone(),
+            };
+            series.durations.get_or_create(&label).clone()
+        });
+        duration.observe(seconds);
     }
 }
 
@@ -544,27 +569,16 @@ impl Metrics {
         }
     }
 
+    /// The request counters of one route label (series appear as they are used).
     pub fn route(&self, route: &str) -> RouteMetrics {
-        let requests = std::array::from_fn(|method| {
-            let method_label = METHODS.get(method).copied().unwrap_or("OTHER");
-            std::array::from_fn(|class| {
-                let labels = RequestLabels {
-                    route: route.to_string(),
-                    method: method_label.to_string(),
-                    status_class: STATUS_CLASSES[class].to_string(),
-                };
-                self.requests.get_or_create(&labels).clone()
-            })
-        });
-        let duration = self
-            .request_duration
-            .get_or_create(&RouteLabel {
-                route: route.to_string(),
-            })
-            .clone();
         RouteMetrics {
-            requests: Arc::new(requests),
-            duration,
+            series: Arc::new(RouteSeries {
+                route: route.to_string(),
+                family: self.requests.clone(),
+                durations: self.request_duration.clone(),
+                requests: Default::default(),
+                duration: OnceLock::new(),
+            }),
         }
     }
 

@@ -41,6 +41,9 @@ pub struct Config {
     pub trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
     pub access_log: AccessLogConfig,
+    /// How routes appear in `/metrics`.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// Security decisions as OCSF events (docs/audit-events.md).
     #[serde(default)]
     pub audit: AuditConfig,
@@ -560,6 +563,10 @@ pub struct RouteConfig {
     /// removed, so an upstream framework cannot run a DELETE that was authorized as a POST.
     #[serde(default)]
     pub method_override: bool,
+    /// The `route` label of this route's metrics, shared with every route naming the same group.
+    /// Absent: the route's name.
+    #[serde(default)]
+    pub metrics_group: Option<Spanned<String>>,
 }
 
 /// The upgrades a route allows when it does not say: WebSocket.
@@ -585,7 +592,53 @@ impl RouteConfig {
             validate: None,
             upgrades: None,
             method_override: false,
+            metrics_group: None,
         }
+    }
+}
+
+/// How routes appear in `/metrics`: every route label costs a set of series, so their number is
+/// bounded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Distinct route labels (route names, or `metrics_group`s where routes name one). Routes beyond
+    /// them, in file order, are counted under `route="other"` (and `check-config` says so).
+    pub max_route_labels: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { max_route_labels: 1000 }
+    }
+}
+
+/// The route label metrics use for routes past `metrics.max_route_labels`.
+pub const OTHER_ROUTES_LABEL: &str = "other";
+/// The route label of requests no route matched.
+pub const UNROUTED_LABEL: &str = "none";
+
+impl Config {
+    /// The metrics label of each route, in config order: its group or name, or
+    /// [`OTHER_ROUTES_LABEL`] once `metrics.max_route_labels` distinct labels are taken.
+    pub fn route_metric_labels(&self) -> Vec<String> {
+        let mut taken = std::collections::HashSet::new();
+        self.routes
+            .iter()
+            .map(|route| {
+                let route = &route.value;
+                let wanted = route
+                    .metrics_group
+                    .as_ref()
+                    .map_or(&route.name.value, |group| &group.value);
+                if taken.contains(wanted.as_str()) || taken.len() < self.metrics.max_route_labels {
+                    taken.insert(wanted.as_str());
+                    wanted.clone()
+                } else {
+                    OTHER_ROUTES_LABEL.to_string()
+                }
+            })
+            .collect()
     }
 }
 

@@ -167,6 +167,7 @@ impl SidecarConfig {
             limits: self.limits,
             trusted_proxies: Vec::new(),
             access_log: self.access_log,
+            metrics: Default::default(),
             audit: self.audit,
             detection: Default::default(),
             reload: self.reload,

@@ -290,8 +290,9 @@ fn decorate(
 /// Refusals of the traffic stages are counted by route and reason (rate limits count their own).
 fn record_refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError) {
     if matches!(error, GatewayError::IpDenied | GatewayError::TooManyInFlight) {
-        let route = runtime.route_name(context.route_index).unwrap_or("none");
-        runtime.metrics.traffic_refused(route, error.reason());
+        runtime
+            .metrics
+            .traffic_refused(runtime.route_label(context.route_index), error.reason());
     }
 }
 
