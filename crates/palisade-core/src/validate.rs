@@ -126,6 +126,12 @@ fn validate_limits(config: &Config, diagnostics: &mut Diagnostics) {
     if limits.max_concurrent_streams == 0 {
         diagnostics.general("limits.max_concurrent_streams must be at least 1");
     }
+    if !(1024..=16 * 1024 * 1024).contains(&limits.response_read_ahead.get()) {
+        diagnostics.general("limits.response_read_ahead must be between 1KiB and 16MiB");
+    }
+    if limits.send_timeout.get().is_zero() {
+        diagnostics.general("limits.send_timeout must be more than 0");
+    }
 }
 
 fn validate_cluster(name: &str, cluster: &ClusterConfig, diagnostics: &mut Diagnostics) {

@@ -399,6 +399,8 @@ fn http_builder(limits: &palisade_core::config::EdgeLimits, max_head: usize) -> 
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
+        // hyper's default lets each stream buffer 400 KiB ahead of a client that does not read.
+        .max_send_buf_size(usize::try_from(limits.response_read_ahead.get()).unwrap_or(usize::MAX))
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(100))
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)));

@@ -208,23 +208,27 @@ async fn injected_attacks_alert_and_a_steady_baseline_does_not() {
         "lifted at {lifted_at}, expiry {expires_at}"
     );
 
-    // 2. A scan of 50 distinct unknown paths from one client.
+    // 2. A scan of 64 distinct unknown paths from one client (the threshold is 50; the distinct count
+    // is an estimate a few paths either side of the truth, so the scan goes a little past it).
     let scanner = "203.0.113.9";
-    for n in 0..50 {
-        assert_eq!(
-            from(&gateway, scanner, &format!("/.git/objects/{n:02x}"), &[]).await,
-            404
-        );
+    // Should an evaluation fall inside the scan, its last requests meet the limit (1/min) already.
+    let mut limited_during_scan = false;
+    for n in 0..64 {
+        let status = from(&gateway, scanner, &format!("/.git/objects/{n:02x}"), &[]).await;
+        limited_during_scan |= status == 429;
+        assert!(status == 404 || (n >= 40 && status == 429), "path {n}: {status}");
     }
     let fiftieth = Instant::now();
     let seen = wait_for_alert(&gateway, "scanning", scanner, Duration::from_secs(5)).await;
-    let scan_delay = seen.expect("a 50-path scan alerts").duration_since(fiftieth);
-    // The scanner is now held to 1/min: one more request passes, the next is refused.
+    let scan_delay = seen.expect("a 64-path scan alerts").duration_since(fiftieth);
+    // The scanner is now held to 1/min: one more request passes (unless the scan used it), the next
+    // is refused.
     let statuses = [
         from(&gateway, scanner, "/api/x", &[]).await,
         from(&gateway, scanner, "/api/x", &[]).await,
     ];
-    assert_eq!(statuses, [200, 429]);
+    let first = if limited_during_scan { 429 } else { 200 };
+    assert_eq!(statuses, [first, 429]);
 
     // 3. A 10x rate spike on the route.
     rate.store(200, Ordering::Relaxed);
@@ -250,7 +254,7 @@ async fn injected_attacks_alert_and_a_steady_baseline_does_not() {
         .collect();
     eprintln!(
         "evaluation on a real gateway ({sent} baseline requests): 20 failed logins alerted {auth_delay:?} after the 20th, \
-         blocked {:?} after the alert; 50-path scan alerted {scan_delay:?} after the 50th; 10x spike alerted after {spike_delay:?}; \
+         blocked {:?} after the alert; 64-path scan alerted {scan_delay:?} after the 64th; 10x spike alerted after {spike_delay:?}; \
          false alerts: {}",
         blocked_after.unwrap(),
         false_alerts.len()

@@ -254,3 +254,130 @@ async fn a_chunk_larger_than_any_route_takes_never_goes_upstream() {
     let fits = "POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     assert_eq!(status_of(&raw(gw.address, fits.as_bytes()).await), 200);
 }
+
+/// An upstream whose every answer is `size` bytes, counting its open connections.
+async fn large_answer_upstream(size: usize) -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind(LOCAL).await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |_request: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(vec![b'x'; size]),
+                        )))
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (address, open)
+}
+
+/// An HTTP/2 client that opens ten streams and reads none of them (its window stays at 1 KiB) holds
+/// no upstream connection past `limits.send_timeout`: the streams are reset, the upstream
+/// connections closed, the log says `client_stalled` (the client's fault) and the target, ejected
+/// after two failures, is still in rotation. An answer that fits in the read-ahead releases its
+/// upstream connection while the client still has not read it.
+#[tokio::test]
+async fn a_stalled_http2_reader_holds_no_upstream_connection() {
+    use std::sync::atomic::Ordering;
+    let (upstream, open) = large_answer_upstream(1024 * 1024).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
+    let yaml = format!(
+        "limits: {{ send_timeout: 1s, response_read_ahead: 32KiB }}\naccess_log:\n  path: {}\n{}",
+        log.display(),
+        one_cluster(&[upstream], cluster)
+    );
+    let gw = start(&yaml).await;
+    let stream = TcpStream::connect(gw.address).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .initial_stream_window_size(1024)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut held = Vec::new();
+    for n in 0..10 {
+        let request = http::Request::get(format!("http://x/large/{n}"))
+            .body(http_body_util::Full::<bytes::Bytes>::default())
+            .unwrap();
+        let mut sender = sender.clone();
+        held.push(tokio::spawn(async move { sender.send_request(request).await.unwrap() }));
+    }
+    let mut responses = Vec::new();
+    for response in held {
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        responses.push(response);
+    }
+    // Every stream was cut after the send timeout: the upstream's connections close.
+    let closed = async {
+        while open.load(Ordering::SeqCst) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), closed)
+        .await
+        .expect("no upstream connection is held for a client that stopped reading");
+    for response in responses {
+        assert!(response.into_body().collect().await.is_err(), "the stream was reset");
+    }
+    let lines = log_lines(&log, 10).await;
+    assert_eq!(lines.len(), 10, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["reason"], "client_stalled", "{line}");
+        assert_eq!(line["fault"], "client", "{line}");
+    }
+    // Ten stalls, the target ejected after two failures: still served.
+    let (status, body) = get(&gw.url("/after")).await;
+    assert_eq!(status, 200, "a client's stall never counts against the upstream");
+    assert_eq!(body.len(), 1024 * 1024);
+}
+
+/// An answer that fits in the read-ahead is read to its end while the HTTP/2 client still has not
+/// read it: the upstream connection goes back to the pool (the next request reuses it).
+#[tokio::test]
+async fn an_answer_that_fits_the_read_ahead_frees_its_upstream_connection() {
+    use std::sync::atomic::Ordering;
+    let (upstream, open) = large_answer_upstream(48 * 1024).await;
+    let yaml = format!(
+        "workers: 1\nlimits: {{ response_read_ahead: 64KiB }}\n{}",
+        one_cluster(&[upstream], "")
+    );
+    let gw = start(&yaml).await;
+    let stream = TcpStream::connect(gw.address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .initial_stream_window_size(1024)
+        .handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://x/stalled")
+        .body(http_body_util::Full::<bytes::Bytes>::default())
+        .unwrap();
+    let unread = sender.send_request(request).await.unwrap();
+    assert_eq!(unread.status(), 200);
+    // The next request, from another client, is served over the same upstream connection.
+    let (status, body) = get(&gw.url("/next")).await;
+    assert_eq!((status, body.len()), (200, 48 * 1024));
+    assert_eq!(open.load(Ordering::SeqCst), 1, "one upstream connection served both");
+    let body = unread
+        .into_body()
+        .collect()
+        .await
+        .expect("the stalled answer is whole")
+        .to_bytes();
+    assert_eq!(body.len(), 48 * 1024);
+}

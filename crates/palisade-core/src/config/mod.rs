@@ -149,6 +149,13 @@ pub struct EdgeLimits {
     pub max_body_bytes: ByteSize,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: u32,
+    /// For HTTP/2 clients: response bytes read from the upstream ahead of the client (and the
+    /// HTTP/2 send buffer of a stream). An answer that fits releases its upstream connection even if
+    /// the client stops reading it.
+    pub response_read_ahead: ByteSize,
+    /// For HTTP/2 clients: a client that takes no response data for this long while the read-ahead
+    /// is full is cut off (the stream reset, the upstream connection closed). nginx's `send_timeout`.
+    pub send_timeout: Duration,
     /// Accept `;` (raw or `%3B`) in request paths. Off by default: servlet containers (Tomcat, Spring)
     /// strip `;…` path parameters, so `/admin;x=1` would be routed as one path and served as `/admin`.
     pub allow_path_parameters: bool,
@@ -165,6 +172,8 @@ impl Default for EdgeLimits {
             max_headers: 100,
             max_body_bytes: ByteSize(10 * 1024 * 1024),
             max_concurrent_streams: 200,
+            response_read_ahead: ByteSize(32 * 1024),
+            send_timeout: Duration::from_secs(60),
             allow_path_parameters: false,
         }
     }

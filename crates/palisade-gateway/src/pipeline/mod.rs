@@ -32,6 +32,7 @@ pub mod method_override;
 pub mod normalize;
 pub mod observe;
 pub mod rate_limit;
+pub mod read_ahead;
 pub mod responses;
 pub mod route;
 pub mod security_headers;
@@ -226,6 +227,7 @@ async fn run(
 
     // 9. upstream
     context.stage = Stage::Upstream;
+    let http2_client = parts.version == Version::HTTP_2;
     let prepared = upstream::Prepared {
         method: parts.method,
         origin,
@@ -235,7 +237,13 @@ async fn run(
     };
     // Boxed: held inline, the upstream exchange made the request's future 4,176 bytes (2,432 with it
     // boxed), and hyper's dispatcher copies that future wherever it moves it.
-    Box::pin(upstream::forward(&route.cluster, route.protocol, context, prepared)).await
+    let response = Box::pin(upstream::forward(&route.cluster, route.protocol, context, prepared)).await?;
+    if !http2_client {
+        return Ok(response);
+    }
+    let limits = &runtime.config.limits;
+    let read_ahead = usize::try_from(limits.response_read_ahead.get()).unwrap_or(usize::MAX);
+    Ok(response.map(|body| read_ahead::read_ahead(body, read_ahead, limits.send_timeout.get())))
 }
 
 /// A POST with method-override headers on a route that takes them is routed (again), authorized and

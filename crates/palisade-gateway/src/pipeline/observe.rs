@@ -63,6 +63,7 @@ impl Drop for Unanswered {
             status: CLIENT_CLOSED_STATUS,
             bytes_out: 0,
             upstream_broke: false,
+            client_stalled: false,
             metrics,
             runtime: self.runtime.clone(),
         }
@@ -81,6 +82,8 @@ struct Record {
     bytes_out: u64,
     /// The upstream's response body failed (a reset or a malformed body after the head).
     upstream_broke: bool,
+    /// An HTTP/2 client stopped taking the response for `limits.send_timeout` (`read_ahead`).
+    client_stalled: bool,
     metrics: RouteMetrics,
     runtime: Arc<Runtime>,
 }
@@ -100,6 +103,7 @@ pub fn observe(
             status,
             bytes_out: 0,
             upstream_broke: false,
+            client_stalled: false,
             metrics,
             runtime,
         }),
@@ -118,8 +122,15 @@ impl Body for ObservedBody {
                     record.bytes_out += data.len() as u64;
                 }
             }
-            // Only an upstream's body can fail: the gateway's own answers are complete bytes.
-            (Poll::Ready(Some(Err(_))), Some(record)) => record.upstream_broke = true,
+            // Only an upstream's body can fail (the gateway's own answers are complete bytes), or the
+            // read-ahead that cut off a client that stopped reading.
+            (Poll::Ready(Some(Err(error))), Some(record)) => {
+                if crate::pipeline::read_ahead::is_client_stall(error) {
+                    record.client_stalled = true;
+                } else {
+                    record.upstream_broke = true;
+                }
+            }
             _ => {}
         }
         polled
@@ -216,6 +227,13 @@ pub fn log_connection_refusal(
     });
 }
 
+/// An HTTP/2 client took no response data for `limits.send_timeout` and was cut off.
+const CLIENT_STALLED: Decision = Decision::new(
+    palisade_core::decision::Stage::Upstream,
+    Fault::Client,
+    "client_stalled",
+);
+
 /// Passive health for an answer the upstream gave: a success once its body ended well (or the
 /// client stopped reading it), a failure when the body broke off, which is then the request's
 /// decision. Heads of 502-504 were counted when they arrived (`upstream::forward`).
@@ -241,6 +259,9 @@ fn record_upstream_outcome(runtime: &Runtime, context: &mut RequestContext, stat
 impl Record {
     fn finish(self) {
         let mut context = self.context;
+        if self.client_stalled && context.decision.is_none() {
+            context.decision = Some(CLIENT_STALLED);
+        }
         record_upstream_outcome(&self.runtime, &mut context, self.status, self.upstream_broke);
         let elapsed = context.started.elapsed();
         self.metrics
