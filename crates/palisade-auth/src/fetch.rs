@@ -3,7 +3,6 @@
 //! size so that a hostile or broken IdP cannot exhaust memory.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,8 +12,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 /// Key sets and introspection answers are kilobytes.
 const MAX_ANSWER_BYTES: usize = 1024 * 1024;
@@ -42,23 +39,11 @@ pub struct Fetcher {
 impl Fetcher {
     /// `extra_ca`: a PEM bundle trusted in addition to the web roots (a private IdP).
     pub fn new(extra_ca: Option<&Path>, timeout: Duration) -> Result<Fetcher, String> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = extra_ca {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| format!("cannot read CA bundle {}: {e}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                return Err(format!("{} holds no usable CA certificate", path.display()));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let trust = match extra_ca {
+            Some(path) => palisade_tls::Trust::WebRootsAnd(path),
+            None => palisade_tls::Trust::WebRoots,
+        };
+        let tls = palisade_tls::client_config(palisade_tls::ClientSettings::new(trust))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use palisade_core::config::auth::{CertificateSubject, ClientCertificateMode, ClientCertificatesConfig};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
@@ -19,15 +17,9 @@ use crate::{AuthFailure, Principal};
 pub fn client_verifier(config: &ClientCertificatesConfig) -> Result<Arc<dyn ClientCertVerifier>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for file in &config.ca {
-        let certs = CertificateDer::pem_file_iter(&file.value)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| format!("cannot read CA bundle {}: {e}", file.value.display()))?;
-        let (added, _) = roots.add_parsable_certificates(certs);
-        if added == 0 {
-            return Err(format!("{} holds no usable CA certificate", file.value.display()));
-        }
+        roots.roots.extend(palisade_tls::load_bundle(&file.value)?.roots);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(palisade_tls::provider());
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     let builder = match config.mode {
         ClientCertificateMode::Request => builder.allow_unauthenticated(),
@@ -40,7 +32,7 @@ pub fn client_verifier(config: &ClientCertificatesConfig) -> Result<Arc<dyn Clie
         return Ok(verifier);
     }
     let domains = config.trust_domains.iter().map(|d| d.value.clone()).collect();
-    Ok(Arc::new(palisade_mesh::TrustDomainClientVerifier::new(
+    Ok(Arc::new(palisade_tls::TrustDomainClientVerifier::new(
         verifier, domains,
     )))
 }

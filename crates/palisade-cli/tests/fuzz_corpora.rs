@@ -6,7 +6,7 @@ use std::path::Path;
 /// A fuzz target's property check: panics when the property breaks.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 8] = [
+const TARGETS: [(&str, Check); 10] = [
     ("framing", palisade_gateway::framing::fuzz_check),
     ("normalize", palisade_gateway::pipeline::normalize::fuzz_check),
     ("config", palisade_core::fuzzing::config),
@@ -15,6 +15,8 @@ const TARGETS: [(&str, Check); 8] = [
     ("jwt", palisade_auth::jwt::fuzz_check),
     ("dockerfile", palisade_scan::fuzzing::dockerfile),
     ("version_order", palisade_scan::fuzzing::version_order),
+    ("scan_yaml", palisade_scan::fuzzing::scan_yaml),
+    ("image_tar", palisade_scan::fuzzing::image_tar),
 ];
 
 #[test]

@@ -129,7 +129,7 @@ pub fn client_principal(
 }
 
 pub fn server_config(listener: &str, runtime: Arc<ArcSwap<Runtime>>) -> Result<Arc<ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(palisade_tls::provider());
     // Client certificates are asked for and verified with whatever the current runtime configures
     // for the listener; without `client_certificates`, none is asked for.
     let (name, current) = (listener.to_string(), runtime.clone());
@@ -137,7 +137,7 @@ pub fn server_config(listener: &str, runtime: Arc<ArcSwap<Runtime>>) -> Result<A
         current.load().client_verifiers.get(&name).cloned()
     }));
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(palisade_tls::PROTOCOL_VERSIONS)?
         .with_client_cert_verifier(client_verifier)
         .with_cert_resolver(Arc::new(CurrentCertificate {
             listener: listener.to_string(),

@@ -18,13 +18,12 @@ use hyper_util::rt::TokioIo;
 use palisade_telemetry::{AuditEvent, AuditLog, EventKind};
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P256_SHA256};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::identity::IdentityPaths;
 use crate::spiffe::SpiffePattern;
-use crate::verify::{load_bundle, SpiffeServerVerifier};
 
 const MAX_RESPONSE: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
@@ -339,27 +338,22 @@ impl Agent {
     }
 
     fn client_config(&self, with_certificate: bool) -> Result<Arc<rustls::ClientConfig>, AgentError> {
-        let roots = load_bundle(&self.config.paths.bundle).map_err(AgentError::Invalid)?;
-        let verifier = SpiffeServerVerifier::new(Arc::new(roots), self.config.server_id.clone());
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| AgentError::Invalid(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier));
-        let mut config = if with_certificate {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&self.config.paths.cert)
-                .and_then(|iter| iter.collect::<Result<_, _>>())
-                .map_err(|e| AgentError::Invalid(format!("current certificate: {e}")))?;
-            let key = PrivateKeyDer::from_pem_file(&self.config.paths.key)
-                .map_err(|e| AgentError::Invalid(format!("current key: {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| AgentError::Invalid(e.to_string()))?
+        let identity = if with_certificate {
+            let (cert, key) = (&self.config.paths.cert, &self.config.paths.key);
+            Some(
+                palisade_tls::read_identity(cert, key)
+                    .map_err(|e| AgentError::Invalid(format!("current identity: {e}")))?,
+            )
         } else {
-            builder.with_no_client_auth()
+            None
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let config = palisade_tls::client_config(palisade_tls::ClientSettings {
+            trust: palisade_tls::Trust::Only(&self.config.paths.bundle),
+            server: palisade_tls::ServerIdentity::Spiffe(self.config.server_id.clone()),
+            identity,
+            alpn: &[b"http/1.1"],
+        })
+        .map_err(AgentError::Invalid)?;
         Ok(Arc::new(config))
     }
 }

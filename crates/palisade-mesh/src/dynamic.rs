@@ -28,7 +28,7 @@ impl DelegatingClientVerifier {
         Self {
             name: name.into(),
             current: Box::new(current),
-            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            algorithms: palisade_tls::provider().signature_verification_algorithms,
         }
     }
 }

@@ -397,13 +397,13 @@ fn text(status: StatusCode, content_type: &'static str, body: String) -> Respons
 }
 
 fn server_config(state: Arc<State>) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(palisade_tls::provider());
     let current = state.verifier.clone();
     let verifier = Arc::new(DelegatingClientVerifier::new("identity service", move || {
         Some(current.load().as_ref().clone())
     }));
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_protocol_versions(palisade_tls::PROTOCOL_VERSIONS)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(state);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -414,7 +414,7 @@ fn server_config(state: Arc<State>) -> Result<Arc<rustls::ServerConfig>, rustls:
 /// bundle and name a workload of this trust domain.
 fn client_verifier(dir: &Path, trust_domain: &str) -> Result<Arc<dyn ClientCertVerifier>, CaError> {
     let roots = load_bundle(&dir.join(BUNDLE)).map_err(CaError::Invalid)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(palisade_tls::provider());
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .allow_unauthenticated()
         .build()

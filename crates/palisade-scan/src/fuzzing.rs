@@ -64,3 +64,49 @@ pub fn version_order(data: &[u8]) {
         }
     }
 }
+
+/// `scan_yaml`: any text, as a manifest file: parsing is bounded (a too-deep document is refused
+/// with its line), never panics, and every Kubernetes or Palisade-config finding points at a line of
+/// the file.
+pub fn scan_yaml(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    // Lines as YAML counts them (and editors show them): a lone CR breaks a line too.
+    let lines = text.replace("\r\n", "\n").split(['\n', '\r']).count();
+    let documents = match crate::yaml::parse_documents(&text) {
+        Ok(documents) => documents,
+        Err(error) => {
+            assert!(error.line <= lines + 1, "error at line {} of {lines}", error.line);
+            return;
+        }
+    };
+    let mut namespaces = crate::kubernetes::Namespaces::default();
+    let mut findings = crate::kubernetes::check("manifest.yaml", &documents, &mut namespaces);
+    for document in documents.iter().filter(|d| crate::palisade_config::is_config(d)) {
+        findings.extend(crate::palisade_config::check("manifest.yaml", document));
+    }
+    for finding in findings {
+        assert!(finding.line <= lines + 1, "finding at line {} of {lines}", finding.line);
+    }
+}
+
+/// `image_tar`: any bytes as an image tarball (`docker save` or OCI layout, layers plain or gzip):
+/// opening and scanning never panic, and whatever is not an image is refused with an error. The
+/// bytes go through a file because the reader indexes the outer tar in place.
+pub fn image_tar(data: &[u8]) {
+    thread_local! {
+        static FILE: std::path::PathBuf = std::env::temp_dir().join(format!(
+            "palisade-fuzz-image-{}-{:?}.tar",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+    }
+    FILE.with(|path| {
+        if std::fs::write(path, data).is_err() {
+            return;
+        }
+        if let Some(image) = crate::image::open(path) {
+            let _ = crate::image::scan(&image, "image.tar", &crate::secrets::Allowlist::default(), &|_, _| {});
+        }
+        let _ = std::fs::remove_file(path);
+    });
+}

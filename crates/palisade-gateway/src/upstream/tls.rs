@@ -3,15 +3,12 @@
 //! the files the cluster names; the cluster swaps it in place so that pooled connections survive a
 //! certificate renewal and only new connections use the new certificate.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use palisade_core::config::UpstreamTlsConfig;
 use palisade_core::spiffe::SpiffePattern;
 use palisade_core::{Diagnostics, Spanned};
-use rustls::ClientConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -35,32 +32,26 @@ impl UpstreamTls {
     }
 
     fn try_load(config: &UpstreamTlsConfig) -> Result<UpstreamTls, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-            .map_err(|e| e.to_string())?;
-        let roots = match &config.ca {
-            Some(ca) => palisade_mesh::verify::load_bundle(&ca.value)?,
-            None => rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        let trust = match &config.ca {
+            Some(ca) => palisade_tls::Trust::Only(&ca.value),
+            None => palisade_tls::Trust::WebRoots,
         };
-        let builder = match &config.spiffe_id {
+        let server = match &config.spiffe_id {
             Some(id) => {
-                let expected = SpiffePattern::parse(&id.value).map_err(|e| e.to_string())?;
-                let verifier = palisade_mesh::SpiffeServerVerifier::new(Arc::new(roots), expected);
-                builder.dangerous().with_custom_certificate_verifier(Arc::new(verifier))
+                palisade_tls::ServerIdentity::Spiffe(SpiffePattern::parse(&id.value).map_err(|e| e.to_string())?)
             }
-            None => builder.with_root_certificates(roots),
+            None => palisade_tls::ServerIdentity::Name,
         };
-        let mut client = match (&config.cert, &config.key) {
-            (Some(cert), Some(key)) => {
-                let (chain, key) = read_identity(&cert.value, &key.value)?;
-                builder
-                    .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("the client certificate and key do not fit: {e}"))?
-            }
-            _ => builder.with_no_client_auth(),
+        let identity = match (&config.cert, &config.key) {
+            (Some(cert), Some(key)) => Some(palisade_tls::read_identity(&cert.value, &key.value)?),
+            _ => None,
         };
-        client.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let client = palisade_tls::client_config(palisade_tls::ClientSettings {
+            trust,
+            server,
+            identity,
+            alpn: &[b"http/1.1"],
+        })?;
         let server_name = match &config.server_name {
             Some(name) => Some(
                 ServerName::try_from(name.value.clone())
@@ -94,19 +85,4 @@ fn target_name(address: &str) -> std::io::Result<ServerName<'static>> {
             format!("{host:?} is not a server name"),
         )
     })
-}
-
-pub(crate) fn read_identity(
-    cert: &Path,
-    key: &Path,
-) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let chain = CertificateDer::pem_file_iter(cert)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", cert.display()))?;
-    if chain.is_empty() {
-        return Err(format!("{} holds no PEM certificate", cert.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", key.display()))?;
-    Ok((chain, key))
 }

@@ -3,7 +3,6 @@
 //! OCSF class and the severity as attributes a pipeline can route on.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,8 +12,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 use serde_json::{json, Value};
 
 use super::event::AuditEvent;
@@ -156,20 +153,12 @@ pub(crate) fn secret_headers(headers: &[(String, String)]) -> std::io::Result<Ve
 pub(crate) fn http_client(
     extra_ca: Option<&Path>,
 ) -> std::io::Result<Client<HttpsConnector<HttpConnector>, Full<Bytes>>> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = extra_ca {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{}: {e}", path.display())))?;
-        roots.add_parsable_certificates(certs);
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(std::io::Error::other)?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let trust = match extra_ca {
+        Some(path) => palisade_tls::Trust::WebRootsAnd(path),
+        None => palisade_tls::Trust::WebRoots,
+    };
+    let tls = palisade_tls::client_config(palisade_tls::ClientSettings::new(trust))
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
@@ -184,7 +173,7 @@ pub(crate) fn http_client(
 mod tests {
     use super::*;
     use crate::audit::{AuditLog, AuditMetrics, AuditSink, EventKind};
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     /// A collector on 127.0.0.1 that keeps what it receives and answers `status`.
     async fn collector(status: u16) -> (String, Arc<Mutex<Vec<(http::HeaderMap, Value)>>>) {

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -127,22 +126,12 @@ fn tls_connector(
     name: &str,
 ) -> std::io::Result<(tokio_rustls::TlsConnector, ServerName<'static>)> {
     let invalid = |message: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, message);
-    let mut roots = rustls::RootCertStore::empty();
-    match ca {
-        Some(path) => {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| invalid(format!("syslog CA {}: {e}", path.display())))?;
-            roots.add_parsable_certificates(certs);
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| invalid(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let trust = match ca {
+        Some(path) => palisade_tls::Trust::Only(path),
+        None => palisade_tls::Trust::WebRoots,
+    };
+    let config = palisade_tls::client_config(palisade_tls::ClientSettings::new(trust))
+        .map_err(|e| invalid(format!("syslog TLS: {e}")))?;
     let name = ServerName::try_from(name.to_string()).map_err(|_| invalid(format!("{name:?} is not a server name")))?;
     Ok((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
 }

@@ -4,7 +4,6 @@
 //! names play no part: a workload is named by its SPIFFE ID, not by where it runs.
 
 use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -12,11 +11,10 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use x509_parser::extensions::GeneralName;
 
-use crate::spiffe::{SpiffeId, SpiffePattern};
+use palisade_core::spiffe::{SpiffeId, SpiffePattern};
 
 /// Why a verified certificate still does not name an acceptable workload.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,21 +58,10 @@ pub fn spiffe_id_of(der: &[u8]) -> Result<SpiffeId, IdentityError> {
     SpiffeId::parse(uri).map_err(|_| IdentityError::InvalidSpiffeId)
 }
 
-/// Reads a PEM trust bundle. `Err` says what is wrong, for a config diagnostic.
-pub fn load_bundle(path: &Path) -> Result<RootCertStore, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read trust bundle {}: {e}", path.display()))?;
-    let mut roots = RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(certs);
-    if added == 0 {
-        return Err(format!("{} holds no usable CA certificate", path.display()));
-    }
-    Ok(roots)
-}
+pub use crate::load_bundle;
 
 fn algorithms() -> WebPkiSupportedAlgorithms {
-    rustls::crypto::ring::default_provider().signature_verification_algorithms
+    crate::provider().signature_verification_algorithms
 }
 
 /// Verifies the server of an outgoing connection: chain to the bundle, then the expected identity.
