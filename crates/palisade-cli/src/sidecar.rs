@@ -26,11 +26,15 @@ pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
     }
     let gateway = Gateway::start(ConfigSource::SidecarFile(config)).await?;
     if let Some(agent) = agent {
-        let gauge = gateway.shared().metrics.identity_expiry_seconds.clone();
-        let audit = gateway.shared().runtime.load().audit.clone();
+        let shared = gateway.shared().clone();
+        let audit = shared.runtime.load().audit.clone();
         let agent = agent
-            .report_expiry_to(Arc::new(move |seconds| {
-                gauge.set(seconds);
+            .report_status_to(Arc::new(move |status| {
+                shared.metrics.identity_expiry_seconds.set(status.seconds_left);
+                shared.set_identity(palisade_gateway::IdentityHealth {
+                    seconds_left: status.seconds_left,
+                    renewal_failing: status.renewal_failing,
+                });
             }))
             .audit_to(audit);
         // The agent stops with the process; it holds nothing that needs draining.
@@ -79,7 +83,7 @@ fn agent_for(sidecar: &SidecarConfig) -> anyhow::Result<Option<Agent>> {
         },
         join_token,
         ttl: service.ttl.map(|ttl| ttl.get()),
-        on_expiry: None,
+        on_status: None,
         audit: None,
     })))
 }

@@ -95,7 +95,8 @@ async fn answer(
 /// `/readyz`: 503 when the gateway cannot serve what it is configured for (a cluster with no target
 /// in rotation, or the shared rate-limit store down under `on_store_error: deny`, which refuses every
 /// limited route); 200 otherwise, with `degraded` naming what works in a lesser way (the store down
-/// under `fallback_local`, a JWT provider whose key set was never loaded).
+/// under `fallback_local`, a JWT provider whose key set was never loaded, a sidecar whose identity
+/// service does not renew its certificate; 503 once that certificate has expired).
 fn readiness(shared: &Shared) -> Response<Full<Bytes>> {
     let runtime = shared.runtime.load();
     let unready: Vec<&str> = runtime
@@ -123,7 +124,18 @@ fn readiness(shared: &Shared) -> Response<Full<Bytes>> {
             "effect": "its tokens are answered 503 until it is",
         }));
     }
-    let ready = unready.is_empty() && !refusing;
+    let mut identity_expired = false;
+    if let Some(identity) = shared.identity() {
+        identity_expired = identity.seconds_left <= 0;
+        if identity_expired || identity.renewal_failing {
+            degraded.push(serde_json::json!({
+                "dependency": "certificate_authority",
+                "detail": if identity_expired { "the workload certificate has expired and the identity service has not renewed it" } else { "the identity service did not renew the workload certificate" },
+                "effect": if identity_expired { "peers refuse this workload's certificate".to_string() } else { format!("serving on the current certificate, valid for {} s more; renewal is retried", identity.seconds_left) },
+            }));
+        }
+    }
+    let ready = unready.is_empty() && !refusing && !identity_expired;
     let body = serde_json::json!({
         "ready": ready,
         "clusters_without_healthy_target": unready,

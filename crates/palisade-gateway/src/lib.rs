@@ -46,6 +46,28 @@ pub struct Shared {
     client_connections: listener::ClientConnections,
     /// Worker threads (each with its own upstream pools).
     pub workers: usize,
+    /// A sidecar's workload identity, as its agent last reported it (`None` without an agent).
+    identity: std::sync::Mutex<Option<IdentityHealth>>,
+}
+
+/// A sidecar's workload certificate and its renewal by the identity service (`/readyz`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityHealth {
+    /// Seconds left on the certificate (0: expired or missing).
+    pub seconds_left: i64,
+    /// The last renewal attempt failed.
+    pub renewal_failing: bool,
+}
+
+impl Shared {
+    /// Records what the identity agent last reported.
+    pub fn set_identity(&self, health: IdentityHealth) {
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner()) = Some(health);
+    }
+
+    pub(crate) fn identity(&self) -> Option<IdentityHealth> {
+        *self.identity.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Where the configuration comes from. Only a file can be reloaded.
@@ -110,6 +132,7 @@ impl Gateway {
             open_connections: listener::OpenCount::new(0),
             client_connections: Default::default(),
             workers: worker_count,
+            identity: std::sync::Mutex::new(None),
         });
         let (stop, stopped) = watch::channel(false);
         let workers = workers::Workers::start(worker_count).map_err(StartError::Workers)?;

@@ -427,7 +427,7 @@ fn agent(
         paths,
         join_token,
         ttl: Some(Duration::from_secs(600)),
-        on_expiry: None,
+        on_status: None,
         audit: None,
     })
 }

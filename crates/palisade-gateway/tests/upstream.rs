@@ -124,6 +124,42 @@ async fn a_passively_ejected_target_returns_when_active_checks_pass() {
     assert!(gw.metrics().await.contains(&ejections), "still one ejection");
 }
 
+/// A sidecar whose identity service does not renew its certificate is ready but degraded, saying
+/// how long the current certificate lasts; once it has expired the sidecar is unready.
+#[tokio::test]
+async fn readyz_reports_a_failing_certificate_authority() {
+    let a = echo("a").await;
+    let gw = start(&one_cluster(&[a], "")).await;
+    let readyz = format!("http://{}/readyz", gw.gateway.admin_addr());
+    let shared = gw.gateway.shared();
+    shared.set_identity(palisade_gateway::IdentityHealth {
+        seconds_left: 3000,
+        renewal_failing: false,
+    });
+    let (status, body) = get(&readyz).await;
+    assert_eq!(status, 200);
+    assert!(!body.contains("certificate_authority"), "{body}");
+    shared.set_identity(palisade_gateway::IdentityHealth {
+        seconds_left: 1200,
+        renewal_failing: true,
+    });
+    let (status, body) = get(&readyz).await;
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["degraded"][0]["dependency"], "certificate_authority", "{body}");
+    assert!(
+        body["degraded"][0]["effect"].as_str().unwrap().contains("1200 s"),
+        "{body}"
+    );
+    shared.set_identity(palisade_gateway::IdentityHealth {
+        seconds_left: 0,
+        renewal_failing: true,
+    });
+    let (status, body) = get(&readyz).await;
+    assert_eq!(status, 503, "an expired identity: {body}");
+    assert!(body.contains("certificate_authority"), "{body}");
+}
+
 #[tokio::test]
 async fn readyz_reflects_cluster_health() {
     let mut a = Switchable::new("a").await;
@@ -132,9 +168,18 @@ async fn readyz_reflects_cluster_health() {
     let readyz = format!("http://{}/readyz", gw.gateway.admin_addr());
     assert_eq!(get(&readyz).await.0, 200);
     a.stop();
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let (status, body) = get(&readyz).await;
-    assert_eq!(status, 503);
+    let unready = async {
+        loop {
+            let (status, body) = get(&readyz).await;
+            if status == 503 {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let body = tokio::time::timeout(Duration::from_secs(5), unready)
+        .await
+        .expect("the failing health checks make the gateway unready");
     assert!(body.contains("echo"), "{body}");
     assert_eq!(
         get(&format!("http://{}/healthz", gw.gateway.admin_addr())).await.0,

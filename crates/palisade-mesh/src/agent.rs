@@ -56,10 +56,19 @@ pub struct AgentConfig {
     pub join_token: Option<String>,
     /// Asked-for lifetime; the service may shorten it.
     pub ttl: Option<Duration>,
-    /// Told the seconds left on the current certificate whenever they are known (a metric).
-    pub on_expiry: Option<Arc<dyn Fn(i64) + Send + Sync>>,
+    /// Told the state of the identity whenever it is known (a metric, the sidecar's `/readyz`).
+    pub on_status: Option<Arc<dyn Fn(IdentityStatus) + Send + Sync>>,
     /// Where renewals and expiry warnings are recorded.
     pub audit: Option<AuditLog>,
+}
+
+/// What the agent knows of the workload's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdentityStatus {
+    /// Seconds left on the certificate on disk (0: none, or expired).
+    pub seconds_left: i64,
+    /// The last renewal attempt failed (the identity service did not answer or refused).
+    pub renewal_failing: bool,
 }
 
 /// The validity of the certificate on disk.
@@ -103,9 +112,10 @@ impl Agent {
         self
     }
 
-    /// Reports the seconds left on the certificate to `report` (a metric) from now on.
-    pub fn report_expiry_to(mut self, report: Arc<dyn Fn(i64) + Send + Sync>) -> Self {
-        self.config.on_expiry = Some(report);
+    /// Reports the identity's state to `report` from now on: at every check (every few seconds)
+    /// and after every renewal attempt.
+    pub fn report_status_to(mut self, report: Arc<dyn Fn(IdentityStatus) + Send + Sync>) -> Self {
+        self.config.on_status = Some(report);
         self
     }
 
@@ -140,9 +150,10 @@ impl Agent {
         let mut retry = FIRST_RETRY;
         let mut renew_at = self.current().map(|v| v.renewal_time()).unwrap_or_else(SystemTime::now);
         let mut next_bundle = SystemTime::now() + BUNDLE_REFRESH;
+        let mut renewal_failing = false;
         loop {
             let validity = self.current();
-            self.report(validity);
+            self.report(validity, renewal_failing);
             let now = SystemTime::now();
             let wake = renew_at.min(next_bundle);
             let wait = wake.duration_since(now).unwrap_or_default().min(Duration::from_secs(5));
@@ -168,8 +179,11 @@ impl Agent {
                     self.audit(EventKind::CertificateRenewed, None, "certificate renewed", renewed);
                     renew_at = renewed.renewal_time();
                     retry = FIRST_RETRY;
+                    renewal_failing = false;
                 }
                 Err(error) => {
+                    renewal_failing = true;
+                    self.report(validity, renewal_failing);
                     self.warn_unrenewed(validity, &error);
                     renew_at = SystemTime::now() + retry;
                     retry = (retry * 2).min(MAX_RETRY);
@@ -178,10 +192,13 @@ impl Agent {
         }
     }
 
-    fn report(&self, validity: Option<Validity>) {
-        if let Some(report) = &self.config.on_expiry {
+    fn report(&self, validity: Option<Validity>, renewal_failing: bool) {
+        if let Some(report) = &self.config.on_status {
             let remaining = validity.map(|v| v.remaining(SystemTime::now()).as_secs()).unwrap_or(0);
-            report(i64::try_from(remaining).unwrap_or(i64::MAX));
+            report(IdentityStatus {
+                seconds_left: i64::try_from(remaining).unwrap_or(i64::MAX),
+                renewal_failing,
+            });
         }
     }
 
@@ -386,6 +403,57 @@ fn unix(time: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The identity service does not answer a renewal that is due: the agent reports it failing,
+    /// with the seconds the current certificate has left (what the sidecar's `/readyz` shows).
+    #[tokio::test]
+    async fn a_failed_renewal_is_reported_with_the_time_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = IdentityPaths::in_dir(dir.path());
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["workload.test".to_string()]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+        // Past half its lifetime: the renewal is due at once.
+        params.not_before = now - time::Duration::seconds(100);
+        params.not_after = now + time::Duration::seconds(20);
+        let certificate = params.self_signed(&key).unwrap();
+        std::fs::write(&paths.cert, certificate.pem()).unwrap();
+        std::fs::write(&paths.key, key.serialize_pem()).unwrap();
+        std::fs::write(&paths.bundle, certificate.pem()).unwrap();
+        let nobody = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (report, mut statuses) = tokio::sync::mpsc::unbounded_channel();
+        let agent = Agent::new(AgentConfig {
+            url: format!("https://{nobody}"),
+            server_id: SpiffePattern::parse("spiffe://example.org/palisade/ca").unwrap(),
+            paths,
+            join_token: None,
+            ttl: None,
+            on_status: None,
+            audit: None,
+        })
+        .report_status_to(Arc::new(move |status| {
+            let _ = report.send(status);
+        }));
+        let (stop, stopped) = watch::channel(false);
+        let running = tokio::spawn(agent.run(stopped));
+        let failing = async {
+            loop {
+                let status: IdentityStatus = statuses.recv().await.expect("the agent reports");
+                if status.renewal_failing {
+                    return status;
+                }
+            }
+        };
+        let status = tokio::time::timeout(Duration::from_secs(10), failing)
+            .await
+            .expect("the failed renewal is reported");
+        assert!((1..=20).contains(&status.seconds_left), "{status:?}");
+        stop.send(true).unwrap();
+        running.await.unwrap();
+    }
 
     #[test]
     fn renewal_falls_between_half_and_seven_tenths_of_the_lifetime() {
