@@ -166,7 +166,7 @@ fn twenty_failed_logins_from_one_address_in_a_minute_alert() {
 }
 
 #[test]
-fn a_scan_of_fifty_unknown_paths_alerts() {
+fn a_scan_past_fifty_unknown_paths_alerts() {
     let mut rng = StdRng::seed_from_u64(17);
     let mut detector = Detector::new(DetectorConfig::default());
     let scanner = client(5000);
@@ -175,7 +175,8 @@ fn a_scan_of_fifty_unknown_paths_alerts() {
     for second in 0..400 {
         let now = START + second;
         normal_second(&mut detector, &mut rng, now, 100);
-        if (scan_start..scan_start + 25).contains(&now) {
+        // 64 paths: the distinct count is an estimate a few paths either side of the truth.
+        if (scan_start..scan_start + 32).contains(&now) {
             for n in 0..2 {
                 let path = format!("/.env{}{n}", now - scan_start);
                 let record = RequestRecord {
@@ -191,8 +192,8 @@ fn a_scan_of_fifty_unknown_paths_alerts() {
         }
     }
     let delay = delay.expect("the scan was detected");
-    eprintln!("scan of 50 distinct unknown paths (2/s): detected after {delay} s");
-    assert!(delay <= 30);
+    eprintln!("scan of 64 distinct unknown paths (2/s, threshold 50): detected after {delay} s");
+    assert!(delay <= 32);
 }
 
 #[test]
