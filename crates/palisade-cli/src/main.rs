@@ -259,16 +259,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(source: ConfigSource) -> anyhow::Result<ExitCode> {
+    let signals = palisade_gateway::StopSignals::install()?;
     let gateway = Gateway::start(source).await?;
-    run_gateway(gateway).await
+    run_gateway(gateway, signals).await
 }
 
-async fn run_gateway(gateway: Gateway) -> anyhow::Result<ExitCode> {
+async fn run_gateway(gateway: Gateway, signals: palisade_gateway::StopSignals) -> anyhow::Result<ExitCode> {
     for (name, address) in gateway.listeners() {
         tracing::info!(listener = %name, %address, "listening");
     }
     tracing::info!(address = %gateway.admin_addr(), "admin listening");
-    let drained = gateway.run_until_signal().await?;
+    let drained = gateway.run_until(signals).await;
     Ok(if drained { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 

@@ -12,6 +12,7 @@ use palisade_mesh::agent::{Agent, AgentConfig};
 use palisade_mesh::{IdentityPaths, SpiffePattern};
 
 pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
+    let signals = palisade_gateway::StopSignals::install()?;
     let sidecar = palisade_core::load_sidecar(&config)?;
     let agent = agent_for(&sidecar)?;
     if let Some(agent) = &agent {
@@ -44,7 +45,7 @@ pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
             agent.run(stop).await;
         });
     }
-    crate::run_gateway(gateway).await
+    crate::run_gateway(gateway, signals).await
 }
 
 fn agent_for(sidecar: &SidecarConfig) -> anyhow::Result<Option<Agent>> {

@@ -145,6 +145,40 @@ fn sighup_reloads_and_sigterm_drains_and_exits_zero() {
     assert_eq!(gateway.child.wait().unwrap().code(), Some(0));
 }
 
+/// A SIGTERM that arrives while the gateway is still starting (its listener already bound) drains it
+/// like any other: exit code 0, never killed by the signal's default action.
+#[test]
+fn sigterm_during_start_up_drains_instead_of_killing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.path().join("gw.yaml");
+    std::fs::write(
+        &config,
+        config_with_route("/x").replace("'127.0.0.1:0' }]", &format!("'127.0.0.1:{port}' }}]")),
+    )
+    .unwrap();
+    let mut child = palisade()
+        .args(["gateway", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // As soon as the listener accepts: the rest of the start-up is still running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "the gateway listens");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "drained and exited 0, not killed: {status:?}");
+}
+
 fn run_ok(args: &[&str]) -> String {
     let output = palisade().args(args).output().unwrap();
     assert!(

@@ -263,19 +263,41 @@ impl Gateway {
     /// Serves until SIGTERM or SIGINT (then drains); SIGHUP reloads the config.
     #[cfg(unix)]
     pub async fn run_until_signal(self) -> std::io::Result<bool> {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = signal(SignalKind::hangup())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        let mut interrupt = signal(SignalKind::interrupt())?;
+        let signals = StopSignals::install()?;
+        Ok(self.run_until(signals).await)
+    }
+
+    /// Serves until `signals` brings SIGTERM or SIGINT (then drains), reloading on SIGHUP. A signal
+    /// that arrived after `signals` were installed but before this call (during start-up) counts.
+    pub async fn run_until(self, mut signals: StopSignals) -> bool {
         loop {
             tokio::select! {
-                _ = hangup.recv() => { let _ = self.reload().await; }
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
+                _ = signals.hangup.recv() => { let _ = self.reload().await; }
+                _ = signals.terminate.recv() => break,
+                _ = signals.interrupt.recv() => break,
             }
         }
         tracing::info!("shutting down: draining in-flight requests");
-        Ok(self.shutdown().await)
+        self.shutdown().await
+    }
+}
+
+/// SIGHUP, SIGTERM and SIGINT taken over from their default actions. Installed before the gateway
+/// starts, so that a SIGTERM sent while it binds its listeners drains it instead of killing it.
+pub struct StopSignals {
+    hangup: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+            terminate: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
 }
 
