@@ -113,7 +113,12 @@ async fn every_decision_is_an_ocsf_event_and_no_secret_reaches_the_audit_log() {
         good.replace("routes:", "routes:\n  - { name: broken }"),
     )
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    support::eventually("the watcher refuses the broken file", || async {
+        gw.metrics()
+            .await
+            .contains("palisade_config_reloads_total{outcome=\"rejected\"} 1")
+    })
+    .await;
     std::fs::write(&gw.config_path, &good).unwrap();
 
     let kinds = [

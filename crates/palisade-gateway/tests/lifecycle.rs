@@ -46,7 +46,12 @@ async fn file_change_reloads_and_an_invalid_file_keeps_the_old_config() {
         a,
         "  - { name: three, match: { path: /three }, cluster: missing, public: true }\n",
     ));
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    eventually("the watcher refuses the broken file", || async {
+        gw.metrics()
+            .await
+            .contains("palisade_config_reloads_total{outcome=\"rejected\"} 1")
+    })
+    .await;
     assert_eq!(get(&gw.url("/two")).await.0, 200, "the old config keeps serving");
     assert_eq!(get(&gw.url("/three")).await.0, 404);
     let metrics = gw.metrics().await;

@@ -308,3 +308,17 @@ pub async fn json_receiver() -> (
     });
     (address, received)
 }
+
+/// Waits (up to 10 s, checking every 20 ms) until `condition` holds; panics naming `what` if it
+/// never does. Tests wait for the event they need, never a fixed time.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
