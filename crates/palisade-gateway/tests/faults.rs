@@ -193,11 +193,19 @@ async fn client_body_faults_are_the_clients_and_never_eject_the_only_target() {
 
 /// A gateway whose only target `upstream` is ejected after two failures in a row, and its access log.
 async fn ejecting_after_two(upstream: SocketAddr) -> (Running, std::path::PathBuf, tempfile::TempDir) {
+    ejecting_after_two_with(upstream, "").await
+}
+
+/// [`ejecting_after_two`] with more top-level settings (`settings` ends with a newline).
+async fn ejecting_after_two_with(
+    upstream: SocketAddr,
+    settings: &str,
+) -> (Running, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("access.log");
     let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
     let yaml = format!(
-        "access_log:\n  path: {}\n{}",
+        "{settings}access_log:\n  path: {}\n{}",
         log.display(),
         one_cluster(&[upstream], cluster)
     );
@@ -292,15 +300,8 @@ async fn large_answer_upstream(size: usize) -> (SocketAddr, Arc<std::sync::atomi
 async fn a_stalled_http2_reader_holds_no_upstream_connection() {
     use std::sync::atomic::Ordering;
     let (upstream, open) = large_answer_upstream(1024 * 1024).await;
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let cluster = "    passive_health: { consecutive_failures: 2, ejection_time: 1h }\n";
-    let yaml = format!(
-        "limits: {{ send_timeout: 1s, response_read_ahead: 32KiB }}\naccess_log:\n  path: {}\n{}",
-        log.display(),
-        one_cluster(&[upstream], cluster)
-    );
-    let gw = start(&yaml).await;
+    let limits = "limits: { send_timeout: 1s, response_read_ahead: 32KiB }\n";
+    let (gw, log, _dir) = ejecting_after_two_with(upstream, limits).await;
     let stream = TcpStream::connect(gw.address).await.unwrap();
     let (sender, connection) = hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
         .initial_stream_window_size(1024)
