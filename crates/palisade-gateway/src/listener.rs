@@ -137,59 +137,84 @@ pub(crate) async fn accept_loop(
             return;
         }
     };
+    // Served connections watch their own copy of `stop`; this one is the accept loop's.
+    let watched = stop.clone();
+    let admit = |stream: TcpStream, peer: SocketAddr| admit(stream, peer, &name, &tls, &shared, &watched);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = stop.wait_for(|stopped| *stopped) => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
+        match accepted {
+            Ok((stream, peer)) => admit(stream, peer),
             Err(error) => {
                 // Out of file descriptors and similar: back off instead of spinning.
                 tracing::warn!(%error, "accept failed");
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
             }
-        };
-        let runtime = shared.runtime.load();
-        let limits = &runtime.config.limits;
-        // Load balancers and other trusted proxies carry many clients over their few addresses.
-        let per_client = (limits.max_connections_per_client > 0 && !runtime.trusted_proxies.contains(peer.ip()))
-            .then(|| (client_key(peer.ip()), limits.max_connections_per_client));
-        let open = match OpenConnection::try_open(&shared, limits.max_connections, per_client) {
-            Ok(open) => open,
-            Err(refused) => {
-                drop(stream);
-                let reason = match refused {
-                    Refused::Total => "max_connections",
-                    Refused::PerClient { .. } => "max_connections_per_client",
-                };
-                shared.metrics.connection_rejected(reason);
-                let fault = match refused {
-                    Refused::Total => Fault::Gateway,
-                    Refused::PerClient { .. } => Fault::Client,
-                };
-                let decision = Decision::new(Stage::Accept, fault, reason);
-                log_connection_refusal(&runtime, peer, None, CLOSED_WITHOUT_RESPONSE, decision);
-                if let Refused::PerClient { first: true } = refused {
-                    crate::audit::connection_refused(&runtime, &name, peer, decision, None);
-                    tracing::warn!(%peer, "connection refused: the client holds max_connections_per_client");
-                }
-                continue;
-            }
-        };
-        drop(runtime);
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(serve_connection(
-            stream,
-            peer,
-            name.clone(),
-            tls.clone(),
-            shared.clone(),
-            stop.clone(),
-            open,
-        ));
+        }
     }
+    // Connections the kernel completed but nobody accepted yet would be reset when the socket
+    // closes: take them all first (they are answered with `Connection: close`), then close.
+    loop {
+        let pending = socket2::SockRef::from(&listener).accept();
+        let Ok((socket, peer)) = pending else { break };
+        let (Some(peer), Ok(stream)) = (peer.as_socket(), TcpStream::from_std(std::net::TcpStream::from(socket)))
+        else {
+            continue;
+        };
+        admit(stream, peer);
+    }
+}
+
+/// Counts a new connection against the limits and serves it, or closes it at once (counted, logged,
+/// audited) when a limit is reached.
+fn admit(
+    stream: TcpStream,
+    peer: SocketAddr,
+    name: &Arc<str>,
+    tls: &Option<TlsEndpoint>,
+    shared: &Arc<Shared>,
+    stop: &watch::Receiver<bool>,
+) {
+    let runtime = shared.runtime.load();
+    let limits = &runtime.config.limits;
+    // Load balancers and other trusted proxies carry many clients over their few addresses.
+    let per_client = (limits.max_connections_per_client > 0 && !runtime.trusted_proxies.contains(peer.ip()))
+        .then(|| (client_key(peer.ip()), limits.max_connections_per_client));
+    let open = match OpenConnection::try_open(shared, limits.max_connections, per_client) {
+        Ok(open) => open,
+        Err(refused) => {
+            drop(stream);
+            let reason = match refused {
+                Refused::Total => "max_connections",
+                Refused::PerClient { .. } => "max_connections_per_client",
+            };
+            shared.metrics.connection_rejected(reason);
+            let fault = match refused {
+                Refused::Total => Fault::Gateway,
+                Refused::PerClient { .. } => Fault::Client,
+            };
+            let decision = Decision::new(Stage::Accept, fault, reason);
+            log_connection_refusal(&runtime, peer, None, CLOSED_WITHOUT_RESPONSE, decision);
+            if let Refused::PerClient { first: true } = refused {
+                crate::audit::connection_refused(&runtime, name, peer, decision, None);
+                tracing::warn!(%peer, "connection refused: the client holds max_connections_per_client");
+            }
+            return;
+        }
+    };
+    drop(runtime);
+    let _ = stream.set_nodelay(true);
+    tokio::spawn(serve_connection(
+        stream,
+        peer,
+        name.clone(),
+        tls.clone(),
+        shared.clone(),
+        stop.clone(),
+        open,
+    ));
 }
 
 /// A TLS listener's acceptor and name (to find its certificate settings in the current runtime).
