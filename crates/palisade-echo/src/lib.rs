@@ -4,7 +4,9 @@
 //!
 //! Two request headers steer it, for tests of the gateway's upstream handling:
 //! - `x-echo-status: 503` answers with that status;
-//! - `x-echo-delay-ms: 200` waits that long (at most 60 s) before answering.
+//! - `x-echo-delay-ms: 200` waits that long (at most 60 s) before answering;
+//! - `x-echo-size: 1048576` answers with that many bytes of `x` instead of the description (at most
+//!   64 MiB), for tests and benchmarks of large answers.
 //!
 //! Each answer names the connection it came on (`connection`: 1, 2, … in accept order), so tests can
 //! see whether a proxy reuses upstream connections.
@@ -27,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 const MAX_DELAY: Duration = Duration::from_secs(60);
+const MAX_SIZE: u64 = 64 * 1024 * 1024;
 
 /// Serves until the task is dropped or aborted; connections belong to the task and end with it, as
 /// when a real upstream process dies. Each connection speaks HTTP/1.1 or HTTP/2 (prior knowledge),
@@ -80,6 +83,14 @@ async fn answer(
         .and_then(|code| u16::try_from(code).ok())
         .and_then(|code| StatusCode::from_u16(code).ok())
         .unwrap_or(StatusCode::OK);
+    if let Some(size) = header_number(&request, "x-echo-size") {
+        let size = usize::try_from(size.min(MAX_SIZE)).unwrap_or(0);
+        let response = Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(vec![b'x'; size])));
+        return Ok(response.unwrap_or_else(|_| Response::new(Full::default())));
+    }
     let description = describe(request, &name, connection).await;
     let body = serde_json::to_vec_pretty(&description).unwrap_or_default();
     let response = Response::builder()

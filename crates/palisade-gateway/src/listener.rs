@@ -407,6 +407,9 @@ fn handshake_refused(shared: &Shared, listener: &str, peer: SocketAddr, error: O
 /// tests/hardening.rs pins it.
 const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
+/// Bytes an HTTP/2 stream buffers beyond what the client's window lets out: one maximum-size frame.
+const HTTP2_SEND_BUFFER: usize = 16 * 1024;
+
 fn http_builder(limits: &palisade_core::config::EdgeLimits, max_head: usize) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -424,8 +427,9 @@ fn http_builder(limits: &palisade_core::config::EdgeLimits, max_head: usize) -> 
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
-        // hyper's default lets each stream buffer 400 KiB ahead of a client that does not read.
-        .max_send_buf_size(usize::try_from(limits.response_read_ahead.get()).unwrap_or(usize::MAX))
+        // hyper's default lets each stream buffer 400 KiB ahead of a client that does not read; one
+        // frame's worth is enough to keep a reading client's window full (the read-ahead holds more).
+        .max_send_buf_size(HTTP2_SEND_BUFFER)
         .max_header_list_size(u32::try_from(max_head).unwrap_or(u32::MAX))
         .max_pending_accept_reset_streams(Some(100))
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)));

@@ -149,9 +149,8 @@ pub struct EdgeLimits {
     pub max_body_bytes: ByteSize,
     /// HTTP/2 concurrent streams per connection.
     pub max_concurrent_streams: u32,
-    /// For HTTP/2 clients: response bytes read from the upstream ahead of the client (and the
-    /// HTTP/2 send buffer of a stream). An answer that fits releases its upstream connection even if
-    /// the client stops reading it.
+    /// For HTTP/2 clients: response bytes read from the upstream ahead of the client. An answer that
+    /// fits releases its upstream connection even if the client stops reading it.
     pub response_read_ahead: ByteSize,
     /// For HTTP/2 clients: a client that takes no response data for this long while the read-ahead
     /// is full is cut off (the stream reset, the upstream connection closed). nginx's `send_timeout`.

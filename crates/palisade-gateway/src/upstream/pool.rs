@@ -22,6 +22,11 @@ use tokio::net::TcpStream;
 use super::tls::UpstreamTls;
 use super::ProxyBody;
 
+/// What an upstream connection reads at a time, and so the most it buffers (a response head must
+/// fit; nginx's `proxy_buffer_size` is 4–8 KiB). hyper's default grows the buffer to about 400 KiB
+/// while a large body streams and keeps it while the client reading the answer is stalled; a fixed
+/// size also bounds each body chunk handed on.
+const UPSTREAM_READ_BUFFER: usize = 16 * 1024;
 /// Why a request could not be exchanged with a target.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -166,7 +171,9 @@ impl Http1Pool {
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
     {
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, connection) = hyper::client::conn::http1::Builder::new()
+            .read_buf_exact_size(Some(UPSTREAM_READ_BUFFER))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(SendError::Exchange)?;
         tokio::spawn(async move {
