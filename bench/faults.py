@@ -21,11 +21,13 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
+
+import benchlib
+from benchlib import free, wait_for_port
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out", "faults")
@@ -40,23 +42,6 @@ PROXY_PORT = 19210
 PROXIES = ("palisade", "nginx", "haproxy")
 
 
-def free(port):
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-        return False
-    except OSError:
-        return True
-
-
-def wait_for_port(port, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not free(port):
-            return
-        time.sleep(0.05)
-    raise SystemExit(f"nothing listens on port {port}")
-
-
 def wait_until_free(port, timeout=10.0):
     deadline = time.time() + timeout
     while not free(port):
@@ -66,10 +51,7 @@ def wait_until_free(port, timeout=10.0):
 
 
 def write(name, text):
-    path = os.path.join(OUT, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    return benchlib.write(OUT, name, text)
 
 
 def palisade_config(targets):

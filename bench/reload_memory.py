@@ -15,6 +15,8 @@ import subprocess
 import sys
 import time
 
+from benchlib import rss_kib, wait_for_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out", "reload-memory")
 BIN = os.environ.get("PALISADE", os.path.join(ROOT, "target", "release", "palisade"))
@@ -22,25 +24,6 @@ RELOADS = int(os.environ.get("RELOADS", "30"))
 # HOLD=0: no connection kept open across reloads (what the reloads alone cost).
 HOLD = os.environ.get("HOLD", "1") != "0"
 PORT, ADMIN, TARGET = 19230, 19231, 19232
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise SystemExit("no VmRSS")
-
-
-def wait_for_port(port):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def reloads_ok():

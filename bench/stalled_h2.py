@@ -18,6 +18,9 @@ import h2.connection
 import h2.events
 import h2.settings
 
+import benchlib
+from benchlib import rss_kib, wait_for_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "bench", "out", "stalled-h2")
 BIN = os.environ.get("PALISADE", os.path.join(ROOT, "target", "release", "palisade"))
@@ -26,27 +29,6 @@ STREAMS = int(os.environ.get("STREAMS", "10"))
 HOLD = float(os.environ.get("HOLD", "3"))
 UPSTREAM, PROXY = 19240, 19241
 BODY = 1024 * 1024
-
-
-def wait_for_port(port):
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port}")
-
-
-def rss_kib(pids):
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total
 
 
 def children(pid):
@@ -63,10 +45,7 @@ def upstream_connections():
 
 
 def write(name, text):
-    path = os.path.join(OUT, name)
-    with open(path, "w") as f:
-        f.write(text)
-    return path
+    return benchlib.write(OUT, name, text)
 
 
 def start(name):
@@ -163,16 +142,16 @@ def measure(name):
     proxy = start(name)
     time.sleep(1)
     pids = [proxy.pid] + children(proxy.pid)
-    before = rss_kib(pids)
+    before = rss_kib(*pids)
     held = [stalled_connection() for _ in range(CONNECTIONS)]
     heads = sum(h for _, h in held)
     time.sleep(HOLD)
-    during = rss_kib(pids)
+    during = rss_kib(*pids)
     upstream_held = upstream_connections()
     for sock, _ in held:
         sock.close()
     time.sleep(2)
-    after = rss_kib(pids)
+    after = rss_kib(*pids)
     proxy.terminate()
     proxy.wait(timeout=20)
     upstream.kill()
