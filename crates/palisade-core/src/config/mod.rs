@@ -171,7 +171,7 @@ impl Default for EdgeLimits {
             max_headers: 100,
             max_body_bytes: ByteSize(10 * 1024 * 1024),
             max_concurrent_streams: 200,
-            response_read_ahead: ByteSize(32 * 1024),
+            response_read_ahead: ByteSize(16 * 1024),
             send_timeout: Duration::from_secs(60),
             allow_path_parameters: false,
         }
