@@ -262,7 +262,11 @@ async fn injected_attacks_alert_and_a_steady_baseline_does_not() {
     assert!(false_alerts.is_empty(), "false alerts: {false_alerts:?}");
 
     // The webhook got each alert, the first with the block it caused.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::eventually("three opened alerts reach the webhook", || async {
+        let notified = notifications.lock().unwrap();
+        notified.iter().filter(|(_, body)| body["change"] == "opened").count() >= 3
+    })
+    .await;
     let notified: Vec<Value> = notifications
         .lock()
         .unwrap()
@@ -377,7 +381,12 @@ async fn operators_list_add_and_revoke_responses_with_the_admin_token_only() {
     );
     assert_eq!(from(&gateway, client, "/api/a", &[]).await, 200);
 
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::eventually("the revocation reaches the audit log", || async {
+        events(&audit)
+            .iter()
+            .any(|e| e["api"]["operation"] == "DELETE /responses/{id}")
+    })
+    .await;
     let recorded = events(&audit);
     let text = std::fs::read_to_string(&audit).unwrap();
     assert!(
@@ -497,7 +506,12 @@ routes:
         "no single client crossed its own threshold"
     );
     // The subject is named; the tokens are not.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    support::eventually("the alert reaches the audit log", || async {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .contains("\"types\":[\"targeted_subject\"]")
+    })
+    .await;
     let text = std::fs::read_to_string(&audit).unwrap();
     assert!(text.contains("\"types\":[\"targeted_subject\"]"), "{text}");
     for token in &forged {
