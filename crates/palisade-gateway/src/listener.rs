@@ -159,6 +159,10 @@ pub(crate) async fn accept_loop(
     loop {
         let pending = socket2::SockRef::from(&listener).accept();
         let Ok((socket, peer)) = pending else { break };
+        // accept(2) hands out a blocking socket; tokio needs it non-blocking.
+        if socket.set_nonblocking(true).is_err() {
+            continue;
+        }
         let (Some(peer), Ok(stream)) = (peer.as_socket(), TcpStream::from_std(std::net::TcpStream::from(socket)))
         else {
             continue;
