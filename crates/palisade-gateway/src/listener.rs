@@ -189,7 +189,6 @@ fn admit(
     let open = match OpenConnection::try_open(shared, limits.max_connections, per_client) {
         Ok(open) => open,
         Err(refused) => {
-            drop(stream);
             let reason = match refused {
                 Refused::Total => "max_connections",
                 Refused::PerClient { .. } => "max_connections_per_client",
@@ -205,6 +204,8 @@ fn admit(
                 crate::audit::connection_refused(&runtime, name, peer, decision, None);
                 tracing::warn!(%peer, "connection refused: the client holds max_connections_per_client");
             }
+            // Closed only once counted: a client that sees the close can already read the count.
+            drop(stream);
             return;
         }
     };

@@ -319,10 +319,11 @@ async fn connections_beyond_the_limit_are_closed_at_once() {
     }
     let third = raw(gw.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(third, "", "the third connection is closed without an answer");
-    assert!(gw
-        .metrics()
-        .await
-        .contains("palisade_connections_rejected_total{reason=\"max_connections\"} 1"));
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("palisade_connections_rejected_total{reason=\"max_connections\"} 1"),
+        "{metrics}"
+    );
     drop(held);
     eventually("capacity returns when connections close", || async {
         let again = raw(gw.address, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
