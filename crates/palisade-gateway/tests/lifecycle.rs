@@ -110,18 +110,19 @@ async fn reloads_that_change_listeners_are_refused_and_the_old_config_stays() {
 
 #[tokio::test]
 async fn in_flight_requests_finish_on_the_config_they_started_with() {
-    let a = echo("a").await;
-    let gw = start(&format!("reload: {{ watch: false }}\n{}", one_cluster(&[a], ""))).await;
-    let slow = http::Request::get(gw.url("/slow"))
-        .header("x-echo-delay-ms", "400")
-        .body(Full::default())
-        .unwrap();
-    let in_flight = tokio::spawn(send(slow));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = HeldUpstream::start().await;
+    let gw = start(&format!(
+        "reload: {{ watch: false }}\n{}",
+        one_cluster(&[held.address], "")
+    ))
+    .await;
+    let in_flight = tokio::spawn(get_owned(gw.url("/slow")));
+    held.arrived(1).await;
     gw.rewrite_config("reload: { watch: false }\nclusters:\n  echo: { targets: [\"127.0.0.1:1\"] }\nroutes:\n  - { name: other, match: { path: /elsewhere }, cluster: echo, public: true }\n");
     gw.gateway.reload().await.unwrap();
+    held.release();
     let (status, body) = in_flight.await.unwrap();
-    assert_eq!(status, 200, "{body}");
+    assert_eq!((status, body.as_str()), (200, "held"));
     assert_eq!(get(&gw.url("/slow")).await.0, 404, "new requests see the new config");
 }
 
@@ -234,24 +235,21 @@ async fn tls_listener_serves_http1_and_http2_by_alpn_and_reloads_certificates() 
 
 #[tokio::test]
 async fn graceful_shutdown_drains_in_flight_requests_and_stops_accepting() {
-    let a = echo("a").await;
+    let held = HeldUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gw.yaml");
-    std::fs::write(&path, with_listeners(&one_cluster(&[a], ""))).unwrap();
+    std::fs::write(&path, with_listeners(&one_cluster(&[held.address], ""))).unwrap();
     let gateway = Gateway::start(ConfigSource::File(path)).await.unwrap();
     let address = gateway.listener_addr("public").unwrap();
-    let slow = http::Request::get(format!("http://{address}/slow"))
-        .header("x-echo-delay-ms", "500")
-        .body(Full::default())
-        .unwrap();
-    let in_flight = tokio::spawn(send(slow));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let in_flight = tokio::spawn(get_owned(format!("http://{address}/slow")));
+    held.arrived(1).await;
     let shutdown = tokio::spawn(gateway.shutdown_within(Duration::from_secs(5)));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        tokio::net::TcpStream::connect(address).await.is_err(),
-        "no new connections during drain"
-    );
+    eventually("the listener is closed for the drain", || async {
+        tokio::net::TcpStream::connect(address).await.is_err()
+    })
+    .await;
+    assert!(!in_flight.is_finished(), "the drain waits for the held request");
+    held.release();
     let (status, _) = in_flight.await.unwrap();
     assert_eq!(status, 200, "the in-flight request completed");
     assert!(shutdown.await.unwrap(), "drained within the deadline");
@@ -259,14 +257,10 @@ async fn graceful_shutdown_drains_in_flight_requests_and_stops_accepting() {
 
 #[tokio::test]
 async fn drain_deadline_bounds_shutdown() {
-    let a = echo("a").await;
-    let gw = start(&one_cluster(&[a], "")).await;
-    let slow = http::Request::get(gw.url("/slow"))
-        .header("x-echo-delay-ms", "5000")
-        .body(Full::default())
-        .unwrap();
-    let _in_flight = tokio::spawn(send(slow));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let held = HeldUpstream::start().await;
+    let gw = start(&one_cluster(&[held.address], "")).await;
+    let _in_flight = tokio::spawn(get_owned(gw.url("/slow")));
+    held.arrived(1).await;
     let started = std::time::Instant::now();
     assert!(
         !gw.gateway.shutdown_within(Duration::from_millis(300)).await,

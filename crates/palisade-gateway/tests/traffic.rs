@@ -148,15 +148,21 @@ async fn forwarded_addresses_from_untrusted_peers_do_not_buy_a_new_budget() {
 
 #[tokio::test]
 async fn the_in_flight_limit_refuses_with_503_and_frees_slots_when_responses_end() {
-    let gw = one_route("", "    max_in_flight: 2\n").await;
+    let held = support::HeldUpstream::start().await;
+    let gw = support::start(&format!(
+        "clusters:\n  echo: {{ targets: [\"{}\"] }}\nroutes:\n  - name: api\n    match: {{ prefix: / }}\n    cluster: echo\n    public: true\n    max_in_flight: 2\n",
+        held.address
+    ))
+    .await;
     let url = gw.url("/");
-    let slow = |url: String| async move { call(&url, &[("x-echo-delay-ms", "700")]).await.status };
+    let slow = |url: String| async move { call(&url, &[]).await.status };
     let first = tokio::spawn(slow(url.clone()));
     let second = tokio::spawn(slow(url.clone()));
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    held.arrived(2).await;
     let refused = call(&url, &[]).await;
     assert_eq!(refused.status, 503);
     assert_eq!(refused.header("retry-after"), "1");
+    held.release();
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(second.await.unwrap(), 200);
     assert_eq!(call(&url, &[]).await.status, 200, "slots are free again");

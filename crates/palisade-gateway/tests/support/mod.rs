@@ -47,6 +47,60 @@ pub async fn canned_upstream(answer: &'static [u8]) -> SocketAddr {
     address
 }
 
+/// An upstream that tells the test when each request has arrived and holds every answer until the
+/// test releases them: tests that need a request "in flight" wait for that event, not for a sleep.
+pub struct HeldUpstream {
+    pub address: SocketAddr,
+    arrivals: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+impl HeldUpstream {
+    pub async fn start() -> HeldUpstream {
+        let listener = tokio::net::TcpListener::bind(LOCAL).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (announce, arrivals) = tokio::sync::mpsc::unbounded_channel();
+        let (release, released) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (announce, released) = (announce.clone(), released.clone());
+                let service = hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let _ = announce.send(request.uri().path().to_string());
+                    let mut released = released.clone();
+                    async move {
+                        let _ = released.wait_for(|released| *released).await;
+                        Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"held"))))
+                    }
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+                );
+            }
+        });
+        HeldUpstream {
+            address,
+            arrivals: tokio::sync::Mutex::new(arrivals),
+            release,
+        }
+    }
+
+    /// Waits (up to 10 s) until `count` more requests have reached the upstream.
+    pub async fn arrived(&self, count: usize) {
+        let mut arrivals = self.arrivals.lock().await;
+        for seen in 0..count {
+            tokio::time::timeout(Duration::from_secs(10), arrivals.recv())
+                .await
+                .unwrap_or_else(|_| panic!("only {seen} of {count} requests reached the upstream"));
+        }
+    }
+
+    /// Lets every held request, and every later one, be answered.
+    pub fn release(&self) {
+        let _ = self.release.send(true);
+    }
+}
+
 /// An upstream that reads the request head, then resets the connection: at once, or after the
 /// head and part of the body of its answer (`mid_response`).
 pub async fn resetting_upstream(mid_response: bool) -> SocketAddr {
@@ -172,6 +226,11 @@ pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
 
 pub async fn get(url: &str) -> (u16, String) {
     send(http::Request::get(url).body(Full::default()).unwrap()).await
+}
+
+/// `get` for a spawned task (owns its URL).
+pub async fn get_owned(url: String) -> (u16, String) {
+    get(&url).await
 }
 
 pub async fn send(request: http::Request<Full<Bytes>>) -> (u16, String) {
