@@ -2,7 +2,7 @@
 //! web roots plus an optional CA bundle, a timeout for the whole exchange, and a cap on the answer's
 //! size so that a hostile or broken IdP cannot exhaust memory.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -34,6 +34,15 @@ pub enum FetchError {
 pub struct Fetcher {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    bearer: Option<Bearer>,
+}
+
+/// A bearer token file and the one origin it may be sent to.
+#[derive(Clone)]
+struct Bearer {
+    file: PathBuf,
+    scheme: String,
+    authority: http::uri::Authority,
 }
 
 impl Fetcher {
@@ -52,15 +61,51 @@ impl Fetcher {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
-        Ok(Fetcher { client, timeout })
+        Ok(Fetcher {
+            client,
+            timeout,
+            bearer: None,
+        })
+    }
+
+    /// Sends the content of `file` as a bearer token with every request to `origin`'s scheme and
+    /// authority, and to no other.
+    pub fn with_bearer_token_file(mut self, file: &Path, origin: &Uri) -> Result<Fetcher, String> {
+        let (Some(scheme), Some(authority)) = (origin.scheme_str(), origin.authority()) else {
+            return Err(format!("{origin} is not an absolute URL"));
+        };
+        self.bearer = Some(Bearer {
+            file: file.to_path_buf(),
+            scheme: scheme.to_string(),
+            authority: authority.clone(),
+        });
+        Ok(self)
     }
 
     pub async fn get_json(&self, uri: &Uri) -> Result<serde_json::Value, FetchError> {
-        let request = Request::get(uri.clone())
+        let mut request = Request::get(uri.clone())
             .header(http::header::ACCEPT, "application/json")
             .body(Full::default())
             .map_err(|e| FetchError::Transport(e.to_string()))?;
+        self.authorize(&mut request)?;
         self.send_json(request).await
+    }
+
+    /// Adds the bearer token when the request goes to the token's origin.
+    pub fn authorize(&self, request: &mut Request<Full<Bytes>>) -> Result<(), FetchError> {
+        let Some(bearer) = &self.bearer else {
+            return Ok(());
+        };
+        let uri = request.uri();
+        if uri.scheme_str() != Some(bearer.scheme.as_str()) || uri.authority() != Some(&bearer.authority) {
+            return Ok(());
+        }
+        let token = std::fs::read_to_string(&bearer.file)
+            .map_err(|e| FetchError::Transport(format!("bearer token file {}: {}", bearer.file.display(), e.kind())))?;
+        let value = http::HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+            .map_err(|_| FetchError::Transport(format!("bearer token file {}: not a token", bearer.file.display())))?;
+        request.headers_mut().insert(http::header::AUTHORIZATION, value);
+        Ok(())
     }
 
     /// Streams an answer into `destination` (an advisory archive: up to `max_bytes`, however long

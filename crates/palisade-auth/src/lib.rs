@@ -241,6 +241,22 @@ impl Authenticator {
     }
 }
 
+/// One JWT provider on its own, outside any gateway config (the identity service verifies
+/// Kubernetes ServiceAccount tokens with it). `None` with the reasons in `diagnostics` when its
+/// keys cannot be set up. With `fetch` false, remote keys are not fetched (an offline check).
+pub async fn standalone_jwt_provider(
+    name: &str,
+    provider: &Spanned<JwtProviderConfig>,
+    max_cached_bytes: u64,
+    diagnostics: &mut Diagnostics,
+    fetch: bool,
+) -> Option<JwtProvider> {
+    let cache = TokenCache::new(max_cached_bytes);
+    let keys = key_source(name, provider, None, &cache, diagnostics, fetch).await?;
+    let algorithms = algorithms_of(&provider.value);
+    Some(JwtProvider::new(name, 0, &provider.value, algorithms, keys, cache))
+}
+
 fn algorithms_of(config: &JwtProviderConfig) -> Vec<Algorithm> {
     let names: Vec<&str> = match &config.algorithms {
         Some(listed) => listed.value.iter().map(String::as_str).collect(),
@@ -257,12 +273,13 @@ fn algorithms_of(config: &JwtProviderConfig) -> Vec<Algorithm> {
 fn remote_fingerprint(config: &JwtProviderConfig) -> String {
     let keys = &config.keys.value;
     format!(
-        "{:?}|{}|{}|{:?}|{:?}",
+        "{:?}|{}|{}|{:?}|{:?}|{:?}",
         keys.jwks_url.as_ref().map(|u| &u.value),
         keys.discovery,
         config.issuer.value,
         keys.refresh,
-        keys.ca.as_ref().map(|c| &c.value)
+        keys.ca.as_ref().map(|c| &c.value),
+        keys.bearer_token_file.as_ref().map(|f| &f.value)
     )
 }
 
@@ -318,7 +335,18 @@ async fn key_source(
         None if keys.discovery => RemoteSource::Discovery(config.issuer.value.clone()),
         None => return None,
     };
-    let fetcher = match Fetcher::new(keys.ca.as_ref().map(|c| c.value.as_path()), keys.refresh.timeout.get()) {
+    let origin = match &source {
+        RemoteSource::JwksUrl(uri) => uri.clone(),
+        RemoteSource::Discovery(issuer) => issuer.parse().ok()?,
+    };
+    let fetcher =
+        Fetcher::new(keys.ca.as_ref().map(|c| c.value.as_path()), keys.refresh.timeout.get()).and_then(|fetcher| {
+            match &keys.bearer_token_file {
+                Some(file) => fetcher.with_bearer_token_file(&file.value, &origin),
+                None => Ok(fetcher),
+            }
+        });
+    let fetcher = match fetcher {
         Ok(fetcher) => fetcher,
         Err(message) => {
             diagnostics.on(&config.keys, format!("jwt provider {name:?}: {message}"));

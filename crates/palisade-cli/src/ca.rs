@@ -76,6 +76,14 @@ pub enum CaCommand {
         /// Where issuances and refusals are recorded as OCSF audit events: `stdout` or a file.
         #[arg(long, default_value = "stdout")]
         audit: String,
+        /// The identity service's settings (YAML): `kubernetes:` lets pods get their first
+        /// certificate with their projected ServiceAccount token (docs/kubernetes.md).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// DIR is a read-only copy (a Kubernetes Secret): nothing is written, join tokens are
+        /// refused, and any number of replicas can serve from the same CA.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Create a one-time join token that lets a workload obtain its first certificate for SPIFFE_ID.
     Token {
@@ -88,6 +96,29 @@ pub enum CaCommand {
     },
 }
 
+/// The ServiceAccount token attestor the identity service's file configures, if any.
+async fn attestor(
+    path: &Path,
+    dir: &Path,
+    read_only: bool,
+) -> anyhow::Result<Option<std::sync::Arc<dyn palisade_mesh::attest::WorkloadAttestor>>> {
+    let Some(settings) = palisade_kubernetes::config::load(path)? else {
+        return Ok(None);
+    };
+    let ca = if read_only {
+        CertificateAuthority::open_read_only(dir)?
+    } else {
+        CertificateAuthority::open(dir)?
+    };
+    let mut diagnostics = palisade_core::Diagnostics::new(path.display().to_string());
+    let attestor =
+        palisade_kubernetes::ServiceAccountAttestor::start(ca.trust_domain(), settings, &mut diagnostics, true).await;
+    match attestor {
+        Some(attestor) if diagnostics.is_empty() => Ok(Some(std::sync::Arc::new(attestor))),
+        _ => Err(palisade_core::ConfigErrors(diagnostics.into_errors()).into()),
+    }
+}
+
 pub async fn run(command: CaCommand) -> anyhow::Result<()> {
     match command {
         CaCommand::Serve {
@@ -97,7 +128,13 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
             max_ttl,
             dns_names,
             audit,
+            config,
+            read_only,
         } => {
+            let attestor = match &config {
+                Some(path) => attestor(path, &dir, read_only).await?,
+                None => None,
+            };
             let sink = match audit.as_str() {
                 "stdout" | "-" => palisade_telemetry::audit::AuditSink::Stdout,
                 path => palisade_telemetry::audit::AuditSink::File {
@@ -115,6 +152,8 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
                 max_ttl,
                 dns_names,
                 audit: Some(audit.clone()),
+                attestor,
+                read_only,
             };
             let server = palisade_mesh::server::CaServer::start(options).await?;
             tracing::info!(address = %server.address, "identity service listening");

@@ -83,6 +83,8 @@ fn agent_for(sidecar: &SidecarConfig) -> anyhow::Result<Option<Agent>> {
             bundle: identity.bundle.value.clone(),
         },
         join_token,
+        service_account_token_file: service.service_account_token.as_ref().map(|f| f.value.clone()),
+        bootstrap_bundle: service.bootstrap_bundle.as_ref().map(|f| f.value.clone()),
         ttl: service.ttl.map(|ttl| ttl.get()),
         on_status: None,
         audit: None,

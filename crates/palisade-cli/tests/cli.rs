@@ -282,7 +282,9 @@ fn apikey_and_token_helpers_mint_credentials_the_gateway_accepts_and_no_secret_i
     // The gateway writes every queued access-log line before it exits; the reader threads may still be
     // catching up on the pipes.
     let logged = |text: &str| captured.lock().unwrap().iter().any(|line| line.contains(text));
-    assert!(wait_for(|| logged("\"principal\":\"ci\"") && logged("\"principal\":\"alice\"")));
+    assert!(wait_for(
+        || logged("\"principal\":\"ci\"") && logged("\"principal\":\"alice\"")
+    ));
     let lines = captured.lock().unwrap().join("\n");
     assert!(
         lines.contains("\"principal\":\"alice\""),

@@ -106,8 +106,13 @@ fn ca_commands_init_issue_rotate_and_refuse_to_overwrite() {
 
 /// `palisade ca serve` on an ephemeral port; returns the process and its address.
 fn serve_ca(ca: &str) -> (support::Gateway, String) {
+    serve_ca_with(ca, &[])
+}
+
+fn serve_ca_with(ca: &str, extra: &[&str]) -> (support::Gateway, String) {
     let mut child = palisade()
         .args(["ca", "serve", "--dir", ca, "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -131,6 +136,100 @@ fn serve_ca(ca: &str) -> (support::Gateway, String) {
         admin: String::new(),
     };
     (process, address)
+}
+
+/// An ES256 key pair as a cluster's ServiceAccount signer: the signing key and its JWK Set.
+fn cluster_signer(kid: &str) -> (jsonwebtoken::EncodingKey, String) {
+    use base64::Engine;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let point = pair.public_key_raw();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let jwks = format!(
+        r#"{{"keys": [{{"kty": "EC", "crv": "P-256", "kid": "{kid}", "use": "sig", "alg": "ES256", "x": "{}", "y": "{}"}}]}}"#,
+        b64(&point[1..33]),
+        b64(&point[33..65])
+    );
+    (jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()), jwks)
+}
+
+#[test]
+fn a_sidecar_on_kubernetes_gets_its_identity_from_its_service_account_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let ca = ca_dir.to_str().unwrap();
+    assert!(run(&["ca", "init", "--trust-domain", "cluster.local", "--dir", ca])
+        .status
+        .success());
+    let issuer = "https://kubernetes.default.svc.cluster.local";
+    let (signer, jwks) = cluster_signer("sa-key-1");
+    std::fs::write(dir.path().join("jwks.json"), jwks).unwrap();
+    let settings = dir.path().join("identity.yaml");
+    std::fs::write(
+        &settings,
+        format!(
+            "kubernetes:
+  issuer: {issuer}
+  keys: {{ jwks_file: jwks.json }}
+  allow: [shop]
+"
+        ),
+    )
+    .unwrap();
+    let settings = settings.to_str().unwrap();
+    let (_ca_server, ca_address) = serve_ca_with(ca, &["--config", settings, "--read-only"]);
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "aud": ["palisade-ca"], "exp": now + 3600, "iat": now, "nbf": now, "iss": issuer,
+        "kubernetes.io": {"namespace": "shop", "pod": {"name": "orders-5d8f-abcde", "uid": "3f1e0a9c-1111-4a2b-9c3d-000000000001"},
+            "serviceaccount": {"name": "orders", "uid": "3f1e0a9c-2222-4a2b-9c3d-000000000002"}},
+        "sub": "system:serviceaccount:shop:orders",
+    });
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("sa-key-1".into());
+    let token = jsonwebtoken::encode(&header, &claims, &signer).unwrap();
+    // As the injected pod has it: the projected token, the trust ConfigMap, an empty key volume.
+    std::fs::create_dir_all(dir.path().join("tokens")).unwrap();
+    std::fs::write(dir.path().join("tokens/palisade-ca"), &token).unwrap();
+    let (_app, app_address) = echo_process();
+    let config = dir.path().join("sidecar.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"trust_domain: cluster.local
+identity:
+  cert: keys/svid.pem
+  key: keys/svid.key
+  bundle: keys/bundle.pem
+  ca:
+    url: "https://{ca_address}"
+    service_account_token: tokens/palisade-ca
+    bootstrap_bundle: ca/bundle.pem
+admin: {{ address: 127.0.0.1:0 }}
+inbound:
+  address: 127.0.0.1:0
+  app: {app_address}
+  routes:
+    - {{ name: all, match: {{ prefix: / }}, allow: ["spiffe://cluster.local/ns/shop/*"] }}
+"#
+        ),
+    )
+    .unwrap();
+    let (_sidecar, logs) =
+        support::start_capturing(palisade().args(["sidecar", "--config"]).arg(&config), "info", "inbound");
+    // The URI SAN is plain ASCII inside the certificate's DER.
+    use base64::Engine;
+    let pem = std::fs::read_to_string(dir.path().join("keys/svid.pem")).unwrap();
+    let body: String = pem.lines().skip(1).take_while(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(body).unwrap();
+    let wanted = b"spiffe://cluster.local/ns/shop/sa/orders";
+    assert!(der.windows(wanted.len()).any(|w| w == wanted), "the derived SPIFFE ID");
+    let logged = logs.lock().unwrap().join("\n");
+    assert!(!logged.contains(&token), "the ServiceAccount token is never logged");
+    assert!(logged.contains("identity ready"), "{logged}");
 }
 
 #[test]

@@ -87,6 +87,11 @@ impl Diagnostics {
         self.found.is_empty()
     }
 
+    /// How many were found so far (a check can tell whether it added any).
+    pub fn len(&self) -> usize {
+        self.found.len()
+    }
+
     /// `Ok(value)` when nothing was found, otherwise every diagnostic.
     pub fn finish<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.found.is_empty() {

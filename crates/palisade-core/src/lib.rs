@@ -24,4 +24,7 @@ pub use load::{
 };
 pub use serde_saphyr::Spanned;
 pub use validate::parse_cidr;
-pub use validate_auth::{is_loopback_http, warnings, JWT_ALGORITHMS, JWT_DEFAULT_ALGORITHMS, JWT_HMAC_ALGORITHMS};
+pub use validate_auth::{
+    is_loopback_http, validate_provider as validate_jwt_provider, warnings, JWT_ALGORITHMS, JWT_DEFAULT_ALGORITHMS,
+    JWT_HMAC_ALGORITHMS,
+};

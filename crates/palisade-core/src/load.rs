@@ -59,7 +59,13 @@ pub fn load_sidecar(path: &Path) -> Result<crate::config::sidecar::SidecarConfig
         serde_saphyr::from_str(&text).map_err(|e| ConfigErrors(vec![parse_diagnostic(&file, &e)]))?;
     if let Some(dir) = path.parent() {
         let identity = &mut sidecar.identity;
-        for file in [&mut identity.cert, &mut identity.key, &mut identity.bundle] {
+        let mut files = vec![&mut identity.cert, &mut identity.key, &mut identity.bundle];
+        if let Some(service) = identity.ca.as_mut() {
+            let service = &mut service.value;
+            files.extend(service.service_account_token.as_mut());
+            files.extend(service.bootstrap_bundle.as_mut());
+        }
+        for file in files {
             if file.value.is_relative() {
                 file.value = dir.join(&file.value);
             }

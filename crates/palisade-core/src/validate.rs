@@ -316,6 +316,7 @@ pub(crate) fn resolve_relative_paths(config: &mut Config, dir: &Path) {
         let keys = &mut provider.value.keys.value;
         files.extend(keys.jwks_file.as_mut());
         files.extend(keys.ca.as_mut());
+        files.extend(keys.bearer_token_file.as_mut());
     }
     for endpoint in auth.introspection.values_mut() {
         files.extend(endpoint.value.ca.as_mut());

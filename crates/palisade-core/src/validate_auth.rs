@@ -279,7 +279,8 @@ pub fn warnings(config: &Config, file: &str) -> Vec<crate::Diagnostic> {
     found.into_errors()
 }
 
-fn validate_provider(name: &str, provider: &Spanned<JwtProviderConfig>, diagnostics: &mut Diagnostics) {
+/// The checks on one JWT provider; also used for providers outside a gateway config.
+pub fn validate_provider(name: &str, provider: &Spanned<JwtProviderConfig>, diagnostics: &mut Diagnostics) {
     let value = &provider.value;
     check_audiences(
         &format!("jwt provider {name:?}"),
@@ -315,6 +316,14 @@ fn validate_provider(name: &str, provider: &Spanned<JwtProviderConfig>, diagnost
             &format!("jwt provider {name:?}: issuer (for discovery)"),
             diagnostics,
         );
+    }
+    if let Some(file) = &keys.bearer_token_file {
+        if keys.jwks_url.is_none() && !keys.discovery {
+            diagnostics.on(
+                file,
+                format!("jwt provider {name:?}: bearer_token_file goes with jwks_url or discovery"),
+            );
+        }
     }
     if let Some(file) = &keys.jwks_file {
         if !file.value.is_file() {

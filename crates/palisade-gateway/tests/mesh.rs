@@ -405,6 +405,8 @@ async fn identity_service(mesh: &Mesh) -> palisade_mesh::server::CaServer {
             .await
             .unwrap(),
         ),
+        attestor: None,
+        read_only: false,
     };
     palisade_mesh::server::CaServer::start(options).await.unwrap()
 }
@@ -426,6 +428,8 @@ fn agent(
         server_id: palisade_mesh::SpiffePattern::parse(&id("/palisade/ca")).unwrap(),
         paths,
         join_token,
+        service_account_token_file: None,
+        bootstrap_bundle: None,
         ttl: Some(Duration::from_secs(600)),
         on_status: None,
         audit: None,

@@ -1,5 +1,5 @@
-//! The workload side of the identity service: gets a first certificate with a join token, then keeps
-//! it fresh. The key pair is made here and never leaves; the CA sees only CSRs. Renewal happens at a
+//! The workload side of the identity service: gets a first certificate with a join token or the
+//! pod's ServiceAccount token, then keeps it fresh. The key pair is made here and never leaves; the CA sees only CSRs. Renewal happens at a
 //! random point between 50% and 70% of the lifetime (so a fleet does not renew at once), over mTLS
 //! with the current certificate. While the CA is unreachable the current certificate keeps serving;
 //! retries back off, the seconds to expiry are reported, and an event warns before it runs out.
@@ -37,7 +37,7 @@ pub enum AgentError {
     Unreachable { url: String, detail: String },
     #[error("the identity service refused: {status} {detail}")]
     Refused { status: u16, detail: String },
-    #[error("no valid certificate at {path} and no join token to get one")]
+    #[error("no valid certificate at {path} and no join token or ServiceAccount token to get one")]
     NoCredential { path: String },
     #[error("{0}")]
     Invalid(String),
@@ -54,6 +54,12 @@ pub struct AgentConfig {
     pub paths: IdentityPaths,
     /// For the first certificate only; never logged.
     pub join_token: Option<String>,
+    /// A projected ServiceAccount token file (kubelet keeps it fresh): read whenever a certificate
+    /// must be obtained without a valid one (at start, and after an expiry). Never logged.
+    pub service_account_token_file: Option<std::path::PathBuf>,
+    /// Trust anchors for the identity service until the identity's own bundle exists (a
+    /// ConfigMap with the CA's bundle on Kubernetes).
+    pub bootstrap_bundle: Option<std::path::PathBuf>,
     /// Asked-for lifetime; the service may shorten it.
     pub ttl: Option<Duration>,
     /// Told the state of the identity whenever it is known (a metric, the sidecar's `/readyz`).
@@ -132,17 +138,32 @@ impl Agent {
         if let Some(validity) = self.current() {
             return Ok(validity);
         }
-        let Some(token) = self.config.join_token.clone() else {
+        self.obtain_first().await
+    }
+
+    /// A certificate without a current one: with the ServiceAccount token when there is one (it is
+    /// read fresh each time), else with the join token.
+    async fn obtain_first(&self) -> Result<Validity, AgentError> {
+        if let Some(file) = &self.config.service_account_token_file {
+            let token = std::fs::read_to_string(file)
+                .map_err(|e| AgentError::Invalid(format!("ServiceAccount token {}: {}", file.display(), e.kind())))?;
+            return self.obtain(Credential::ServiceAccountToken(token.trim()), false).await;
+        }
+        let Some(token) = self.config.join_token.as_deref() else {
             return Err(AgentError::NoCredential {
                 path: self.config.paths.cert.display().to_string(),
             });
         };
-        self.obtain(Some(&token), false).await
+        self.obtain(Credential::JoinToken(token), false).await
     }
 
-    /// Renews once, over mTLS with the current certificate.
+    /// Renews once, over mTLS with the current certificate; with the ServiceAccount token when the
+    /// certificate has expired (a pod that was paused, or a CA outage longer than its lifetime).
     pub async fn renew(&self) -> Result<Validity, AgentError> {
-        self.obtain(None, true).await
+        if self.current().is_none() && self.config.service_account_token_file.is_some() {
+            return self.obtain_first().await;
+        }
+        self.obtain(Credential::Certificate, true).await
     }
 
     /// Keeps the identity fresh until `stop` turns true.
@@ -242,15 +263,17 @@ impl Agent {
         log.record(event);
     }
 
-    async fn obtain(&self, join_token: Option<&str>, with_certificate: bool) -> Result<Validity, AgentError> {
+    async fn obtain(&self, credential: Credential<'_>, with_certificate: bool) -> Result<Validity, AgentError> {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).map_err(|e| AgentError::Invalid(e.to_string()))?;
         let csr = CertificateParams::default()
             .serialize_request(&key)
             .and_then(|csr| csr.pem())
             .map_err(|e| AgentError::Invalid(e.to_string()))?;
         let mut body = serde_json::json!({ "csr": csr });
-        if let Some(token) = join_token {
-            body["join_token"] = token.into();
+        match credential {
+            Credential::JoinToken(token) => body["join_token"] = token.into(),
+            Credential::ServiceAccountToken(token) => body["service_account_token"] = token.into(),
+            Credential::Certificate => {}
         }
         if let Some(ttl) = self.config.ttl {
             body["ttl_seconds"] = ttl.as_secs().into();
@@ -364,8 +387,14 @@ impl Agent {
         } else {
             None
         };
+        // The identity's own bundle once there is one (it follows root rotations); before that, the
+        // bootstrap anchors.
+        let bundle = match &self.config.bootstrap_bundle {
+            Some(bootstrap) if !self.config.paths.bundle.is_file() => bootstrap,
+            _ => &self.config.paths.bundle,
+        };
         let config = palisade_tls::client_config(palisade_tls::ClientSettings {
-            trust: palisade_tls::Trust::Only(&self.config.paths.bundle),
+            trust: palisade_tls::Trust::Only(bundle),
             server: palisade_tls::ServerIdentity::Spiffe(self.config.server_id.clone()),
             identity,
             alpn: &[b"http/1.1"],
@@ -373,6 +402,14 @@ impl Agent {
         .map_err(AgentError::Invalid)?;
         Ok(Arc::new(config))
     }
+}
+
+/// What a certificate request proves itself with.
+enum Credential<'a> {
+    /// The current certificate, on the mTLS connection (a renewal).
+    Certificate,
+    JoinToken(&'a str),
+    ServiceAccountToken(&'a str),
 }
 
 fn load_bundle_text(bytes: &[u8]) -> Option<()> {
@@ -430,6 +467,8 @@ mod tests {
             server_id: SpiffePattern::parse("spiffe://example.org/palisade/ca").unwrap(),
             paths,
             join_token: None,
+            service_account_token_file: None,
+            bootstrap_bundle: None,
             ttl: None,
             on_status: None,
             audit: None,

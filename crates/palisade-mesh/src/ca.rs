@@ -114,6 +114,9 @@ pub struct IssuedWithKey {
 pub struct CertificateAuthority {
     dir: PathBuf,
     meta: Meta,
+    /// Opened from a read-only copy (a Kubernetes Secret mounted in several replicas): signing
+    /// takes no lock and writes nothing.
+    read_only: bool,
 }
 
 impl CertificateAuthority {
@@ -148,6 +151,7 @@ impl CertificateAuthority {
         let ca = Self {
             dir: dir.to_path_buf(),
             meta,
+            read_only: false,
         };
         ca.write_intermediate(&Issuer::new(root_params, root_key))?;
         ca.write_bundle()?;
@@ -165,7 +169,21 @@ impl CertificateAuthority {
         Ok(Self {
             dir: dir.to_path_buf(),
             meta,
+            read_only: false,
         })
+    }
+
+    /// Opens a CA directory that this process must not write to: any number of identity service
+    /// replicas can sign from the same files. What is not recorded is `leaves_valid_until`, so
+    /// retiring an old root must wait out the longest leaf lifetime (see docs/kubernetes.md).
+    pub fn open_read_only(dir: &Path) -> Result<Self, CaError> {
+        let mut ca = Self::open(dir)?;
+        ca.read_only = true;
+        Ok(ca)
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
     }
 
     pub fn trust_domain(&self) -> &str {
@@ -220,9 +238,15 @@ impl CertificateAuthority {
                 trust_domain: self.meta.trust_domain.clone(),
             });
         }
-        let _lock = DirectoryLock::acquire(&self.dir)?;
+        let read_only = self.read_only;
+        let _lock = if read_only {
+            None
+        } else {
+            Some(DirectoryLock::acquire(&self.dir)?)
+        };
         // Re-read: a rotation may have happened since this value was opened (`ca serve` runs for long).
         *self = Self::open(&self.dir)?;
+        self.read_only = read_only;
         let intermediate_pem = read_text(&self.dir.join("intermediate.pem"))?;
         let intermediate_key = KeyPair::from_pem(&read_text(&self.dir.join("intermediate.key"))?)?;
         let intermediate_expiry = not_after_of(&intermediate_pem)?;
@@ -233,7 +257,7 @@ impl CertificateAuthority {
         let serial = serial_text(&params);
         let leaf = params.signed_by(key, &issuer)?;
         let expiry = unix_seconds(not_after);
-        if expiry > self.meta.leaves_valid_until {
+        if !self.read_only && expiry > self.meta.leaves_valid_until {
             self.meta.leaves_valid_until = expiry;
             self.save_meta()?;
         }

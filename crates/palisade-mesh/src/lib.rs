@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod agent;
+pub mod attest;
 pub mod ca;
 pub mod dynamic;
 mod files;

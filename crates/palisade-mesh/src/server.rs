@@ -1,9 +1,10 @@
 //! `palisade ca serve`: the identity service. Workloads send a CSR (their private key never leaves
-//! them) and prove who they are with a one-time join token for their first certificate, or with their
-//! current certificate (mutual TLS) for a renewal. Every issuance and every refusal is an audit event.
+//! them) and prove who they are for their first certificate with a one-time join token or with a
+//! credential an attestor checks (a Kubernetes ServiceAccount token), and with their current
+//! certificate (mutual TLS) for a renewal. Every issuance and every refusal is an audit event.
 //!
 //! ```text
-//! POST /v1/certificates  {"csr": PEM, "join_token"?: "pjt_…", "ttl_seconds"?: N}
+//! POST /v1/certificates  {"csr": PEM, "join_token"? | "service_account_token"?: "…", "ttl_seconds"?: N}
 //!                        → {"spiffe_id", "certificate_chain", "trust_bundle", "expires_at"}
 //! GET  /v1/bundle        → the trust bundle (PEM), so that workloads follow root rotations
 //! ```
@@ -30,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use crate::attest::{Attested, WorkloadAttestor};
 use crate::ca::{unix_seconds, BUNDLE};
 use crate::dynamic::DelegatingClientVerifier;
 use crate::spiffe::SpiffeId;
@@ -56,6 +58,17 @@ pub struct ServeOptions {
     pub dns_names: Vec<String>,
     /// Where issuances and refusals are recorded (OCSF Entity Management events).
     pub audit: Option<AuditLog>,
+    /// Checks ServiceAccount tokens (first certificates without a join token).
+    pub attestor: Option<Arc<dyn WorkloadAttestor>>,
+    /// The CA directory is a read-only copy shared by replicas: nothing is written, so join
+    /// tokens (which are spent by writing) are refused.
+    pub read_only: bool,
+}
+
+impl std::fmt::Debug for dyn WorkloadAttestor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "WorkloadAttestor({})", self.proof())
+    }
 }
 
 /// The running service.
@@ -67,7 +80,7 @@ pub struct CaServer {
 
 impl CaServer {
     pub async fn start(options: ServeOptions) -> Result<CaServer, CaError> {
-        let ca = CertificateAuthority::open(&options.dir)?;
+        let ca = open_ca(&options)?;
         let service_id = SpiffeId::parse(&format!("spiffe://{}{SERVICE_PATH}", ca.trust_domain()))
             .map_err(|e| CaError::Invalid(e.to_string()))?;
         let state = Arc::new(State {
@@ -193,7 +206,17 @@ struct SignRequest {
     #[serde(default)]
     join_token: Option<String>,
     #[serde(default)]
+    service_account_token: Option<String>,
+    #[serde(default)]
     ttl_seconds: Option<u64>,
+}
+
+fn open_ca(options: &ServeOptions) -> Result<CertificateAuthority, CaError> {
+    if options.read_only {
+        CertificateAuthority::open_read_only(&options.dir)
+    } else {
+        CertificateAuthority::open(&options.dir)
+    }
 }
 
 #[derive(Serialize)]
@@ -209,6 +232,8 @@ pub struct SignResponse {
 enum Proof {
     JoinToken,
     Renewal,
+    /// A credential an attestor checked (`service_account_token`).
+    Attested(&'static str),
 }
 
 impl Proof {
@@ -216,8 +241,17 @@ impl Proof {
         match self {
             Proof::JoinToken => "join_token",
             Proof::Renewal => "renewal",
+            Proof::Attested(proof) => proof,
         }
     }
+}
+
+/// The one credential a request carries.
+enum Credential {
+    None,
+    Certificate(SpiffeId),
+    JoinToken(String),
+    ServiceAccountToken(String),
 }
 
 async fn sign(
@@ -240,19 +274,30 @@ async fn sign(
     };
     // A malformed CSR is refused before a join token is spent on it.
     if let Err(CaError::Csr(message)) = CertificateAuthority::check_csr(&asked.csr) {
-        audit_refusal(state, peer, caller.as_ref(), "invalid_csr");
+        audit_refusal(state, peer, caller.as_ref(), None, "invalid_csr");
         return problem(StatusCode::BAD_REQUEST, "invalid-csr", "Bad Request", Some(&message));
     }
-    let dir = state.options.dir.clone();
-    let (id, proof) = match (caller, asked.join_token) {
+    let credentials = [
+        caller.map(Credential::Certificate),
+        asked.join_token.map(Credential::JoinToken),
+        asked.service_account_token.map(Credential::ServiceAccountToken),
+    ];
+    let mut given = credentials.into_iter().flatten();
+    let credential = match (given.next(), given.next()) {
+        (None, _) => Credential::None,
+        (Some(one), None) => one,
         (Some(_), Some(_)) => {
-            let detail = "a renewal authenticates with the client certificate alone";
+            let detail = "one credential: the client certificate (renewal), a join token or a ServiceAccount token";
             return problem(StatusCode::BAD_REQUEST, "invalid-request", "Bad Request", Some(detail));
         }
-        (Some(id), None) => (id, Proof::Renewal),
-        (None, None) => {
-            audit_refusal(state, peer, None, "no_credential");
-            let detail = "present your current certificate, or a join token for a first certificate";
+    };
+    let mut workload = None;
+    let (id, proof) = match credential {
+        Credential::Certificate(id) => (id, Proof::Renewal),
+        Credential::None => {
+            audit_refusal(state, peer, None, None, "no_credential");
+            let detail =
+                "present your current certificate, or a join token or ServiceAccount token for a first certificate";
             return problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthenticated",
@@ -260,12 +305,65 @@ async fn sign(
                 Some(detail),
             );
         }
-        (None, Some(token)) => {
+        Credential::ServiceAccountToken(token) => {
+            let Some(attestor) = &state.options.attestor else {
+                audit_refusal(state, peer, None, None, "attestation_not_configured");
+                let detail = "this identity service does not accept ServiceAccount tokens";
+                return problem(
+                    StatusCode::UNAUTHORIZED,
+                    "attestation-refused",
+                    "Unauthorized",
+                    Some(detail),
+                );
+            };
+            match attestor.attest(&token).await {
+                Ok(Attested {
+                    spiffe_id,
+                    workload: attested,
+                }) => {
+                    workload = Some(attested);
+                    (spiffe_id, Proof::Attested(attestor.proof()))
+                }
+                Err(refused) => {
+                    audit_refusal(state, peer, None, refused.workload.as_ref(), refused.reason);
+                    if refused.unavailable {
+                        let mut answer = problem(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "attestor-unavailable",
+                            "Service Unavailable",
+                            Some(refused.reason),
+                        );
+                        answer
+                            .headers_mut()
+                            .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("5"));
+                        return answer;
+                    }
+                    return problem(
+                        StatusCode::UNAUTHORIZED,
+                        "attestation-refused",
+                        "Unauthorized",
+                        Some(refused.reason),
+                    );
+                }
+            }
+        }
+        Credential::JoinToken(_) if state.options.read_only => {
+            audit_refusal(state, peer, None, None, "join_tokens_disabled");
+            let detail = "this identity service runs on a read-only CA and does not accept join tokens";
+            return problem(
+                StatusCode::UNAUTHORIZED,
+                "join-token-refused",
+                "Unauthorized",
+                Some(detail),
+            );
+        }
+        Credential::JoinToken(token) => {
+            let dir = state.options.dir.clone();
             let redeemed = tokio::task::spawn_blocking(move || tokens::redeem(&dir, &token, SystemTime::now())).await;
             match redeemed {
                 Ok(Ok(Ok(id))) => (id, Proof::JoinToken),
                 Ok(Ok(Err(refused))) => {
-                    audit_refusal(state, peer, None, token_reason(&refused));
+                    audit_refusal(state, peer, None, None, token_reason(&refused));
                     return problem(StatusCode::UNAUTHORIZED, "join-token-refused", "Unauthorized", None);
                 }
                 Ok(Err(error)) => return internal(&error),
@@ -285,11 +383,11 @@ async fn sign(
         .map(Duration::from_secs)
         .unwrap_or(state.options.default_ttl)
         .clamp(MIN_TTL, state.options.max_ttl.max(MIN_TTL));
-    let dir = state.options.dir.clone();
+    let options = state.options.clone();
     let leaf = LeafRequest::new(id.clone(), ttl);
     let csr = asked.csr;
     let signed = tokio::task::spawn_blocking(move || {
-        let mut ca = CertificateAuthority::open(&dir)?;
+        let mut ca = open_ca(&options)?;
         ca.sign_csr(&csr, &leaf)
     })
     .await;
@@ -299,9 +397,12 @@ async fn sign(
             tracing::info!(spiffe_id = %id, serial = %issued.serial, expires_at, proof = proof.as_str(), %peer, "certificate issued");
             if let Some(log) = &state.options.audit {
                 let message = format!("certificate issued to {id} ({})", proof.as_str());
-                let event = AuditEvent::new(EventKind::CertificateIssued, Some(proof.as_str()), message)
+                let mut event = AuditEvent::new(EventKind::CertificateIssued, Some(proof.as_str()), message)
                     .with_certificate(id.as_str(), Some(&issued.serial), Some(expires_at))
                     .with_source(peer.ip(), Some(peer.port()));
+                if let Some(workload) = &workload {
+                    event = event.with_workload(workload_facts(workload));
+                }
                 log.record(event);
             }
             let response = SignResponse {
@@ -314,7 +415,7 @@ async fn sign(
             json(StatusCode::OK, body)
         }
         Ok(Err(CaError::Csr(message))) => {
-            audit_refusal(state, peer, Some(&id), "invalid_csr");
+            audit_refusal(state, peer, Some(&id), workload.as_ref(), "invalid_csr");
             problem(StatusCode::BAD_REQUEST, "invalid-csr", "Bad Request", Some(&message))
         }
         Ok(Err(error)) => internal(&error),
@@ -335,18 +436,38 @@ fn token_reason(error: &TokenError) -> &'static str {
     }
 }
 
-fn audit_refusal(state: &State, peer: SocketAddr, id: Option<&SpiffeId>, reason: &'static str) {
+fn audit_refusal(
+    state: &State,
+    peer: SocketAddr,
+    id: Option<&SpiffeId>,
+    workload: Option<&crate::attest::Workload>,
+    reason: &'static str,
+) {
     let id = id.map(ToString::to_string).unwrap_or_default();
-    tracing::warn!(reason, spiffe_id = %id, %peer, "certificate refused");
+    let namespace = workload.map(|w| w.namespace.as_str()).unwrap_or_default();
+    let pod = workload.and_then(|w| w.pod_name.as_deref()).unwrap_or_default();
+    tracing::warn!(reason, spiffe_id = %id, namespace, pod, %peer, "certificate refused");
     if let Some(log) = &state.options.audit {
-        let event = AuditEvent::new(
+        let mut event = AuditEvent::new(
             EventKind::CertificateRefused,
             Some(reason),
             format!("certificate refused: {reason}"),
         )
         .with_certificate(&id, None, None)
         .with_source(peer.ip(), Some(peer.port()));
+        if let Some(workload) = workload {
+            event = event.with_workload(workload_facts(workload));
+        }
         log.record(event);
+    }
+}
+
+fn workload_facts(workload: &crate::attest::Workload) -> palisade_telemetry::WorkloadFacts {
+    palisade_telemetry::WorkloadFacts {
+        namespace: workload.namespace.clone(),
+        service_account: workload.service_account.clone(),
+        pod_name: workload.pod_name.clone(),
+        pod_uid: workload.pod_uid.clone(),
     }
 }
 
@@ -427,7 +548,7 @@ fn client_verifier(dir: &Path, trust_domain: &str) -> Result<Arc<dyn ClientCertV
 
 /// The service's own certificate, signed by the CA it serves; renewed by [`refresh`].
 fn service_certificate(options: &ServeOptions, id: &SpiffeId) -> Result<CertifiedKey, CaError> {
-    let mut ca = CertificateAuthority::open(&options.dir)?;
+    let mut ca = open_ca(options)?;
     let mut request = LeafRequest::new(id.clone(), options.default_ttl.max(Duration::from_secs(3600)));
     request.dns_names = options.dns_names.clone();
     let issued = ca.issue(&request)?;

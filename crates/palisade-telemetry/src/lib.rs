@@ -9,7 +9,7 @@ mod queued;
 pub mod webhook;
 
 pub use access_log::{AccessLog, AccessLogEntry};
-pub use audit::{AuditEvent, AuditLog, EventKind, RequestFacts};
+pub use audit::{AuditEvent, AuditLog, EventKind, RequestFacts, WorkloadFacts};
 pub use metrics::{AuthMetrics, DeprecatedMetrics, LimitMetrics, Metrics, RouteMetrics};
 
 /// How long a process that is stopping waits for its queued access-log lines and audit events to

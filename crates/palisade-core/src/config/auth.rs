@@ -139,6 +139,11 @@ pub struct JwtKeysConfig {
     /// PEM CA bundle for the IdP's HTTPS certificate, in addition to the public web roots.
     #[serde(default)]
     pub ca: Option<Spanned<PathBuf>>,
+    /// A file whose content is sent as `Authorization: Bearer` to the key set's own origin (the
+    /// `jwks_url`'s, or the issuer's for discovery), never to another host: a Kubernetes API server
+    /// serves its keys only to authenticated callers. Re-read at every fetch (the token rotates).
+    #[serde(default)]
+    pub bearer_token_file: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

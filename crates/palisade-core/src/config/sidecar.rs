@@ -63,8 +63,8 @@ pub struct IdentityFiles {
     pub cert: Spanned<PathBuf>,
     pub key: Spanned<PathBuf>,
     /// PEM trust bundle (the CA's `bundle.pem`): what peers must chain to. With `ca`, it must be
-    /// there at start (it is how the sidecar recognizes the identity service); later versions are
-    /// fetched from the service.
+    /// there at start (it is how the sidecar recognizes the identity service) unless
+    /// `ca.bootstrap_bundle` is given; later versions are fetched from the service.
     pub bundle: Spanned<PathBuf>,
     /// Obtain and renew the certificate from `palisade ca serve` instead of having it put in place.
     #[serde(default)]
@@ -83,6 +83,15 @@ pub struct IdentityServiceConfig {
     /// valid certificate is on disk.
     #[serde(default)]
     pub join_token: Option<Spanned<crate::secret::SecretRef>>,
+    /// On Kubernetes, instead of a join token: the pod's projected ServiceAccount token file
+    /// (audience `palisade-ca` by default), read whenever a certificate is needed and none is valid.
+    #[serde(default)]
+    pub service_account_token: Option<Spanned<PathBuf>>,
+    /// The CA's trust bundle to recognize the identity service by until `identity.bundle` has
+    /// been written (a read-only ConfigMap on Kubernetes, while `identity.bundle` is in a writable
+    /// volume).
+    #[serde(default)]
+    pub bootstrap_bundle: Option<Spanned<PathBuf>>,
     /// The lifetime to ask for (the service may shorten it). Default: the service's.
     #[serde(default)]
     pub ttl: Option<crate::units::Duration>,
@@ -194,6 +203,12 @@ impl SidecarConfig {
             }
             if let Some(id) = &service.value.server_id {
                 check_pattern(id, &domain.value, diagnostics);
+            }
+            if let (Some(_), Some(token)) = (&service.value.join_token, &service.value.service_account_token) {
+                diagnostics.on(
+                    token,
+                    "identity.ca: join_token and service_account_token are two ways to the first certificate; give one",
+                );
             }
         }
         if self.inbound.is_none() && self.outbound.is_none() {

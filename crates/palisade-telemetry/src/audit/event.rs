@@ -326,6 +326,20 @@ pub struct Unmapped {
     /// A response (block or limit) taken, lifted or changed through the admin API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<serde_json::Value>,
+    /// The Kubernetes workload a certificate was asked for by (ServiceAccount token attestation).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadFacts>,
+}
+
+/// A Kubernetes workload as its ServiceAccount token names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct WorkloadFacts {
+    pub namespace: String,
+    pub service_account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
 }
 
 impl AuditEvent {
@@ -381,6 +395,7 @@ impl AuditEvent {
                 expires_at: None,
                 subject: None,
                 response: None,
+                workload: None,
             },
         }
     }
@@ -441,6 +456,20 @@ impl AuditEvent {
             uid: serial.map(str::to_string),
         });
         self.unmapped.expires_at = expires_at;
+        self
+    }
+
+    /// The workload that asked (its ServiceAccount is the actor).
+    pub fn with_workload(mut self, workload: WorkloadFacts) -> Self {
+        let user = User {
+            uid: format!(
+                "system:serviceaccount:{}:{}",
+                workload.namespace, workload.service_account
+            ),
+            type_name: Some("ServiceAccount".into()),
+        };
+        self.actor = Some(Actor { user });
+        self.unmapped.workload = Some(workload);
         self
     }
 

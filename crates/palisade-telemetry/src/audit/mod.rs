@@ -13,7 +13,7 @@ pub mod log;
 pub(crate) mod otlp;
 mod syslog;
 
-pub use event::{AuditEvent, EventKind, RequestFacts, OCSF_VERSION};
+pub use event::{AuditEvent, EventKind, RequestFacts, WorkloadFacts, OCSF_VERSION};
 pub use log::{AuditLog, AuditMetrics, AuditSink};
 pub use otlp::OtlpTarget;
 pub use syslog::SyslogTarget;
