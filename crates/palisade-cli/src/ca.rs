@@ -131,6 +131,7 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
             config,
             read_only,
         } => {
+            let signals = palisade_gateway::StopSignals::install()?;
             let attestor = match &config {
                 Some(path) => attestor(path, &dir, read_only).await?,
                 None => None,
@@ -157,7 +158,7 @@ pub async fn run(command: CaCommand) -> anyhow::Result<()> {
             };
             let server = palisade_mesh::server::CaServer::start(options).await?;
             tracing::info!(address = %server.address, "identity service listening");
-            wait_for_stop_signal().await;
+            signals.wait().await;
             server.shutdown().await;
             // The last issuances' events may still be queued: write them before exiting (bounded).
             let _ = tokio::time::timeout(palisade_telemetry::FLUSH_AT_EXIT, audit.flush()).await;
@@ -274,17 +275,4 @@ fn parse_id(text: &str) -> anyhow::Result<SpiffeId> {
 
 fn expiry(time: SystemTime) -> String {
     humanize(palisade_mesh::ca::unix_seconds(time))
-}
-
-async fn wait_for_stop_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }

@@ -4,6 +4,7 @@
 mod ca;
 mod credentials;
 mod demo;
+mod inject;
 mod policy;
 mod report;
 mod scan;
@@ -112,6 +113,9 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Add the Palisade sidecar to Kubernetes workloads (stdin or FILE to stdout), or serve the
+    /// same as a mutating admission webhook (`--webhook`).
+    Inject(inject::InjectArgs),
     /// Check a tree, file or image tarball for insecure Dockerfiles, Kubernetes manifests and
     /// Palisade configs, secrets and vulnerable packages. Exit 0 clean, 1 findings at or above
     /// --fail-on, 2 usage or input error.
@@ -250,6 +254,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         } => policy::explain(&file, &case).await,
         // The scanner is synchronous; nothing else runs on this runtime meanwhile.
         Command::Scan(args) => Ok(scan::run(args)),
+        Command::Inject(args) => inject::run(args).await,
         Command::Db { command } => scan::db(command).await,
         Command::Version => {
             println!("palisade {}", env!("CARGO_PKG_VERSION"));

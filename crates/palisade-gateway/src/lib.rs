@@ -299,6 +299,17 @@ impl StopSignals {
             interrupt: signal(SignalKind::interrupt())?,
         })
     }
+
+    /// Until SIGTERM or SIGINT (SIGHUP is ignored): for services without a config to reload.
+    pub async fn wait(mut self) {
+        loop {
+            tokio::select! {
+                _ = self.hangup.recv() => {}
+                _ = self.terminate.recv() => return,
+                _ = self.interrupt.recv() => return,
+            }
+        }
+    }
 }
 
 async fn bind(address: &str) -> Result<TcpListener, StartError> {

@@ -1,9 +1,12 @@
 //! Palisade on Kubernetes: workload identity from ServiceAccount tokens for the identity service
-//! ([`attest`], [`token_review`], configured by [`config`]).
+//! ([`attest`], [`token_review`], configured by [`config`]), and the sidecar injector ([`inject`])
+//! with its admission webhook ([`webhook`]).
 #![forbid(unsafe_code)]
 
 pub mod attest;
 pub mod config;
+pub mod inject;
 pub mod token_review;
+pub mod webhook;
 
 pub use attest::{Refusal, ServiceAccountAttestor};
