@@ -18,9 +18,14 @@ pub struct InjectArgs {
     ca_url: String,
     #[arg(long, default_value = "cluster.local")]
     trust_domain: String,
-    /// The CA's trust bundle (PEM), e.g. from the `palisade-trust-bundle` ConfigMap.
+    /// The CA's trust bundle (PEM), e.g. from the `palisade-trust-bundle` ConfigMap; written into
+    /// each pod (read through the downward API).
+    #[arg(long, required_unless_present = "trust_bundle_config_map")]
+    trust_bundle: Option<PathBuf>,
+    /// Mount the bundle from this ConfigMap of the pod's namespace (key `bundle.pem`) instead of
+    /// writing it into the pod.
     #[arg(long)]
-    trust_bundle: PathBuf,
+    trust_bundle_config_map: Option<String>,
     /// The sidecar image.
     #[arg(long)]
     image: Option<String>,
@@ -50,13 +55,16 @@ pub struct InjectArgs {
 }
 
 pub async fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
-    let bundle = std::fs::read_to_string(&args.trust_bundle)
-        .with_context(|| format!("--trust-bundle {}", args.trust_bundle.display()))?;
+    let bundle = match &args.trust_bundle {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("--trust-bundle {}", path.display()))?,
+        None => String::new(),
+    };
     let mut options = InjectOptions::new(&args.ca_url, &args.trust_domain, &bundle);
     if let Some(image) = &args.image {
         options.image = image.clone();
     }
     options.namespace = args.namespace.clone();
+    options.trust_bundle_config_map = args.trust_bundle_config_map.clone();
     options.audience = args.audience.clone();
     options.inbound_port = args.inbound_port;
     options.admin_port = args.admin_port;
@@ -96,14 +104,16 @@ pub async fn run(args: InjectArgs) -> anyhow::Result<ExitCode> {
 
 async fn webhook(args: InjectArgs, inject: InjectOptions) -> anyhow::Result<ExitCode> {
     let signals = palisade_gateway::StopSignals::install()?;
-    let (Some(listen), Some(tls_cert), Some(tls_key)) = (args.listen, args.tls_cert, args.tls_key) else {
-        anyhow::bail!("--webhook needs --listen, --tls-cert and --tls-key");
+    let (Some(listen), Some(tls_cert), Some(tls_key), Some(trust_bundle)) =
+        (args.listen, args.tls_cert, args.tls_key, args.trust_bundle)
+    else {
+        anyhow::bail!("--webhook needs --listen, --tls-cert, --tls-key and --trust-bundle");
     };
     let webhook = palisade_kubernetes::webhook::Webhook::start(palisade_kubernetes::webhook::WebhookOptions {
         listen,
         tls_cert,
         tls_key,
-        trust_bundle: args.trust_bundle,
+        trust_bundle,
         inject,
     })
     .await

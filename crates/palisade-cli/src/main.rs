@@ -6,6 +6,7 @@ mod credentials;
 mod demo;
 mod inject;
 mod policy;
+mod probe;
 mod report;
 mod scan;
 mod sidecar;
@@ -124,6 +125,13 @@ enum Command {
     Db {
         #[command(subcommand)]
         command: scan::DbCommand,
+    },
+    /// GET a loopback admin endpoint (`http://127.0.0.1:9901/readyz`); exit 0 on 2xx. For
+    /// Kubernetes exec probes in the distroless image.
+    Probe {
+        url: String,
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
     /// Print the version.
     Version,
@@ -256,6 +264,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Scan(args) => Ok(scan::run(args)),
         Command::Inject(args) => inject::run(args).await,
         Command::Db { command } => scan::db(command).await,
+        Command::Probe { url, timeout } => probe::run(&url, timeout).await,
         Command::Version => {
             println!("palisade {}", env!("CARGO_PKG_VERSION"));
             Ok(ExitCode::SUCCESS)

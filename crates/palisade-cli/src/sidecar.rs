@@ -25,6 +25,12 @@ pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
             "identity ready"
         );
     }
+    if sidecar.identity_only() {
+        let Some(agent) = agent else {
+            anyhow::bail!("a sidecar without inbound or outbound needs identity.ca");
+        };
+        return identity_only(agent, &sidecar.admin.address.value, signals).await;
+    }
     let gateway = Gateway::start(ConfigSource::SidecarFile(config)).await?;
     if let Some(agent) = agent {
         let shared = gateway.shared().clone();
@@ -46,6 +52,26 @@ pub async fn run(config: PathBuf) -> anyhow::Result<ExitCode> {
         });
     }
     crate::run_gateway(gateway, signals).await
+}
+
+/// No listeners: keep the certificate fresh in the identity files (for the pod's other containers)
+/// and answer probes and metrics on the admin address, until SIGTERM.
+async fn identity_only(agent: Agent, admin: &str, signals: palisade_gateway::StopSignals) -> anyhow::Result<ExitCode> {
+    let listener = tokio::net::TcpListener::bind(admin)
+        .await
+        .with_context(|| format!("admin.address {admin}"))?;
+    tracing::info!(address = %listener.local_addr()?, "admin listening");
+    let status = Arc::new(palisade_mesh::status::SharedStatus::default());
+    let reported = status.clone();
+    let agent = agent.report_status_to(Arc::new(move |now| reported.set(now)));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admin = tokio::spawn(palisade_mesh::status::serve(listener, status));
+    let renewing = tokio::spawn(agent.run(stopped));
+    signals.wait().await;
+    let _ = stop.send(true);
+    let _ = renewing.await;
+    admin.abort();
+    Ok(ExitCode::SUCCESS)
 }
 
 fn agent_for(sidecar: &SidecarConfig) -> anyhow::Result<Option<Agent>> {

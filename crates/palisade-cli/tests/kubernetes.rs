@@ -203,3 +203,260 @@ fn inject_reads_stdin_and_reports_each_workload() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+fn repository() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Every YAML document in `path` (a file) as JSON values.
+fn documents(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap();
+    palisade_kubernetes::inject::parse_documents(&text)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .1
+}
+
+fn yaml_files(dir: &Path, into: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            yaml_files(&path, into);
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "json") {
+            into.push(path);
+        }
+    }
+    into.sort();
+}
+
+#[test]
+fn the_deploy_bundle_and_the_injected_goldens_pass_the_scanner_at_medium() {
+    for target in ["deploy/kubernetes", "crates/palisade-kubernetes/tests/inject"] {
+        let output = palisade()
+            .args(["scan", "--fail-on", "medium", "--skip", "vulnerabilities"])
+            .arg(repository().join(target))
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{target}:\n{report}");
+        assert!(!report.contains(" 0 files scanned"), "{report}");
+    }
+}
+
+#[test]
+fn the_deploy_bundle_and_the_goldens_validate_against_the_kubernetes_schemas() {
+    let validator = Command::new("kubernetes-validate").arg("--version").output();
+    if !validator.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: kubernetes-validate is needed (pip install kubernetes-validate; .ci/run installs it)");
+        return;
+    }
+    let mut files = Vec::new();
+    yaml_files(&repository().join("deploy/kubernetes"), &mut files);
+    yaml_files(
+        &repository().join("crates/palisade-kubernetes/tests/inject"),
+        &mut files,
+    );
+    // Kustomize's own files and the overlays' partial patches are not Kubernetes objects.
+    let objects: Vec<_> = files
+        .into_iter()
+        .filter(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().to_string();
+            name != "kustomization.yaml" && !name.starts_with("delete-") && name != "gateway-egress.yaml"
+        })
+        .collect();
+    assert!(objects.len() >= 12, "{objects:?}");
+    // The oldest release with native sidecars (restartPolicy on init containers), and the newest.
+    for version in ["1.29.0", "1.37.0"] {
+        let output = Command::new("kubernetes-validate")
+            .args(["--strict", "--quiet", "-k", version])
+            .args(&objects)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.status.success() && !text.contains("ERROR"),
+            "Kubernetes {version}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn install_yaml_is_the_kustomize_base_in_one_file() {
+    let base = repository().join("deploy/kubernetes/base");
+    let kustomization = documents(&base.join("kustomization.yaml"));
+    let mut expected = Vec::new();
+    for resource in kustomization[0]["resources"].as_array().unwrap() {
+        expected.extend(documents(&base.join(resource.as_str().unwrap())));
+    }
+    let install = documents(&repository().join("deploy/kubernetes/install.yaml"));
+    assert_eq!(
+        install, expected,
+        "regenerate install.yaml from base/ (docs/kubernetes.md)"
+    );
+    let kinds: Vec<&str> = install.iter().filter_map(|d| d["kind"].as_str()).collect();
+    for kind in [
+        "Namespace",
+        "Deployment",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "NetworkPolicy",
+        "MutatingWebhookConfiguration",
+        "ClusterRole",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing: {kinds:?}");
+    }
+    // The webhook never injects the control plane into itself, and fails closed.
+    let webhook = install
+        .iter()
+        .find(|d| d["kind"] == "MutatingWebhookConfiguration")
+        .unwrap();
+    assert_eq!(webhook["webhooks"][0]["failurePolicy"], "Fail");
+    assert_eq!(webhook["webhooks"][0]["sideEffects"], "None");
+    // RBAC: no Secrets, no wildcards.
+    let role = install.iter().find(|d| d["kind"] == "ClusterRole").unwrap();
+    let text = role.to_string();
+    assert!(!text.contains("secrets") && !text.contains("\"*\""), "{text}");
+}
+
+#[test]
+fn the_injected_files_in_deploy_are_exactly_what_palisade_inject_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = ca_bundle(dir.path());
+    let shop = repository().join("deploy/kubernetes/examples/shop");
+    let run = |file: &Path| {
+        let output = palisade()
+            .args(["inject", "--trust-bundle-config-map", "palisade-trust-bundle"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let injected = std::fs::read_to_string(shop.join("app.injected.yaml")).unwrap();
+    let body: String = injected
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        body,
+        run(&shop.join("app.yaml")),
+        "regenerate app.injected.yaml (its first lines say how)"
+    );
+    // Injecting what is already injected changes nothing, the gateway in base/ included.
+    for file in [
+        shop.join("app.injected.yaml"),
+        repository().join("deploy/kubernetes/base/gateway.yaml"),
+    ] {
+        let again = run(&file);
+        assert_eq!(
+            documents(&file),
+            palisade_kubernetes::inject::parse_documents(&again).unwrap().1
+        );
+    }
+    // The gateway's sidecar is the injector's: strip it and inject again.
+    let gateway = documents(&repository().join("deploy/kubernetes/base/gateway.yaml"));
+    let deployment = gateway.iter().find(|d| d["kind"] == "Deployment").unwrap();
+    let mut stripped = deployment.clone();
+    let template = stripped.pointer_mut("/spec/template").unwrap();
+    template["spec"].as_object_mut().unwrap().remove("initContainers");
+    let volumes = template["spec"]["volumes"].as_array_mut().unwrap();
+    volumes.retain(|v| !v["name"].as_str().unwrap().starts_with("palisade-"));
+    template["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("palisade.dev/injected");
+    let mut options = palisade_kubernetes::inject::InjectOptions::new(
+        "https://palisade-ca.palisade-system.svc:8443",
+        "cluster.local",
+        &std::fs::read_to_string(&bundle).unwrap(),
+    );
+    options.trust_bundle_config_map = Some("palisade-trust-bundle".into());
+    palisade_kubernetes::inject::inject_object(&mut stripped, &options, &mut Vec::new());
+    assert_eq!(&stripped, deployment);
+}
+
+/// The configs the bundle ships (in ConfigMaps and annotations) load, with identity files where
+/// the pods have them.
+#[test]
+fn the_configs_inside_the_bundle_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    assert!(palisade()
+        .args(["ca", "init", "--trust-domain", "cluster.local", "--dir"])
+        .arg(&ca)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let identity = dir.path().join("identity");
+    let issued = palisade()
+        .args([
+            "ca",
+            "issue",
+            "--spiffe-id",
+            "spiffe://cluster.local/ns/palisade-system/sa/palisade-gateway",
+            "--dir",
+        ])
+        .arg(&ca)
+        .arg("--out")
+        .arg(&identity)
+        .output()
+        .unwrap();
+    assert!(issued.status.success(), "{}", String::from_utf8_lossy(&issued.stderr));
+    let localize = |text: &str| text.replace("/var/run/palisade/identity", identity.to_str().unwrap());
+
+    let mut checked = 0;
+    let mut files = Vec::new();
+    yaml_files(&repository().join("deploy/kubernetes"), &mut files);
+    for file in files {
+        for document in documents(&file) {
+            let name = document
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let data = document
+                .get("data")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
+            let annotation = document
+                .pointer("/spec/template/metadata/annotations/palisade.dev~1sidecar-config")
+                .and_then(Value::as_str)
+                .map(|text| ("sidecar.yaml".to_string(), Value::String(text.to_string())));
+            for (key, text) in data.into_iter().chain(annotation) {
+                let text = localize(text.as_str().unwrap());
+                let path = dir.path().join(format!("{name}-{key}"));
+                std::fs::write(&path, &text).unwrap();
+                let output = match key.as_str() {
+                    "gateway.yaml" => palisade().arg("check-config").arg(&path).output().unwrap(),
+                    "sidecar.yaml" => palisade()
+                        .args(["check-config", "--sidecar"])
+                        .arg(&path)
+                        .output()
+                        .unwrap(),
+                    "identity.yaml" => {
+                        palisade_kubernetes::config::load(&path)
+                            .unwrap_or_else(|e| panic!("{}: {name}: {e}", file.display()))
+                            .expect("a kubernetes section");
+                        checked += 1;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                assert!(
+                    output.status.success(),
+                    "{}: {name}/{key}:\n{}",
+                    file.display(),
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 7, "{checked} configs checked");
+}

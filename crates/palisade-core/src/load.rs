@@ -78,11 +78,15 @@ fn load_sidecar_partially(path: &Path) -> Result<(Config, Diagnostics), ConfigEr
     let sidecar = load_sidecar(path)?;
     let file = path.display().to_string();
     let mut diagnostics = Diagnostics::new(&file);
+    let identity_only = sidecar.identity_only();
     let mut config = sidecar.into_gateway(&mut diagnostics);
     if let Some(dir) = path.parent() {
         validate::resolve_relative_paths(&mut config, dir);
     }
-    validate::validate(&config, &mut diagnostics);
+    // An identity-only sidecar runs no gateway: there is nothing to route or listen on.
+    if !identity_only {
+        validate::validate(&config, &mut diagnostics);
+    }
     Ok((config, diagnostics))
 }
 

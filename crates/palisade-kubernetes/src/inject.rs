@@ -43,6 +43,8 @@ const IDENTITY_VOLUME: &str = "palisade-identity";
 const TOKEN_VOLUME: &str = "palisade-token";
 const POD_INFO_VOLUME: &str = "palisade-pod-info";
 const CONFIG_VOLUME: &str = "palisade-config";
+const TRUST_VOLUME: &str = "palisade-trust";
+const TRUST_DIR: &str = "/etc/palisade/trust";
 const IDENTITY_DIR: &str = "/var/run/palisade/identity";
 const TOKEN_DIR: &str = "/var/run/secrets/tokens";
 const TOKEN_FILE: &str = "palisade-ca";
@@ -69,8 +71,12 @@ pub struct InjectOptions {
     /// `https://host:port` of the identity service.
     pub ca_url: String,
     pub trust_domain: String,
-    /// The CA's trust bundle (PEM): how the sidecar recognizes the identity service.
+    /// The CA's trust bundle (PEM): how the sidecar recognizes the identity service. Written into
+    /// the pod (an annotation the downward API reads) unless `trust_bundle_config_map` is set.
     pub trust_bundle: String,
+    /// A ConfigMap in the pod's namespace with the bundle under `bundle.pem` (trust-manager
+    /// distributes one to every namespace; Palisade's own namespace has `palisade-trust-bundle`).
+    pub trust_bundle_config_map: Option<String>,
     /// The audience of the projected token (the identity service's `kubernetes.audience`).
     pub audience: String,
     pub token_expiration_seconds: u32,
@@ -89,6 +95,7 @@ impl InjectOptions {
             ca_url: ca_url.to_string(),
             trust_domain: trust_domain.to_string(),
             trust_bundle: trust_bundle.to_string(),
+            trust_bundle_config_map: None,
             audience: crate::config::DEFAULT_AUDIENCE.to_string(),
             token_expiration_seconds: 3600,
             namespace: None,
@@ -267,15 +274,15 @@ fn plan(
         .as_ref()
         .and_then(|(_, _, port)| port.get("containerPort").and_then(Value::as_u64))
         .and_then(|p| u16::try_from(p).ok());
-    if let Some(port) = app_port {
-        if port == options.inbound_port || port == options.admin_port {
-            return Err(format!("the app's port {port} is one the sidecar needs"));
-        }
-    }
     let mut written = Map::new();
+    // A config the workload brings says itself where the sidecar listens: its ports stay as they
+    // are. Only a generated config takes over the app's port.
+    let mut takeover = takeover;
     let config = if let Some(name) = text(annotations::CONFIG_MAP) {
+        takeover = None;
         ConfigSource::ConfigMap(name)
     } else if let Some(config) = text(annotations::CONFIG) {
+        takeover = None;
         // Given on the workload, it must be on the pod for the downward API to read it.
         written.insert(annotations::CONFIG.into(), Value::String(config));
         ConfigSource::Annotation
@@ -283,6 +290,9 @@ fn plan(
         let port = app_port.ok_or(
             "no TCP port declared and no sidecar config (annotate palisade.dev/sidecar-config-map or palisade.dev/sidecar-config)",
         )?;
+        if port == options.inbound_port || port == options.admin_port {
+            return Err(format!("the app's port {port} is one the sidecar needs"));
+        }
         let allow = match text(annotations::ALLOW) {
             Some(list) => list
                 .split(',')
@@ -295,13 +305,17 @@ fn plan(
         written.insert(annotations::CONFIG.into(), Value::String(generated));
         ConfigSource::Annotation
     };
-    if let Some(port) = app_port {
-        written.insert(annotations::APP_PORT.into(), Value::String(port.to_string()));
+    if let Some((_, _, port)) = &takeover {
+        if let Some(number) = port.get("containerPort") {
+            written.insert(annotations::APP_PORT.into(), Value::String(number.to_string()));
+        }
     }
-    written.insert(
-        annotations::TRUST_BUNDLE.into(),
-        Value::String(options.trust_bundle.clone()),
-    );
+    if options.trust_bundle_config_map.is_none() {
+        written.insert(
+            annotations::TRUST_BUNDLE.into(),
+            Value::String(options.trust_bundle.clone()),
+        );
+    }
     written.insert(
         annotations::INJECTED.into(),
         Value::String(env!("CARGO_PKG_VERSION").to_string()),
@@ -322,12 +336,21 @@ fn default_config(options: &InjectOptions, app_port: u16, allow: &[String]) -> S
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "trust_domain: {td}\nidentity:\n  cert: {IDENTITY_DIR}/svid.pem\n  key: {IDENTITY_DIR}/svid.key\n  bundle: {IDENTITY_DIR}/bundle.pem\n  ca:\n    url: {ca}\n    service_account_token: {TOKEN_DIR}/{TOKEN_FILE}\n    bootstrap_bundle: {POD_INFO_DIR}/bundle.pem\nadmin:\n  address: 0.0.0.0:{admin}\ninbound:\n  address: 0.0.0.0:{inbound}\n  app: 127.0.0.1:{app_port}\n  routes:\n    - name: app\n      match: {{ prefix: / }}\n      allow: [{allow}]\n",
+        "trust_domain: {td}\nidentity:\n  cert: {IDENTITY_DIR}/svid.pem\n  key: {IDENTITY_DIR}/svid.key\n  bundle: {IDENTITY_DIR}/bundle.pem\n  ca:\n    url: {ca}\n    service_account_token: {TOKEN_DIR}/{TOKEN_FILE}\n    bootstrap_bundle: {bootstrap}\nadmin:\n  address: 0.0.0.0:{admin}\ninbound:\n  address: 0.0.0.0:{inbound}\n  app: 127.0.0.1:{app_port}\n  routes:\n    - name: app\n      match: {{ prefix: / }}\n      allow: [{allow}]\n",
         td = options.trust_domain,
         ca = options.ca_url,
+        bootstrap = bootstrap_bundle_path(options),
         admin = options.admin_port,
         inbound = options.inbound_port,
     )
+}
+
+/// Where the sidecar finds the CA's bundle before it has its own.
+pub fn bootstrap_bundle_path(options: &InjectOptions) -> String {
+    match options.trust_bundle_config_map {
+        Some(_) => format!("{TRUST_DIR}/bundle.pem"),
+        None => format!("{POD_INFO_DIR}/bundle.pem"),
+    }
 }
 
 fn apply(template: &mut Value, plan: Plan, options: &InjectOptions) {
@@ -344,8 +367,9 @@ fn apply(template: &mut Value, plan: Plan, options: &InjectOptions) {
     let spec = object_at(template, "spec");
     // The app's port entry goes to the sidecar, with the same name (Services that target it by
     // name now reach the sidecar) and the sidecar's inbound port.
-    let mut inbound = json!({"name": "palisade-inbound", "containerPort": options.inbound_port, "protocol": "TCP"});
+    let mut inbound = None;
     if let Some((app, index, port)) = takeover {
+        let mut entry = json!({"name": "palisade-inbound", "containerPort": options.inbound_port, "protocol": "TCP"});
         if let Some(ports) = spec
             .get_mut("containers")
             .and_then(|c| c.get_mut(app))
@@ -355,8 +379,9 @@ fn apply(template: &mut Value, plan: Plan, options: &InjectOptions) {
             ports.remove(index);
         }
         if let Some(name) = port.get("name") {
-            inbound["name"] = name.clone();
+            entry["name"] = name.clone();
         }
+        inbound = Some(entry);
         if let Some(containers) = spec.get_mut("containers").and_then(|c| c.get_mut(app)) {
             let empty = containers
                 .get("ports")
@@ -385,7 +410,12 @@ fn apply(template: &mut Value, plan: Plan, options: &InjectOptions) {
     }
 }
 
-fn sidecar_container(options: &InjectOptions, config_file: &str, inbound: Value, config: &ConfigSource) -> Value {
+fn sidecar_container(
+    options: &InjectOptions,
+    config_file: &str,
+    inbound: Option<Value>,
+    config: &ConfigSource,
+) -> Value {
     let probe = |path: &str, period: u32, failures: u32| {
         json!({
             "httpGet": {"path": path, "port": options.admin_port},
@@ -396,8 +426,13 @@ fn sidecar_container(options: &InjectOptions, config_file: &str, inbound: Value,
     let mut mounts = vec![
         json!({"name": IDENTITY_VOLUME, "mountPath": IDENTITY_DIR}),
         json!({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": true}),
-        json!({"name": POD_INFO_VOLUME, "mountPath": POD_INFO_DIR, "readOnly": true}),
     ];
+    if pod_info_items(options, config).is_some() {
+        mounts.push(json!({"name": POD_INFO_VOLUME, "mountPath": POD_INFO_DIR, "readOnly": true}));
+    }
+    if options.trust_bundle_config_map.is_some() {
+        mounts.push(json!({"name": TRUST_VOLUME, "mountPath": TRUST_DIR, "readOnly": true}));
+    }
     if matches!(config, ConfigSource::ConfigMap(_)) {
         mounts.push(json!({"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": true}));
     }
@@ -406,10 +441,9 @@ fn sidecar_container(options: &InjectOptions, config_file: &str, inbound: Value,
         "image": options.image,
         "imagePullPolicy": "IfNotPresent",
         "args": ["sidecar", "--config", config_file],
-        "ports": [
-            inbound,
-            {"name": "palisade-admin", "containerPort": options.admin_port, "protocol": "TCP"},
-        ],
+        "ports": inbound.into_iter().chain([
+            json!({"name": "palisade-admin", "containerPort": options.admin_port, "protocol": "TCP"}),
+        ]).collect::<Vec<_>>(),
         "env": [
             {"name": "RUST_LOG", "value": "info"},
         ],
@@ -434,17 +468,25 @@ fn sidecar_container(options: &InjectOptions, config_file: &str, inbound: Value,
     })
 }
 
-fn sidecar_volumes(options: &InjectOptions, config: &ConfigSource) -> Vec<Value> {
-    let mut items = vec![json!({
-        "path": "bundle.pem",
-        "fieldRef": {"fieldPath": format!("metadata.annotations['{}']", annotations::TRUST_BUNDLE)},
-    })];
+/// What the downward-API volume carries: the bundle and the config when they are annotations.
+fn pod_info_items(options: &InjectOptions, config: &ConfigSource) -> Option<Vec<Value>> {
+    let mut items = Vec::new();
+    if options.trust_bundle_config_map.is_none() {
+        items.push(json!({
+            "path": "bundle.pem",
+            "fieldRef": {"fieldPath": format!("metadata.annotations['{}']", annotations::TRUST_BUNDLE)},
+        }));
+    }
     if matches!(config, ConfigSource::Annotation) {
         items.push(json!({
             "path": "sidecar.yaml",
             "fieldRef": {"fieldPath": format!("metadata.annotations['{}']", annotations::CONFIG)},
         }));
     }
+    (!items.is_empty()).then_some(items)
+}
+
+fn sidecar_volumes(options: &InjectOptions, config: &ConfigSource) -> Vec<Value> {
     let mut volumes = vec![
         json!({"name": IDENTITY_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
         json!({"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": {
@@ -452,8 +494,13 @@ fn sidecar_volumes(options: &InjectOptions, config: &ConfigSource) -> Vec<Value>
             "expirationSeconds": options.token_expiration_seconds,
             "path": TOKEN_FILE,
         }}]}}),
-        json!({"name": POD_INFO_VOLUME, "downwardAPI": {"items": items}}),
     ];
+    if let Some(items) = pod_info_items(options, config) {
+        volumes.push(json!({"name": POD_INFO_VOLUME, "downwardAPI": {"items": items}}));
+    }
+    if let Some(name) = &options.trust_bundle_config_map {
+        volumes.push(json!({"name": TRUST_VOLUME, "configMap": {"name": name, "items": [{"key": "bundle.pem", "path": "bundle.pem"}]}}));
+    }
     if let ConfigSource::ConfigMap(name) = config {
         volumes.push(json!({"name": CONFIG_VOLUME, "configMap": {"name": name, "items": [{"key": "sidecar.yaml", "path": "sidecar.yaml"}]}}));
     }

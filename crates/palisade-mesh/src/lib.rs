@@ -12,6 +12,7 @@ pub mod dynamic;
 mod files;
 pub mod identity;
 pub mod server;
+pub mod status;
 pub mod tokens;
 /// Peer verification by SPIFFE ID lives in `palisade-tls` (the gateway and auth use it without the
 /// rest of the mesh); kept reachable here under its old path.

@@ -143,6 +143,12 @@ pub struct Destination {
 }
 
 impl SidecarConfig {
+    /// No listeners: the sidecar only obtains and renews the pod's certificate (with `identity.ca`)
+    /// for the pod's other containers to use, as the edge gateway does on Kubernetes.
+    pub fn identity_only(&self) -> bool {
+        self.inbound.is_none() && self.outbound.is_none()
+    }
+
     /// The gateway config that runs this sidecar. Problems only the sidecar form can have are added
     /// to `diagnostics`; the result is then validated like any gateway config.
     pub fn into_gateway(self, diagnostics: &mut Diagnostics) -> Config {
@@ -211,8 +217,15 @@ impl SidecarConfig {
                 );
             }
         }
-        if self.inbound.is_none() && self.outbound.is_none() {
-            diagnostics.general("a sidecar needs `inbound`, `outbound` or both");
+        if self.identity_only() {
+            if self.identity.ca.is_none() {
+                diagnostics.general(
+                    "a sidecar needs `inbound`, `outbound` or both (or `identity.ca` alone, to keep the pod's certificate fresh for its other containers)",
+                );
+            }
+            if self.admin.address.value.parse::<std::net::SocketAddr>().is_err() {
+                diagnostics.on(&self.admin.address, "admin.address is not an address:port");
+            }
         }
         for route in self.inbound.iter().flat_map(|i| i.value.routes.iter()) {
             if route.value.allow.value.is_empty() {
