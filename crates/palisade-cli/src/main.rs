@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod ca;
+mod check_kubernetes;
 mod credentials;
 mod demo;
 mod inject;
@@ -63,6 +64,9 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Check Kubernetes manifests before applying them: the API's JSON schemas, the Palisade
+    /// configs inside them, and `palisade scan`. Exit 1 on any problem.
+    CheckKubernetes(check_kubernetes::CheckKubernetesArgs),
     /// Run an upstream that answers with a JSON description of each request.
     Echo {
         #[arg(long, default_value = "127.0.0.1:9000")]
@@ -263,6 +267,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         // The scanner is synchronous; nothing else runs on this runtime meanwhile.
         Command::Scan(args) => Ok(scan::run(args)),
         Command::Inject(args) => inject::run(args).await,
+        Command::CheckKubernetes(args) => check_kubernetes::run(args).await,
         Command::Db { command } => scan::db(command).await,
         Command::Probe { url, timeout } => probe::run(&url, timeout).await,
         Command::Version => {

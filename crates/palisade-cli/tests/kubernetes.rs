@@ -460,3 +460,120 @@ fn the_configs_inside_the_bundle_load() {
     }
     assert!(checked >= 7, "{checked} configs checked");
 }
+
+/// kubernetes-validate's strict schemas for one release, when it is installed.
+fn kubernetes_schemas() -> Option<std::path::PathBuf> {
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import kubernetes_validate, os; print(os.path.dirname(kubernetes_validate.__file__))",
+        ])
+        .output()
+        .ok()?;
+    let dir = std::path::PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        .join("kubernetes-json-schema/v1.31.0-local-strict");
+    dir.join("_definitions.json").is_file().then_some(dir)
+}
+
+#[test]
+fn check_kubernetes_passes_the_bundle_and_names_each_mistake() {
+    let Some(schemas) = kubernetes_schemas() else {
+        eprintln!(
+            "SKIPPED: kubernetes-validate's schemas are needed (pip install kubernetes-validate; .ci/run installs it)"
+        );
+        return;
+    };
+    let check = |target: &Path, extra: &[&str]| {
+        let output = palisade()
+            .arg("check-kubernetes")
+            .arg(target)
+            .arg("--schemas")
+            .arg(&schemas)
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+        )
+    };
+    let (code, text) = check(&repository().join("deploy/kubernetes"), &[]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("0 problems, 0 scanner findings"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("mistakes.yaml"),
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: { name: typo, namespace: team }
+spec:
+  replica: 2
+  selector: { matchLabels: { app: typo } }
+  template:
+    metadata:
+      labels: { app: typo }
+      annotations:
+        palisade.dev/sidecar-config: |
+          trust_domain: cluster.local
+          identity: { cert: /var/run/palisade/identity/svid.pem, key: /var/run/palisade/identity/svid.key, bundle: /var/run/palisade/identity/bundle.pem }
+          inbound:
+            address: 0.0.0.0:15006
+            app: 127.0.0.1:8080
+            routes:
+              - { name: all, match: { prefix: / }, allow: ["spiffe://other.domain/ns/x/*"] }
+    spec:
+      containers:
+        - name: app
+          image: app:1.0.0
+          securityContext: { privileged: true }
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: { name: identity, namespace: team }
+data:
+  identity.yaml: |
+    kubernetes:
+      issuer: https://kubernetes.default.svc.cluster.local
+      keys: { discovery: true }
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: all, namespace: team }
+spec: { podSelector: {}, policyTypes: [Ingress] }
+"#,
+    )
+    .unwrap();
+    let (code, text) = check(dir.path(), &[]);
+    assert_eq!(code, Some(1), "{text}");
+    for wanted in [
+        "Deployment/typo: /spec: Additional properties are not allowed ('replica' was unexpected)",
+        "Deployment/typo: palisade.dev/sidecar-config:",
+        "other.domain",
+        "ConfigMap/identity: identity.yaml:",
+        "allow",
+        "K8S001 Critical",
+    ] {
+        assert!(text.contains(wanted), "{wanted:?} missing in:\n{text}");
+    }
+
+    // Without schemas the check says how to get them, unless told to go without.
+    let output = palisade()
+        .arg("check-kubernetes")
+        .arg(dir.path())
+        .env_remove("PALISADE_KUBERNETES_SCHEMAS")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--schemas"));
+    let output = palisade()
+        .arg("check-kubernetes")
+        .arg(dir.path())
+        .arg("--no-schemas")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(text.contains("no schemas: not checked against the API"), "{text}");
+    assert!(!text.contains("replica"), "{text}");
+}

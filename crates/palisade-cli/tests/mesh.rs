@@ -230,6 +230,71 @@ inbound:
     let logged = logs.lock().unwrap().join("\n");
     assert!(!logged.contains(&token), "the ServiceAccount token is never logged");
     assert!(logged.contains("identity ready"), "{logged}");
+
+    // Identity only (the edge gateway's pod): no listeners, the certificate kept fresh for the
+    // pod's other containers, probes on the admin address answered with `palisade probe`.
+    let gateway_config = dir.path().join("identity-only.yaml");
+    std::fs::write(
+        &gateway_config,
+        format!(
+            "trust_domain: cluster.local\nidentity:\n  cert: gw/svid.pem\n  key: gw/svid.key\n  bundle: gw/bundle.pem\n  ca:\n    url: \"https://{ca_address}\"\n    service_account_token: tokens/palisade-ca\n    bootstrap_bundle: ca/bundle.pem\nadmin: {{ address: 127.0.0.1:0 }}\n"
+        ),
+    )
+    .unwrap();
+    let mut child = palisade()
+        .args(["sidecar", "--config"])
+        .arg(&gateway_config)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let admin = loop {
+        let line = lines
+            .next()
+            .expect("the identity-only sidecar logs its admin address")
+            .unwrap();
+        if line.contains("admin listening") {
+            let start = line.find("address=").unwrap() + "address=".len();
+            break line[start..].split_whitespace().next().unwrap().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    let _identity_only = support::Gateway {
+        child,
+        address: admin.clone(),
+        admin: admin.clone(),
+    };
+    assert!(
+        dir.path().join("gw/svid.pem").is_file(),
+        "the certificate is there before it listens"
+    );
+    let probe = |path: &str| {
+        palisade()
+            .args(["probe", &format!("http://{admin}{path}")])
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert!(
+        support::wait_for(|| probe("/readyz") == Some(0)),
+        "ready with a certificate"
+    );
+    assert_eq!(probe("/healthz"), Some(0));
+    assert_eq!(probe("/nowhere"), Some(1), "a 404 fails the probe");
+    let metrics = support::http_exchange(&admin, "/metrics").1;
+    assert!(metrics.contains("palisade_identity_expiry_seconds"), "{metrics}");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let refused = palisade()
+        .args(["probe", &format!("http://{closed}/readyz")])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(1), "nothing listening fails the probe");
 }
 
 #[test]
