@@ -6,6 +6,7 @@
 
 pub mod attest;
 pub mod config;
+pub mod fuzzing;
 pub mod inject;
 pub mod schema;
 pub mod token_review;
