@@ -170,8 +170,7 @@ fn inject_workload(object: &mut Value, kind: &str, options: &InjectOptions) -> O
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(str::to_string)
-        .or_else(|| options.namespace.clone())
-        .unwrap_or_else(|| "default".to_string());
+        .or_else(|| options.namespace.clone());
     // Annotations on the workload apply to its pods unless the template says otherwise.
     let workload_annotations = object
         .pointer("/metadata/annotations")
@@ -200,7 +199,7 @@ fn inject_workload(object: &mut Value, kind: &str, options: &InjectOptions) -> O
     if let Some(own) = template.pointer("/metadata/annotations").and_then(Value::as_object) {
         pod_annotations.extend(own.clone());
     }
-    let plan = match plan(spec, &pod_annotations, &namespace, options) {
+    let plan = match plan(spec, &pod_annotations, namespace.as_deref(), options) {
         Ok(plan) => plan,
         Err(reason) => return Outcome::Skipped(reason),
     };
@@ -247,7 +246,7 @@ struct Plan {
 fn plan(
     spec: &Value,
     annotations: &Map<String, Value>,
-    namespace: &str,
+    namespace: Option<&str>,
     options: &InjectOptions,
 ) -> Result<Plan, String> {
     let containers = spec
@@ -293,14 +292,22 @@ fn plan(
         if port == options.inbound_port || port == options.admin_port {
             return Err(format!("the app's port {port} is one the sidecar needs"));
         }
-        let allow = match text(annotations::ALLOW) {
-            Some(list) => list
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect(),
-            None => vec![format!("spiffe://{}/ns/{namespace}/*", options.trust_domain)],
-        };
+        let allow =
+            match text(annotations::ALLOW) {
+                Some(list) => list
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                // The default callers are the pod's namespace: guessing it would admit the wrong ones.
+                None => match namespace {
+                    Some(namespace) => vec![format!("spiffe://{}/ns/{namespace}/*", options.trust_domain)],
+                    None => return Err(
+                        "no namespace to admit callers from: set metadata.namespace, --namespace or palisade.dev/allow"
+                            .into(),
+                    ),
+                },
+            };
         let generated = default_config(options, port, &allow);
         written.insert(annotations::CONFIG.into(), Value::String(generated));
         ConfigSource::Annotation

@@ -192,8 +192,26 @@ fn each_workload_kind_and_the_opt_out() {
     );
     assert_eq!(portless, before);
 
+    // No namespace known: the default callers cannot be named, so nothing is guessed.
+    let mut nowhere = json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 80}]}]}});
+    let mut reports = Vec::new();
+    inject_object(&mut nowhere, &options(), &mut reports);
+    assert!(
+        matches!(&reports[0].outcome, Outcome::Skipped(reason) if reason.contains("no namespace")),
+        "{reports:?}"
+    );
+    let mut named = nowhere.clone();
+    named["metadata"]["annotations"] = json!({"palisade.dev/allow": "spiffe://cluster.local/ns/web/sa/frontend"});
+    let mut reports = Vec::new();
+    inject_object(&mut named, &options(), &mut reports);
+    assert_eq!(
+        reports[0].outcome,
+        Outcome::Injected,
+        "an explicit allow list needs no namespace"
+    );
+
     // Classic sidecar: a container, for clusters before native sidecars.
-    let mut classic = json!({"kind": "Pod", "metadata": {"name": "x"}, "spec": {"containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 80}]}]}});
+    let mut classic = json!({"kind": "Pod", "metadata": {"name": "x", "namespace": "team"}, "spec": {"containers": [{"name": "app", "image": "app:1", "ports": [{"containerPort": 80}]}]}});
     let mut old_cluster = options();
     old_cluster.native_sidecar = false;
     inject_object(&mut classic, &old_cluster, &mut Vec::new());
