@@ -322,12 +322,7 @@ fn policy_test_passes(dir: &Path) -> (bool, String) {
         .arg(dir.join("authorization/tests.yaml"))
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (output.status.success(), text)
+    (output.status.success(), support::output_text(&output))
 }
 
 /// `palisade … | head`: the reader goes away before the report is written. The command must end

@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -71,35 +71,17 @@ fn the_webhook_over_https_patches_pods_exactly_as_the_cli_injects_them() {
     let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
     std::fs::write(&cert, certified.cert.pem()).unwrap();
     std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
-    let mut child = palisade()
-        .args(["inject", "--webhook", "--listen", "127.0.0.1:0", "--tls-cert"])
-        .arg(&cert)
-        .arg("--tls-key")
-        .arg(&key)
-        .arg("--trust-bundle")
-        .arg(&bundle)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("the webhook logs its address").unwrap();
-        if let Some(start) = line.find("address=") {
-            break line[start + "address=".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    let webhook = support::Gateway {
-        child,
-        address: address.clone(),
-        admin: String::new(),
-    };
+    let webhook = support::start_logging_address(
+        palisade()
+            .args(["inject", "--webhook", "--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .arg("--trust-bundle")
+            .arg(&bundle),
+        "injector webhook listening",
+    );
+    let address = webhook.address.clone();
     let post = |body: &[u8]| -> (u16, String) {
         let file = dir.path().join("body");
         std::fs::write(&file, body).unwrap();
@@ -271,11 +253,7 @@ fn the_deploy_bundle_and_the_goldens_validate_against_the_kubernetes_schemas() {
             .args(&objects)
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let text = support::output_text(&output);
         assert!(
             output.status.success() && !text.contains("ERROR"),
             "Kubernetes {version}:\n{text}"

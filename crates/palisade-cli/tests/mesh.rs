@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -14,11 +13,7 @@ fn run(args: &[&str]) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
+    support::output_text(output)
 }
 
 fn has(tool: &str) -> bool {
@@ -110,31 +105,13 @@ fn serve_ca(ca: &str) -> (support::Gateway, String) {
 }
 
 fn serve_ca_with(ca: &str, extra: &[&str]) -> (support::Gateway, String) {
-    let mut child = palisade()
-        .args(["ca", "serve", "--dir", ca, "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let address = loop {
-        let line = lines.next().expect("ca serve logs its address").unwrap();
-        if let Some(start) = line.find("address=") {
-            break line[start + "address=".len()..]
-                .split_whitespace()
-                .next()
-                .unwrap()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    let process = support::Gateway {
-        child,
-        address: address.clone(),
-        admin: String::new(),
-    };
+    let process = support::start_logging_address(
+        palisade()
+            .args(["ca", "serve", "--dir", ca, "--listen", "127.0.0.1:0"])
+            .args(extra),
+        "identity service listening",
+    );
+    let address = process.address.clone();
     (process, address)
 }
 
@@ -241,31 +218,11 @@ inbound:
         ),
     )
     .unwrap();
-    let mut child = palisade()
-        .args(["sidecar", "--config"])
-        .arg(&gateway_config)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let admin = loop {
-        let line = lines
-            .next()
-            .expect("the identity-only sidecar logs its admin address")
-            .unwrap();
-        if line.contains("admin listening") {
-            let start = line.find("address=").unwrap() + "address=".len();
-            break line[start..].split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
-    let _identity_only = support::Gateway {
-        child,
-        address: admin.clone(),
-        admin: admin.clone(),
-    };
+    let identity_only = support::start_logging_address(
+        palisade().args(["sidecar", "--config"]).arg(&gateway_config),
+        "admin listening",
+    );
+    let admin = identity_only.admin.clone();
     assert!(
         dir.path().join("gw/svid.pem").is_file(),
         "the certificate is there before it listens"

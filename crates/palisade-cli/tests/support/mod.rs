@@ -22,6 +22,46 @@ impl Drop for Gateway {
     }
 }
 
+/// Starts `command` with `RUST_LOG=info` and waits for the stderr line containing `marker` that
+/// logs an `address=`; the rest of stderr is drained. The process is killed when dropped.
+pub fn start_logging_address(command: &mut Command, marker: &str) -> Gateway {
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let address = loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the process ended before logging {marker:?}"))
+            .unwrap();
+        if let (true, Some(start)) = (line.contains(marker), line.find("address=")) {
+            break line[start + "address=".len()..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.map_while(Result::ok) {});
+    Gateway {
+        child,
+        address: address.clone(),
+        admin: address,
+    }
+}
+
+/// A finished command's stdout and stderr, one after the other.
+pub fn output_text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 pub fn start_gateway(config: &Path) -> Gateway {
     start_gateway_capturing(config, "info").0
 }
