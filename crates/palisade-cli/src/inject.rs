@@ -115,6 +115,7 @@ async fn webhook(args: InjectArgs, inject: InjectOptions) -> anyhow::Result<Exit
         tls_key,
         trust_bundle,
         inject,
+        header_read_timeout: std::time::Duration::from_secs(10),
     })
     .await
     .map_err(anyhow::Error::msg)?;

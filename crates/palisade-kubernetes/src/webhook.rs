@@ -173,6 +173,8 @@ pub struct WebhookOptions {
     /// Re-read for every review, so that a rotated trust bundle reaches new pods.
     pub trust_bundle: PathBuf,
     pub inject: InjectOptions,
+    /// A connection that has not sent a whole request head by then is closed.
+    pub header_read_timeout: Duration,
 }
 
 pub struct Webhook {
@@ -217,13 +219,18 @@ impl Webhook {
                     else {
                         return;
                     };
+                    let header_read_timeout = options.header_read_timeout;
                     let service = hyper::service::service_fn(move |request| {
                         let options = options.clone();
                         async move { Ok::<_, std::convert::Infallible>(handle(&options, request).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    // A connection that stops sending mid-request is closed, not held open.
+                    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(header_read_timeout);
+                    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
                 });
             }
         });

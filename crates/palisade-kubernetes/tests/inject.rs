@@ -373,3 +373,47 @@ fn json_patch_escapes_keys_and_removes_what_went() {
     apply_patch(&mut applied, &patch).unwrap();
     assert_eq!(applied, to);
 }
+
+/// The webhook over TLS: a client that stops in the middle of a request head is cut off at the
+/// header read timeout instead of holding the connection.
+#[tokio::test]
+async fn the_webhook_closes_a_connection_that_stops_mid_head() {
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (cert, key, bundle) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("bundle.pem"),
+    );
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&bundle, BUNDLE).unwrap();
+    let webhook = palisade_kubernetes::webhook::Webhook::start(palisade_kubernetes::webhook::WebhookOptions {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        tls_cert: cert,
+        tls_key: key,
+        trust_bundle: bundle,
+        inject: options(),
+        header_read_timeout: std::time::Duration::from_millis(300),
+    })
+    .await
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(certified.cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(palisade_tls::provider()))
+        .with_protocol_versions(palisade_tls::PROTOCOL_VERSIONS)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(webhook.address).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = connector.connect(name, tcp).await.unwrap();
+    stream.write_all(b"POST /inject HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut buffer = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read_to_end(&mut buffer)).await;
+    assert!(closed.is_ok(), "the connection was still open after 5 s");
+    webhook.shutdown().await;
+}

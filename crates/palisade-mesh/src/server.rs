@@ -176,9 +176,13 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, tls: 
         let caller = caller.clone();
         async move { Ok::<_, std::convert::Infallible>(handle(&state, caller, peer, request).await) }
     });
-    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    // A connection that stops sending mid-request is closed, not held open.
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10));
+    let _ = builder.serve_connection(TokioIo::new(stream), service).await;
 }
 
 async fn handle(
