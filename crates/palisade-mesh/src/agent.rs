@@ -1,8 +1,9 @@
 //! The workload side of the identity service: gets a first certificate with a join token or the
-//! pod's ServiceAccount token, then keeps it fresh. The key pair is made here and never leaves; the CA sees only CSRs. Renewal happens at a
-//! random point between 50% and 70% of the lifetime (so a fleet does not renew at once), over mTLS
-//! with the current certificate. While the CA is unreachable the current certificate keeps serving;
-//! retries back off, the seconds to expiry are reported, and an event warns before it runs out.
+//! pod's ServiceAccount token, then keeps it fresh. The key pair is made here and never leaves; the
+//! CA sees only CSRs. Renewal happens at a random point between 50% and 70% of the lifetime (so a
+//! fleet does not renew at once), over mTLS with the current certificate. While the CA is unreachable
+//! the current certificate keeps serving; retries back off, the seconds to expiry are reported, and
+//! an event warns before it runs out.
 //!
 //! Everything is written to the identity files the sidecar already watches, so a renewal reaches the
 //! listener and the outbound clusters through the ordinary reload: connections in flight finish on
