@@ -310,7 +310,7 @@ struct CertificateFiles {
 
 impl CertificateFiles {
     fn load(cert: &Path, key: &Path) -> Result<CertificateFiles, String> {
-        let certified = certified_key(cert, key)?;
+        let certified = palisade_tls::certified_key(cert, key)?;
         Ok(CertificateFiles {
             cert: cert.to_path_buf(),
             key: key.to_path_buf(),
@@ -324,7 +324,7 @@ impl CertificateFiles {
         if now == **self.loaded_from.load() {
             return;
         }
-        match certified_key(&self.cert, &self.key) {
+        match palisade_tls::certified_key(&self.cert, &self.key) {
             Ok(certified) => {
                 self.current.store(Arc::new(certified));
                 self.loaded_from.store(Arc::new(now));
@@ -343,10 +343,4 @@ impl ResolvesServerCert for CertificateFiles {
 
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
-}
-
-fn certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, String> {
-    let (chain, key) = palisade_tls::read_identity(cert, key)?;
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
-    Ok(CertifiedKey::new(chain, signing))
 }

@@ -135,6 +135,21 @@ pub fn read_identity(
     Ok((chain, key))
 }
 
+/// A server's certificate chain and key from PEM files, ready for a certificate resolver: the key
+/// must be one the provider signs with and must belong to the first certificate.
+pub fn certified_key(cert: &Path, key: &Path) -> Result<rustls::sign::CertifiedKey, String> {
+    let (chain, key_der) = read_identity(cert, key)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| format!("unsupported private key in {}: {e}", key.display()))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("the key in {} does not match the certificate: {e}", key.display()))?;
+    Ok(certified)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,6 +159,23 @@ mod tests {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.self_signed(&key).unwrap().pem()
+    }
+
+    #[test]
+    fn a_server_key_must_belong_to_its_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let (cert, key, other) = (
+            dir.path().join("tls.crt"),
+            dir.path().join("tls.key"),
+            dir.path().join("other.key"),
+        );
+        std::fs::write(&cert, certified.cert.pem()).unwrap();
+        std::fs::write(&key, certified.signing_key.serialize_pem()).unwrap();
+        std::fs::write(&other, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
+        assert!(certified_key(&cert, &key).is_ok());
+        let error = certified_key(&cert, &other).unwrap_err();
+        assert!(error.contains("does not match the certificate"), "{error}");
     }
 
     #[test]
