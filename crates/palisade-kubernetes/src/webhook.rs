@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::inject::{inject_object, InjectOptions, Outcome};
+use palisade_core::problem::{self, Problem};
 
 /// The API server sends at most 3 MiB of object; the review around it is a little more.
 const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
@@ -286,17 +287,13 @@ fn reply(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Respo
 }
 
 fn problem(status: StatusCode, detail: &str) -> Response<Full<Bytes>> {
-    let body = json!({
-        "type": "https://palisade.dev/problems/invalid-admission-review",
-        "title": status.canonical_reason().unwrap_or("Error"),
-        "status": status.as_u16(),
-        "detail": detail.chars().take(300).collect::<String>(),
-    });
-    reply(
+    let body = Problem::new(
         status,
-        "application/problem+json",
-        serde_json::to_vec(&body).unwrap_or_default(),
+        "invalid-admission-review",
+        status.canonical_reason().unwrap_or("Error"),
     )
+    .with_detail(detail.chars().take(300).collect::<String>());
+    reply(status, problem::CONTENT_TYPE, body.to_json())
 }
 
 /// The webhook's certificate, taken again when its files change (cert-manager renews them).

@@ -198,7 +198,7 @@ async fn handle(
             "application/x-pem-file",
             state.bundle_text.load().to_string(),
         ),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        (&Method::GET, "/healthz") => text(StatusCode::OK, "text/plain", "ok\n"),
         _ => problem(StatusCode::NOT_FOUND, "not-found", "Not Found", None),
     }
 }
@@ -486,34 +486,19 @@ fn internal(error: &CaError) -> Response<Full<Bytes>> {
 }
 
 fn problem(status: StatusCode, kind: &str, title: &str, detail: Option<&str>) -> Response<Full<Bytes>> {
-    let mut body = serde_json::json!({
-        "type": format!("https://palisade.dev/problems/{kind}"),
-        "title": title,
-        "status": status.as_u16(),
-    });
+    let mut body = palisade_core::problem::Problem::new(status, kind, title);
     if let Some(detail) = detail {
-        body["detail"] = detail.into();
+        body = body.with_detail(detail);
     }
-    let mut response = json(status, serde_json::to_vec(&body).unwrap_or_default());
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/problem+json"),
-    );
-    response
+    text(status, palisade_core::problem::CONTENT_TYPE, body.to_json())
 }
 
 fn json(status: StatusCode, body: Vec<u8>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
+    text(status, "application/json", body)
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
     response
         .headers_mut()
