@@ -374,31 +374,27 @@ fn apply(template: &mut Value, plan: Plan, options: &InjectOptions) {
     let spec = object_at(template, "spec");
     // The app's port entry goes to the sidecar, with the same name (Services that target it by
     // name now reach the sidecar) and the sidecar's inbound port.
-    let mut inbound = None;
-    if let Some((app, index, port)) = takeover {
-        let mut entry = json!({"name": "palisade-inbound", "containerPort": options.inbound_port, "protocol": "TCP"});
-        if let Some(ports) = spec
+    let inbound = takeover.map(|(app, index, port)| {
+        if let Some(container) = spec
             .get_mut("containers")
             .and_then(|c| c.get_mut(app))
-            .and_then(|c| c.get_mut("ports"))
-            .and_then(Value::as_array_mut)
+            .and_then(Value::as_object_mut)
         {
-            ports.remove(index);
-        }
-        if let Some(name) = port.get("name") {
-            entry["name"] = name.clone();
-        }
-        inbound = Some(entry);
-        if let Some(containers) = spec.get_mut("containers").and_then(|c| c.get_mut(app)) {
-            let empty = containers
-                .get("ports")
-                .and_then(Value::as_array)
-                .is_some_and(Vec::is_empty);
-            if let (true, Some(container)) = (empty, containers.as_object_mut()) {
+            let ports = container.get_mut("ports").and_then(Value::as_array_mut);
+            let now_empty = ports.is_some_and(|ports| {
+                ports.remove(index);
+                ports.is_empty()
+            });
+            if now_empty {
                 container.remove("ports");
             }
         }
-    }
+        let mut entry = json!({"name": "palisade-inbound", "containerPort": options.inbound_port, "protocol": "TCP"});
+        if let Some(name) = port.get("name") {
+            entry["name"] = name.clone();
+        }
+        entry
+    });
     let config_file = match &config {
         ConfigSource::ConfigMap(_) => format!("{CONFIG_DIR}/sidecar.yaml"),
         ConfigSource::Annotation => format!("{POD_INFO_DIR}/sidecar.yaml"),
