@@ -121,11 +121,8 @@ impl ServiceAccountAttestor {
                 // The API server verified the token; its claims still carry what the review does
                 // not answer (the issue time, the binding), and must agree with the review.
                 let claims = unverified_claims(token).ok_or((Refusal::NotAServiceAccountToken, None))?;
-                self.check_reviewed_claims(&claims)
+                self.check_reviewed_claims(&claims, &reviewed.username)
                     .map_err(|r| (r, workload_of(&claims).ok()))?;
-                if claims.get("sub").and_then(Value::as_str) != Some(reviewed.username.as_str()) {
-                    return Err((Refusal::SubjectMismatch, workload_of(&claims).ok()));
-                }
                 claims
             }
         };
@@ -140,8 +137,9 @@ impl ServiceAccountAttestor {
         Ok(Attested { spiffe_id, workload })
     }
 
-    /// What the offline path's JWT checks did and a review does not say: the issuer and the times.
-    fn check_reviewed_claims(&self, claims: &Map<String, Value>) -> Result<(), Refusal> {
+    /// What the offline path's JWT checks did and a review does not say (the issuer and the times),
+    /// and that the claims name the user the review authenticated.
+    fn check_reviewed_claims(&self, claims: &Map<String, Value>, reviewed_user: &str) -> Result<(), Refusal> {
         if claims.get("iss").and_then(Value::as_str) != Some(self.settings.issuer.as_str()) {
             return Err(Refusal::Token(AuthFailure::WrongIssuer));
         }
@@ -160,6 +158,9 @@ impl ServiceAccountAttestor {
             .is_some_and(|nbf| nbf > now + leeway)
         {
             return Err(Refusal::Token(AuthFailure::NotYetValid));
+        }
+        if claims.get("sub").and_then(Value::as_str) != Some(reviewed_user) {
+            return Err(Refusal::SubjectMismatch);
         }
         Ok(())
     }
