@@ -149,7 +149,7 @@ impl ServiceAccountAttestor {
             .get("exp")
             .and_then(Value::as_u64)
             .ok_or(Refusal::Token(AuthFailure::MissingClaim))?;
-        if exp + leeway <= now {
+        if exp.saturating_add(leeway) <= now {
             return Err(Refusal::Token(AuthFailure::Expired));
         }
         if claims
@@ -192,7 +192,7 @@ impl ServiceAccountAttestor {
             .get("kubernetes.io")
             .and_then(|k| k.get("warnafter"))
             .and_then(Value::as_u64);
-        if warn_after.is_some_and(|at| now > at + leeway) {
+        if warn_after.is_some_and(|at| now > at.saturating_add(leeway)) {
             return Err(Refusal::PastWarnAfter);
         }
         let allowed = |patterns: &[WorkloadPattern]| {
@@ -279,4 +279,53 @@ fn now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Times at the end of the u64 range (a token the API server vouched for, but odd) are
+    /// compared without overflowing.
+    #[tokio::test]
+    async fn extreme_times_in_claims_do_not_overflow() {
+        let settings = crate::config::Validated {
+            issuer: "https://k8s.test".into(),
+            audience: "palisade-ca".into(),
+            provider: None,
+            token_review: None,
+            max_token_age: std::time::Duration::from_secs(3600),
+            leeway: std::time::Duration::from_secs(30),
+            require_pod: true,
+            allow: vec![WorkloadPattern::parse("*").unwrap()],
+            deny: Vec::new(),
+        };
+        let review = crate::config::TokenReviewConfig {
+            url: palisade_core::config::unspanned("https://k8s.test".into()),
+            ca: None,
+            bearer_token_file: palisade_core::config::unspanned("/nonexistent".into()),
+            timeout: palisade_core::units::Duration(std::time::Duration::from_secs(1)),
+        };
+        let attestor = ServiceAccountAttestor {
+            trust_domain: "cluster.test".into(),
+            settings,
+            verifier: Verifier::Review(Box::new(TokenReview::new(&review, "palisade-ca").unwrap())),
+        };
+        let claims = json!({"iss": "https://k8s.test", "exp": u64::MAX, "sub": "system:serviceaccount:a:b"});
+        let claims = claims.as_object().unwrap();
+        assert!(attestor
+            .check_reviewed_claims(claims, "system:serviceaccount:a:b")
+            .is_ok());
+        let workload = Workload {
+            namespace: "a".into(),
+            service_account: "b".into(),
+            pod_name: Some("p".into()),
+            pod_uid: Some("u".into()),
+        };
+        let mut late = claims.clone();
+        late.insert("iat".into(), json!(now()));
+        late.insert("kubernetes.io".into(), json!({"warnafter": u64::MAX}));
+        assert!(attestor.check_workload(&late, &workload).is_ok());
+    }
 }
