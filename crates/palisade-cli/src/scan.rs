@@ -12,10 +12,20 @@ use palisade_scan::{report, rules, Checks, Options, Severity};
 
 #[derive(Args)]
 pub struct ScanArgs {
-    /// A directory (walked recursively, honouring .gitignore), a file, or an image tarball
-    /// (`docker save` or OCI layout).
+    /// A directory (walked recursively, honouring .gitignore), a file, an image tarball
+    /// (`docker save` or OCI layout), or an image in a registry (`registry.example.org/team/app:1.4`,
+    /// `…@sha256:…`; a path that exists wins).
     #[arg(default_value = ".")]
     target: PathBuf,
+    /// The platform to scan from a multi-arch image: os/arch[/variant].
+    #[arg(long, default_value = "linux/amd64")]
+    platform: String,
+    /// A registry (host or host:port) reached over plain HTTP; repeatable. No other is.
+    #[arg(long = "insecure", value_name = "REGISTRY")]
+    insecure: Vec<String>,
+    /// PEM certificates to trust for registries besides the system's; repeatable.
+    #[arg(long = "registry-ca", value_name = "FILE")]
+    registry_ca: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     /// Exit 1 when a finding is at least this severe.
@@ -113,7 +123,7 @@ pub fn run(args: ScanArgs) -> ExitCode {
         progress: progress_bar(),
         ..Options::default()
     };
-    let report = match palisade_scan::scan(&args.target, &options) {
+    let report = match scan_target(&args, &options) {
         Ok(report) => report,
         Err(error) => {
             eprintln!("palisade scan: {error}");
@@ -153,6 +163,22 @@ pub fn run(args: ScanArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn scan_target(args: &ScanArgs, options: &Options) -> Result<palisade_scan::Report, palisade_scan::ScanError> {
+    let text = args.target.to_string_lossy();
+    if args.target.exists() || !palisade_scan::registry::looks_like_reference(&text) {
+        return palisade_scan::scan(&args.target, options);
+    }
+    let settings = palisade_scan::registry::Settings {
+        platform: Some(args.platform.clone()),
+        insecure: args.insecure.clone(),
+        ca_files: args.registry_ca.clone(),
+        docker_config: None,
+    };
+    let mut image = palisade_scan::registry::RegistryImage::open(&text, &settings)
+        .map_err(|e| palisade_scan::ScanError::Image(e.into()))?;
+    palisade_scan::scan_image(&text, &mut image, options)
 }
 
 /// A bar on stderr for image layers when stderr is a terminal; nothing otherwise (CI logs).

@@ -104,8 +104,13 @@ pub fn image_tar(data: &[u8]) {
         if std::fs::write(path, data).is_err() {
             return;
         }
-        if let Some(image) = crate::image::open(path) {
-            let _ = crate::image::scan(&image, "image.tar", &crate::secrets::Allowlist::default(), &|_, _| {});
+        if let Some(mut image) = crate::image::open(path) {
+            let _ = crate::image::scan(
+                &mut image,
+                "image.tar",
+                &crate::secrets::Allowlist::default(),
+                &|_, _| {},
+            );
         }
         let _ = std::fs::remove_file(path);
     });

@@ -20,8 +20,10 @@ use crate::vuln::packages::{self, Lockfile, Package};
 pub enum ImageError {
     #[error("{0}: {1}")]
     Io(String, std::io::Error),
-    #[error("{0}: not an image tarball ({1})")]
+    #[error("{0}: unreadable image ({1})")]
     Format(String, String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// Files larger than this are not read for secrets (binaries, archives, databases).
@@ -30,14 +32,18 @@ const MAX_SCANNED_FILE: u64 = 2 * 1024 * 1024;
 const MAX_JSON: u64 = 16 * 1024 * 1024;
 
 /// An image tarball, indexed once: a tar holding `manifest.json` or an OCI `index.json`.
-pub struct Image(OuterTar);
+pub struct Image {
+    tar: OuterTar,
+    /// Read on first use.
+    layout: Option<Layout>,
+}
 
 /// The file as an image tarball, or `None` when it is not one (not a tar, or no image manifest).
 pub fn open(path: &Path) -> Option<Image> {
     OuterTar::index(path)
         .ok()
         .filter(|tar| tar.members.contains_key("manifest.json") || tar.members.contains_key("index.json"))
-        .map(Image)
+        .map(|tar| Image { tar, layout: None })
 }
 
 pub struct ImageScan {
@@ -150,8 +156,11 @@ fn blob(digest: &str) -> String {
     format!("blobs/{}", digest.replacen(':', "/", 1))
 }
 
-/// (config member, [(layer member, digest)]) from either layout.
-fn layout(tar: &OuterTar) -> Result<(String, Vec<(String, String)>), ImageError> {
+/// (config member, [(layer member, digest)]).
+type Layout = (String, Vec<(String, String)>);
+
+/// The config and layers from either layout.
+fn layout(tar: &OuterTar) -> Result<Layout, ImageError> {
     if tar.members.contains_key("manifest.json") {
         let manifests: Vec<DockerManifest> = tar.json("manifest.json")?;
         let manifest = manifests
@@ -204,29 +213,90 @@ struct PathState {
     content: Option<String>,
 }
 
+/// Where an image's config and layers come from: a tarball on disk or a registry.
+pub trait Source {
+    /// The image's config blob (JSON).
+    fn config(&mut self) -> Result<Vec<u8>, ImageError>;
+    /// The layers' digests, bottom first.
+    fn layers(&mut self) -> Result<Vec<String>, ImageError>;
+    /// One layer as stored (gzip or plain tar). A source that verifies digests fails the read
+    /// that reaches the end of a blob whose digest does not match.
+    fn layer(&mut self, index: usize) -> Result<Box<dyn Read + '_>, ImageError>;
+    /// What errors about this image name.
+    fn name(&self) -> &str;
+}
+
+impl Source for Image {
+    fn config(&mut self) -> Result<Vec<u8>, ImageError> {
+        let (config, _) = self.layout()?;
+        let config = config.clone();
+        let tar = &self.tar;
+        let mut bytes = Vec::new();
+        tar.reader(&config)?
+            .take(MAX_JSON)
+            .read_to_end(&mut bytes)
+            .map_err(|e| ImageError::Io(tar.name.clone(), e))?;
+        Ok(bytes)
+    }
+
+    fn layers(&mut self) -> Result<Vec<String>, ImageError> {
+        Ok(self.layout()?.1.iter().map(|(_, digest)| digest.clone()).collect())
+    }
+
+    fn layer(&mut self, index: usize) -> Result<Box<dyn Read + '_>, ImageError> {
+        let member = self
+            .layout()?
+            .1
+            .get(index)
+            .map(|(member, _)| member.clone())
+            .ok_or_else(|| ImageError::Format(self.tar.name.clone(), format!("no layer {index}")))?;
+        Ok(Box::new(self.tar.reader(&member)?))
+    }
+
+    fn name(&self) -> &str {
+        &self.tar.name
+    }
+}
+
+impl Image {
+    fn layout(&mut self) -> Result<&Layout, ImageError> {
+        if self.layout.is_none() {
+            self.layout = Some(layout(&self.tar)?);
+        }
+        Ok(self.layout.as_ref().expect("set above"))
+    }
+}
+
 pub fn scan(
-    image: &Image,
+    image: &mut dyn Source,
     display: &str,
     allow: &Allowlist,
     progress: &dyn Fn(usize, usize),
 ) -> Result<ImageScan, ImageError> {
-    let tar = &image.0;
-    let (config_member, layers) = layout(tar)?;
-    let config: ImageConfig = tar.json(&config_member)?;
+    let name = image.name().to_string();
+    let config_bytes = image.config()?;
+    let config: ImageConfig = serde_json::from_slice(&config_bytes)
+        .map_err(|e| ImageError::Format(name.clone(), format!("image config: {e}")))?;
+    let layers = image.layers()?;
     let mut findings = config_findings(&config, display, allow);
     let mut state: BTreeMap<String, PathState> = BTreeMap::new();
     let mut layer_findings: Vec<Finding> = Vec::new();
     let mut files = 0;
-    for (index, (member, digest)) in layers.iter().enumerate() {
+    for (index, digest) in layers.iter().enumerate() {
         progress(index, layers.len());
         let layer = Layer {
             index,
             digest: digest.clone(),
             removed_in: None,
         };
-        let reader = decompressed(tar.reader(member)?, &tar.name)?;
-        let mut archive = tar::Archive::new(reader);
-        let io = |e| ImageError::Io(format!("{}!{member}", tar.name), e);
+        // A registry's verdict on a blob (a digest that does not match) travels inside the
+        // io::Error that tar and gzip pass along: it comes back out as what it is.
+        let io = |e: std::io::Error| match e.downcast::<crate::registry::RegistryError>() {
+            Ok(registry) => ImageError::Registry(registry),
+            Err(e) => ImageError::Io(format!("{name}!{digest}"), e),
+        };
+        let mut stored = image.layer(index)?;
+        let mut archive = tar::Archive::new(decompressed(&mut stored, &name)?);
         for entry in archive.entries().map_err(io)? {
             let mut entry = entry.map_err(io)?;
             let entry_path = entry
@@ -277,6 +347,10 @@ pub fn scan(
             }
             state.insert(entry_path, file_state);
         }
+        drop(archive);
+        // The tar ends before its blob does (padding, the gzip trailer): read the blob to its end,
+        // so that a source that verifies digests has seen every byte.
+        std::io::copy(&mut stored, &mut std::io::sink()).map_err(io)?;
     }
     progress(layers.len(), layers.len());
     let packages = installed_packages(&state, display, &layers);
@@ -301,7 +375,7 @@ pub fn scan(
     })
 }
 
-fn decompressed<'a>(mut reader: impl Read + 'a, name: &str) -> Result<Box<dyn Read + 'a>, ImageError> {
+fn decompressed<'a>(reader: &'a mut dyn Read, name: &str) -> Result<Box<dyn Read + 'a>, ImageError> {
     let mut magic = [0u8; 4];
     let mut read = 0;
     while read < magic.len() {
@@ -364,7 +438,7 @@ fn is_package_source(path: &str) -> bool {
         || Lockfile::from_name(path.rsplit('/').next().unwrap_or(path)).is_some()
 }
 
-fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers: &[(String, String)]) -> Vec<Package> {
+fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers: &[String]) -> Vec<Package> {
     let content = |path: &str| state.get(path).and_then(|s| s.content.as_deref());
     let release = content("etc/os-release")
         .or(content("usr/lib/os-release"))
@@ -384,7 +458,7 @@ fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers
         };
         let layer = Layer {
             index: file.layer,
-            digest: layers.get(file.layer).map(|l| l.1.clone()).unwrap_or_default(),
+            digest: layers.get(file.layer).cloned().unwrap_or_default(),
             removed_in: None,
         };
         for package in &mut from_file {

@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod image;
 pub mod kubernetes;
 pub mod palisade_config;
+pub mod registry;
 pub mod report;
 pub mod rules;
 pub mod secrets;
@@ -148,8 +149,12 @@ pub fn scan(target: &Path, options: &Options) -> Result<Report, ScanError> {
     scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
     if metadata.is_dir() {
         scanner.walk(target)?;
-    } else if let Some(image) = image::open(target) {
-        scanner.image(target, &image)?;
+    } else if let Some(mut image) = image::open(target) {
+        let display = target
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        scanner.image(&display, &mut image)?;
     } else {
         let display = target.display().to_string();
         let name = target
@@ -158,6 +163,29 @@ pub fn scan(target: &Path, options: &Options) -> Result<Report, ScanError> {
             .unwrap_or_default();
         scanner.file(target, &display, &name);
     }
+    scanner.finish()
+}
+
+/// An image from elsewhere than a file (a registry): findings are named after `display`, the
+/// reference. Only the ignore file given in the options applies.
+pub fn scan_image(display: &str, image: &mut dyn image::Source, options: &Options) -> Result<Report, ScanError> {
+    let suppressions = match &options.ignore_file {
+        Some(file) => Suppressions::load(file, &options.today)?,
+        None => Suppressions::default(),
+    };
+    let mut scanner = Scanner {
+        options,
+        suppressions: &suppressions,
+        report: Report {
+            target: display.to_string(),
+            ..Report::default()
+        },
+        packages: Vec::new(),
+        namespaces: kubernetes::Namespaces::default(),
+        root: PathBuf::new(),
+    };
+    scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
+    scanner.image(display, image)?;
     scanner.finish()
 }
 
@@ -273,12 +301,8 @@ impl Scanner<'_> {
         findings
     }
 
-    fn image(&mut self, target: &Path, image: &image::Image) -> Result<(), ScanError> {
-        let display = target
-            .file_name()
-            .map(|n| n.to_string_lossy().to_string())
-            .unwrap_or_default();
-        let scanned = image::scan(image, &display, &self.suppressions.secrets, &*self.options.progress)?;
+    fn image(&mut self, display: &str, image: &mut dyn image::Source) -> Result<(), ScanError> {
+        let scanned = image::scan(image, display, &self.suppressions.secrets, &*self.options.progress)?;
         self.report.files_scanned += scanned.files;
         let checks = self.options.checks;
         self.report.findings.extend(scanned.findings.into_iter().filter(|f| {
