@@ -176,6 +176,10 @@ fn main() -> ExitCode {
     // The gateway serves on its own worker threads (one event loop per core); this runtime is the
     // control plane: admin, reload, health checks, signals. The echo server has no workers of its own
     // and gets a multi-threaded runtime.
+    // A scan blocks: it reads files, and registries through a runtime of its own.
+    if let Command::Scan(args) = cli.command {
+        return scan::run(args);
+    }
     let runtime = match cli.command {
         Command::Echo { .. } => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
         _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),

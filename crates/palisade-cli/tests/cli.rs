@@ -587,6 +587,42 @@ fn scan_exit_codes_formats_and_suppressions() {
     assert_eq!(scan(&[root, "--format", "xml"]).0, Some(2), "usage error");
 }
 
+/// A target that is no path but an image reference goes to its registry; failures are input
+/// errors (exit 2) that say what to do. (palisade-scan's registry tests push to a real registry.)
+#[test]
+fn scan_of_an_image_reference_reports_registry_failures() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let host = format!("127.0.0.1:{port}");
+    let docker = tempfile::tempdir().unwrap();
+    let scan = |args: &[&str]| {
+        let output = palisade()
+            .arg("scan")
+            .args(args)
+            .env("DOCKER_CONFIG", docker.path())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
+    };
+    let reference = format!("{host}/shop/web:1.0");
+    let (code, stderr) = scan(&[&reference, "--insecure", &host]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains(&format!("{host}: cannot connect")), "{stderr}");
+    let (code, stderr) = scan(&[&reference, "--platform", "linux"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("--platform linux: expected os/arch"), "{stderr}");
+    std::fs::write(docker.path().join("config.json"), "{\"auths\": 3}").unwrap();
+    let (code, stderr) = scan(&[&reference, "--insecure", &host]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("config.json: invalid type"), "{stderr}");
+}
+
 /// CI runs this too: the repository's own Dockerfile, manifests and configs pass the scan.
 #[test]
 fn the_repository_passes_its_own_scan() {

@@ -146,7 +146,9 @@ pub struct RegistryImage {
 }
 
 impl RegistryImage {
-    /// Resolves `reference` to one image manifest (choosing the platform from an index).
+    /// Resolves `reference` to one image manifest (choosing the platform from an index). Blocks
+    /// on a runtime of its own: call it from plain threads (or `spawn_blocking`), not from async
+    /// tasks.
     pub fn open(reference: &str, settings: &Settings) -> Result<Self, RegistryError> {
         let parsed = Reference::try_from(reference)
             .map_err(|e| RegistryError::Reference(reference.to_string(), e.to_string()))?;
@@ -570,15 +572,20 @@ fn decode_auth(encoded: &str) -> Option<(String, String)> {
 
 /// `docker-credential-NAME get`, the registry on stdin, `{"Username", "Secret"}` on stdout.
 fn credential_helper(name: &str, registry: &str) -> Result<RegistryAuth, String> {
-    use std::io::Write as _;
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
     {
         return Err(format!("credential helper name `{name}` is not a plain name"));
     }
-    let program = format!("docker-credential-{name}");
-    let mut child = std::process::Command::new(&program)
+    run_credential_helper(Path::new(&format!("docker-credential-{name}")), registry)
+}
+
+fn run_credential_helper(program: &Path, registry: &str) -> Result<RegistryAuth, String> {
+    use std::io::Write as _;
+    let program_name = program.display().to_string();
+    let program = &program_name;
+    let mut child = std::process::Command::new(program)
         .arg("get")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -604,8 +611,13 @@ fn credential_helper(name: &str, registry: &str) -> Result<RegistryAuth, String>
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let answer: Answer =
-        serde_json::from_slice(&output.stdout).map_err(|e| format!("{program} get: unreadable answer ({e})"))?;
+    let answer: Answer = serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
+            "{program} get: unreadable answer (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
     if answer.username == "<token>" {
         return Err(format!(
             "{program}: an identity token (OAuth refresh token) is not supported; log in with a password or access token"
@@ -646,6 +658,51 @@ mod tests {
         for path in ["./app", "/tmp/x.tar", "app", "deploy/kubernetes", "../x:y"] {
             assert!(!looks_like_reference(path), "{path}");
         }
+    }
+
+    #[test]
+    fn credential_helpers_are_asked_with_the_registry_on_stdin() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let helper = |name: &str, script: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+            path
+        };
+        let asked = dir.path().join("asked");
+        let good = helper(
+            "good",
+            &format!(
+                "test \"$1\" = get || exit 3\ncat > {}\necho '{{\"Username\":\"ci\",\"Secret\":\"s3\"}}'",
+                asked.display()
+            ),
+        );
+        match run_credential_helper(&good, "r.example:5000").unwrap() {
+            RegistryAuth::Basic(user, secret) => assert_eq!((user.as_str(), secret.as_str()), ("ci", "s3")),
+            _ => panic!("not basic"),
+        }
+        assert_eq!(std::fs::read_to_string(&asked).unwrap(), "r.example:5000");
+        let none = helper("none", "echo 'credentials not found in native keychain'; exit 1");
+        assert!(matches!(
+            run_credential_helper(&none, "r.example").unwrap(),
+            RegistryAuth::Anonymous
+        ));
+        let broken = helper("broken", "exit 1");
+        assert!(run_credential_helper(&broken, "r.example")
+            .unwrap_err()
+            .contains("get failed"));
+        // The answer holds a secret: a parse error says where, never what.
+        let garbled = helper("garbled", "echo '{\"Username\": \"ci\", \"Secret\": s3cr3t}'");
+        let error = run_credential_helper(&garbled, "r.example").unwrap_err();
+        assert!(!error.contains("s3cr3t"), "{error}");
+        let token = helper("token", "echo '{\"Username\":\"<token>\",\"Secret\":\"refresh\"}'");
+        assert!(run_credential_helper(&token, "r.example")
+            .unwrap_err()
+            .contains("identity token"));
+        assert!(credential_helper("../evil", "r.example")
+            .unwrap_err()
+            .contains("plain name"));
     }
 
     #[test]
