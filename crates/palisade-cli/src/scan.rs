@@ -12,7 +12,8 @@ use palisade_scan::{report, rules, Checks, Options, Severity};
 
 #[derive(Args)]
 pub struct ScanArgs {
-    /// A directory (walked recursively, honouring .gitignore), a file, an image tarball
+    /// A directory (walked recursively, honouring .gitignore), a file, `-` for stdin (manifests or
+    /// a Dockerfile), an image tarball
     /// (`docker save` or OCI layout), or an image in a registry (`registry.example.org/team/app:1.4`,
     /// `…@sha256:…`; a path that exists wins).
     #[arg(default_value = ".")]
@@ -165,8 +166,26 @@ pub fn run(args: ScanArgs) -> ExitCode {
     }
 }
 
+/// `kubectl get -A -o yaml` of a large cluster is tens of MiB.
+const MAX_STDIN_BYTES: u64 = 256 * 1024 * 1024;
+
 fn scan_target(args: &ScanArgs, options: &Options) -> Result<palisade_scan::Report, palisade_scan::ScanError> {
     let text = args.target.to_string_lossy();
+    if text == "-" {
+        use std::io::Read as _;
+        let mut input = String::new();
+        let read = std::io::stdin()
+            .take(MAX_STDIN_BYTES + 1)
+            .read_to_string(&mut input)
+            .map_err(|e| palisade_scan::ScanError::Io("stdin".into(), e))?;
+        if read as u64 > MAX_STDIN_BYTES {
+            return Err(palisade_scan::ScanError::Io(
+                "stdin".into(),
+                std::io::Error::other("larger than 256 MiB; scan files instead"),
+            ));
+        }
+        return palisade_scan::scan_text("stdin", &input, options);
+    }
     if args.target.exists() || !palisade_scan::registry::looks_like_reference(&text) {
         return palisade_scan::scan(&args.target, options);
     }

@@ -587,6 +587,37 @@ fn scan_exit_codes_formats_and_suppressions() {
     assert_eq!(scan(&[root, "--format", "xml"]).0, Some(2), "usage error");
 }
 
+/// `kubectl get -A -o yaml | palisade scan -`: stdin is scanned as manifests.
+#[test]
+fn scan_reads_stdin() {
+    use std::io::Write as _;
+    let mut child = palisade()
+        .args(["scan", "-", "--format", "json", "--skip", "vulnerabilities"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Pod\n  metadata: {name: p, namespace: a}\n  spec:\n    hostPID: true\n    containers: [{name: c, image: x}]\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "high findings");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let host_pid = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "K8S007")
+        .expect("hostPID found");
+    assert_eq!(
+        (host_pid["path"].as_str(), host_pid["line"].as_u64()),
+        (Some("stdin"), Some(8))
+    );
+}
+
 /// A target that is no path but an image reference goes to its registry; failures are input
 /// errors (exit 2) that say what to do. (palisade-scan's registry tests push to a real registry.)
 #[test]

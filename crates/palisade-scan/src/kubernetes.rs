@@ -86,16 +86,35 @@ pub fn check(path: &str, documents: &[Node], namespaces: &mut Namespaces) -> Vec
     findings
 }
 
+/// The pod spec of a workload: a Pod's own, a PodTemplate's, or the pod template of any other
+/// kind, built-in or not (Deployments, CronJobs, OpenShift DeploymentConfigs, Argo Rollouts,
+/// Knative Services…) at `spec.template.spec` or `spec.jobTemplate.spec.template.spec`. A
+/// template counts when it lists containers, so that unrelated `template` fields are left alone.
 fn pod_spec<'a>(object: &'a Node, kind: &str) -> Option<&'a Node> {
-    let spec = match kind {
-        "Pod" => object.get("spec"),
-        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" | "ReplicationController" => {
-            object.at(&["spec", "template", "spec"])
-        }
-        "CronJob" => object.at(&["spec", "jobTemplate", "spec", "template", "spec"]),
-        _ => return None,
+    let candidates: &[&[&str]] = match kind {
+        "Pod" => &[&["spec"]],
+        "PodTemplate" => &[&["template", "spec"]],
+        _ => &[
+            &["spec", "template", "spec"],
+            &["spec", "jobTemplate", "spec", "template", "spec"],
+        ],
     };
-    spec.is_present().then_some(spec)
+    let built_in = matches!(
+        kind,
+        "Pod"
+            | "PodTemplate"
+            | "Deployment"
+            | "StatefulSet"
+            | "DaemonSet"
+            | "ReplicaSet"
+            | "Job"
+            | "CronJob"
+            | "ReplicationController"
+    );
+    candidates.iter().map(|path| object.at(path)).find(|spec| {
+        // A patch of a built-in workload (kustomize) may set pod fields without containers.
+        (built_in && spec.is_present()) || matches!(spec.get("containers").value, crate::yaml::Value::Seq(_))
+    })
 }
 
 const DANGEROUS_CAPABILITIES: &[&str] = &[

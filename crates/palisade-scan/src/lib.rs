@@ -145,6 +145,7 @@ pub fn scan(target: &Path, options: &Options) -> Result<Report, ScanError> {
         } else {
             PathBuf::new()
         },
+        in_memory: HashMap::new(),
     };
     scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
     if metadata.is_dir() {
@@ -166,6 +167,49 @@ pub fn scan(target: &Path, options: &Options) -> Result<Report, ScanError> {
     scanner.finish()
 }
 
+/// A `.json` file that holds Kubernetes objects (`kubectl get -o json`, generated manifests); other
+/// JSON (package.json, tsconfig) is left to the secret and lockfile checks.
+fn is_kubernetes_json(name: &str, text: &str) -> bool {
+    name.ends_with(".json") && text.contains("\"apiVersion\"") && text.contains("\"kind\"")
+}
+
+/// Text that is no file: stdin (`kubectl get -A -o yaml | palisade scan -`). Read as a Dockerfile
+/// when its first instruction is `FROM` or `ARG`, otherwise as YAML or JSON manifests; findings
+/// are named `display`.
+pub fn scan_text(display: &str, text: &str, options: &Options) -> Result<Report, ScanError> {
+    let suppressions = match &options.ignore_file {
+        Some(file) => Suppressions::load(file, &options.today)?,
+        None => Suppressions::default(),
+    };
+    let mut scanner = Scanner {
+        options,
+        suppressions: &suppressions,
+        report: Report {
+            target: display.to_string(),
+            ..Report::default()
+        },
+        packages: Vec::new(),
+        namespaces: kubernetes::Namespaces::default(),
+        root: PathBuf::new(),
+        in_memory: HashMap::from([(display.to_string(), text.to_string())]),
+    };
+    scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
+    let first_instruction = text
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .and_then(|line| line.split_whitespace().next())
+        .map(str::to_ascii_uppercase);
+    let name = match first_instruction.as_deref() {
+        Some("FROM" | "ARG") => "Dockerfile",
+        _ => "stdin.yaml",
+    };
+    scanner.report.files_scanned = 1;
+    let findings = scanner.analyze(display, name, text);
+    scanner.report.findings.extend(findings);
+    scanner.finish()
+}
+
 /// An image from elsewhere than a file (a registry): findings are named after `display`, the
 /// reference. Only the ignore file given in the options applies.
 pub fn scan_image(display: &str, image: &mut dyn image::Source, options: &Options) -> Result<Report, ScanError> {
@@ -183,6 +227,7 @@ pub fn scan_image(display: &str, image: &mut dyn image::Source, options: &Option
         packages: Vec::new(),
         namespaces: kubernetes::Namespaces::default(),
         root: PathBuf::new(),
+        in_memory: HashMap::new(),
     };
     scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
     scanner.image(display, image)?;
@@ -197,6 +242,8 @@ struct Scanner<'a> {
     namespaces: kubernetes::Namespaces,
     /// What finding paths are relative to (empty for a single-file target, whose path is as given).
     root: PathBuf,
+    /// Texts that are not files (stdin), by display name, for inline suppressions.
+    in_memory: HashMap<String, String>,
 }
 
 impl Scanner<'_> {
@@ -275,7 +322,8 @@ impl Scanner<'_> {
         }
         if dockerfile::is_dockerfile_name(name) {
             findings.extend(dockerfile::check(display, text));
-        } else if name.ends_with(".yaml") || name.ends_with(".yml") {
+        } else if name.ends_with(".yaml") || name.ends_with(".yml") || is_kubernetes_json(name, text) {
+            // YAML is a superset of JSON: one reader for both, with lines.
             findings.extend(self.yaml(display, text));
         }
         findings
@@ -285,12 +333,16 @@ impl Scanner<'_> {
         let documents = match yaml::parse_documents(text) {
             Ok(documents) => documents,
             Err(error) => {
-                // Helm templates are not YAML until rendered; scan `helm template` output instead.
-                if !text.contains("{{") {
-                    self.report
-                        .warnings
-                        .push(format!("{display}:{}:{}: {}", error.line, error.column, error.message));
-                }
+                // Reported, never dropped: a file that does not parse is a file nothing checked.
+                let hint = if text.contains("{{") {
+                    " (a Helm template? it is YAML only once rendered: scan `helm template` output)"
+                } else {
+                    ""
+                };
+                self.report.warnings.push(format!(
+                    "{display}:{}:{}: not checked: {}{hint}",
+                    error.line, error.column, error.message
+                ));
                 return Vec::new();
             }
         };
@@ -344,7 +396,10 @@ impl Scanner<'_> {
         // A whole-file finding (line 0: an image config) has no line to annotate.
         for finding in findings.iter().filter(|f| f.line > 0) {
             if !texts.contains_key(&finding.path) {
-                let text = std::fs::read_to_string(self.root.join(&finding.path)).unwrap_or_default();
+                let text = match self.in_memory.get(&finding.path) {
+                    Some(text) => text.clone(),
+                    None => std::fs::read_to_string(self.root.join(&finding.path)).unwrap_or_default(),
+                };
                 texts.insert(finding.path.clone(), text);
             }
         }

@@ -98,12 +98,12 @@ fn convert(node: &MarkedYaml<'_>) -> Node {
     let value = match &node.data {
         YamlData::Value(scalar) => scalar_value(scalar),
         YamlData::Sequence(items) => Value::Seq(items.iter().map(convert).collect()),
-        YamlData::Mapping(entries) => Value::Map(
+        YamlData::Mapping(entries) => Value::Map(merged(
             entries
                 .iter()
                 .map(|(key, value)| (key_text(key), convert(value)))
                 .collect(),
-        ),
+        )),
         YamlData::Tagged(_, inner) => return convert(inner),
         YamlData::Representation(text, _, _) => Value::String(text.to_string()),
         _ => Value::Null,
@@ -112,6 +112,39 @@ fn convert(node: &MarkedYaml<'_>) -> Node {
         line: node.span.start.line(),
         value,
     }
+}
+
+/// YAML 1.1 merge keys (`<<: *defaults`, or a list of them), which kubectl's YAML reader
+/// applies and YAML 1.2 parsers leave as a plain key: the keys written beside `<<` win, then the
+/// merged mappings in order. Without this a privileged flag set through an anchor went unseen.
+fn merged(entries: Vec<(String, Node)>) -> Vec<(String, Node)> {
+    if !entries.iter().any(|(key, _)| key == "<<") {
+        return entries;
+    }
+    let mut own = Vec::new();
+    let mut sources = Vec::new();
+    for (key, value) in entries {
+        if key == "<<" {
+            match value.value {
+                Value::Map(map) => sources.push(map),
+                Value::Seq(items) => sources.extend(items.into_iter().filter_map(|item| match item.value {
+                    Value::Map(map) => Some(map),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        } else {
+            own.push((key, value));
+        }
+    }
+    for source in sources {
+        for (key, value) in source {
+            if !own.iter().any(|(k, _)| *k == key) {
+                own.push((key, value));
+            }
+        }
+    }
+    own
 }
 
 fn scalar_value(scalar: &Scalar<'_>) -> Value {
@@ -174,9 +207,16 @@ impl Node {
         }
     }
 
+    /// YAML 1.1's booleans too (`yes`, `on`, `y`…): kubectl's YAML reader takes
+    /// `privileged: yes` as true, so a check must as well.
     pub fn as_bool(&self) -> Option<bool> {
         match &self.value {
             Value::Bool(b) => Some(*b),
+            Value::String(s) => match s.as_str() {
+                "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" | "true" | "True" | "TRUE" => Some(true),
+                "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" | "false" | "False" | "FALSE" => Some(false),
+                _ => None,
+            },
             _ => None,
         }
     }
@@ -226,6 +266,26 @@ mod tests {
         assert_eq!(docs[1].at(&["b", "d"]).as_bool(), Some(true));
         assert_eq!(docs[1].at(&["b", "c"]).items()[1].as_str(), Some("y"));
         assert!(!docs[1].at(&["b", "missing", "deeper"]).is_present());
+    }
+
+    #[test]
+    fn merge_keys_and_yaml_1_1_booleans_read_as_kubectl_reads_them() {
+        let text = "base: &privileged {privileged: yes, runAsUser: 0}\nsc:\n  <<: *privileged\n  runAsUser: 1000\nlist:\n  <<: [{a: 1}, {a: 2, b: on}]\n";
+        let docs = parse_documents(text).unwrap();
+        let sc = docs[0].get("sc");
+        assert_eq!(sc.get("privileged").as_bool(), Some(true));
+        assert_eq!(
+            sc.get("runAsUser").as_int(),
+            Some(1000),
+            "the key written beside << wins"
+        );
+        assert!(sc.entry("<<").is_none());
+        let list = docs[0].get("list");
+        assert_eq!(list.get("a").as_int(), Some(1), "the first merged mapping wins");
+        assert_eq!(list.get("b").as_bool(), Some(true));
+        assert_eq!(docs[0].at(&["base", "privileged"]).as_bool(), Some(true));
+        assert_eq!(parse_documents("x: off").unwrap()[0].get("x").as_bool(), Some(false));
+        assert_eq!(parse_documents("x: maybe").unwrap()[0].get("x").as_bool(), None);
     }
 
     #[test]

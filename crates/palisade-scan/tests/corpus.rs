@@ -165,6 +165,52 @@ fn hostile_inputs_never_panic() {
     }
 }
 
+/// A file that does not parse is reported with its position, Helm templates included (with the
+/// way to scan them); JSON that holds no Kubernetes object is not read as manifests.
+#[test]
+fn unparsable_files_are_reported_never_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("deployment.yaml"),
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n  labels: {{- include \"x\" . | nindent 4 }}\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("broken.yaml"), "a: [1, 2\nb: 3\n").expect("write");
+    std::fs::write(
+        dir.path().join("broken.json"),
+        "{\"apiVersion\": \"v1\", \"kind\": \"Pod\",\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("package.json"), "{\"name\": \"x\", // not JSON\n}").expect("write");
+    let report = scan(dir.path(), &options()).expect("scan");
+    let warned = |file: &str| report.warnings.iter().find(|w| w.starts_with(file)).cloned();
+    let helm = warned("deployment.yaml:").expect("the Helm template is reported");
+    assert!(helm.contains("not checked") && helm.contains("helm template"), "{helm}");
+    assert!(warned("broken.yaml:").is_some(), "{:?}", report.warnings);
+    assert!(warned("broken.json:").is_some(), "{:?}", report.warnings);
+    assert!(warned("package.json").is_none(), "{:?}", report.warnings);
+}
+
+/// stdin (`kubectl get -A -o yaml | palisade scan -`): manifests or a Dockerfile, by content, with
+/// inline suppressions read from the same text.
+#[test]
+fn text_from_stdin_is_read_as_manifests_or_a_dockerfile() {
+    let manifests = std::fs::read_to_string(fixtures().join("kubernetes/manifests.json")).expect("fixture");
+    let report = palisade_scan::scan_text("stdin", &manifests, &options()).expect("scan");
+    let found: BTreeSet<(usize, String)> = report.findings.iter().map(|f| (f.line, f.rule.clone())).collect();
+    assert_eq!(
+        found,
+        parse_expected(&fixtures().join("kubernetes/manifests.json.expected"))
+    );
+    assert!(report.findings.iter().all(|f| f.path == "stdin"));
+    let dockerfile = "# build\nFROM debian:12.8-slim\nHEALTHCHECK CMD true\n# palisade:ignore DF001 the entrypoint drops privileges\nUSER root\n";
+    let report = palisade_scan::scan_text("stdin", dockerfile, &options()).expect("scan");
+    let rules: Vec<&str> = report.findings.iter().map(|f| f.rule.as_str()).collect();
+    assert_eq!(rules, ["DF003"], "read as a Dockerfile");
+    let suppressed: Vec<&str> = report.suppressed.iter().map(|s| s.finding.rule.as_str()).collect();
+    assert_eq!(suppressed, ["DF001"], "the inline suppression was read from the text");
+}
+
 /// A finding made after every file was read (K8S023 looks across files) is suppressed inline like
 /// any other, also in a file that has no other finding.
 #[test]
