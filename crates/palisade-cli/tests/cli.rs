@@ -654,6 +654,114 @@ fn scan_of_an_image_reference_reports_registry_failures() {
     assert!(stderr.contains("config.json: invalid type"), "{stderr}");
 }
 
+/// The pipeline integrations in the repository (pre-commit hooks, the GitHub composite action, the
+/// GitLab template): the scan commands they run are valid and pass on this repository, inputs
+/// never reach a shell script by interpolation, and nothing pipes an installer into a shell.
+#[test]
+fn pipeline_integrations_run_valid_scans_and_no_installer_pipes() {
+    let read = |path: &str| -> (String, serde_json::Value) {
+        let text = std::fs::read_to_string(repository().join(path)).unwrap();
+        let value = serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"));
+        (text, value)
+    };
+    let scan_passes = |args: &[String]| {
+        let output = palisade().args(args).output().unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(0),
+            "palisade {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    for path in [
+        ".pre-commit-hooks.yaml",
+        "action.yml",
+        "ci/gitlab/palisade-scan.gitlab-ci.yml",
+    ] {
+        let text = std::fs::read_to_string(repository().join(path)).unwrap();
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            assert!(
+                !(line.contains("curl") || line.contains("| sh") || line.contains("| bash")),
+                "{path}: {line}"
+            );
+        }
+    }
+
+    let (_, hooks) = read(".pre-commit-hooks.yaml");
+    for hook in hooks.as_array().unwrap() {
+        let entry = hook["entry"].as_str().unwrap();
+        let command: Vec<&str> = match hook["language"].as_str().unwrap() {
+            "docker_image" => entry.split_whitespace().skip(1).collect(),
+            "system" => entry.split_whitespace().skip(1).collect(),
+            other => panic!("unexpected language {other}"),
+        };
+        assert!(hook["pass_filenames"] == false, "the hook scans the repository");
+        let mut args: Vec<String> = command.iter().map(|s| s.to_string()).collect();
+        args.extend(
+            hook["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string()),
+        );
+        args.push(repository().display().to_string());
+        scan_passes(&args);
+    }
+
+    let (_, action) = read("action.yml");
+    assert_eq!(action["runs"]["using"], "composite");
+    for step in action["runs"]["steps"].as_array().unwrap() {
+        if let Some(script) = step["run"].as_str() {
+            assert!(
+                !script.contains("${{"),
+                "inputs reach scripts through env only: {script}"
+            );
+            if script.contains(" scan ") {
+                assert!(
+                    script.contains("--format sarif") && script.contains("--fail-on"),
+                    "{script}"
+                );
+            }
+        }
+    }
+    let upload = action["runs"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("github/codeql-action/upload-sarif@"))
+        })
+        .expect("an upload step");
+    assert!(
+        upload["if"].as_str().unwrap().contains("always()"),
+        "uploads even when findings fail the job"
+    );
+
+    let (_, gitlab) = read("ci/gitlab/palisade-scan.gitlab-ci.yml");
+    let scripts = gitlab["palisade-scan"]["script"].as_array().unwrap();
+    let mut scans = 0;
+    for line in scripts.iter().filter_map(|l| l.as_str()) {
+        let Some(rest) = line.strip_prefix("palisade scan ") else {
+            continue;
+        };
+        let output = tempfile::tempdir().unwrap();
+        let args: Vec<String> = std::iter::once("scan".to_string())
+            .chain(rest.split_whitespace().map(|word| match word {
+                "\"$PALISADE_TARGET\"" => repository().display().to_string(),
+                "\"$PALISADE_FAIL_ON\"" => "high".to_string(),
+                "palisade.sarif" => output.path().join("palisade.sarif").display().to_string(),
+                other => other.to_string(),
+            }))
+            .chain(["--skip".to_string(), "vulnerabilities".to_string()])
+            .collect();
+        scan_passes(&args);
+        scans += 1;
+    }
+    assert_eq!(scans, 2);
+}
+
 /// CI runs this too: the repository's own Dockerfile, manifests and configs pass the scan.
 #[test]
 fn the_repository_passes_its_own_scan() {
