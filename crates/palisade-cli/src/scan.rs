@@ -232,7 +232,7 @@ pub enum DbCommand {
     /// Download each ecosystem's `all.zip` from OSV and import it.
     Update {
         /// OSV ecosystems (repeatable).
-        #[arg(long = "ecosystem", default_values_t = ["crates.io", "npm", "PyPI", "Go", "Debian", "Alpine"].map(String::from))]
+        #[arg(long = "ecosystem", default_values_t = ["crates.io", "npm", "PyPI", "Go", "Maven", "Packagist", "RubyGems", "Debian", "Alpine"].map(String::from))]
         ecosystems: Vec<String>,
         /// Where `<ecosystem>/all.zip` lives.
         #[arg(long, default_value = "https://osv-vulnerabilities.storage.googleapis.com")]

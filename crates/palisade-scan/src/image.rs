@@ -14,6 +14,7 @@ use crate::dockerfile::is_secret_name;
 use crate::finding::{Finding, Layer};
 use crate::rules;
 use crate::secrets::{self, Allowlist};
+use crate::vuln::installed::{self, Installed};
 use crate::vuln::packages::{self, Lockfile, Package};
 
 #[derive(Debug, thiserror::Error)]
@@ -211,6 +212,8 @@ struct PathState {
     findings: Vec<usize>,
     /// Kept for package databases and lockfiles only.
     content: Option<String>,
+    /// Packages read from the file's bytes as it streamed by (Java archives, Go binaries).
+    binary_packages: Vec<(&'static str, String, String)>,
 }
 
 /// Where an image's config and layers come from: a tarball on disk or a registry.
@@ -329,10 +332,30 @@ pub fn scan(
                 layer: index,
                 findings: Vec::new(),
                 content: None,
+                binary_packages: Vec::new(),
             };
-            if entry.size() <= MAX_SCANNED_FILE {
+            let executable = entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0);
+            let java = Installed::of(&entry_path) == Some(Installed::JavaArchive);
+            if java && entry.size() <= MAX_JAVA_ARCHIVE {
+                // An archive is read whole (zip needs its central directory): memory is bounded by
+                // the largest archive, as Trivy's is.
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut bytes).map_err(io)?;
+                for (name, version) in installed::java_archive(&bytes) {
+                    file_state.binary_packages.push(("Maven", name, version));
+                }
+            } else if executable && entry.size() > MAX_SCANNED_FILE {
+                if let Some(build) = installed::go_buildinfo(&mut entry).map_err(io)? {
+                    file_state.binary_packages.extend(go_packages(build));
+                }
+            } else if entry.size() <= MAX_SCANNED_FILE {
                 let mut bytes = Vec::new();
                 entry.read_to_end(&mut bytes).map_err(io)?;
+                if executable && bytes.starts_with(b"\x7fELF") {
+                    if let Some(build) = installed::go_buildinfo(bytes.as_slice()).map_err(io)? {
+                        file_state.binary_packages.extend(go_packages(build));
+                    }
+                }
                 if let Some(text) = crate::as_text(&bytes) {
                     let shown = format!("{display}!/{entry_path}");
                     for mut finding in secrets::check(&shown, text, allow) {
@@ -430,7 +453,26 @@ fn remove_under(
     }
 }
 
+/// Java archives larger than this are not opened (their secrets are not read either).
+const MAX_JAVA_ARCHIVE: u64 = 512 * 1024 * 1024;
+
+/// A Go binary's modules, and the standard library it was built with as OSV names it (`stdlib`,
+/// version without `go`, always three numbers).
+fn go_packages(build: installed::GoBuild) -> Vec<(&'static str, String, String)> {
+    let mut version = build.go_version;
+    let release = version.split(['-', '+', ' ']).next().unwrap_or("").to_string();
+    if release.split('.').count() == 2 {
+        version = format!("{release}.0");
+    }
+    let mut packages = vec![("Go", "stdlib".to_string(), version)];
+    packages.extend(build.modules.into_iter().map(|(name, version)| ("Go", name, version)));
+    packages
+}
+
 fn is_package_source(path: &str) -> bool {
+    if Installed::of(path).is_some_and(|kind| kind != Installed::JavaArchive) {
+        return true;
+    }
     matches!(
         path,
         "etc/os-release" | "usr/lib/os-release" | "var/lib/dpkg/status" | "lib/apk/db/installed"
@@ -446,27 +488,50 @@ fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers
     let ecosystem = release.and_then(|(id, version)| packages::os_ecosystem(&id, &version));
     let mut found = Vec::new();
     for (path, file) in state {
-        let Some(text) = &file.content else { continue };
         let shown = format!("{display}!/{path}");
-        let mut from_file = match (path.as_str(), &ecosystem) {
+        let mut from_file: Vec<Package> = file
+            .binary_packages
+            .iter()
+            .map(|(ecosystem, name, version)| Package::new(ecosystem, name.clone(), version.clone(), &shown, 0))
+            .collect();
+        if let Some(text) = &file.content {
+            let file_name = path.rsplit('/').next().unwrap_or(path);
+            if let Some(kind) = Installed::of(path) {
+                from_file.extend(
+                    kind.packages(file_name, text)
+                        .into_iter()
+                        .map(|(name, version)| Package::new(kind.ecosystem(), name, version, &shown, 0)),
+                );
+            }
+        }
+        let Some(text) = &file.content else {
+            label_layer(&mut from_file, file.layer, layers);
+            found.extend(from_file);
+            continue;
+        };
+        from_file.extend(match (path.as_str(), &ecosystem) {
             ("var/lib/dpkg/status", Some(eco)) => packages::dpkg_status(text, eco, &shown),
             (p, Some(eco)) if p.starts_with("var/lib/dpkg/status.d/") => packages::dpkg_status(text, eco, &shown),
             ("lib/apk/db/installed", Some(eco)) => packages::apk_installed(text, eco, &shown),
             (p, _) => Lockfile::from_name(p.rsplit('/').next().unwrap_or(p))
                 .map(|kind| kind.packages(&shown, text))
                 .unwrap_or_default(),
-        };
-        let layer = Layer {
-            index: file.layer,
-            digest: layers.get(file.layer).cloned().unwrap_or_default(),
-            removed_in: None,
-        };
-        for package in &mut from_file {
-            package.layer = Some(layer.clone());
-        }
+        });
+        label_layer(&mut from_file, file.layer, layers);
         found.extend(from_file);
     }
     found
+}
+
+fn label_layer(packages: &mut [Package], index: usize, layers: &[String]) {
+    let layer = Layer {
+        index,
+        digest: layers.get(index).cloned().unwrap_or_default(),
+        removed_in: None,
+    };
+    for package in packages {
+        package.layer = Some(layer.clone());
+    }
 }
 
 fn config_findings(config: &ImageConfig, display: &str, allow: &Allowlist) -> Vec<Finding> {

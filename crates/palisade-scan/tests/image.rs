@@ -216,3 +216,175 @@ fn a_truncated_image_is_an_input_error() {
     assert!(scan(&image, &options(dir.path())).is_err());
     assert!(bytes.len() > manifest_only.len());
 }
+
+/// A tar whose members have modes (executables for Go binaries).
+fn tar_with_modes(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, bytes, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(*mode);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *bytes).expect("append");
+    }
+    builder.into_inner().expect("tar")
+}
+
+fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in files {
+        writer
+            .start_file(*name, zip::write::SimpleFileOptions::default())
+            .expect("zip");
+        writer.write_all(bytes).expect("zip");
+    }
+    writer.finish().expect("zip").into_inner()
+}
+
+/// An ELF-looking executable carrying Go's build information, larger than the 2 MiB read for
+/// secrets when `padding` says so (it is then searched as it streams).
+fn go_binary(go_version: &str, modinfo: &str, padding: usize) -> Vec<u8> {
+    let mut binary = b"\x7fELF\x02\x01\x01".to_vec();
+    binary.resize(padding, 0);
+    binary.extend_from_slice(&palisade_scan::vuln::installed::encode_buildinfo(go_version, modinfo));
+    binary.extend_from_slice(&[0u8; 4096]);
+    binary
+}
+
+/// Every language package kind an image can hold, each with a version an advisory covers and
+/// one it does not; each finding names the file and layer it came from.
+#[test]
+fn language_packages_inside_an_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log4j_core = |version: &str| {
+        zip_of(&[(
+            "META-INF/maven/org.apache.logging.log4j/log4j-core/pom.properties",
+            format!("groupId=org.apache.logging.log4j\nartifactId=log4j-core\nversion={version}\n").as_bytes(),
+        )])
+    };
+    let war = zip_of(&[
+        ("WEB-INF/lib/log4j-core-2.14.1.jar", &log4j_core("2.14.1")),
+        (
+            "META-INF/maven/com.example/shop/pom.properties",
+            b"groupId=com.example\nartifactId=shop\nversion=1.0\n",
+        ),
+    ]);
+    let old_go = "path\texample.com/old\nmod\texample.com/old\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.7\th1:x=\n";
+    let new_go = "path\texample.com/new\nmod\texample.com/new\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.8\th1:y=\n";
+    let python = tar_with_modes(&[
+        (
+            "usr/lib/python3/dist-packages/Django-4.2.1.dist-info/METADATA",
+            b"Metadata-Version: 2.1\nName: Django\nVersion: 4.2.1\n\nLong description\n",
+            0o644,
+        ),
+        (
+            "usr/local/lib/python3.11/site-packages/requests-2.31.0-py3.11.egg-info/PKG-INFO",
+            b"Metadata-Version: 1.1\nName: requests\nVersion: 2.31.0\n",
+            0o644,
+        ),
+    ]);
+    let apps = tar_with_modes(&[
+        ("srv/web/node_modules/lodash/package.json", br#"{"name": "lodash", "version": "4.17.20"}"#, 0o644),
+        ("srv/api/node_modules/lodash/package.json", br#"{"name": "lodash", "version": "4.17.21"}"#, 0o644),
+        ("srv/web/node_modules/lodash/fp/package.json", br#"{"name": "lodash", "version": "1.0.0"}"#, 0o644),
+        (
+            "srv/php/vendor/composer/installed.json",
+            br#"{"packages": [{"name": "guzzlehttp/guzzle", "version": "7.4.0"}, {"name": "monolog/monolog", "version": "2.3.5"}]}"#,
+            0o644,
+        ),
+        (
+            "usr/local/bundle/specifications/rack-2.2.3.gemspec",
+            b"Gem::Specification.new do |s|\n  s.name = \"rack\".freeze\n  s.version = \"2.2.3\"\nend\n",
+            0o644,
+        ),
+        (
+            "usr/local/bundle/specifications/rack-test-2.2.4.gemspec",
+            b"Gem::Specification.new do |s|\n  s.name = \"rack\".freeze\n  s.version = \"2.2.4\"\nend\n",
+            0o644,
+        ),
+        ("usr/local/tomcat/webapps/shop.war", &war, 0o644),
+        ("opt/tools/log4j-core-2.17.1.jar", &log4j_core("2.17.1"), 0o644),
+        ("usr/local/bin/old-tool", &go_binary("go1.20.1", old_go, 3 * 1024 * 1024), 0o755),
+        ("usr/local/bin/new-tool", &go_binary("go1.20.2", new_go, 4096), 0o755),
+        // Not executable: not read as a binary.
+        ("usr/share/doc/not-run", &go_binary("go1.19.0", old_go, 4096), 0o644),
+    ]);
+    let layers = [python, gzip(&apps)];
+    let config = serde_json::json!({ "config": { "User": "10001" } }).to_string();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:c0", "size": config.len() },
+        "layers": [
+            { "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:l0", "size": layers[0].len() },
+            { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:l1", "size": layers[1].len() },
+        ],
+    })
+    .to_string();
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": "sha256:m0", "size": manifest.len() }] })
+            .to_string();
+    let path = dir.path().join("apps.tar");
+    write(
+        &path,
+        &[
+            ("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}"),
+            ("index.json", index.as_bytes()),
+            ("blobs/sha256/m0", manifest.as_bytes()),
+            ("blobs/sha256/c0", config.as_bytes()),
+            ("blobs/sha256/l0", &layers[0]),
+            ("blobs/sha256/l1", &layers[1]),
+        ],
+    );
+    let report = scan(&path, &options(dir.path())).expect("scan");
+    let found: BTreeSet<(String, String, usize)> = report
+        .findings
+        .iter()
+        .map(|f| {
+            let vulnerability = f.vulnerability.as_ref().expect("only vulnerabilities");
+            (
+                f.path.clone(),
+                format!("{} {} {}", f.rule, vulnerability.package, vulnerability.installed),
+                f.layer.as_ref().map(|l| l.index).expect("a layer"),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String, usize)> = [
+        (
+            "apps.tar!/usr/lib/python3/dist-packages/Django-4.2.1.dist-info/METADATA",
+            "GHSA-jh3w-4vvf-mjgr Django 4.2.1",
+            0,
+        ),
+        (
+            "apps.tar!/srv/web/node_modules/lodash/package.json",
+            "GHSA-35jh-r3h4-6jhm lodash 4.17.20",
+            1,
+        ),
+        (
+            "apps.tar!/srv/php/vendor/composer/installed.json",
+            "GHSA-w248-ffj2-4v5q guzzlehttp/guzzle 7.4.0",
+            1,
+        ),
+        (
+            "apps.tar!/usr/local/bundle/specifications/rack-2.2.3.gemspec",
+            "GHSA-wq4h-7r42-5hrr rack 2.2.3",
+            1,
+        ),
+        (
+            "apps.tar!/usr/local/tomcat/webapps/shop.war",
+            "GHSA-jfh8-c2jp-5v3q org.apache.logging.log4j:log4j-core 2.14.1",
+            1,
+        ),
+        (
+            "apps.tar!/usr/local/bin/old-tool",
+            "GO-2022-1059 golang.org/x/text v0.3.7",
+            1,
+        ),
+        ("apps.tar!/usr/local/bin/old-tool", "GO-2023-1621 stdlib 1.20.1", 1),
+    ]
+    .into_iter()
+    .map(|(p, v, l)| (p.to_string(), v.to_string(), l))
+    .collect();
+    assert_eq!(found, expected);
+    assert!(report.packages_checked >= 14, "{}", report.packages_checked);
+}

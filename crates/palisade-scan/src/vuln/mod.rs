@@ -2,6 +2,7 @@
 //! the package databases of images, with each ecosystem's own version order.
 
 pub mod db;
+pub mod installed;
 pub mod osv;
 pub mod packages;
 pub mod version;

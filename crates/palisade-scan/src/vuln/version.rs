@@ -15,6 +15,12 @@ pub enum Scheme {
     Pep440,
     Debian,
     Alpine,
+    /// Gem::Version: dotted segments, a letter segment makes a pre-release.
+    RubyGems,
+    /// Maven's ComparableVersion, for the forms artifacts use (below).
+    Maven,
+    /// Composer's order (PHP's version_compare on normalized versions).
+    Packagist,
 }
 
 impl Scheme {
@@ -26,6 +32,9 @@ impl Scheme {
             "PyPI" => Some(Self::Pep440),
             "Debian" | "Ubuntu" => Some(Self::Debian),
             "Alpine" => Some(Self::Alpine),
+            "RubyGems" => Some(Self::RubyGems),
+            "Maven" => Some(Self::Maven),
+            "Packagist" => Some(Self::Packagist),
             _ => None,
         }
     }
@@ -50,6 +59,13 @@ impl Scheme {
                 Some(a.cmp(&b))
             }
             Self::Alpine => Some(AlpineVersion::parse(a)?.cmp(&AlpineVersion::parse(b)?)),
+            Self::RubyGems => Some(gem_segments(a)?.compare(&gem_segments(b)?)),
+            Self::Maven => Some(compare_items(&maven_items(a)?, &maven_items(b)?, maven_padding)),
+            Self::Packagist => Some(compare_items(
+                &composer_items(a)?,
+                &composer_items(b)?,
+                composer_padding,
+            )),
         }
     }
 }
@@ -118,6 +134,168 @@ impl AlpineVersion {
     }
 }
 
+/// Numbers and words of a version, split at `.`, `-`, `_`, `+` and between digits and letters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Item {
+    Number(u64),
+    Word(String),
+}
+
+fn items(text: &str) -> Option<Vec<Item>> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let flush = |current: &mut String, out: &mut Vec<Item>| -> Option<()> {
+        if !current.is_empty() {
+            let item = if current.bytes().all(|b| b.is_ascii_digit()) {
+                Item::Number(current.parse().ok()?)
+            } else {
+                Item::Word(current.to_ascii_lowercase())
+            };
+            out.push(item);
+            current.clear();
+        }
+        Some(())
+    };
+    for c in text.trim().chars() {
+        if matches!(c, '.' | '-' | '_' | '+') {
+            flush(&mut current, &mut out)?;
+            continue;
+        }
+        if !c.is_ascii_alphanumeric() {
+            return None;
+        }
+        let switches = current
+            .chars()
+            .last()
+            .is_some_and(|last| last.is_ascii_digit() != c.is_ascii_digit());
+        if switches {
+            flush(&mut current, &mut out)?;
+        }
+        current.push(c);
+    }
+    flush(&mut current, &mut out)?;
+    (!out.is_empty()).then_some(out)
+}
+
+/// Item by item; the shorter list is padded with what `padding` says an absent item compares as.
+fn compare_items(a: &[Item], b: &[Item], padding: fn(&Item) -> Ordering) -> Ordering {
+    for i in 0..a.len().max(b.len()) {
+        let order = match (a.get(i), b.get(i)) {
+            (Some(x), Some(y)) => match (x, y) {
+                (Item::Number(x), Item::Number(y)) => x.cmp(y),
+                (Item::Number(_), Item::Word(_)) => Ordering::Greater,
+                (Item::Word(_), Item::Number(_)) => Ordering::Less,
+                (Item::Word(x), Item::Word(y)) => qualifier_rank(x).cmp(&qualifier_rank(y)).then_with(|| x.cmp(y)),
+            },
+            (Some(x), None) => padding(x),
+            (None, Some(y)) => padding(y).reverse(),
+            (None, None) => Ordering::Equal,
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    Ordering::Equal
+}
+
+/// Pre-release qualifiers before a release, then the release's own names, then post-releases;
+/// unknown words after them all (Maven) in text order.
+fn qualifier_rank(word: &str) -> i8 {
+    match word {
+        "dev" => -6,
+        "alpha" | "a" => -5,
+        "beta" | "b" => -4,
+        "milestone" | "m" => -3,
+        "rc" | "cr" => -2,
+        "snapshot" => -1,
+        "" | "ga" | "final" | "release" | "stable" => 0,
+        "sp" | "pl" | "p" | "patch" => 1,
+        _ => 2,
+    }
+}
+
+/// `1.0` = `1.0.0` = `1-ga`; `1.0-alpha1` < `1.0-beta` < `1.0-rc1` < `1.0-SNAPSHOT` < `1.0` <
+/// `1.0-sp1`; numbers after words. Maven nests lists at `-`; that is not modelled (the forms
+/// published artifacts use compare the same either way).
+fn maven_items(text: &str) -> Option<Vec<Item>> {
+    items(text)
+}
+
+fn maven_padding(item: &Item) -> Ordering {
+    match item {
+        Item::Number(n) => n.cmp(&0),
+        Item::Word(word) => qualifier_rank(word).cmp(&0),
+    }
+}
+
+/// Composer normalizes to four numbers (`v1.2` → `1.2.0.0`) and orders `dev` < `alpha` < `beta`
+/// < `RC` < stable < `patch`/`pl`/`p`.
+fn composer_items(text: &str) -> Option<Vec<Item>> {
+    let text = text.trim();
+    let text = text
+        .strip_prefix('v')
+        .or_else(|| text.strip_prefix('V'))
+        .unwrap_or(text);
+    let mut parsed = items(text)?;
+    let numbers = parsed.iter().take_while(|i| matches!(i, Item::Number(_))).count();
+    if numbers < 4 {
+        for _ in numbers..4 {
+            parsed.insert(numbers, Item::Number(0));
+        }
+    }
+    Some(parsed)
+}
+
+fn composer_padding(item: &Item) -> Ordering {
+    maven_padding(item)
+}
+
+/// Gem::Version's canonical segments: numbers until the first letter segment (the pre-release
+/// part), trailing zeros of each part dropped.
+#[derive(Debug)]
+struct GemVersion(Vec<Item>);
+
+fn gem_segments(text: &str) -> Option<GemVersion> {
+    let text = text.trim();
+    if text.is_empty() || !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+        return None;
+    }
+    // RubyGems reads `-` as `.pre.`.
+    let mut segments = items(&text.replace('-', ".pre."))?;
+    let first_word = segments
+        .iter()
+        .position(|s| matches!(s, Item::Word(_)))
+        .unwrap_or(segments.len());
+    let mut release: Vec<Item> = segments.drain(..first_word).collect();
+    while release.len() > 1 && release.last() == Some(&Item::Number(0)) {
+        release.pop();
+    }
+    while segments.last() == Some(&Item::Number(0)) {
+        segments.pop();
+    }
+    release.extend(segments);
+    Some(GemVersion(release))
+}
+
+impl GemVersion {
+    fn compare(&self, other: &Self) -> Ordering {
+        let zero = Item::Number(0);
+        for i in 0..self.0.len().max(other.0.len()) {
+            let (a, b) = (self.0.get(i).unwrap_or(&zero), other.0.get(i).unwrap_or(&zero));
+            let order = match (a, b) {
+                (Item::Number(x), Item::Number(y)) => x.cmp(y),
+                (Item::Word(_), Item::Number(_)) => Ordering::Less,
+                (Item::Number(_), Item::Word(_)) => Ordering::Greater,
+                (Item::Word(x), Item::Word(y)) => x.cmp(y),
+            };
+            if order != Ordering::Equal {
+                return order;
+            }
+        }
+        Ordering::Equal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +331,30 @@ mod tests {
             ("Alpine:v3.19", "3.1.4-r5", "3.1.4-r10", Less),
             ("Alpine:v3.19", "1.2a-r0", "1.2-r0", Greater),
             ("Alpine:v3.19", "1.10-r0", "1.9-r3", Greater),
+            ("RubyGems", "1.0.0", "1", Equal),
+            ("RubyGems", "1.0.a1", "1.0", Less),
+            ("RubyGems", "1.0.0.pre", "1.0.0", Less),
+            ("RubyGems", "1.0.b1", "1.0.a2", Greater),
+            ("RubyGems", "1.0-rc1", "1.0", Less),
+            ("RubyGems", "2.2.10", "2.2.9", Greater),
+            ("RubyGems", "1.0.0.rc1", "1.0.0.beta2", Greater),
+            ("Maven", "1.0", "1.0.0", Equal),
+            ("Maven", "1.0-ga", "1", Equal),
+            ("Maven", "1.0.Final", "1.0", Equal),
+            ("Maven", "1.0-alpha1", "1.0-beta", Less),
+            ("Maven", "1.0-rc1", "1.0-SNAPSHOT", Less),
+            ("Maven", "1.0-SNAPSHOT", "1.0", Less),
+            ("Maven", "1.0-sp1", "1.0", Greater),
+            ("Maven", "2.14.1", "2.15.0", Less),
+            ("Maven", "2.17.1", "2.3.2", Greater),
+            ("Maven", "1.0.1", "1.0-rc", Greater),
+            ("Maven", "5.3.18.RELEASE", "5.3.18", Equal),
+            ("Packagist", "v1.2", "1.2.0.0", Equal),
+            ("Packagist", "1.0.0-RC1", "1.0.0", Less),
+            ("Packagist", "1.0.0-beta2", "1.0.0-alpha3", Greater),
+            ("Packagist", "1.0.0-dev", "1.0.0-alpha1", Less),
+            ("Packagist", "1.0.0-patch1", "1.0.0", Greater),
+            ("Packagist", "7.4.10", "7.4.9", Greater),
         ];
         for (ecosystem, a, b, expected) in cases {
             assert_eq!(cmp(ecosystem, a, b), Some(expected), "{ecosystem}: {a} vs {b}");
