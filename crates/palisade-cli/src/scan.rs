@@ -52,11 +52,15 @@ pub struct ScanArgs {
     list_rules: Option<RuleList>,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Format {
     Table,
     Json,
     Sarif,
+    /// CycloneDX 1.6 JSON: every package found (advisories are not matched).
+    Cyclonedx,
+    /// SPDX 2.3 JSON: every package found (advisories are not matched).
+    SpdxJson,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,7 +120,9 @@ pub fn run(args: ScanArgs) -> ExitCode {
         checks: Checks {
             misconfigurations: !args.skip.contains(&Check::Misconfigurations),
             secrets: !args.skip.contains(&Check::Secrets),
-            vulnerabilities: !args.skip.contains(&Check::Vulnerabilities),
+            // An SBOM lists packages; matching them is a scan of the SBOM (`palisade scan app.cdx.json`).
+            vulnerabilities: !args.skip.contains(&Check::Vulnerabilities)
+                && !matches!(args.format, Format::Cyclonedx | Format::SpdxJson),
         },
         gitignore: !args.no_gitignore,
         ignore_file: args.ignore_file.clone(),
@@ -141,6 +147,8 @@ pub fn run(args: ScanArgs) -> ExitCode {
         Format::Table => report::table(&report),
         Format::Json => report::json(&report),
         Format::Sarif => report::sarif(&report),
+        Format::Cyclonedx => palisade_scan::sbom::cyclonedx(&report),
+        Format::SpdxJson => palisade_scan::sbom::spdx(&report),
     };
     let written = match &args.output {
         Some(path) => std::fs::write(path, rendered.as_bytes()).map_err(|e| format!("{}: {e}", path.display())),

@@ -569,6 +569,16 @@ fn scan_exit_codes_formats_and_suppressions() {
     assert_eq!(root_user["line"], 3);
     assert_eq!(root_user["severity"], "high");
 
+    for (format, key, value) in [
+        ("cyclonedx", "specVersion", "1.6"),
+        ("spdx-json", "spdxVersion", "SPDX-2.3"),
+    ] {
+        let (code, sbom) = scan(&[root, "--format", format, "--fail-on", "never"]);
+        assert_eq!(code, Some(0), "an SBOM needs no advisory database");
+        let sbom: serde_json::Value = serde_json::from_str(&sbom).unwrap();
+        assert_eq!(sbom[key], value);
+    }
+
     let (_, sarif) = scan(&[root, "--format", "sarif", "--fail-on", "never"]);
     let sarif: serde_json::Value = serde_json::from_str(&sarif).unwrap();
     assert_eq!(sarif["version"], "2.1.0");

@@ -500,7 +500,9 @@ fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers
                 from_file.extend(
                     kind.packages(file_name, text)
                         .into_iter()
-                        .map(|(name, version)| Package::new(kind.ecosystem(), name, version, &shown, 0)),
+                        .map(|(name, version, license)| {
+                            Package::new(kind.ecosystem(), name, version, &shown, 0).with_license(license)
+                        }),
                 );
             }
         }

@@ -13,6 +13,7 @@ pub mod palisade_config;
 pub mod registry;
 pub mod report;
 pub mod rules;
+pub mod sbom;
 pub mod secrets;
 pub mod suppress;
 pub mod vuln;
@@ -99,6 +100,9 @@ pub struct Report {
     pub suppressed: Vec<Suppressed>,
     /// Files that could not be read or parsed, expired ignores: reported, never fatal.
     pub warnings: Vec<String>,
+    /// Every package found (for SBOMs); not part of the JSON report.
+    #[serde(skip)]
+    pub packages: Vec<Package>,
 }
 
 impl Report {
@@ -317,6 +321,11 @@ impl Scanner<'_> {
         if let Some(lockfile) = Lockfile::from_name(name) {
             self.packages.extend(lockfile.packages(display, text));
         }
+        if sbom::is_sbom(name, text) {
+            // Another tool's inventory (or ours): its packages meet the advisory database.
+            self.packages.extend(sbom::packages(display, text));
+            return findings;
+        }
         if !checks.misconfigurations {
             return findings;
         }
@@ -374,6 +383,7 @@ impl Scanner<'_> {
             self.report.findings.extend(self.namespaces.findings());
         }
         self.report.packages_checked = self.packages.len();
+        self.report.packages = self.packages.clone();
         if self.options.checks.vulnerabilities && !self.packages.is_empty() {
             self.report
                 .findings

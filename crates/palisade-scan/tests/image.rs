@@ -254,9 +254,8 @@ fn go_binary(go_version: &str, modinfo: &str, padding: usize) -> Vec<u8> {
 
 /// Every language package kind an image can hold, each with a version an advisory covers and
 /// one it does not; each finding names the file and layer it came from.
-#[test]
-fn language_packages_inside_an_image() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// An OCI image tarball holding every language package kind (see the test below).
+fn language_image(dir: &Path) -> PathBuf {
     let log4j_core = |version: &str| {
         zip_of(&[(
             "META-INF/maven/org.apache.logging.log4j/log4j-core/pom.properties",
@@ -324,7 +323,7 @@ fn language_packages_inside_an_image() {
     let index =
         serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": "sha256:m0", "size": manifest.len() }] })
             .to_string();
-    let path = dir.path().join("apps.tar");
+    let path = dir.join("apps.tar");
     write(
         &path,
         &[
@@ -336,6 +335,13 @@ fn language_packages_inside_an_image() {
             ("blobs/sha256/l1", &layers[1]),
         ],
     );
+    path
+}
+
+#[test]
+fn language_packages_inside_an_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = language_image(dir.path());
     let report = scan(&path, &options(dir.path())).expect("scan");
     let found: BTreeSet<(String, String, usize)> = report
         .findings
@@ -387,4 +393,113 @@ fn language_packages_inside_an_image() {
     .collect();
     assert_eq!(found, expected);
     assert!(report.packages_checked >= 14, "{}", report.packages_checked);
+}
+
+/// (advisory, package, installed version) of every vulnerability finding; names as their
+/// ecosystem compares them (a purl spells PyPI's `Django` as `django`).
+fn vulnerabilities(report: &palisade_scan::Report) -> BTreeSet<(String, String, String)> {
+    report
+        .findings
+        .iter()
+        .filter_map(|f| {
+            let v = f.vulnerability.as_ref()?;
+            let name = palisade_scan::vuln::osv::normalize_name(&v.ecosystem, &v.package);
+            Some((f.rule.clone(), name, v.installed.clone()))
+        })
+        .collect()
+}
+
+fn validator(schema: &str) -> jsonschema::Validator {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sbom");
+    let load = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(name)).expect("schema")).expect("schema json")
+    };
+    let mut options = jsonschema::options();
+    for name in ["spdx.SNAPSHOT.schema.json", "jsf-0.82.SNAPSHOT.schema.json"] {
+        options = options.with_resource(
+            format!("http://cyclonedx.org/schema/{name}"),
+            jsonschema::Resource::from_contents(load(name)),
+        );
+    }
+    options.build(&load(schema)).expect("schema compiles")
+}
+
+fn assert_valid(validator: &jsonschema::Validator, document: &serde_json::Value) {
+    let errors: Vec<String> = validator
+        .iter_errors(document)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .take(10)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+/// CycloneDX 1.6 and SPDX 2.3 out, each valid against its official schema, listing every package
+/// with its purl, license and layer; each read back in finds exactly what the image scan found.
+#[test]
+fn sboms_out_validate_and_read_back_in_find_the_same_advisories() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let options = options(dir.path());
+    let cyclonedx = validator("bom-1.6.SNAPSHOT.schema.json");
+    let spdx = validator("spdx-2.3.schema.json");
+    for image in [language_image(dir.path()), docker_save_image(dir.path())] {
+        let report = scan(&image, &options).expect("scan");
+        let expected = vulnerabilities(&report);
+        assert!(!expected.is_empty());
+        for (format, text) in [
+            ("cdx", palisade_scan::sbom::cyclonedx(&report)),
+            ("spdx", palisade_scan::sbom::spdx(&report)),
+        ] {
+            let document: serde_json::Value = serde_json::from_str(&text).expect("json");
+            assert_valid(if format == "cdx" { &cyclonedx } else { &spdx }, &document);
+            let sbom = dir.path().join(format!("app.{format}.json"));
+            std::fs::write(&sbom, &text).expect("write");
+            let again = scan(&sbom, &options).expect("scan the SBOM");
+            assert_eq!(vulnerabilities(&again), expected, "{format} of {}", image.display());
+            assert!(again.findings.iter().all(|f| f.path == sbom.display().to_string()));
+        }
+    }
+    // What a component says: purl, license, file and layer.
+    let report = scan(&language_image(dir.path()), &options).expect("scan");
+    let bom: serde_json::Value = serde_json::from_str(&palisade_scan::sbom::cyclonedx(&report)).expect("json");
+    let lodash = bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .find(|c| c["purl"] == "pkg:npm/lodash@4.17.20")
+        .expect("lodash listed");
+    let properties: BTreeSet<(String, String)> = lodash["properties"]
+        .as_array()
+        .expect("properties")
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_string(),
+                p["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(properties.contains(&(
+        "palisade:path".into(),
+        "apps.tar!/srv/web/node_modules/lodash/package.json".into()
+    )));
+    assert!(properties.contains(&("palisade:layer:index".into(), "1".into())));
+    let purls: BTreeSet<&str> = bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .filter_map(|c| c["purl"].as_str())
+        .collect();
+    for purl in [
+        "pkg:golang/stdlib@1.20.1",
+        "pkg:maven/org.apache.logging.log4j/log4j-core@2.14.1",
+        "pkg:composer/guzzlehttp/guzzle@7.4.0",
+        "pkg:gem/rack@2.2.3",
+        "pkg:pypi/django@4.2.1",
+    ] {
+        assert!(purls.contains(purl), "{purl} in {purls:?}");
+    }
+    // The broken document is refused: the schema checks have teeth.
+    let mut broken = bom.clone();
+    broken["components"][0]["type"] = "gadget".into();
+    assert!(!cyclonedx.is_valid(&broken));
 }

@@ -55,13 +55,20 @@ impl Installed {
         }
     }
 
-    /// Packages from a text file (every kind but Java archives).
-    pub fn packages(self, file_name: &str, text: &str) -> Vec<NameVersion> {
+    /// Packages from a text file (every kind but Java archives), with their declared license
+    /// where the file says.
+    pub fn packages(self, file_name: &str, text: &str) -> Vec<(String, String, Option<String>)> {
+        let with = |found: Option<NameVersion>, license: Option<String>| {
+            found
+                .map(|(name, version)| (name, version, license))
+                .into_iter()
+                .collect()
+        };
         match self {
-            Self::PythonMetadata => python_metadata(text).into_iter().collect(),
-            Self::NodePackage => node_package(text).into_iter().collect(),
+            Self::PythonMetadata => with(python_metadata(text), python_license(text)),
+            Self::NodePackage => with(node_package(text), node_license(text)),
             Self::Composer => composer_installed(text),
-            Self::Gemspec => gemspec(file_name, text).into_iter().collect(),
+            Self::Gemspec => with(gemspec(file_name, text), gem_license(text)),
             Self::JavaArchive => Vec::new(),
         }
     }
@@ -93,6 +100,51 @@ pub fn python_metadata(text: &str) -> Option<NameVersion> {
     Some((name.filter(|n| !n.is_empty())?, version.filter(|v| !v.is_empty())?))
 }
 
+/// `License-Expression` (metadata 2.4), else a short `License` (long ones are license texts).
+fn python_license(text: &str) -> Option<String> {
+    let header = |key: &str| {
+        text.lines()
+            .take_while(|l| !l.trim().is_empty())
+            .find_map(|l| l.strip_prefix(key))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty() && v != "UNKNOWN")
+    };
+    header("License-Expression:").or_else(|| header("License:").filter(|l| l.len() <= 64))
+}
+
+/// `"license": "MIT"`, or the old `{"type": "MIT"}` and `[{"type": …}]` forms.
+fn node_license(text: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let license = value.get("license").or_else(|| value.get("licenses"))?;
+    let one = |v: &serde_json::Value| {
+        v.as_str()
+            .map(str::to_string)
+            .or_else(|| v.get("type").and_then(|t| t.as_str()).map(str::to_string))
+    };
+    match license.as_array() {
+        Some(list) => {
+            let all: Vec<String> = list.iter().filter_map(one).collect();
+            (!all.is_empty()).then(|| all.join(" OR "))
+        }
+        None => one(license),
+    }
+}
+
+/// `s.licenses = ["MIT".freeze]` or `s.license = "MIT"`.
+fn gem_license(text: &str) -> Option<String> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("s.licenses") || l.starts_with("s.license "))?;
+    let names: Vec<&str> = line
+        .split(['"', '\''])
+        .skip(1)
+        .step_by(2)
+        .filter(|n| !n.is_empty())
+        .collect();
+    (!names.is_empty()).then(|| names.join(" OR "))
+}
+
 pub fn node_package(text: &str) -> Option<NameVersion> {
     let value: serde_json::Value = serde_json::from_str(text).ok()?;
     let name = value.get("name")?.as_str()?;
@@ -100,8 +152,8 @@ pub fn node_package(text: &str) -> Option<NameVersion> {
     (!name.is_empty() && !version.is_empty()).then(|| (name.to_string(), version.to_string()))
 }
 
-/// Composer 1 (an array) and 2 (`{"packages": [...]}`); versions without their `v`.
-pub fn composer_installed(text: &str) -> Vec<NameVersion> {
+/// Composer 1 (an array) and 2 (`{"packages": [...]}`); versions without their `v`; licenses.
+pub fn composer_installed(text: &str) -> Vec<(String, String, Option<String>)> {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(text) else {
         return Vec::new();
     };
@@ -114,7 +166,13 @@ pub fn composer_installed(text: &str) -> Vec<NameVersion> {
             let name = package.get("name")?.as_str()?;
             let version = package.get("version")?.as_str()?;
             let version = version.strip_prefix('v').unwrap_or(version);
-            Some((name.to_ascii_lowercase(), version.to_string()))
+            let licenses: Vec<&str> = package
+                .get("license")
+                .and_then(|l| l.as_array())
+                .map(|l| l.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default();
+            let license = (!licenses.is_empty()).then(|| licenses.join(" OR "));
+            Some((name.to_ascii_lowercase(), version.to_string(), license))
         })
         .collect()
 }
@@ -457,12 +515,40 @@ mod tests {
         );
         assert_eq!(node_package(r#"{"name": "lodash"}"#), None);
         assert_eq!(
-            composer_installed(r#"{"packages": [{"name": "Guzzlehttp/Guzzle", "version": "v7.4.0"}]}"#),
-            [("guzzlehttp/guzzle".to_string(), "7.4.0".to_string())]
+            composer_installed(
+                r#"{"packages": [{"name": "Guzzlehttp/Guzzle", "version": "v7.4.0", "license": ["MIT"]}]}"#
+            ),
+            [(
+                "guzzlehttp/guzzle".to_string(),
+                "7.4.0".to_string(),
+                Some("MIT".to_string())
+            )]
         );
         assert_eq!(
             composer_installed(r#"[{"name": "monolog/monolog", "version": "2.3.5"}]"#),
-            [("monolog/monolog".to_string(), "2.3.5".to_string())]
+            [("monolog/monolog".to_string(), "2.3.5".to_string(), None)]
+        );
+        assert_eq!(
+            Installed::PythonMetadata.packages("METADATA", "Name: a\nVersion: 1\nLicense-Expression: BSD-3-Clause\n"),
+            [("a".to_string(), "1".to_string(), Some("BSD-3-Clause".to_string()))]
+        );
+        assert_eq!(
+            Installed::NodePackage.packages(
+                "package.json",
+                r#"{"name": "a", "version": "1.0.0", "licenses": [{"type": "MIT"}, {"type": "Apache-2.0"}]}"#
+            ),
+            [(
+                "a".to_string(),
+                "1.0.0".to_string(),
+                Some("MIT OR Apache-2.0".to_string())
+            )]
+        );
+        assert_eq!(
+            Installed::Gemspec.packages(
+                "a-1.gemspec",
+                "  s.name = \"a\"\n  s.version = \"1\"\n  s.licenses = [\"MIT\".freeze]\n"
+            ),
+            [("a".to_string(), "1".to_string(), Some("MIT".to_string()))]
         );
         assert_eq!(
             gemspec(

@@ -17,6 +17,10 @@ pub struct Package {
     pub path: String,
     pub line: usize,
     pub layer: Option<Layer>,
+    /// The installed (binary) package when advisories name another (a Debian or Alpine source).
+    pub binary: Option<String>,
+    /// The declared license, where the package says (SPDX expression or the package's own text).
+    pub license: Option<String>,
 }
 
 impl Package {
@@ -28,7 +32,19 @@ impl Package {
             path: path.to_string(),
             line,
             layer: None,
+            binary: None,
+            license: None,
         }
+    }
+
+    pub fn with_binary(mut self, binary: Option<String>) -> Self {
+        self.binary = binary.filter(|b| *b != self.name);
+        self
+    }
+
+    pub fn with_license(mut self, license: Option<String>) -> Self {
+        self.license = license.filter(|l| !l.trim().is_empty());
+        self
     }
 }
 
@@ -277,9 +293,9 @@ pub fn dpkg_status(text: &str, ecosystem: &str, path: &str) -> Vec<Package> {
                     }
                     None => (source, version),
                 },
-                None => (binary, version),
+                None => (binary.clone(), version),
             };
-            Some(Package::new(ecosystem, name, version, path, line))
+            Some(Package::new(ecosystem, name, version, path, line).with_binary(Some(binary)))
         })
         .collect()
 }
@@ -290,7 +306,10 @@ pub fn apk_installed(text: &str, ecosystem: &str, path: &str) -> Vec<Package> {
         .filter_map(|(line, fields)| {
             let field = |key: &str| fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v.to_string());
             let name = field("o").or_else(|| field("P"))?;
-            Some(Package::new(ecosystem, name, field("V")?, path, line))
+            let package = Package::new(ecosystem, name, field("V")?, path, line)
+                .with_binary(field("P"))
+                .with_license(field("L"));
+            Some(package)
         })
         .collect()
 }
