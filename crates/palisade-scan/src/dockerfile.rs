@@ -82,8 +82,18 @@ pub fn check(path: &str, text: &str) -> Vec<Finding> {
         check_base_image(stage, &mut report);
     }
     if let Some(last) = stages.last() {
-        check_final_user(last, &mut report);
-        let has_healthcheck = last.instructions.iter().any(|i| i.keyword == "HEALTHCHECK");
+        // The final stage inherits USER and HEALTHCHECK from the stages it is built FROM.
+        let mut lineage = vec![last];
+        while let Some(parent) = lineage.last().and_then(|s| s.parent).and_then(|i| stages.get(i)) {
+            if lineage.len() > stages.len() {
+                break;
+            }
+            lineage.push(parent);
+        }
+        check_final_user(&lineage, &mut report);
+        let has_healthcheck = lineage
+            .iter()
+            .any(|stage| stage.instructions.iter().any(|i| i.keyword == "HEALTHCHECK"));
         if !has_healthcheck {
             report(
                 &rules::DOCKER_NO_HEALTHCHECK,
@@ -111,11 +121,13 @@ struct Stage<'a> {
     instructions: Vec<&'a Instruction>,
     /// The base is an earlier stage or `scratch`: no registry image to pin.
     is_local: bool,
+    /// The earlier stage this one is built FROM.
+    parent: Option<usize>,
 }
 
 fn stages(instructions: &[Instruction]) -> Vec<Stage<'_>> {
     let mut global_args: HashMap<String, String> = HashMap::new();
-    let mut names: Vec<String> = Vec::new();
+    let mut names: Vec<(String, usize)> = Vec::new();
     let mut stages: Vec<Stage<'_>> = Vec::new();
     for instruction in instructions {
         if instruction.keyword == "FROM" {
@@ -125,11 +137,15 @@ fn stages(instructions: &[Instruction]) -> Vec<Stage<'_>> {
                 .filter(|w| !w.starts_with("--"))
                 .collect();
             let image = substitute(words.first().copied().unwrap_or(""), &global_args);
-            let is_local =
-                image.eq_ignore_ascii_case("scratch") || names.iter().any(|n| n.eq_ignore_ascii_case(&image));
+            let parent = names
+                .iter()
+                .rev()
+                .find(|(n, _)| n.eq_ignore_ascii_case(&image))
+                .map(|(_, index)| *index);
+            let is_local = image.eq_ignore_ascii_case("scratch") || parent.is_some();
             if let (Some(as_word), Some(name)) = (words.get(1), words.get(2)) {
                 if as_word.eq_ignore_ascii_case("as") {
-                    names.push(name.to_string());
+                    names.push((name.to_string(), stages.len()));
                 }
             }
             stages.push(Stage {
@@ -137,6 +153,7 @@ fn stages(instructions: &[Instruction]) -> Vec<Stage<'_>> {
                 image,
                 instructions: Vec::new(),
                 is_local,
+                parent,
             });
         } else if let Some(stage) = stages.last_mut() {
             stage.instructions.push(instruction);
@@ -186,8 +203,15 @@ fn check_base_image(stage: &Stage<'_>, report: &mut impl FnMut(&Rule, usize, Str
     }
 }
 
-fn check_final_user(stage: &Stage<'_>, report: &mut impl FnMut(&Rule, usize, String)) {
-    match stage.instructions.iter().rev().find(|i| i.keyword == "USER") {
+/// `lineage`: the final stage first, then the stages it is built FROM.
+fn check_final_user(lineage: &[&Stage<'_>], report: &mut impl FnMut(&Rule, usize, String)) {
+    let (Some(stage), Some(base)) = (lineage.first(), lineage.last()) else {
+        return;
+    };
+    let user = lineage
+        .iter()
+        .find_map(|stage| stage.instructions.iter().rev().find(|i| i.keyword == "USER"));
+    match user {
         Some(user) => {
             let name = user.args.split(':').next().unwrap_or("").trim();
             if name == "root" || name == "0" {
@@ -199,7 +223,7 @@ fn check_final_user(stage: &Stage<'_>, report: &mut impl FnMut(&Rule, usize, Str
             }
         }
         // Images built to run unprivileged say so in their tag (distroless `:nonroot`).
-        None if ImageReference::parse(&stage.image)
+        None if ImageReference::parse(&base.image)
             .tag
             .is_some_and(|t| t.contains("nonroot")) => {}
         None => report(
@@ -269,6 +293,20 @@ fn check_env(instruction: &Instruction, report: &mut impl FnMut(&Rule, usize, St
                 format!("ENV {name} holds a literal value"),
             );
         }
+        // Variables that turn verification off for every later step, and in the running image.
+        let off = match name.as_str() {
+            "GIT_SSL_NO_VERIFY" => matches!(value.as_str(), "1" | "true" | "True"),
+            "NODE_TLS_REJECT_UNAUTHORIZED" | "PYTHONHTTPSVERIFY" => value == "0",
+            "PIP_TRUSTED_HOST" | "CURL_INSECURE" => !value.is_empty(),
+            _ => false,
+        };
+        if off {
+            report(
+                &rules::DOCKER_VERIFICATION_OFF,
+                instruction.line,
+                format!("ENV {name}={value} turns TLS verification off"),
+            );
+        }
     }
 }
 
@@ -326,9 +364,26 @@ fn check_add(instruction: &Instruction, report: &mut impl FnMut(&Rule, usize, St
 }
 
 fn check_run(instruction: &Instruction, report: &mut impl FnMut(&Rule, usize, String)) {
+    // `curl … | sh`, `| sudo -E bash -`, `| env X=1 sh`, `| python3 -`, `bash <(curl …)`,
+    // `sh -c "$(curl …)"`.
     static PIPE_TO_SHELL: LazyLock<Regex> = LazyLock::new(|| {
         Regex::new(
-            r"\b(curl|wget)\b[^|;&]*\|\s*(sudo\s+)?(\S*/)?(ba|da|z|k)?sh\b|\b(ba|z)?sh\s+-c\s+.?\$\((curl|wget)\b",
+            r"\b(curl|wget)\b[^|;&]*\|\s*(sudo(\s+-\S+)*\s+)?(env(\s+\w+=\S*)*\s+)?(\S*/)?((ba|da|z|k)?sh|python[0-9.]*|perl|ruby|node)\b|\b(ba|z)?sh\s+(-c\s+.?\$\(|<\(\s*)(curl|wget)\b",
+        )
+        .expect("static regex")
+    });
+    static VERIFICATION_OFF: LazyLock<Regex> = LazyLock::new(|| {
+        Regex::new(
+            r"(?x)
+            \bcurl\b[^|;&]*\s(-k|--insecure|-[a-zA-Z]*k[a-zA-Z]*)\b
+            | \bwget\b[^|;&]*\s--no-check-certificate\b
+            | \bpip[0-9.]*\b[^|;&]*\s--trusted-host\b
+            | --nogpgcheck\b | \bgpgcheck=0\b
+            | \bapk\b[^|;&]*\s--allow-untrusted\b
+            | \b(npm|yarn)\s+config\s+set\s+strict-ssl\s+false\b
+            | \bgit\s+(-c\s+)?(?i:http\.sslverify)(\s*=\s*|\s+)false\b
+            | \bGIT_SSL_NO_VERIFY=(1|true)\b | \bNODE_TLS_REJECT_UNAUTHORIZED=0\b
+            | \bPIP_TRUSTED_HOST=",
         )
         .expect("static regex")
     });
@@ -339,6 +394,13 @@ fn check_run(instruction: &Instruction, report: &mut impl FnMut(&Rule, usize, St
             &rules::DOCKER_PIPE_TO_SHELL,
             instruction.line,
             "a downloaded script is piped into a shell".into(),
+        );
+    }
+    if VERIFICATION_OFF.is_match(script) {
+        report(
+            &rules::DOCKER_VERIFICATION_OFF,
+            instruction.line,
+            "a download or install runs with TLS or signature verification turned off".into(),
         );
     }
     if SUDO.is_match(script) {
@@ -354,51 +416,199 @@ fn check_run(instruction: &Instruction, report: &mut impl FnMut(&Rule, usize, St
     }
 }
 
-/// Packages named to apt/apk/pip/npm without a version.
+/// Packages named to a package manager without a version. Option values (`--virtual NAME`,
+/// `--trusted-host HOST`), local files (`./x.deb`, `dist/*.tar.gz`) and redirections are not
+/// packages.
 fn unpinned_packages(script: &str) -> Vec<String> {
     let mut unpinned = Vec::new();
     for command in script.split(['&', ';', '|', '\n']) {
-        let words: Vec<&str> = command.split_whitespace().skip_while(|w| *w == "sudo").collect();
-        let (packages, pinned): (&[&str], fn(&str) -> bool) = match words.as_slice() {
-            ["apt-get" | "apt", rest @ ..] if rest.contains(&"install") => {
-                (after(rest, "install"), |p| p.contains('='))
-            }
-            ["apk", "add", rest @ ..] => (rest, |p| p.contains('=') || p.contains('~')),
-            ["pip" | "pip3", "install", rest @ ..] | ["python" | "python3", "-m", "pip", "install", rest @ ..] => {
-                (rest, |p| {
-                    p.contains("==") || p.contains('/') || p.starts_with('.') || p.ends_with(".whl")
-                })
-            }
-            ["npm", "install" | "i", rest @ ..] if rest.contains(&"-g") || rest.contains(&"--global") => {
-                (rest, |p| p.trim_start_matches('@').contains('@'))
-            }
-            _ => continue,
-        };
+        let words: Vec<&str> = command
+            .split_whitespace()
+            .skip_while(|w| *w == "sudo" || w.starts_with('-') && command.trim_start().starts_with("sudo"))
+            .collect();
+        let Some(install) = Install::of(&words) else { continue };
         let mut skip_next = false;
-        for package in packages {
+        for word in install.arguments {
             if skip_next {
                 skip_next = false;
                 continue;
             }
-            // Flags that take a value (`-r requirements.txt`, `-t /opt`) name files, not packages.
-            if matches!(
-                *package,
-                "-r" | "--requirement" | "-c" | "--constraint" | "-t" | "--target" | "-t=" | "--repository" | "-X"
-            ) {
+            // `> log`, `2>/dev/null`, `< list`: a file, attached or the next word.
+            if word.starts_with(['>', '<']) || word.starts_with("2>") || word.starts_with("&>") {
+                skip_next = word.trim_start_matches(['1', '2', '&', '>', '<']).is_empty();
+                continue;
+            }
+            if install.takes_value(word) {
                 skip_next = true;
                 continue;
             }
-            if package.starts_with('-') || package.starts_with('$') || pinned(package) {
+            if word.starts_with('-') || word.starts_with('$') || word.starts_with('"') && word.contains('$') {
                 continue;
             }
-            unpinned.push(package.to_string());
+            if install.is_local_file(word) || (install.pinned)(word) {
+                continue;
+            }
+            unpinned.push(word.to_string());
+        }
+        // `gem install a b -v 1.2` pins every gem named.
+        if install.manager == "gem" && install.arguments.iter().any(|w| matches!(*w, "-v" | "--version")) {
+            unpinned.retain(|p| !install.arguments.contains(&p.as_str()));
         }
     }
     unpinned
 }
 
-fn after<'a>(words: &'a [&'a str], marker: &str) -> &'a [&'a str] {
-    words.iter().position(|w| *w == marker).map_or(&[], |i| &words[i + 1..])
+/// One package-manager install command: which manager, its arguments after the subcommand, and
+/// what a pinned package looks like to it.
+struct Install<'a> {
+    manager: &'static str,
+    arguments: &'a [&'a str],
+    pinned: fn(&str) -> bool,
+}
+
+impl<'a> Install<'a> {
+    fn of(words: &'a [&'a str]) -> Option<Self> {
+        let (manager, subcommands, pinned): (&'static str, &[&str], fn(&str) -> bool) = match words.first()? {
+            &"apt-get" | &"apt" => ("apt", &["install"], |p| p.contains('=')),
+            &"apk" => ("apk", &["add"], |p| p.contains('=') || p.contains('~')),
+            &"pip" | &"pip3" => ("pip", &["install"], pip_pinned),
+            &"python" | &"python3"
+                if words.get(1) == Some(&"-m") && words.get(2).is_some_and(|w| w.starts_with("pip")) =>
+            {
+                ("pip", &["install"], pip_pinned)
+            }
+            &"pipx" => ("pipx", &["install"], pip_pinned),
+            &"npm" => ("npm", &["install", "i", "add"], |p| {
+                // `name@1.2.3` (exact), not `name@^1`, `name@latest`.
+                p.trim_start_matches('@').split_once('@').is_some_and(|(_, v)| {
+                    v.starts_with(|c: char| c.is_ascii_digit()) && !v.contains(['^', '~', '*', 'x', ' '])
+                })
+            }),
+            &"yarn" => ("npm", &["add"], |p| {
+                p.trim_start_matches('@')
+                    .split_once('@')
+                    .is_some_and(|(_, v)| v.starts_with(|c: char| c.is_ascii_digit()))
+            }),
+            &"yum" | &"dnf" | &"microdnf" | &"tdnf" => ("rpm", &["install"], |p| {
+                // `httpd-2.4.57`: a dash followed by a digit starts the version.
+                p.char_indices()
+                    .any(|(i, c)| c == '-' && p[i + 1..].starts_with(|d: char| d.is_ascii_digit()))
+            }),
+            &"zypper" => ("zypper", &["install", "in"], |p| {
+                p.contains('=') || p.contains('>') || p.contains('<')
+            }),
+            &"gem" => ("gem", &["install"], |p| p.contains(':')),
+            _ => return None,
+        };
+        let position = words.iter().position(|w| subcommands.contains(w))?;
+        // `npm install` / `npm ci` with nothing named installs the lockfile: pinned.
+        Some(Self {
+            manager,
+            arguments: &words[position + 1..],
+            pinned,
+        })
+    }
+
+    /// Options whose value is the next word.
+    fn takes_value(&self, word: &str) -> bool {
+        let common = [
+            "-r",
+            "--requirement",
+            "-c",
+            "--constraint",
+            "-t",
+            "--target",
+            "--root",
+            "--prefix",
+        ];
+        let by_manager: &[&str] = match self.manager {
+            "apt" => &["-o", "--option", "-t", "--target-release", "-c", "--config-file"],
+            "apk" => &[
+                "-t",
+                "--virtual",
+                "-X",
+                "--repository",
+                "-p",
+                "--root",
+                "--keys-dir",
+                "--arch",
+                "--cache-dir",
+            ],
+            "pip" | "pipx" => &[
+                "--trusted-host",
+                "-i",
+                "--index-url",
+                "--extra-index-url",
+                "-f",
+                "--find-links",
+                "--cache-dir",
+                "--platform",
+                "--python-version",
+                "--implementation",
+                "--abi",
+                "--src",
+                "-e",
+                "--editable",
+                "--python",
+                "--suffix",
+                "--pip-args",
+            ],
+            "npm" => &["--prefix", "--registry", "--cache", "--userconfig", "-w", "--workspace"],
+            "rpm" => &[
+                "-c",
+                "--config",
+                "--installroot",
+                "--releasever",
+                "--setopt",
+                "--repo",
+                "--enablerepo",
+                "--disablerepo",
+            ],
+            "zypper" => &["-r", "--repo", "--from", "-t", "--type"],
+            "gem" => &[
+                "-v",
+                "--version",
+                "-i",
+                "--install-dir",
+                "-n",
+                "--bindir",
+                "--source",
+                "--platform",
+            ],
+            _ => &[],
+        };
+        common.contains(&word) || by_manager.contains(&word)
+    }
+
+    /// A package file or directory, not a name the manager resolves: `./x.deb`, `/tmp/*.rpm`,
+    /// `dist/app-1.0.tar.gz`, `.`.
+    fn is_local_file(&self, word: &str) -> bool {
+        let archive = [
+            ".deb", ".rpm", ".apk", ".whl", ".tar.gz", ".tgz", ".zip", ".gem", ".tar.bz2",
+        ];
+        let remote = word.contains("://");
+        (!remote
+            && (word.starts_with('.')
+                || word.starts_with('/')
+                || word.starts_with('~')
+                || word.contains('/') && self.manager != "npm" && self.manager != "yarn"))
+            || archive.iter().any(|ext| word.ends_with(ext))
+            || (self.manager == "npm" && (word.starts_with("file:") || word.starts_with('.') || word.starts_with('/')))
+    }
+}
+
+/// `name==1.2`, a direct URL with a fixed ref (`git+https://…@v1.2`), or a file.
+fn pip_pinned(package: &str) -> bool {
+    if let Some(vcs) = package
+        .split_once("+https://")
+        .or_else(|| package.split_once("+ssh://"))
+        .map(|(_, rest)| rest)
+    {
+        // git+https://host/org/repo@ref#egg=name: pinned only with an @ref after the path.
+        let path = vcs.split(['#', '?']).next().unwrap_or(vcs);
+        return path.rsplit('/').next().is_some_and(|last| last.contains('@'));
+    }
+    package.contains("==") || package.contains(" @ ")
 }
 
 fn check_expose(instruction: &Instruction, report: &mut impl FnMut(&Rule, usize, String)) {
@@ -457,9 +667,44 @@ mod tests {
         );
         assert!(unpinned_packages("pip install -r requirements.txt").is_empty());
         assert_eq!(unpinned_packages("pip install flask==3.0 requests"), vec!["requests"]);
-        assert!(
-            unpinned_packages("npm install express").is_empty(),
-            "a local install is pinned by the lockfile"
-        );
+        assert!(unpinned_packages("npm install").is_empty(), "the lockfile pins");
+        assert!(unpinned_packages("npm ci").is_empty());
+    }
+
+    #[test]
+    fn every_package_manager_and_what_is_not_a_package() {
+        let cases: &[(&str, &[&str])] = &[
+            // Option values, local files and redirections are not packages.
+            (
+                "pip install --trusted-host pypi.internal --index-url https://pypi.internal/simple flask==3.0",
+                &[],
+            ),
+            ("apk add --no-cache --virtual .build-deps gcc=13.2.1-r0", &[]),
+            ("apk --no-cache add curl", &["curl"]),
+            ("apt-get install -y ./vendor/tool.deb /tmp/other.deb", &[]),
+            ("pip install dist/app-1.0.tar.gz ./wheels/x.whl .", &[]),
+            ("apt-get install -y jq > /var/log/apt.log 2>&1", &["jq"]),
+            ("apt-get install -y jq 2>/dev/null", &["jq"]),
+            // yum/dnf/microdnf/zypper/gem/npm/pipx/git+https.
+            ("yum install -y httpd-2.4.57 mod_ssl", &["mod_ssl"]),
+            ("dnf -y install --setopt tsflags=nodocs nginx", &["nginx"]),
+            ("microdnf install -y shadow-utils-4.9", &[]),
+            ("zypper --non-interactive install -y curl=8.0.1 git", &["git"]),
+            ("gem install rails bundler:2.4.22", &["rails"]),
+            ("gem install rails -v 7.1.2", &[]),
+            ("npm install -g typescript@5.3.3 eslint", &["eslint"]),
+            ("npm install express@^4", &["express@^4"]),
+            ("npm install @angular/cli@17.0.0 left-pad@latest", &["left-pad@latest"]),
+            ("pipx install poetry==1.7.1 black", &["black"]),
+            (
+                "pip install git+https://github.com/org/lib.git",
+                &["git+https://github.com/org/lib.git"],
+            ),
+            ("pip install git+https://github.com/org/lib.git@v1.2.0#egg=lib", &[]),
+            ("sudo -E apt-get install -y curl", &["curl"]),
+        ];
+        for (script, expected) in cases {
+            assert_eq!(unpinned_packages(script), *expected, "{script}");
+        }
     }
 }

@@ -85,6 +85,9 @@ rules! {
     DOCKER_EXPOSES_SSH = "DF011", Dockerfile, Medium, "SSH port exposed",
         "An SSH server in a container is an extra, long-lived credential surface; containers are entered with `exec`, not SSH.",
         "Remove the SSH server and `EXPOSE 22`.";
+    DOCKER_VERIFICATION_OFF = "DF012", Dockerfile, High, "TLS or signature verification turned off",
+        "`curl -k`, `wget --no-check-certificate`, `pip --trusted-host`, `--nogpgcheck`, `apk --allow-untrusted`, `npm config set strict-ssl false` or `git -c http.sslVerify=false` accept whatever a man in the middle serves, into the image.",
+        "Trust the right CA instead (copy it into the image and update the trust store), and keep signature checks on.";
 
     K8S_PRIVILEGED = "K8S001", Kubernetes, Critical, "Privileged container",
         "A privileged container has every capability and access to the host's devices: it is root on the node.",
