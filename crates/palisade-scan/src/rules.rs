@@ -202,6 +202,15 @@ rules! {
     SECRET_GENERIC_ASSIGNMENT = "SEC010", Secret, Medium, "High-entropy value assigned to a secret name",
         "A random-looking value assigned to `password`, `secret`, `token`, `api_key` and the like is most likely a real credential.",
         "Move it to a secret store and reference it (`${ENV}`, `secretKeyRef`); rotate it.";
+    SECRET_AZURE_STORAGE_KEY = "SEC011", Secret, Critical, "Azure storage account key",
+        "An Azure storage connection string's `AccountKey` reads and writes every blob, queue and table of the account.",
+        "Rotate the key in the storage account; use a managed identity or a SAS with an expiry.";
+    SECRET_SENDGRID_KEY = "SEC012", Secret, High, "SendGrid API key",
+        "A SendGrid API key sends mail as the account (phishing from a trusted domain).",
+        "Delete the key in SendGrid's API key settings.";
+    SECRET_URL_PASSWORD = "SEC013", Secret, High, "Password in a URL",
+        "`scheme://user:password@host` carries the password wherever the URL goes: logs, process lists, error messages.",
+        "Take the password from a secret (an environment variable or a mounted file) and build the URL at runtime.";
 
     IMAGE_RUNS_AS_ROOT = "IMG001", Image, High, "Image runs as root",
         "The image config has no `User` (or `root`/0): containers run as root unless the orchestrator overrides it.",

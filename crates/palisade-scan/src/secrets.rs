@@ -28,7 +28,43 @@ fn not_jwt(value: &str) -> bool {
 
 /// AWS documentation keys end in EXAMPLE; they are not credentials.
 fn not_aws_example(value: &str) -> bool {
-    !value.contains("EXAMPLE")
+    !value.contains("EXAMPLE") && !is_placeholder(value)
+}
+
+/// Documentation and templates fill a key's shape with filler: `sk_live_XXXXXXXXXXXXXXXXXXXXXXXX`,
+/// `ghp_000000…`, `<your-key>`. Applied to every detector, whatever the file format.
+fn not_placeholder(value: &str) -> bool {
+    !is_placeholder(value)
+}
+
+fn is_placeholder(value: &str) -> bool {
+    let lower = value.to_ascii_lowercase();
+    const WORDS: &[&str] = &[
+        "example",
+        "placeholder",
+        "your",
+        "dummy",
+        "redacted",
+        "changeme",
+        "sample",
+        "fake",
+    ];
+    if WORDS.iter().any(|w| lower.contains(w)) || value.contains("...") || value.contains('…') {
+        return true;
+    }
+    // A run of six of the same character (`XXXXXX`, `000000`, `******`).
+    let bytes = value.as_bytes();
+    bytes.windows(6).any(|w| w.iter().all(|&b| b == w[0]))
+}
+
+/// A password in a URL: not a placeholder, not a reference (`$PASS`, `${PASS}`, `%s`).
+fn url_password(value: &str) -> bool {
+    !is_placeholder(value)
+        && !value.starts_with(['$', '%', '{', '<'])
+        && !matches!(
+            value.to_ascii_lowercase().as_str(),
+            "password" | "pass" | "passwd" | "secret" | "pwd" | "x-oauth-basic"
+        )
 }
 
 static DETECTORS: &[Detector] = &[
@@ -45,22 +81,22 @@ static DETECTORS: &[Detector] = &[
     Detector {
         rule: &rules::SECRET_GITHUB_TOKEN,
         pattern: r"\b((?:gh[pousr]_[A-Za-z0-9]{36,255})|(?:github_pat_[A-Za-z0-9_]{60,255}))\b",
-        accept: always,
+        accept: not_placeholder,
     },
     Detector {
         rule: &rules::SECRET_GITLAB_TOKEN,
         pattern: r"\b(glpat-[A-Za-z0-9_-]{20,})",
-        accept: always,
+        accept: not_placeholder,
     },
     Detector {
         rule: &rules::SECRET_SLACK_TOKEN,
         pattern: r"(xox[baprs]-[0-9]{8,}-[0-9A-Za-z-]{8,}|https://hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,})",
-        accept: always,
+        accept: not_placeholder,
     },
     Detector {
         rule: &rules::SECRET_STRIPE_KEY,
         pattern: r"\b((?:sk|rk)_live_[0-9a-zA-Z]{24,})\b",
-        accept: always,
+        accept: not_placeholder,
     },
     Detector {
         rule: &rules::SECRET_PRIVATE_KEY,
@@ -77,7 +113,23 @@ static DETECTORS: &[Detector] = &[
     Detector {
         rule: &rules::SECRET_GOOGLE_API_KEY,
         pattern: r"\b(AIza[0-9A-Za-z_-]{35})(?:[^0-9A-Za-z_-]|$)",
-        accept: always,
+        accept: not_placeholder,
+    },
+    Detector {
+        rule: &rules::SECRET_AZURE_STORAGE_KEY,
+        pattern: r"(?i)AccountKey=([A-Za-z0-9+/]{86}==)",
+        accept: not_placeholder,
+    },
+    Detector {
+        rule: &rules::SECRET_SENDGRID_KEY,
+        pattern: r"\b(SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})\b",
+        accept: not_placeholder,
+    },
+    Detector {
+        rule: &rules::SECRET_URL_PASSWORD,
+        // scheme://user:password@host — group 1 is the password.
+        pattern: r#"\b[a-zA-Z][a-zA-Z0-9+.-]{1,20}://[^\s/:@'"`<>]*:([^\s/:@'"`<>]{4,200})@[A-Za-z0-9.\[\]-]+"#,
+        accept: url_password,
     },
     Detector {
         rule: &rules::SECRET_GENERIC_ASSIGNMENT,
@@ -190,6 +242,12 @@ fn looks_random(value: &str) -> bool {
     if PLACEHOLDERS.iter().any(|p| lower.contains(p)) || lower.starts_with('$') || lower.starts_with("file:") {
         return false;
     }
+    // Words joined by `-` or `_` (`service-account-token`, `not_a_service_account_token`) name
+    // something; a credential has digits or mixed case in it.
+    let segments: Vec<&str> = value.split(['-', '_']).collect();
+    if segments.len() >= 2 && segments.iter().all(|s| s.chars().all(|c| c.is_ascii_lowercase())) {
+        return false;
+    }
     let classes = [
         value.chars().any(|c| c.is_ascii_lowercase()),
         value.chars().any(|c| c.is_ascii_uppercase()),
@@ -254,6 +312,18 @@ mod tests {
     #[test]
     fn masks_never_show_the_secret() {
         assert_eq!(mask("ghp_abcdefghijklmnop"), "ghp_… (20 chars)");
+    }
+
+    #[test]
+    fn placeholders_and_identifiers_are_not_secrets() {
+        let allow = Allowlist::default();
+        let placeholders = "STRIPE_SECRET_KEY=sk_live_XXXXXXXXXXXXXXXXXXXXXXXXXXXX\nGITHUB_TOKEN=ghp_000000000000000000000000000000000000\nDATABASE_URL=postgres://app:${DB_PASSWORD}@db:5432/app\nREDIS_URL=redis://:password@redis:6379\nkind: not-a-service-account-token\ntoken_kind = \"service-account-token-projected\"\nNotAServiceAccountToken = not_a_service_account_token\n";
+        let found = check(".env.example", placeholders, &allow);
+        assert!(found.is_empty(), "{found:?}");
+        // palisade:ignore SEC006,SEC013 made-up credentials the detectors must find
+        let real = "STRIPE_SECRET_KEY=sk_live_4eC39HqLyjWDarjtT1zdp7dc9K\nDATABASE_URL=postgres://app:Qx7pL2mZ9vRt@db.internal:5432/app\n";
+        let rules: Vec<String> = check(".env", real, &allow).into_iter().map(|f| f.rule).collect();
+        assert_eq!(rules, ["SEC006", "SEC013"]);
     }
 
     #[test]

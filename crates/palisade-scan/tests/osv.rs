@@ -66,6 +66,14 @@ fn lockfiles_of_every_ecosystem_match_exactly_the_affected_versions() {
             "lodash 4.17.20",
             Some("4.17.21"),
         ),
+        // An alias (`"lodash-legacy": "npm:lodash@4.17.15"`) is checked as the real package.
+        (
+            "package-lock.json",
+            16,
+            "GHSA-35jh-r3h4-6jhm",
+            "lodash 4.17.15",
+            Some("4.17.21"),
+        ),
         // last_affected: 4.5.0 itself is affected, and there is no fix to name.
         (
             "package-lock.json",
@@ -103,7 +111,7 @@ fn lockfiles_of_every_ecosystem_match_exactly_the_affected_versions() {
     })
     .collect();
     assert_eq!(found, expected);
-    assert_eq!(report.packages_checked, 14);
+    assert_eq!(report.packages_checked, 15);
     let severity = |id: &str| report.findings.iter().find(|f| f.rule == id).map(|f| f.severity);
     assert_eq!(severity("GHSA-35jh-r3h4-6jhm"), Some(Severity::High), "GitHub's rating");
     assert_eq!(severity("GHSA-j8r2-6x86-q33q"), Some(Severity::Medium), "MODERATE");

@@ -139,6 +139,9 @@ fn npm_packages(text: &str) -> Vec<Found> {
             if package.get("link").and_then(|l| l.as_bool()) == Some(true) {
                 continue;
             }
+            // An alias (`"lodash-old": "npm:lodash@4.17.15"`) is installed under its alias;
+            // `name` is the real package, the one advisories name.
+            let name = package.get("name").and_then(|n| n.as_str()).unwrap_or(name);
             if let Some(version) = package.get("version").and_then(|v| v.as_str()) {
                 found.push((
                     "npm",
