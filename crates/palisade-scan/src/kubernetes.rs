@@ -1,7 +1,7 @@
 //! Kubernetes manifest rules (K8S0xx): workloads, RBAC, Services, and one rule across the whole
 //! scan (namespaces with workloads but no NetworkPolicy).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::dockerfile::{is_secret_name, ImageReference};
 use crate::finding::Finding;
@@ -26,28 +26,97 @@ pub fn objects(documents: &[Node]) -> Vec<&Node> {
     out
 }
 
-/// What the whole scan saw of namespaces, for K8S023.
+/// (namespace, pod labels, path, line, description) of a workload.
+type SeenWorkload = (String, BTreeMap<String, String>, String, usize, String);
+
+/// What the whole scan saw of workloads and NetworkPolicies, for K8S023 (a workload no policy's
+/// podSelector selects).
 #[derive(Default)]
 pub struct Namespaces {
-    /// First workload seen in each namespace: (path, line, description).
-    workloads: BTreeMap<String, (String, usize, String)>,
-    with_policy: BTreeSet<String>,
+    workloads: Vec<SeenWorkload>,
+    /// (namespace, podSelector) of each NetworkPolicy.
+    policies: Vec<(String, Node)>,
 }
 
 impl Namespaces {
     pub fn findings(&self) -> Vec<Finding> {
         self.workloads
             .iter()
-            .filter(|(namespace, _)| !self.with_policy.contains(*namespace))
-            .map(|(namespace, (path, line, what))| {
-                Finding::of(
-                    &rules::K8S_NO_NETWORK_POLICY,
-                    path,
-                    *line,
-                    format!("namespace `{namespace}` has workloads ({what}) and no NetworkPolicy in the scanned files"),
-                )
+            .filter(|(namespace, labels, ..)| {
+                !self
+                    .policies
+                    .iter()
+                    .any(|(policy_namespace, selector)| policy_namespace == namespace && selects(selector, labels))
+            })
+            .map(|(namespace, _, path, line, what)| {
+                let policies = self.policies.iter().filter(|(n, _)| n == namespace).count();
+                let message = if policies == 0 {
+                    format!("{what}: namespace `{namespace}` has no NetworkPolicy in the scanned files")
+                } else {
+                    format!("{what}: no NetworkPolicy of namespace `{namespace}` selects its pods ({policies} checked)")
+                };
+                Finding::of(&rules::K8S_NO_NETWORK_POLICY, path, *line, message)
             })
             .collect()
+    }
+}
+
+/// A label selector (`matchLabels`, `matchExpressions`) against a pod's labels; `{}` selects all.
+fn selects(selector: &Node, labels: &BTreeMap<String, String>) -> bool {
+    let match_labels = selector
+        .get("matchLabels")
+        .entries()
+        .iter()
+        .all(|(key, value)| labels.get(key).map(String::as_str) == value.text().as_deref());
+    let match_expressions = selector.get("matchExpressions").items().iter().all(|expression| {
+        let key = expression.get("key").as_str().unwrap_or_default();
+        let values = strings(expression.get("values"));
+        let value = labels.get(key);
+        match expression.get("operator").as_str().unwrap_or_default() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    match_labels && match_expressions
+}
+
+/// The labels of a workload's pods: a Pod's own, or its template's.
+fn pod_labels(object: &Node, kind: &str) -> BTreeMap<String, String> {
+    let labels = match kind {
+        "Pod" => object.at(&["metadata", "labels"]),
+        "PodTemplate" => object.at(&["template", "metadata", "labels"]),
+        _ => {
+            let direct = object.at(&["spec", "template", "metadata", "labels"]);
+            if direct.is_present() {
+                direct
+            } else {
+                object.at(&["spec", "jobTemplate", "spec", "template", "metadata", "labels"])
+            }
+        }
+    };
+    labels
+        .entries()
+        .iter()
+        .filter_map(|(key, value)| Some((key.clone(), value.text()?)))
+        .collect()
+}
+
+/// The annotations of a workload's pods (AppArmor and legacy seccomp profiles live there).
+fn pod_annotations<'a>(object: &'a Node, kind: &str) -> &'a Node {
+    match kind {
+        "Pod" => object.at(&["metadata", "annotations"]),
+        "PodTemplate" => object.at(&["template", "metadata", "annotations"]),
+        _ => {
+            let direct = object.at(&["spec", "template", "metadata", "annotations"]);
+            if direct.is_present() {
+                direct
+            } else {
+                object.at(&["spec", "jobTemplate", "spec", "template", "metadata", "annotations"])
+            }
+        }
     }
 }
 
@@ -66,16 +135,27 @@ pub fn check(path: &str, documents: &[Node], namespaces: &mut Namespaces) -> Vec
             findings.push(Finding::of(rule, path, line, format!("{what}: {message}")))
         };
         if let Some(pod) = pod_spec(object, kind) {
-            namespaces
-                .workloads
-                .entry(namespace)
-                .or_insert_with(|| (path.to_string(), object.line, what.clone()));
-            check_pod(pod, object.line, &mut report);
+            namespaces.workloads.push((
+                namespace,
+                pod_labels(object, kind),
+                path.to_string(),
+                object.line,
+                what.clone(),
+            ));
+            let runs_to_completion = kind == "Job" || object.at(&["spec", "jobTemplate"]).is_present();
+            let workload = Workload {
+                annotations: pod_annotations(object, kind),
+                // Jobs and bare Pods run to completion or are managed by hand: no probes expected.
+                long_running: !runs_to_completion && kind != "Pod",
+            };
+            check_pod(pod, object.line, &workload, &mut report);
             continue;
         }
         match kind {
             "NetworkPolicy" => {
-                namespaces.with_policy.insert(namespace);
+                namespaces
+                    .policies
+                    .push((namespace, object.at(&["spec", "podSelector"]).clone()));
             }
             "Role" | "ClusterRole" => check_rbac_rules(object, &mut report),
             "RoleBinding" | "ClusterRoleBinding" => check_binding(object, &mut report),
@@ -131,25 +211,107 @@ const DANGEROUS_CAPABILITIES: &[&str] = &[
     "PERFMON",
 ];
 
-const SENSITIVE_HOST_PATHS: &[&str] = &[
-    "/",
+/// Host paths that are the node itself: the path or anything under it (the runtime sockets in
+/// `/var/run` and `/run/containerd`, the kubelet's credentials, the API server's certificates).
+const SENSITIVE_HOST_PREFIXES: &[&str] = &[
     "/etc",
     "/proc",
     "/sys",
     "/root",
     "/boot",
     "/dev",
+    "/home",
+    "/var/run",
+    "/run",
     "/var/lib/kubelet",
     "/var/lib/docker",
-    "/var/run/docker.sock",
-    "/run/containerd/containerd.sock",
-    "/var/run/containerd/containerd.sock",
-    "/var/run/crio/crio.sock",
-    "/etc/kubernetes",
+    "/var/lib/containerd",
+    "/var/lib/etcd",
+    "/var/log",
+    "/usr",
+    "/bin",
+    "/sbin",
+    "/lib",
 ];
 
-fn check_pod(pod: &Node, object_line: usize, report: &mut impl FnMut(&Rule, usize, String)) {
+fn is_sensitive_host_path(path: &str) -> bool {
+    // `/var/run/../../etc` and `//etc/` are the same paths as the kubelet resolves them.
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            other => parts.push(other),
+        }
+    }
+    let normalized = format!("/{}", parts.join("/"));
+    normalized == "/"
+        || SENSITIVE_HOST_PREFIXES
+            .iter()
+            .any(|prefix| normalized == *prefix || normalized.starts_with(&format!("{prefix}/")))
+}
+
+/// Capabilities Pod Security baseline allows a container to add; anything else is K8S004.
+const BASELINE_CAPABILITIES: &[&str] = &[
+    "AUDIT_WRITE",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "MKNOD",
+    "NET_BIND_SERVICE",
+    "SETFCAP",
+    "SETGID",
+    "SETPCAP",
+    "SETUID",
+    "SYS_CHROOT",
+];
+
+/// Sysctls Pod Security baseline calls safe (namespaced, no effect on other pods).
+const SAFE_SYSCTLS: &[&str] = &[
+    "kernel.shm_rmid_forced",
+    "net.ipv4.ip_local_port_range",
+    "net.ipv4.ip_unprivileged_port_start",
+    "net.ipv4.tcp_syncookies",
+    "net.ipv4.ping_group_range",
+    "net.ipv4.ip_local_reserved_ports",
+    "net.ipv4.tcp_keepalive_time",
+    "net.ipv4.tcp_fin_timeout",
+    "net.ipv4.tcp_keepalive_intvl",
+    "net.ipv4.tcp_keepalive_probes",
+];
+
+/// Volume types Pod Security restricted allows.
+const RESTRICTED_VOLUMES: &[&str] = &[
+    "configMap",
+    "csi",
+    "downwardAPI",
+    "emptyDir",
+    "ephemeral",
+    "persistentVolumeClaim",
+    "projected",
+    "secret",
+];
+
+const CONTAINER_SELINUX_TYPES: &[&str] = &[
+    "container_t",
+    "container_init_t",
+    "container_kvm_t",
+    "container_engine_t",
+];
+
+/// What the pod's object says beyond its spec.
+struct Workload<'a> {
+    annotations: &'a Node,
+    long_running: bool,
+}
+
+fn check_pod(pod: &Node, object_line: usize, workload: &Workload<'_>, report: &mut impl FnMut(&Rule, usize, String)) {
     let pod_line = pod.line_or(object_line);
+    check_pod_security(pod, pod_line, workload, report);
     for (key, rule) in [
         ("hostNetwork", &rules::K8S_HOST_NETWORK),
         ("hostPID", &rules::K8S_HOST_PID),
@@ -163,9 +325,7 @@ fn check_pod(pod: &Node, object_line: usize, report: &mut impl FnMut(&Rule, usiz
     for volume in pod.get("volumes").items() {
         let host_path = volume.at(&["hostPath", "path"]);
         if let Some(path) = host_path.as_str() {
-            let normalized = path.trim_end_matches('/');
-            let normalized = if normalized.is_empty() { "/" } else { normalized };
-            if SENSITIVE_HOST_PATHS.contains(&normalized) {
+            if is_sensitive_host_path(path) {
                 report(
                     &rules::K8S_SENSITIVE_HOST_PATH,
                     host_path.line,
@@ -191,8 +351,144 @@ fn check_pod(pod: &Node, object_line: usize, report: &mut impl FnMut(&Rule, usiz
     let pod_security = pod.get("securityContext");
     for list in ["initContainers", "containers", "ephemeralContainers"] {
         for container in pod.get(list).items() {
-            check_container(container, pod_security, report);
+            check_container(container, pod_security, workload, report);
+            if list == "containers" && workload.long_running {
+                check_probes(container, report);
+            }
         }
+    }
+}
+
+/// Pod Security baseline and restricted controls that are not about one container alone.
+fn check_pod_security(
+    pod: &Node,
+    pod_line: usize,
+    workload: &Workload<'_>,
+    report: &mut impl FnMut(&Rule, usize, String),
+) {
+    let security = pod.get("securityContext");
+    for sysctl in security.get("sysctls").items() {
+        let name = sysctl.get("name");
+        if let Some(text) = name.as_str() {
+            if !SAFE_SYSCTLS.contains(&text) {
+                report(&rules::K8S_UNSAFE_SYSCTL, name.line, format!("sets sysctl {text}"));
+            }
+        }
+    }
+    for volume in pod.get("volumes").items() {
+        let kind = volume
+            .entries()
+            .iter()
+            .map(|(key, _)| key.as_str())
+            .find(|key| *key != "name");
+        // hostPath has rules of its own (K8S009/K8S010).
+        if let Some(kind) = kind.filter(|k| *k != "hostPath" && !RESTRICTED_VOLUMES.contains(k)) {
+            let name = volume.get("name").as_str().unwrap_or("(unnamed)");
+            report(
+                &rules::K8S_VOLUME_TYPE,
+                volume.line,
+                format!("volume `{name}` is of type {kind}"),
+            );
+        }
+    }
+    for (key, value) in workload.annotations.entries() {
+        let text = value.as_str().unwrap_or_default();
+        if key.starts_with("container.apparmor.security.beta.kubernetes.io/") && text == "unconfined" {
+            report(
+                &rules::K8S_APPARMOR_UNCONFINED,
+                value.line,
+                format!("annotation {key}: unconfined"),
+            );
+        }
+        if (key == "seccomp.security.alpha.kubernetes.io/pod"
+            || key.starts_with("container.seccomp.security.alpha.kubernetes.io/"))
+            && text == "unconfined"
+        {
+            report(
+                &rules::K8S_SECCOMP_UNCONFINED,
+                value.line,
+                format!("annotation {key}: unconfined"),
+            );
+        }
+    }
+    check_security_context_profiles(security, pod_line, "the pod", report);
+}
+
+/// seccomp, AppArmor, SELinux, procMount and HostProcess settings of a pod's or container's
+/// securityContext.
+fn check_security_context_profiles(
+    security: &Node,
+    line: usize,
+    who: &str,
+    report: &mut impl FnMut(&Rule, usize, String),
+) {
+    let seccomp = security.at(&["seccompProfile", "type"]);
+    if seccomp.as_str() == Some("Unconfined") {
+        report(
+            &rules::K8S_SECCOMP_UNCONFINED,
+            seccomp.line,
+            format!("{who} sets seccompProfile Unconfined"),
+        );
+    }
+    let apparmor = security.at(&["appArmorProfile", "type"]);
+    if apparmor.as_str() == Some("Unconfined") {
+        report(
+            &rules::K8S_APPARMOR_UNCONFINED,
+            apparmor.line,
+            format!("{who} sets appArmorProfile Unconfined"),
+        );
+    }
+    let selinux = security.get("seLinuxOptions");
+    for key in ["user", "role"] {
+        let value = selinux.get(key);
+        if value.is_present() {
+            report(
+                &rules::K8S_SELINUX_OPTIONS,
+                value.line,
+                format!("{who} sets seLinuxOptions.{key}"),
+            );
+        }
+    }
+    let selinux_type = selinux.get("type");
+    if let Some(kind) = selinux_type.as_str() {
+        if !CONTAINER_SELINUX_TYPES.contains(&kind) {
+            report(
+                &rules::K8S_SELINUX_OPTIONS,
+                selinux_type.line,
+                format!("{who} sets seLinuxOptions.type {kind}"),
+            );
+        }
+    }
+    let proc_mount = security.get("procMount");
+    if proc_mount.as_str().is_some_and(|p| p != "Default") {
+        report(
+            &rules::K8S_UNMASKED_PROC,
+            proc_mount.line,
+            format!("{who} sets procMount {}", proc_mount.as_str().unwrap_or_default()),
+        );
+    }
+    let host_process = security.at(&["windowsOptions", "hostProcess"]);
+    if host_process.as_bool() == Some(true) {
+        report(
+            &rules::K8S_HOST_PROCESS,
+            host_process.line.max(line),
+            format!("{who} is a Windows HostProcess container"),
+        );
+    }
+}
+
+fn check_probes(container: &Node, report: &mut impl FnMut(&Rule, usize, String)) {
+    let name = container.get("name").as_str().unwrap_or("(unnamed)");
+    let missing: Vec<&str> = ["livenessProbe", "readinessProbe"]
+        .into_iter()
+        .filter(|probe| !container.get(probe).is_present())
+        .collect();
+    if !missing.is_empty() {
+        report(
+            &rules::K8S_NO_PROBES,
+            container.line,
+            format!("container `{name}` has no {}", missing.join(" or ")),
+        );
     }
 }
 
@@ -206,10 +502,29 @@ fn effective<'a>(container: &'a Node, pod: &'a Node, path: &[&str]) -> &'a Node 
     }
 }
 
-fn check_container(container: &Node, pod_security: &Node, report: &mut impl FnMut(&Rule, usize, String)) {
+fn check_container(
+    container: &Node,
+    pod_security: &Node,
+    workload: &Workload<'_>,
+    report: &mut impl FnMut(&Rule, usize, String),
+) {
     let name = container.get("name").as_str().unwrap_or("(unnamed)");
     let line = container.line;
     let security = container.get("securityContext");
+    check_security_context_profiles(security, line, &format!("container `{name}`"), report);
+    for port in container.get("ports").items() {
+        let host_port = port.get("hostPort");
+        if host_port.as_int().is_some_and(|p| p != 0) {
+            report(
+                &rules::K8S_HOST_PORT,
+                host_port.line,
+                format!(
+                    "container `{name}` binds hostPort {}",
+                    host_port.as_int().unwrap_or_default()
+                ),
+            );
+        }
+    }
     let mut say = |rule: &Rule, at: usize, message: &str| report(rule, at, format!("container `{name}` {message}"));
 
     let privileged = security.get("privileged");
@@ -229,9 +544,15 @@ fn check_container(container: &Node, pod_security: &Node, report: &mut impl FnMu
     for added in capabilities.get("add").items() {
         let cap = added.as_str().unwrap_or_default().to_ascii_uppercase();
         let cap = cap.trim_start_matches("CAP_");
-        if DANGEROUS_CAPABILITIES.contains(&cap) {
+        if DANGEROUS_CAPABILITIES.contains(&cap) || !BASELINE_CAPABILITIES.contains(&cap) {
             say(
                 &rules::K8S_DANGEROUS_CAPABILITY,
+                added.line,
+                &format!("adds capability {cap}"),
+            );
+        } else if cap != "NET_BIND_SERVICE" {
+            say(
+                &rules::K8S_RESTRICTED_CAPABILITY,
                 added.line,
                 &format!("adds capability {cap}"),
             );
@@ -259,6 +580,19 @@ fn check_container(container: &Node, pod_security: &Node, report: &mut impl FnMu
             &rules::K8S_NO_LIMITS,
             limits.line_or(line),
             &format!("has no {} limit", missing.join(" or ")),
+        );
+    }
+    let requests = container.at(&["resources", "requests"]);
+    let missing_requests: Vec<&str> = ["cpu", "memory"]
+        .into_iter()
+        // A limit without a request makes the request equal to the limit.
+        .filter(|k| !requests.get(k).is_present() && !limits.get(k).is_present())
+        .collect();
+    if !missing_requests.is_empty() {
+        say(
+            &rules::K8S_NO_REQUESTS,
+            requests.line_or(line),
+            &format!("has no {} request", missing_requests.join(" or ")),
         );
     }
     let read_only = security.get("readOnlyRootFilesystem");
@@ -292,7 +626,21 @@ fn check_container(container: &Node, pod_security: &Node, report: &mut impl FnMu
         }
     }
     let seccomp = effective(security, pod_security, &["seccompProfile", "type"]);
-    if !matches!(seccomp.as_str(), Some("RuntimeDefault" | "Localhost")) {
+    // The legacy annotations still count where the field is not set.
+    let annotated = |key: &str| {
+        workload
+            .annotations
+            .get(key)
+            .as_str()
+            .is_some_and(|v| v == "runtime/default" || v == "docker/default" || v.starts_with("localhost/"))
+    };
+    let by_annotation = !seccomp.is_present()
+        && (annotated(&format!("container.seccomp.security.alpha.kubernetes.io/{name}"))
+            || annotated("seccomp.security.alpha.kubernetes.io/pod"));
+    if !matches!(seccomp.as_str(), Some("RuntimeDefault" | "Localhost"))
+        && !by_annotation
+        && seccomp.as_str() != Some("Unconfined")
+    {
         say(
             &rules::K8S_NO_SECCOMP,
             line,
@@ -337,6 +685,40 @@ fn check_rbac_rules(role: &Node, report: &mut impl FnMut(&Rule, usize, String)) 
                 format!("grants verbs [{}] on [{}]", verbs.join(", "), resources.join(", ")),
             );
             continue;
+        }
+        let escalation = verbs
+            .iter()
+            .filter(|v| matches!(v.as_str(), "bind" | "escalate" | "impersonate"))
+            .map(|v| v.to_string())
+            .chain(
+                resources
+                    .iter()
+                    .filter(|r| {
+                        matches!(
+                            r.as_str(),
+                            "pods/exec" | "pods/attach" | "nodes/proxy" | "serviceaccounts/token"
+                        )
+                    })
+                    .map(|r| r.to_string()),
+            )
+            .chain(
+                strings(rule.get("apiGroups"))
+                    .into_iter()
+                    .filter(|g| g == "*")
+                    .map(|_| "apiGroups *".to_string()),
+            )
+            .collect::<Vec<_>>();
+        if !escalation.is_empty() {
+            report(
+                &rules::K8S_RBAC_ESCALATION,
+                rule.line,
+                format!(
+                    "grants {} (verbs [{}] on [{}])",
+                    escalation.join(", "),
+                    verbs.join(", "),
+                    resources.join(", ")
+                ),
+            );
         }
         let reads = verbs.iter().any(|v| matches!(v.as_str(), "get" | "list" | "watch"));
         if reads && resources.iter().any(|r| r == "secrets") && !rule.get("resourceNames").is_present() {

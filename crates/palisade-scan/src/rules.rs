@@ -146,12 +146,48 @@ rules! {
     K8S_CLUSTER_ADMIN_BINDING = "K8S022", Kubernetes, High, "Binding to cluster-admin",
         "cluster-admin is unrestricted control of the cluster.",
         "Bind a role with only the permissions needed.";
-    K8S_NO_NETWORK_POLICY = "K8S023", Kubernetes, Medium, "Namespace has workloads but no NetworkPolicy",
-        "Without a NetworkPolicy every pod in the cluster can reach these workloads, and they can reach anything.",
-        "Add a default-deny NetworkPolicy for the namespace and allow the flows you need.";
+    K8S_NO_NETWORK_POLICY = "K8S023", Kubernetes, Medium, "Workload no NetworkPolicy selects",
+        "Without a NetworkPolicy whose podSelector matches its pods, every pod in the cluster can reach the workload, and it can reach anything.",
+        "Add a default-deny NetworkPolicy for the namespace (`podSelector: {}`) and allow the flows you need.";
     K8S_EXPOSED_ADMIN_PORT = "K8S024", Kubernetes, High, "Admin port exposed outside the cluster",
         "A NodePort or LoadBalancer Service on an administrative port (SSH, Docker, kubelet, etcd, Envoy or Palisade admin…) publishes it to the network.",
         "Expose admin ports as ClusterIP only and reach them through `kubectl port-forward` or a bastion.";
+    K8S_HOST_PORT = "K8S025", Kubernetes, Medium, "Host port bound",
+        "A `hostPort` binds the node's own interface: it bypasses Services and NetworkPolicies and pins the pod to nodes with the port free (Pod Security baseline).",
+        "Remove `hostPort` and expose the port through a Service.";
+    K8S_UNSAFE_SYSCTL = "K8S026", Kubernetes, High, "Unsafe sysctl",
+        "Sysctls outside the namespaced safe set change the kernel for every pod on the node (Pod Security baseline).",
+        "Use only the safe sysctls (`net.ipv4.ip_local_port_range`, `net.ipv4.ping_group_range`…), or tune the node instead.";
+    K8S_UNMASKED_PROC = "K8S027", Kubernetes, High, "Unmasked /proc",
+        "`procMount: Unmasked` exposes the host's kernel interfaces under /proc that the runtime normally masks (Pod Security baseline).",
+        "Remove `procMount`, or set it to `Default`.";
+    K8S_SELINUX_OPTIONS = "K8S028", Kubernetes, Medium, "Custom SELinux user, role or type",
+        "An SELinux user, role or a type other than the container types (`container_t`, `container_init_t`, `container_kvm_t`, `container_engine_t`) can lift the container's confinement (Pod Security baseline).",
+        "Remove `seLinuxOptions.user`/`role`, and use one of the container types.";
+    K8S_APPARMOR_UNCONFINED = "K8S029", Kubernetes, Medium, "AppArmor turned off",
+        "An `Unconfined` AppArmor profile (field or `container.apparmor.security.beta.kubernetes.io` annotation) removes the runtime's default confinement (Pod Security baseline).",
+        "Use `RuntimeDefault` or a `Localhost` profile.";
+    K8S_SECCOMP_UNCONFINED = "K8S030", Kubernetes, High, "Seccomp turned off",
+        "An `Unconfined` seccomp profile (field or legacy `seccomp.security.alpha.kubernetes.io` annotation) lets the container make every system call (Pod Security baseline).",
+        "Use `seccompProfile: {type: RuntimeDefault}` or a `Localhost` profile.";
+    K8S_VOLUME_TYPE = "K8S031", Kubernetes, Low, "Volume type outside the restricted profile",
+        "Pod Security restricted allows only configMap, csi, downwardAPI, emptyDir, ephemeral, persistentVolumeClaim, projected and secret volumes; others (nfs, iscsi, rbd, gitRepo…) reach node or network storage directly.",
+        "Use a PersistentVolumeClaim (the volume type belongs to the PersistentVolume).";
+    K8S_RESTRICTED_CAPABILITY = "K8S032", Kubernetes, Low, "Capability beyond the restricted profile",
+        "Pod Security restricted allows adding only NET_BIND_SERVICE.",
+        "Drop the capability, or run the workload under the baseline profile knowingly.";
+    K8S_NO_PROBES = "K8S033", Kubernetes, Low, "No liveness or readiness probe",
+        "Without probes a hung or not-yet-ready container keeps receiving traffic and is never restarted.",
+        "Add `readinessProbe` and `livenessProbe` (or a `startupProbe` for slow starts).";
+    K8S_NO_REQUESTS = "K8S034", Kubernetes, Low, "No CPU or memory request",
+        "Without requests the scheduler places the pod blind, and it is the first to be evicted under pressure.",
+        "Set `resources.requests.cpu` and `resources.requests.memory`.";
+    K8S_RBAC_ESCALATION = "K8S035", Kubernetes, High, "RBAC escalation path",
+        "`bind`, `escalate` and `impersonate`, `create` on `pods/exec`/`pods/attach`, `nodes/proxy`, or every API group (`apiGroups: [\"*\"]`) let the subject gain permissions it was not granted.",
+        "Remove the verb or resource; grant the specific permissions needed instead.";
+    K8S_HOST_PROCESS = "K8S036", Kubernetes, High, "Windows HostProcess container",
+        "A HostProcess container runs as a process on the Windows node, with the node's privileges (Pod Security baseline).",
+        "Remove `windowsOptions.hostProcess`.";
 
     PALISADE_PUBLIC_SENSITIVE_ROUTE = "PAL001", PalisadeConfig, High, "Sensitive path is public",
         "A route marked `public: true` whose path looks administrative (admin, internal, debug, actuator, metrics…) is reachable without credentials.",
