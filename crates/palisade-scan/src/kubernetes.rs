@@ -678,11 +678,17 @@ fn check_rbac_rules(role: &Node, report: &mut impl FnMut(&Rule, usize, String)) 
     for rule in role.get("rules").items() {
         let verbs = strings(rule.get("verbs"));
         let resources = strings(rule.get("resources"));
-        if verbs.iter().any(|v| v == "*") || resources.iter().any(|r| r == "*") {
+        let groups = strings(rule.get("apiGroups"));
+        if verbs.iter().any(|v| v == "*") || resources.iter().any(|r| r == "*") || groups.iter().any(|g| g == "*") {
             report(
                 &rules::K8S_RBAC_WILDCARD,
                 rule.line,
-                format!("grants verbs [{}] on [{}]", verbs.join(", "), resources.join(", ")),
+                format!(
+                    "grants verbs [{}] on [{}] in API groups [{}]",
+                    verbs.join(", "),
+                    resources.join(", "),
+                    groups.join(", ")
+                ),
             );
             continue;
         }
@@ -700,12 +706,6 @@ fn check_rbac_rules(role: &Node, report: &mut impl FnMut(&Rule, usize, String)) 
                         )
                     })
                     .map(|r| r.to_string()),
-            )
-            .chain(
-                strings(rule.get("apiGroups"))
-                    .into_iter()
-                    .filter(|g| g == "*")
-                    .map(|_| "apiGroups *".to_string()),
             )
             .collect::<Vec<_>>();
         if !escalation.is_empty() {

@@ -138,7 +138,7 @@ rules! {
         "Without a seccomp profile every system call is open to the container (Unconfined on most runtimes).",
         "Set `securityContext.seccompProfile.type: RuntimeDefault` on the pod.";
     K8S_RBAC_WILDCARD = "K8S020", Kubernetes, High, "RBAC rule grants `*`",
-        "A `*` verb or resource grants everything, including what is added to the API later.",
+        "A `*` verb, resource or API group grants everything, including what is added to the API later.",
         "List the verbs and resources the subject needs.";
     K8S_RBAC_SECRETS = "K8S021", Kubernetes, Medium, "RBAC rule reads secrets",
         "get/list/watch on secrets reads every credential in the namespace (or cluster).",
@@ -183,7 +183,7 @@ rules! {
         "Without requests the scheduler places the pod blind, and it is the first to be evicted under pressure.",
         "Set `resources.requests.cpu` and `resources.requests.memory`.";
     K8S_RBAC_ESCALATION = "K8S035", Kubernetes, High, "RBAC escalation path",
-        "`bind`, `escalate` and `impersonate`, `create` on `pods/exec`/`pods/attach`, `nodes/proxy`, or every API group (`apiGroups: [\"*\"]`) let the subject gain permissions it was not granted.",
+        "`bind`, `escalate` and `impersonate`, `pods/exec`, `pods/attach`, `nodes/proxy` and `serviceaccounts/token` let the subject gain permissions it was not granted.",
         "Remove the verb or resource; grant the specific permissions needed instead.";
     K8S_HOST_PROCESS = "K8S036", Kubernetes, High, "Windows HostProcess container",
         "A HostProcess container runs as a process on the Windows node, with the node's privileges (Pod Security baseline).",
