@@ -143,6 +143,8 @@ pub struct RegistryImage {
     /// The digest of the image manifest that was read (the platform's, for an index).
     pub manifest_digest: String,
     name: String,
+    /// Where credentials were read from, for "not authorized" messages.
+    credentials_file: String,
 }
 
 impl RegistryImage {
@@ -198,6 +200,7 @@ impl RegistryImage {
                 .map(|d| d.join("config.json").display().to_string())
                 .unwrap_or_else(|| "no Docker config".into()),
         };
+        let credentials_file = failure.config.clone();
         let (manifest, manifest_digest) = runtime.block_on(async {
             // Authenticate first, so that a refused login is reported as such (the pulls that
             // follow would only see an anonymous 401).
@@ -260,6 +263,7 @@ impl RegistryImage {
             manifest,
             manifest_digest,
             name: reference.to_string(),
+            credentials_file,
         })
     }
 
@@ -267,7 +271,7 @@ impl RegistryImage {
         Failure {
             reference: self.name.clone(),
             registry: self.reference.resolve_registry().to_string(),
-            config: String::new(),
+            config: self.credentials_file.clone(),
         }
     }
 }
