@@ -83,41 +83,30 @@ fn selects(selector: &Node, labels: &BTreeMap<String, String>) -> bool {
     match_labels && match_expressions
 }
 
-/// The labels of a workload's pods: a Pod's own, or its template's.
-fn pod_labels(object: &Node, kind: &str) -> BTreeMap<String, String> {
-    let labels = match kind {
-        "Pod" => object.at(&["metadata", "labels"]),
-        "PodTemplate" => object.at(&["template", "metadata", "labels"]),
+/// The metadata of a workload's pods: a Pod's own, or its pod template's.
+fn pod_metadata<'a>(object: &'a Node, kind: &str) -> &'a Node {
+    match kind {
+        "Pod" => object.get("metadata"),
+        "PodTemplate" => object.at(&["template", "metadata"]),
         _ => {
-            let direct = object.at(&["spec", "template", "metadata", "labels"]);
+            let direct = object.at(&["spec", "template", "metadata"]);
             if direct.is_present() {
                 direct
             } else {
-                object.at(&["spec", "jobTemplate", "spec", "template", "metadata", "labels"])
+                object.at(&["spec", "jobTemplate", "spec", "template", "metadata"])
             }
         }
-    };
-    labels
+    }
+}
+
+/// The labels of a workload's pods, as NetworkPolicy selectors see them.
+fn pod_labels(object: &Node, kind: &str) -> BTreeMap<String, String> {
+    pod_metadata(object, kind)
+        .get("labels")
         .entries()
         .iter()
         .filter_map(|(key, value)| Some((key.clone(), value.text()?)))
         .collect()
-}
-
-/// The annotations of a workload's pods (AppArmor and legacy seccomp profiles live there).
-fn pod_annotations<'a>(object: &'a Node, kind: &str) -> &'a Node {
-    match kind {
-        "Pod" => object.at(&["metadata", "annotations"]),
-        "PodTemplate" => object.at(&["template", "metadata", "annotations"]),
-        _ => {
-            let direct = object.at(&["spec", "template", "metadata", "annotations"]);
-            if direct.is_present() {
-                direct
-            } else {
-                object.at(&["spec", "jobTemplate", "spec", "template", "metadata", "annotations"])
-            }
-        }
-    }
 }
 
 pub fn check(path: &str, documents: &[Node], namespaces: &mut Namespaces) -> Vec<Finding> {
@@ -144,7 +133,8 @@ pub fn check(path: &str, documents: &[Node], namespaces: &mut Namespaces) -> Vec
             ));
             let runs_to_completion = kind == "Job" || object.at(&["spec", "jobTemplate"]).is_present();
             let workload = Workload {
-                annotations: pod_annotations(object, kind),
+                // AppArmor and legacy seccomp profiles live in the pods' annotations.
+                annotations: pod_metadata(object, kind).get("annotations"),
                 // Jobs and bare Pods run to completion or are managed by hand: no probes expected.
                 long_running: !runs_to_completion && kind != "Pod",
             };

@@ -131,27 +131,13 @@ pub fn scan(target: &Path, options: &Options) -> Result<Report, ScanError> {
             .then(|| target.join(suppress::IGNORE_FILE))
             .filter(|p| p.is_file())
     });
-    let suppressions = match &ignore_file {
-        Some(file) => Suppressions::load(file, &options.today)?,
-        None => Suppressions::default(),
+    let suppressions = load_suppressions(ignore_file.as_deref(), options)?;
+    let root = if metadata.is_dir() {
+        target.to_path_buf()
+    } else {
+        PathBuf::new()
     };
-    let mut scanner = Scanner {
-        options,
-        suppressions: &suppressions,
-        report: Report {
-            target: target.display().to_string(),
-            ..Report::default()
-        },
-        packages: Vec::new(),
-        namespaces: kubernetes::Namespaces::default(),
-        root: if metadata.is_dir() {
-            target.to_path_buf()
-        } else {
-            PathBuf::new()
-        },
-        in_memory: HashMap::new(),
-    };
-    scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
+    let mut scanner = Scanner::new(options, &suppressions, &target.display().to_string(), root);
     if metadata.is_dir() {
         scanner.walk(target)?;
     } else if let Some(mut image) = image::open(target) {
@@ -181,23 +167,9 @@ fn is_kubernetes_json(name: &str, text: &str) -> bool {
 /// when its first instruction is `FROM` or `ARG`, otherwise as YAML or JSON manifests; findings
 /// are named `display`.
 pub fn scan_text(display: &str, text: &str, options: &Options) -> Result<Report, ScanError> {
-    let suppressions = match &options.ignore_file {
-        Some(file) => Suppressions::load(file, &options.today)?,
-        None => Suppressions::default(),
-    };
-    let mut scanner = Scanner {
-        options,
-        suppressions: &suppressions,
-        report: Report {
-            target: display.to_string(),
-            ..Report::default()
-        },
-        packages: Vec::new(),
-        namespaces: kubernetes::Namespaces::default(),
-        root: PathBuf::new(),
-        in_memory: HashMap::from([(display.to_string(), text.to_string())]),
-    };
-    scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
+    let suppressions = load_suppressions(options.ignore_file.as_deref(), options)?;
+    let mut scanner = Scanner::new(options, &suppressions, display, PathBuf::new());
+    scanner.in_memory.insert(display.to_string(), text.to_string());
     let first_instruction = text
         .lines()
         .map(str::trim)
@@ -217,23 +189,8 @@ pub fn scan_text(display: &str, text: &str, options: &Options) -> Result<Report,
 /// An image from elsewhere than a file (a registry): findings are named after `display`, the
 /// reference. Only the ignore file given in the options applies.
 pub fn scan_image(display: &str, image: &mut dyn image::Source, options: &Options) -> Result<Report, ScanError> {
-    let suppressions = match &options.ignore_file {
-        Some(file) => Suppressions::load(file, &options.today)?,
-        None => Suppressions::default(),
-    };
-    let mut scanner = Scanner {
-        options,
-        suppressions: &suppressions,
-        report: Report {
-            target: display.to_string(),
-            ..Report::default()
-        },
-        packages: Vec::new(),
-        namespaces: kubernetes::Namespaces::default(),
-        root: PathBuf::new(),
-        in_memory: HashMap::new(),
-    };
-    scanner.report.warnings.extend(suppressions.warnings.iter().cloned());
+    let suppressions = load_suppressions(options.ignore_file.as_deref(), options)?;
+    let mut scanner = Scanner::new(options, &suppressions, display, PathBuf::new());
     scanner.image(display, image)?;
     scanner.finish()
 }
@@ -248,6 +205,33 @@ struct Scanner<'a> {
     root: PathBuf,
     /// Texts that are not files (stdin), by display name, for inline suppressions.
     in_memory: HashMap<String, String>,
+}
+
+fn load_suppressions(file: Option<&Path>, options: &Options) -> Result<Suppressions, ScanError> {
+    Ok(match file {
+        Some(file) => Suppressions::load(file, &options.today)?,
+        None => Suppressions::default(),
+    })
+}
+
+impl<'a> Scanner<'a> {
+    /// A scan of `target` whose finding paths are relative to `root`; the ignore file's warnings
+    /// come first.
+    fn new(options: &'a Options, suppressions: &'a Suppressions, target: &str, root: PathBuf) -> Self {
+        Self {
+            options,
+            suppressions,
+            report: Report {
+                target: target.to_string(),
+                warnings: suppressions.warnings.clone(),
+                ..Report::default()
+            },
+            packages: Vec::new(),
+            namespaces: kubernetes::Namespaces::default(),
+            root,
+            in_memory: HashMap::new(),
+        }
+    }
 }
 
 impl Scanner<'_> {

@@ -3,35 +3,17 @@
 //! layers; and an OCI-layout Alpine image with an apk database.
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use flate2::write::GzEncoder;
 use palisade_scan::finding::Severity;
 use palisade_scan::vuln::Database;
 use palisade_scan::{scan, Options};
+use support::{gzip, tar_of, tar_with_modes, zip_of};
+
+mod support;
 
 /// (path, rule, (layer, removed in layer)) of a finding.
 type Seen = (String, String, Option<(usize, Option<usize>)>);
-
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, bytes) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        builder.append_data(&mut header, path, *bytes).expect("append");
-    }
-    builder.into_inner().expect("tar")
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).expect("gzip");
-    encoder.finish().expect("gzip")
-}
 
 fn write(path: &Path, files: &[(&str, &[u8])]) {
     std::fs::write(path, tar_of(files)).expect("write image");
@@ -215,31 +197,6 @@ fn a_truncated_image_is_an_input_error() {
     std::fs::write(&image, &manifest_only).expect("write");
     assert!(scan(&image, &options(dir.path())).is_err());
     assert!(bytes.len() > manifest_only.len());
-}
-
-/// A tar whose members have modes (executables for Go binaries).
-fn tar_with_modes(files: &[(&str, &[u8], u32)]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, bytes, mode) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(*mode);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        builder.append_data(&mut header, path, *bytes).expect("append");
-    }
-    builder.into_inner().expect("tar")
-}
-
-fn zip_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    for (name, bytes) in files {
-        writer
-            .start_file(*name, zip::write::SimpleFileOptions::default())
-            .expect("zip");
-        writer.write_all(bytes).expect("zip");
-    }
-    writer.finish().expect("zip").into_inner()
 }
 
 /// An ELF-looking executable carrying Go's build information, larger than the 2 MiB read for

@@ -14,12 +14,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use flate2::write::GzEncoder;
 use palisade_scan::image::{ImageError, Source as _};
 use palisade_scan::registry::{RegistryError, RegistryImage, Settings};
 use palisade_scan::vuln::Database;
 use palisade_scan::{scan, scan_image, Options, ScanError};
 use sha2::{Digest as _, Sha256};
+use support::{gzip, tar_of};
+
+mod support;
 
 const HIDDEN_TOKEN: &[u8] = include_bytes!("fixtures/image/config.env");
 const DPKG_STATUS: &str = "Package: curl\nStatus: install ok installed\nVersion: 7.88.1-10+deb12u1\n\n";
@@ -35,25 +37,6 @@ fn tools() -> bool {
         }
     }
     true
-}
-
-fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, bytes) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(bytes.len() as u64);
-        header.set_mode(0o644);
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_cksum();
-        builder.append_data(&mut header, path, *bytes).expect("append");
-    }
-    builder.into_inner().expect("tar")
-}
-
-fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    encoder.write_all(bytes).expect("gzip");
-    encoder.finish().expect("gzip")
 }
 
 fn sha256(bytes: &[u8]) -> String {
