@@ -6,9 +6,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use palisade_scan::finding::Severity;
-use palisade_scan::vuln::Database;
-use palisade_scan::{scan, Options};
-use support::{gzip, tar_of, tar_with_modes, zip_of};
+use palisade_scan::scan;
+use support::{gzip, oci_tarball, options, tar_of, tar_with_modes, zip_of};
 
 mod support;
 
@@ -76,38 +75,11 @@ fn oci_alpine_image(dir: &Path) -> PathBuf {
         ("lib/apk/db/installed", b"C:Q1abc=\nP:curl\nV:8.3.0-r0\no:curl\n\nC:Q1def=\nP:libcurl\nV:8.3.0-r0\no:curl\n\nP:busybox\nV:1.36.1-r2\no:busybox\n"),
     ]));
     let config = serde_json::json!({ "config": { "User": "10001" } }).to_string();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:c0", "size": config.len() },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:l0", "size": layer.len() }],
-    })
-    .to_string();
-    let index =
-        serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": "sha256:m0", "size": manifest.len() }] })
-            .to_string();
-    let path = dir.join("alpine-oci.tar");
-    write(
-        &path,
-        &[
-            ("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}"),
-            ("index.json", index.as_bytes()),
-            ("blobs/sha256/m0", manifest.as_bytes()),
-            ("blobs/sha256/c0", config.as_bytes()),
-            ("blobs/sha256/l0", &layer),
-        ],
-    );
-    path
-}
-
-fn options(dir: &Path) -> Options {
-    let database = Database::open(dir.join("db"));
-    database
-        .import(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/osv")])
-        .expect("import");
-    Options {
-        database,
-        ..Options::default()
-    }
+    oci_tarball(
+        &dir.join("alpine-oci.tar"),
+        &config,
+        &[(&layer, "application/vnd.oci.image.layer.v1.tar+gzip")],
+    )
 }
 
 #[test]
@@ -268,31 +240,14 @@ fn language_image(dir: &Path) -> PathBuf {
     ]);
     let layers = [python, gzip(&apps)];
     let config = serde_json::json!({ "config": { "User": "10001" } }).to_string();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:c0", "size": config.len() },
-        "layers": [
-            { "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": "sha256:l0", "size": layers[0].len() },
-            { "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": "sha256:l1", "size": layers[1].len() },
-        ],
-    })
-    .to_string();
-    let index =
-        serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": "sha256:m0", "size": manifest.len() }] })
-            .to_string();
-    let path = dir.join("apps.tar");
-    write(
-        &path,
+    oci_tarball(
+        &dir.join("apps.tar"),
+        &config,
         &[
-            ("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}"),
-            ("index.json", index.as_bytes()),
-            ("blobs/sha256/m0", manifest.as_bytes()),
-            ("blobs/sha256/c0", config.as_bytes()),
-            ("blobs/sha256/l0", &layers[0]),
-            ("blobs/sha256/l1", &layers[1]),
+            (&layers[0], "application/vnd.oci.image.layer.v1.tar"),
+            (&layers[1], "application/vnd.oci.image.layer.v1.tar+gzip"),
         ],
-    );
-    path
+    )
 }
 
 #[test]

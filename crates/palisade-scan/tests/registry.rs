@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use palisade_scan::image::{ImageError, Source as _};
 use palisade_scan::registry::{RegistryError, RegistryImage, Settings};
-use palisade_scan::vuln::Database;
-use palisade_scan::{scan, scan_image, Options, ScanError};
+use palisade_scan::{scan, scan_image, ScanError};
 use sha2::{Digest as _, Sha256};
-use support::{gzip, tar_of};
+use support::{gzip, options, tar_of};
 
 mod support;
 
@@ -214,17 +213,6 @@ fn skopeo_push(layout: &Layout, tag: &str, destination: &str, extra: &[&str]) {
         "skopeo copy: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-fn options(dir: &Path) -> Options {
-    let database = Database::open(dir.join("db"));
-    database
-        .import(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/osv")])
-        .expect("import");
-    Options {
-        database,
-        ..Options::default()
-    }
 }
 
 /// (path after the image's name, rule, layer) of every finding.

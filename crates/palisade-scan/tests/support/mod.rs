@@ -3,8 +3,58 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use flate2::write::GzEncoder;
+use palisade_scan::vuln::Database;
+use palisade_scan::Options;
+
+/// Scan options with the fixture advisories imported into a database under `dir`.
+pub fn options(dir: &Path) -> Options {
+    let database = Database::open(dir.join("db"));
+    database
+        .import(&[Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/osv")])
+        .expect("import");
+    Options {
+        database,
+        ..Options::default()
+    }
+}
+
+/// An OCI image layout in a tarball at `path`: one manifest, the config, and layers given as
+/// (bytes, media type), bottom first. Blob names are made up (`c0`, `l0`…): tarballs are not
+/// checked against digests.
+pub fn oci_tarball(path: &Path, config: &str, layers: &[(&[u8], &str)]) -> PathBuf {
+    let descriptors: Vec<serde_json::Value> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, (bytes, media_type))| serde_json::json!({ "mediaType": media_type, "digest": format!("sha256:l{i}"), "size": bytes.len() }))
+        .collect();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": "sha256:c0", "size": config.len() },
+        "layers": descriptors,
+    })
+    .to_string();
+    let index =
+        serde_json::json!({ "schemaVersion": 2, "manifests": [{ "digest": "sha256:m0", "size": manifest.len() }] })
+            .to_string();
+    let names: Vec<String> = (0..layers.len()).map(|i| format!("blobs/sha256/l{i}")).collect();
+    let mut files: Vec<(&str, &[u8])> = vec![
+        ("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}"),
+        ("index.json", index.as_bytes()),
+        ("blobs/sha256/m0", manifest.as_bytes()),
+        ("blobs/sha256/c0", config.as_bytes()),
+    ];
+    files.extend(
+        names
+            .iter()
+            .zip(layers)
+            .map(|(name, (bytes, _))| (name.as_str(), *bytes)),
+    );
+    std::fs::write(path, tar_of(&files)).expect("write image");
+    path.to_path_buf()
+}
 
 pub fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
     let with_modes: Vec<(&str, &[u8], u32)> = files.iter().map(|(path, bytes)| (*path, *bytes, 0o644)).collect();
