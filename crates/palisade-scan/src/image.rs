@@ -16,6 +16,7 @@ use crate::rules;
 use crate::secrets::{self, Allowlist};
 use crate::vuln::installed::{self, Installed};
 use crate::vuln::packages::{self, Lockfile, Package};
+use crate::vuln::rpm;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -51,6 +52,8 @@ pub struct ImageScan {
     pub findings: Vec<Finding>,
     pub packages: Vec<Package>,
     pub files: usize,
+    /// Package databases that could not be read: reported, never fatal.
+    pub warnings: Vec<String>,
 }
 
 struct OuterTar {
@@ -214,6 +217,8 @@ struct PathState {
     content: Option<String>,
     /// Packages read from the file's bytes as it streamed by (Java archives, Go binaries).
     binary_packages: Vec<(&'static str, String, String)>,
+    /// An RPM database's packages (their ecosystem comes from os-release, read at the end).
+    rpm_packages: Vec<rpm::RpmPackage>,
 }
 
 /// Where an image's config and layers come from: a tarball on disk or a registry.
@@ -285,6 +290,7 @@ pub fn scan(
     let mut state: BTreeMap<String, PathState> = BTreeMap::new();
     let mut layer_findings: Vec<Finding> = Vec::new();
     let mut files = 0;
+    let mut warnings = Vec::new();
     for (index, digest) in layers.iter().enumerate() {
         progress(index, layers.len());
         let layer = Layer {
@@ -333,10 +339,19 @@ pub fn scan(
                 findings: Vec::new(),
                 content: None,
                 binary_packages: Vec::new(),
+                rpm_packages: Vec::new(),
             };
             let executable = entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0);
             let java = Installed::of(&entry_path) == Some(Installed::JavaArchive);
-            if java && entry.size() <= MAX_JAVA_ARCHIVE {
+            if rpm::is_rpmdb(&entry_path) && entry.size() <= MAX_JAVA_ARCHIVE {
+                // SQLite needs the whole database: read it, then open it from memory.
+                let mut bytes = Vec::with_capacity(entry.size() as usize);
+                entry.read_to_end(&mut bytes).map_err(io)?;
+                match rpm::packages(&bytes) {
+                    Ok(found) => file_state.rpm_packages = found,
+                    Err(error) => warnings.push(format!("{display}!/{entry_path}: {error}")),
+                }
+            } else if java && entry.size() <= MAX_JAVA_ARCHIVE {
                 // An archive is read whole (zip needs its central directory): memory is bounded by
                 // the largest archive, as Trivy's is.
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
@@ -395,6 +410,7 @@ pub fn scan(
         findings,
         packages,
         files,
+        warnings,
     })
 }
 
@@ -485,6 +501,9 @@ fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers
     let release = content("etc/os-release")
         .or(content("usr/lib/os-release"))
         .and_then(packages::os_release);
+    let rpm_ecosystem = release
+        .as_ref()
+        .and_then(|(id, version)| rpm::os_ecosystem(id, version));
     let ecosystem = release.and_then(|(id, version)| packages::os_ecosystem(&id, &version));
     let mut found = Vec::new();
     for (path, file) in state {
@@ -494,6 +513,12 @@ fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers
             .iter()
             .map(|(ecosystem, name, version)| Package::new(ecosystem, name.clone(), version.clone(), &shown, 0))
             .collect();
+        if let Some(ecosystem) = &rpm_ecosystem {
+            from_file.extend(file.rpm_packages.iter().map(|package| {
+                Package::new(ecosystem, package.name.clone(), package.evr(), &shown, 0)
+                    .with_license(package.license.clone())
+            }));
+        }
         if let Some(text) = &file.content {
             let file_name = path.rsplit('/').next().unwrap_or(path);
             if let Some(kind) = Installed::of(path) {

@@ -349,6 +349,7 @@ impl Scanner<'_> {
     fn image(&mut self, display: &str, image: &mut dyn image::Source) -> Result<(), ScanError> {
         let scanned = image::scan(image, display, &self.suppressions.secrets, &*self.options.progress)?;
         self.report.files_scanned += scanned.files;
+        self.report.warnings.extend(scanned.warnings);
         let checks = self.options.checks;
         self.report.findings.extend(scanned.findings.into_iter().filter(|f| {
             let is_secret = rules::find(&f.rule).is_some_and(|r| r.target == rules::Target::Secret);

@@ -55,9 +55,38 @@ pub fn purl(package: &Package) -> Option<String> {
             encode(name),
             encode(release.trim_start_matches('v'))
         ),
+        "Red Hat" | "Rocky Linux" | "AlmaLinux" | "Fedora" | "Amazon Linux" | "openSUSE" => {
+            let (vendor, distro) = rpm_vendor(family, release)?;
+            // purl keeps the epoch in a qualifier, out of the version.
+            let (epoch, bare) = match package.version.split_once(':') {
+                Some((epoch, bare)) => (format!("&epoch={}", encode(epoch)), bare),
+                None => (String::new(), package.version.as_str()),
+            };
+            format!(
+                "pkg:rpm/{vendor}/{}@{}?distro={}{epoch}",
+                encode(name),
+                encode(bare),
+                encode(&distro)
+            )
+        }
         _ => return None,
     };
     Some(purl)
+}
+
+/// (purl vendor, distro qualifier) of an RPM ecosystem: `Red Hat:enterprise_linux:9` →
+/// (`redhat`, `rhel-9`).
+fn rpm_vendor(family: &str, release: &str) -> Option<(&'static str, String)> {
+    let version = release.rsplit(':').next().unwrap_or(release);
+    Some(match family {
+        "Red Hat" => ("redhat", format!("rhel-{version}")),
+        "Rocky Linux" => ("rocky", format!("rocky-{version}")),
+        "AlmaLinux" => ("almalinux", format!("almalinux-{version}")),
+        "Fedora" => ("fedora", format!("fedora-{version}")),
+        "Amazon Linux" => ("amazon", format!("amzn-{version}")),
+        "openSUSE" => ("opensuse", format!("opensuse-leap-{}", version.trim_start_matches("Leap "))),
+        _ => return None,
+    })
 }
 
 /// Percent-encodes what a purl component may not hold.
@@ -344,6 +373,16 @@ pub fn from_purl(purl: &str, path: &str, line: usize) -> Option<Package> {
         "maven" => ("Maven".to_string(), with_namespace(":"), None),
         "composer" => ("Packagist".to_string(), with_namespace("/"), None),
         "gem" => ("RubyGems".to_string(), name.clone(), None),
+        "rpm" => {
+            let distro = qualifiers.get("distro")?;
+            let (id, release) = distro.rsplit_once('-')?;
+            let ecosystem = crate::vuln::rpm::os_ecosystem(id, release)?;
+            let version = match qualifiers.get("epoch") {
+                Some(epoch) => format!("{epoch}:{version}"),
+                None => version.clone(),
+            };
+            return Some(Package::new(&ecosystem, name.clone(), version, path, line));
+        }
         "deb" | "apk" => {
             let distro = qualifiers.get("distro")?;
             let ecosystem = os_ecosystem_of(&namespace, distro)?;
@@ -422,6 +461,20 @@ mod tests {
                 "8.3.0-r0",
                 None,
                 "pkg:apk/alpine/curl@8.3.0-r0?distro=3.18",
+            ),
+            (
+                "Rocky Linux:9",
+                "openssl-libs",
+                "1:3.0.7-24.el9",
+                None,
+                "pkg:rpm/rocky/openssl-libs@3.0.7-24.el9?distro=rocky-9&epoch=1",
+            ),
+            (
+                "Red Hat:enterprise_linux:9",
+                "curl",
+                "7.76.1-26.el9",
+                None,
+                "pkg:rpm/redhat/curl@7.76.1-26.el9?distro=rhel-9",
             ),
         ];
         for (ecosystem, name, version, binary, expected) in cases {

@@ -415,3 +415,107 @@ fn sboms_out_validate_and_read_back_in_find_the_same_advisories() {
     broken["components"][0]["type"] = "gadget".into();
     assert!(!cyclonedx.is_valid(&broken));
 }
+
+/// `rpmbuild` and `rpm` (Debian's `rpm` package; .ci/run installs it) make a real `rpmdb.sqlite`:
+/// packages built from specs and installed into a database with `--justdb`.
+fn real_rpmdb(dir: &Path, packages: &[(&str, Option<u32>, &str, &str)]) -> Option<Vec<u8>> {
+    if std::process::Command::new("rpmbuild").arg("--version").output().is_err() {
+        eprintln!("skipped: rpmbuild is not installed (Debian package rpm; .ci/run installs it)");
+        return None;
+    }
+    let top = dir.join("rpmbuild");
+    let database = dir.join("rpmdb");
+    std::fs::create_dir_all(&database).expect("db dir");
+    let mut built = Vec::new();
+    for (name, epoch, version, release) in packages {
+        let spec = dir.join(format!("{name}.spec"));
+        let epoch = epoch.map(|e| format!("Epoch: {e}\n")).unwrap_or_default();
+        std::fs::write(
+            &spec,
+            format!("Name: {name}\nVersion: {version}\nRelease: {release}\n{epoch}Summary: test\nLicense: MIT\nBuildArch: noarch\n%description\ntest\n%files\n"),
+        )
+        .expect("spec");
+        let status = std::process::Command::new("rpmbuild")
+            .args(["--quiet", "--define"])
+            .arg(format!("_topdir {}", top.display()))
+            .arg("-bb")
+            .arg(&spec)
+            .status()
+            .expect("rpmbuild");
+        assert!(status.success(), "rpmbuild {name}");
+        built.push(top.join(format!("RPMS/noarch/{name}-{version}-{release}.noarch.rpm")));
+    }
+    let output = std::process::Command::new("rpm")
+        .arg("--dbpath")
+        .arg(&database)
+        .args(["--justdb", "--nodeps", "--noscripts", "-i"])
+        .args(&built)
+        .output()
+        .expect("rpm");
+    assert!(output.status.success(), "rpm -i: {}", String::from_utf8_lossy(&output.stderr));
+    Some(std::fs::read(database.join("rpmdb.sqlite")).expect("rpmdb.sqlite"))
+}
+
+/// A Rocky Linux 9 image whose RPM database rpm itself wrote: packages with epochs, matched
+/// against Rocky's advisories in rpm's version order; a database that is not one is a warning.
+#[test]
+fn rpm_database_of_a_rocky_image() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(database) = real_rpmdb(
+        dir.path(),
+        &[("openssl-libs", Some(1), "3.0.7", "20.el9"), ("curl", None, "7.76.1", "26.el9")],
+    ) else {
+        return;
+    };
+    let layer = tar_of(&[
+        ("etc/os-release", b"NAME=\"Rocky Linux\"\nID=\"rocky\"\nVERSION_ID=\"9.3\"\n"),
+        ("var/lib/rpm/rpmdb.sqlite", &database),
+    ]);
+    let broken = tar_of(&[("usr/lib/sysimage/rpm/rpmdb.sqlite", b"not a database")]);
+    let config = serde_json::json!({ "config": { "User": "10001" } }).to_string();
+    let image = oci_tarball(
+        &dir.path().join("rocky.tar"),
+        &config,
+        &[
+            (&layer, "application/vnd.oci.image.layer.v1.tar"),
+            (&broken, "application/vnd.oci.image.layer.v1.tar"),
+        ],
+    );
+    let report = scan(&image, &options(dir.path())).expect("scan");
+    let found: Vec<(String, String, String)> = report
+        .findings
+        .iter()
+        .filter_map(|f| {
+            let v = f.vulnerability.as_ref()?;
+            Some((f.rule.clone(), v.package.clone(), v.installed.clone()))
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [(
+            "RLSA-2023:6575".to_string(),
+            "openssl-libs".to_string(),
+            "1:3.0.7-20.el9".to_string()
+        )],
+        "curl 7.76.1-26.el9 is the fixed release itself"
+    );
+    let openssl = &report.findings[0];
+    assert_eq!(openssl.path, "rocky.tar!/var/lib/rpm/rpmdb.sqlite");
+    assert_eq!(openssl.layer.as_ref().map(|l| l.index), Some(0));
+    assert!(
+        report
+            .warnings
+            .iter()
+            .any(|w| w.contains("usr/lib/sysimage/rpm/rpmdb.sqlite") && w.contains("not an SQLite database")),
+        "{:?}",
+        report.warnings
+    );
+    let bom: serde_json::Value = serde_json::from_str(&palisade_scan::sbom::cyclonedx(&report)).expect("json");
+    let purls: Vec<&str> = bom["components"]
+        .as_array()
+        .expect("components")
+        .iter()
+        .filter_map(|c| c["purl"].as_str())
+        .collect();
+    assert!(purls.contains(&"pkg:rpm/rocky/openssl-libs@3.0.7-20.el9?distro=rocky-9&epoch=1"), "{purls:?}");
+}

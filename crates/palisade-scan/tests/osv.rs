@@ -19,7 +19,7 @@ type Matched = (String, usize, String, String, Option<String>);
 fn database(dir: &Path) -> Database {
     let database = Database::open(dir.join("db"));
     let summary = database.import(&[fixtures().join("osv")]).expect("import");
-    assert_eq!(summary.records, 12);
+    assert_eq!(summary.records, 13);
     database
 }
 

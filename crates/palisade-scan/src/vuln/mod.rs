@@ -5,6 +5,7 @@ pub mod db;
 pub mod installed;
 pub mod osv;
 pub mod packages;
+pub mod rpm;
 pub mod version;
 
 pub use db::{Database, DbError, ImportSummary};

@@ -21,6 +21,8 @@ pub enum Scheme {
     Maven,
     /// Composer's order (PHP's version_compare on normalized versions).
     Packagist,
+    /// rpm's order of `[epoch:]version-release`.
+    Rpm,
 }
 
 impl Scheme {
@@ -35,6 +37,7 @@ impl Scheme {
             "RubyGems" => Some(Self::RubyGems),
             "Maven" => Some(Self::Maven),
             "Packagist" => Some(Self::Packagist),
+            "Red Hat" | "Rocky Linux" | "AlmaLinux" | "Fedora" | "Amazon Linux" | "openSUSE" | "SUSE" => Some(Self::Rpm),
             _ => None,
         }
     }
@@ -66,6 +69,7 @@ impl Scheme {
                 &composer_items(b)?,
                 composer_padding,
             )),
+            Self::Rpm => super::rpm::compare(a, b),
         }
     }
 }
@@ -355,6 +359,9 @@ mod tests {
             ("Packagist", "1.0.0-dev", "1.0.0-alpha1", Less),
             ("Packagist", "1.0.0-patch1", "1.0.0", Greater),
             ("Packagist", "7.4.10", "7.4.9", Greater),
+            ("Rocky Linux:9", "1:3.0.7-24.el9", "3.0.8-1.el9", Greater),
+            ("Red Hat:enterprise_linux:9", "7.76.1-26.el9_3.2", "7.76.1-26.el9", Greater),
+            ("AlmaLinux:9", "1.0~rc1-1", "1.0-1", Less),
         ];
         for (ecosystem, a, b, expected) in cases {
             assert_eq!(cmp(ecosystem, a, b), Some(expected), "{ecosystem}: {a} vs {b}");
