@@ -289,8 +289,14 @@ async fn update(db: &Option<PathBuf>, ecosystems: &[String], source: &str) -> an
     let downloads = tempfile::tempdir()?;
     let mut archives = Vec::new();
     for ecosystem in ecosystems {
-        let uri: http::Uri = format!("{}/{ecosystem}/all.zip", source.trim_end_matches('/')).parse()?;
-        let path = downloads.path().join(format!("{ecosystem}.zip"));
+        // Ecosystem names have spaces (`Rocky Linux`, `Red Hat`).
+        let uri: http::Uri = format!(
+            "{}/{}/all.zip",
+            source.trim_end_matches('/'),
+            ecosystem.replace(' ', "%20")
+        )
+        .parse()?;
+        let path = downloads.path().join(format!("{}.zip", ecosystem.replace(' ', "_")));
         eprintln!("downloading {uri}");
         match fetcher
             .download(&uri, &path, MAX_ARCHIVE_BYTES, Duration::from_secs(1800))
