@@ -343,7 +343,7 @@ pub fn scan(
             };
             let executable = entry.header().mode().is_ok_and(|mode| mode & 0o111 != 0);
             let java = Installed::of(&entry_path) == Some(Installed::JavaArchive);
-            if rpm::is_rpmdb(&entry_path) && entry.size() <= MAX_JAVA_ARCHIVE {
+            if rpm::is_rpmdb(&entry_path) && entry.size() <= MAX_WHOLE_FILE {
                 // SQLite needs the whole database: read it, then open it from memory.
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
                 entry.read_to_end(&mut bytes).map_err(io)?;
@@ -351,7 +351,7 @@ pub fn scan(
                     Ok(found) => file_state.rpm_packages = found,
                     Err(error) => warnings.push(format!("{display}!/{entry_path}: {error}")),
                 }
-            } else if java && entry.size() <= MAX_JAVA_ARCHIVE {
+            } else if java && entry.size() <= MAX_WHOLE_FILE {
                 // An archive is read whole (zip needs its central directory): memory is bounded by
                 // the largest archive, as Trivy's is.
                 let mut bytes = Vec::with_capacity(entry.size() as usize);
@@ -359,17 +359,26 @@ pub fn scan(
                 for (name, version) in installed::java_archive(&bytes) {
                     file_state.binary_packages.push(("Maven", name, version));
                 }
-            } else if executable && entry.size() > MAX_SCANNED_FILE {
-                if let Some(build) = installed::go_buildinfo(&mut entry).map_err(io)? {
-                    file_state.binary_packages.extend(go_packages(build));
+            } else if executable && entry.size() > MAX_SCANNED_FILE && entry.size() <= MAX_WHOLE_FILE {
+                // An executable is read whole (the `.dep-v0` section of a Rust binary is found
+                // through the section table at its end): memory is bounded by the largest one.
+                let mut magic = [0u8; 4];
+                let mut bytes = Vec::new();
+                if entry.read_exact(&mut magic).is_ok() && magic == *b"\x7fELF" {
+                    bytes.reserve(entry.size() as usize);
+                    bytes.extend_from_slice(&magic);
+                    entry.read_to_end(&mut bytes).map_err(io)?;
+                    file_state
+                        .binary_packages
+                        .extend(executable_packages(&bytes).map_err(io)?);
                 }
             } else if entry.size() <= MAX_SCANNED_FILE {
                 let mut bytes = Vec::new();
                 entry.read_to_end(&mut bytes).map_err(io)?;
                 if executable && bytes.starts_with(b"\x7fELF") {
-                    if let Some(build) = installed::go_buildinfo(bytes.as_slice()).map_err(io)? {
-                        file_state.binary_packages.extend(go_packages(build));
-                    }
+                    file_state
+                        .binary_packages
+                        .extend(executable_packages(&bytes).map_err(io)?);
                 }
                 if let Some(text) = crate::as_text(&bytes) {
                     let shown = format!("{display}!/{entry_path}");
@@ -469,8 +478,22 @@ fn remove_under(
     }
 }
 
-/// Java archives larger than this are not opened (their secrets are not read either).
-const MAX_JAVA_ARCHIVE: u64 = 512 * 1024 * 1024;
+/// Package databases, Java archives and executables are read whole up to this size; larger ones
+/// are not opened (nor read for secrets).
+const MAX_WHOLE_FILE: u64 = 512 * 1024 * 1024;
+
+/// What an ELF executable says it was built from: Go's build information, cargo-auditable's
+/// dependency list.
+fn executable_packages(bytes: &[u8]) -> std::io::Result<Vec<(&'static str, String, String)>> {
+    let mut found = Vec::new();
+    if let Some(build) = installed::go_buildinfo(bytes)? {
+        found.extend(go_packages(build));
+    }
+    for (name, version) in installed::rust_auditable(bytes).unwrap_or_default() {
+        found.push(("crates.io", name, version));
+    }
+    Ok(found)
+}
 
 /// A Go binary's modules, and the standard library it was built with as OSV names it (`stdlib`,
 /// version without `go`, always three numbers).

@@ -84,7 +84,10 @@ fn rpm_vendor(family: &str, release: &str) -> Option<(&'static str, String)> {
         "AlmaLinux" => ("almalinux", format!("almalinux-{version}")),
         "Fedora" => ("fedora", format!("fedora-{version}")),
         "Amazon Linux" => ("amazon", format!("amzn-{version}")),
-        "openSUSE" => ("opensuse", format!("opensuse-leap-{}", version.trim_start_matches("Leap "))),
+        "openSUSE" => (
+            "opensuse",
+            format!("opensuse-leap-{}", version.trim_start_matches("Leap ")),
+        ),
         _ => return None,
     })
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use palisade_scan::finding::Severity;
 use palisade_scan::scan;
-use support::{gzip, oci_tarball, options, tar_of, tar_with_modes, zip_of};
+use support::{auditable_elf, gzip, oci_tarball, options, tar_of, tar_with_modes, zip_of};
 
 mod support;
 
@@ -198,6 +198,9 @@ fn language_image(dir: &Path) -> PathBuf {
             b"groupId=com.example\nartifactId=shop\nversion=1.0\n",
         ),
     ]);
+    let rust_app = auditable_elf(
+        r#"{"packages":[{"name":"rust-app","version":"0.1.0","source":"local","root":true,"dependencies":[1,2]},{"name":"hyper","version":"0.14.9","source":"crates.io"},{"name":"cc","version":"1.0.0","source":"crates.io","kind":"build"}]}"#,
+    );
     let old_go = "path\texample.com/old\nmod\texample.com/old\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.7\th1:x=\n";
     let new_go = "path\texample.com/new\nmod\texample.com/new\t(devel)\t\ndep\tgolang.org/x/text\tv0.3.8\th1:y=\n";
     let python = tar_with_modes(&[
@@ -235,6 +238,7 @@ fn language_image(dir: &Path) -> PathBuf {
         ("opt/tools/log4j-core-2.17.1.jar", &log4j_core("2.17.1"), 0o644),
         ("usr/local/bin/old-tool", &go_binary("go1.20.1", old_go, 3 * 1024 * 1024), 0o755),
         ("usr/local/bin/new-tool", &go_binary("go1.20.2", new_go, 4096), 0o755),
+        ("usr/local/bin/rust-app", &rust_app, 0o755),
         // Not executable: not read as a binary.
         ("usr/share/doc/not-run", &go_binary("go1.19.0", old_go, 4096), 0o644),
     ]);
@@ -299,6 +303,7 @@ fn language_packages_inside_an_image() {
             1,
         ),
         ("apps.tar!/usr/local/bin/old-tool", "GO-2023-1621 stdlib 1.20.1", 1),
+        ("apps.tar!/usr/local/bin/rust-app", "RUSTSEC-2021-0078 hyper 0.14.9", 1),
     ]
     .into_iter()
     .map(|(p, v, l)| (p.to_string(), v.to_string(), l))
@@ -407,6 +412,7 @@ fn sboms_out_validate_and_read_back_in_find_the_same_advisories() {
         "pkg:composer/guzzlehttp/guzzle@7.4.0",
         "pkg:gem/rack@2.2.3",
         "pkg:pypi/django@4.2.1",
+        "pkg:cargo/hyper@0.14.9",
     ] {
         assert!(purls.contains(purl), "{purl} in {purls:?}");
     }
@@ -419,7 +425,11 @@ fn sboms_out_validate_and_read_back_in_find_the_same_advisories() {
 /// `rpmbuild` and `rpm` (Debian's `rpm` package; .ci/run installs it) make a real `rpmdb.sqlite`:
 /// packages built from specs and installed into a database with `--justdb`.
 fn real_rpmdb(dir: &Path, packages: &[(&str, Option<u32>, &str, &str)]) -> Option<Vec<u8>> {
-    if std::process::Command::new("rpmbuild").arg("--version").output().is_err() {
+    if std::process::Command::new("rpmbuild")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("skipped: rpmbuild is not installed (Debian package rpm; .ci/run installs it)");
         return None;
     }
@@ -452,7 +462,11 @@ fn real_rpmdb(dir: &Path, packages: &[(&str, Option<u32>, &str, &str)]) -> Optio
         .args(&built)
         .output()
         .expect("rpm");
-    assert!(output.status.success(), "rpm -i: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "rpm -i: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     Some(std::fs::read(database.join("rpmdb.sqlite")).expect("rpmdb.sqlite"))
 }
 
@@ -463,12 +477,18 @@ fn rpm_database_of_a_rocky_image() {
     let dir = tempfile::tempdir().expect("tempdir");
     let Some(database) = real_rpmdb(
         dir.path(),
-        &[("openssl-libs", Some(1), "3.0.7", "20.el9"), ("curl", None, "7.76.1", "26.el9")],
+        &[
+            ("openssl-libs", Some(1), "3.0.7", "20.el9"),
+            ("curl", None, "7.76.1", "26.el9"),
+        ],
     ) else {
         return;
     };
     let layer = tar_of(&[
-        ("etc/os-release", b"NAME=\"Rocky Linux\"\nID=\"rocky\"\nVERSION_ID=\"9.3\"\n"),
+        (
+            "etc/os-release",
+            b"NAME=\"Rocky Linux\"\nID=\"rocky\"\nVERSION_ID=\"9.3\"\n",
+        ),
         ("var/lib/rpm/rpmdb.sqlite", &database),
     ]);
     let broken = tar_of(&[("usr/lib/sysimage/rpm/rpmdb.sqlite", b"not a database")]);
@@ -517,5 +537,8 @@ fn rpm_database_of_a_rocky_image() {
         .iter()
         .filter_map(|c| c["purl"].as_str())
         .collect();
-    assert!(purls.contains(&"pkg:rpm/rocky/openssl-libs@3.0.7-20.el9?distro=rocky-9&epoch=1"), "{purls:?}");
+    assert!(
+        purls.contains(&"pkg:rpm/rocky/openssl-libs@3.0.7-20.el9?distro=rocky-9&epoch=1"),
+        "{purls:?}"
+    );
 }

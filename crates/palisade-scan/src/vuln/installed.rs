@@ -304,6 +304,22 @@ fn manifest_coordinates(text: &str) -> Option<NameVersion> {
     ))
 }
 
+/// The crates.io dependencies a Rust binary built with `cargo auditable` lists in its `.dep-v0`
+/// section (runtime dependencies only: build-time ones are not in the binary). `None` for a
+/// binary without one.
+pub fn rust_auditable(binary: &[u8]) -> Option<Vec<NameVersion>> {
+    // The embedded list is zlib-compressed JSON; 8 MiB decompressed is auditable-info's own default.
+    let info = auditable_info::audit_info_from_slice(binary, 8 * 1024 * 1024).ok()?;
+    Some(
+        info.packages
+            .into_iter()
+            .filter(|p| matches!(p.source, auditable_serde::Source::CratesIo))
+            .filter(|p| matches!(p.kind, auditable_serde::DependencyKind::Runtime))
+            .map(|p| (p.name, p.version.to_string()))
+            .collect(),
+    )
+}
+
 /// What a Go binary says about how it was built.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoBuild {

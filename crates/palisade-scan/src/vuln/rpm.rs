@@ -168,11 +168,15 @@ pub fn compare(a: &str, b: &str) -> Option<Ordering> {
     };
     let (ea, va, ra) = split(a)?;
     let (eb, vb, rb) = split(b)?;
-    Some(ea.cmp(&eb).then_with(|| rpmvercmp(&va, &vb)).then_with(|| match (ra, rb) {
-        // A bound without a release covers every release of its version.
-        (Some(ra), Some(rb)) => rpmvercmp(&ra, &rb),
-        _ => Ordering::Equal,
-    }))
+    Some(
+        ea.cmp(&eb)
+            .then_with(|| rpmvercmp(&va, &vb))
+            .then_with(|| match (ra, rb) {
+                // A bound without a release covers every release of its version.
+                (Some(ra), Some(rb)) => rpmvercmp(&ra, &rb),
+                _ => Ordering::Equal,
+            }),
+    )
 }
 
 /// rpm's `rpmvercmp`: alternating runs of digits and letters compared in turn (digits as numbers,
@@ -217,7 +221,13 @@ pub fn rpmvercmp(a: &str, b: &str) -> Ordering {
         let take = |s: &[u8]| {
             let n = s
                 .iter()
-                .take_while(|c| if numeric { c.is_ascii_digit() } else { c.is_ascii_alphabetic() })
+                .take_while(|c| {
+                    if numeric {
+                        c.is_ascii_digit()
+                    } else {
+                        c.is_ascii_alphabetic()
+                    }
+                })
                 .count();
             n
         };
@@ -311,7 +321,11 @@ mod tests {
 
     #[test]
     fn epoch_version_release() {
-        assert_eq!(compare("1:3.0.7-24.el9", "3.0.8-1.el9"), Some(Greater), "the epoch wins");
+        assert_eq!(
+            compare("1:3.0.7-24.el9", "3.0.8-1.el9"),
+            Some(Greater),
+            "the epoch wins"
+        );
         assert_eq!(compare("3.0.7-24.el9", "3.0.7-25.el9"), Some(Less));
         assert_eq!(compare("7.76.1-26.el9_3.2", "7.76.1-26.el9"), Some(Greater));
         assert_eq!(compare("0:1.2-3", "1.2-3"), Some(Equal));

@@ -37,7 +37,9 @@ impl Scheme {
             "RubyGems" => Some(Self::RubyGems),
             "Maven" => Some(Self::Maven),
             "Packagist" => Some(Self::Packagist),
-            "Red Hat" | "Rocky Linux" | "AlmaLinux" | "Fedora" | "Amazon Linux" | "openSUSE" | "SUSE" => Some(Self::Rpm),
+            "Red Hat" | "Rocky Linux" | "AlmaLinux" | "Fedora" | "Amazon Linux" | "openSUSE" | "SUSE" => {
+                Some(Self::Rpm)
+            }
             _ => None,
         }
     }
@@ -360,7 +362,12 @@ mod tests {
             ("Packagist", "1.0.0-patch1", "1.0.0", Greater),
             ("Packagist", "7.4.10", "7.4.9", Greater),
             ("Rocky Linux:9", "1:3.0.7-24.el9", "3.0.8-1.el9", Greater),
-            ("Red Hat:enterprise_linux:9", "7.76.1-26.el9_3.2", "7.76.1-26.el9", Greater),
+            (
+                "Red Hat:enterprise_linux:9",
+                "7.76.1-26.el9_3.2",
+                "7.76.1-26.el9",
+                Greater,
+            ),
             ("AlmaLinux:9", "1.0~rc1-1", "1.0-1", Less),
         ];
         for (ecosystem, a, b, expected) in cases {
