@@ -6,7 +6,7 @@ use std::path::Path;
 /// A fuzz target's property check: panics when the property breaks.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 12] = [
+const TARGETS: [(&str, Check); 13] = [
     ("framing", palisade_gateway::framing::fuzz_check),
     ("normalize", palisade_gateway::pipeline::normalize::fuzz_check),
     ("config", palisade_core::fuzzing::config),
@@ -17,6 +17,7 @@ const TARGETS: [(&str, Check); 12] = [
     ("version_order", palisade_scan::fuzzing::version_order),
     ("scan_yaml", palisade_scan::fuzzing::scan_yaml),
     ("image_tar", palisade_scan::fuzzing::image_tar),
+    ("installed", palisade_scan::fuzzing::installed),
     ("inject", palisade_kubernetes::fuzzing::inject),
     ("admission_review", palisade_kubernetes::fuzzing::admission_review),
 ];

@@ -17,12 +17,16 @@ pub fn dockerfile(data: &[u8]) {
     }
 }
 
-const SCHEMES: [Scheme; 5] = [
+const SCHEMES: [Scheme; 9] = [
     Scheme::Semver,
     Scheme::Go,
     Scheme::Pep440,
     Scheme::Debian,
     Scheme::Alpine,
+    Scheme::RubyGems,
+    Scheme::Maven,
+    Scheme::Packagist,
+    Scheme::Rpm,
 ];
 
 /// `version_order`: the first three lines of the input as versions; in every ecosystem's scheme the
@@ -114,4 +118,53 @@ pub fn image_tar(data: &[u8]) {
         }
         let _ = std::fs::remove_file(path);
     });
+}
+
+/// `installed`: any bytes as what an image or a tree can hold about its packages (an RPM header,
+/// an executable, a Java archive, an SBOM, Python/Node/Composer/gem metadata, purls one per line):
+/// reading never panics, and every package an SBOM yields has a purl that reads back as the same
+/// package.
+pub fn installed(data: &[u8]) {
+    use crate::vuln::{installed, osv::normalize_name, rpm};
+    let _ = rpm::parse_header(data);
+    let _ = rpm::packages(data);
+    let mut elf = b"\x7fELF".to_vec();
+    elf.extend_from_slice(data);
+    let _ = installed::go_buildinfo(elf.as_slice());
+    let _ = installed::rust_auditable(data);
+    let _ = installed::java_archive(data);
+    let text = String::from_utf8_lossy(data);
+    for kind in [
+        installed::Installed::PythonMetadata,
+        installed::Installed::NodePackage,
+        installed::Installed::Composer,
+        installed::Installed::Gemspec,
+    ] {
+        let _ = kind.packages("a-1.0.gemspec", &text);
+    }
+    let mut packages = crate::sbom::packages("app.cdx.json", &text);
+    packages.extend(
+        text.lines()
+            .filter_map(|line| crate::sbom::from_purl(line.trim(), "purls", 1)),
+    );
+    for package in packages {
+        let Some(purl) = crate::sbom::purl(&package) else {
+            continue;
+        };
+        let back = crate::sbom::from_purl(&purl, "purls", 1)
+            .unwrap_or_else(|| panic!("{purl} (from {package:?}) does not read back"));
+        assert_eq!(
+            (
+                back.ecosystem.as_str(),
+                normalize_name(&back.ecosystem, &back.name),
+                back.version.as_str()
+            ),
+            (
+                package.ecosystem.as_str(),
+                normalize_name(&package.ecosystem, &package.name),
+                package.version.as_str()
+            ),
+            "{purl}"
+        );
+    }
 }

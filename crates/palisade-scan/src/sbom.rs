@@ -355,6 +355,13 @@ pub fn from_purl(purl: &str, path: &str, line: usize) -> Option<Package> {
         .filter_map(|q| q.split_once('='))
         .map(|(k, v)| (k.to_ascii_lowercase(), decode(v)))
         .collect();
+    // A distro names a release (`debian-12`, `rocky-9.3`, `3.19`): nothing else becomes an ecosystem.
+    if qualifiers.get("distro").is_some_and(|d| {
+        !d.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+    }) {
+        return None;
+    }
     let (rest, version) = rest.rsplit_once('@')?;
     let version = decode(version);
     let (kind, path_part) = rest.split_once('/')?;

@@ -224,7 +224,36 @@ fn qualifier_rank(word: &str) -> i8 {
 /// `1.0-sp1`; numbers after words. Maven nests lists at `-`; that is not modelled (the forms
 /// published artifacts use compare the same either way).
 fn maven_items(text: &str) -> Option<Vec<Item>> {
-    items(text)
+    Some(normalized(items(text)?))
+}
+
+/// Maven's normalization, which also keeps the item order total: zeros at the end or right before
+/// a word say nothing (`1.0-alpha` = `1-alpha`, `1.0.0` = `1`), and neither do release words at the
+/// end (`1.0.Final` = `1`). Without it `1` = `1.0` but `1.0` > `1-h` > `1` (a number outranks a
+/// word, an absent item does not): found by the `version_order` fuzz target.
+fn normalized(mut items: Vec<Item>) -> Vec<Item> {
+    loop {
+        let before = items.len();
+        while let Some(last) = items.last() {
+            match last {
+                Item::Number(0) => {}
+                Item::Word(word) if qualifier_rank(word) == 0 => {}
+                _ => break,
+            }
+            items.pop();
+        }
+        let mut i = 0;
+        while i + 1 < items.len() {
+            if items[i] == Item::Number(0) && matches!(items[i + 1], Item::Word(_)) {
+                items.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        if items.len() == before {
+            return items;
+        }
+    }
 }
 
 fn maven_padding(item: &Item) -> Ordering {
@@ -242,14 +271,8 @@ fn composer_items(text: &str) -> Option<Vec<Item>> {
         .strip_prefix('v')
         .or_else(|| text.strip_prefix('V'))
         .unwrap_or(text);
-    let mut parsed = items(text)?;
-    let numbers = parsed.iter().take_while(|i| matches!(i, Item::Number(_))).count();
-    if numbers < 4 {
-        for _ in numbers..4 {
-            parsed.insert(numbers, Item::Number(0));
-        }
-    }
-    Some(parsed)
+    // Composer pads to four numbers; dropping the zeros instead compares the same (see normalized).
+    Some(normalized(items(text)?))
 }
 
 fn composer_padding(item: &Item) -> Ordering {
