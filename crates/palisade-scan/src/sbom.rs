@@ -38,7 +38,9 @@ pub fn purl(package: &Package) -> Option<String> {
         ),
         "Go" => format!("pkg:golang/{}@{version}", path_encode(name)),
         "Maven" => {
-            let (group, artifact) = name.split_once(':')?;
+            let (group, artifact) = name
+                .split_once(':')
+                .filter(|(group, artifact)| !group.is_empty() && !artifact.is_empty() && !artifact.contains(':'))?;
             format!("pkg:maven/{}/{}@{version}", path_encode(group), encode(artifact))
         }
         "Packagist" => format!("pkg:composer/{}@{version}", path_encode(name)),
@@ -380,7 +382,7 @@ pub fn from_purl(purl: &str, path: &str, line: usize) -> Option<Package> {
         "npm" => ("npm".to_string(), with_namespace("/"), None),
         "pypi" => ("PyPI".to_string(), name.clone(), None),
         "golang" => ("Go".to_string(), with_namespace("/"), None),
-        "maven" => ("Maven".to_string(), with_namespace(":"), None),
+        "maven" if !namespace.is_empty() && !name.contains(':') => ("Maven".to_string(), with_namespace(":"), None),
         "composer" => ("Packagist".to_string(), with_namespace("/"), None),
         "gem" => ("RubyGems".to_string(), name.clone(), None),
         "rpm" => {

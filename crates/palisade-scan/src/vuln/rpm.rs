@@ -168,13 +168,16 @@ pub fn compare(a: &str, b: &str) -> Option<Ordering> {
     };
     let (ea, va, ra) = split(a)?;
     let (eb, vb, rb) = split(b)?;
+    // A missing release sorts before every release: an order, not rpm's dependency wildcard (which
+    // is not transitive: the version_order fuzz target found `1-g` <= `1` <= `1-d` < `1-g`).
     Some(
         ea.cmp(&eb)
             .then_with(|| rpmvercmp(&va, &vb))
             .then_with(|| match (ra, rb) {
-                // A bound without a release covers every release of its version.
                 (Some(ra), Some(rb)) => rpmvercmp(&ra, &rb),
-                _ => Ordering::Equal,
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
             }),
     )
 }
