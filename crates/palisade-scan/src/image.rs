@@ -553,35 +553,26 @@ fn installed_packages(state: &BTreeMap<String, PathState>, display: &str, layers
                         }),
                 );
             }
+            from_file.extend(match (path.as_str(), &ecosystem) {
+                ("var/lib/dpkg/status", Some(eco)) => packages::dpkg_status(text, eco, &shown),
+                (p, Some(eco)) if p.starts_with("var/lib/dpkg/status.d/") => packages::dpkg_status(text, eco, &shown),
+                ("lib/apk/db/installed", Some(eco)) => packages::apk_installed(text, eco, &shown),
+                _ => Lockfile::from_name(file_name)
+                    .map(|kind| kind.packages(&shown, text))
+                    .unwrap_or_default(),
+            });
         }
-        let Some(text) = &file.content else {
-            label_layer(&mut from_file, file.layer, layers);
-            found.extend(from_file);
-            continue;
+        let layer = Layer {
+            index: file.layer,
+            digest: layers.get(file.layer).cloned().unwrap_or_default(),
+            removed_in: None,
         };
-        from_file.extend(match (path.as_str(), &ecosystem) {
-            ("var/lib/dpkg/status", Some(eco)) => packages::dpkg_status(text, eco, &shown),
-            (p, Some(eco)) if p.starts_with("var/lib/dpkg/status.d/") => packages::dpkg_status(text, eco, &shown),
-            ("lib/apk/db/installed", Some(eco)) => packages::apk_installed(text, eco, &shown),
-            (p, _) => Lockfile::from_name(p.rsplit('/').next().unwrap_or(p))
-                .map(|kind| kind.packages(&shown, text))
-                .unwrap_or_default(),
-        });
-        label_layer(&mut from_file, file.layer, layers);
+        for package in &mut from_file {
+            package.layer = Some(layer.clone());
+        }
         found.extend(from_file);
     }
     found
-}
-
-fn label_layer(packages: &mut [Package], index: usize, layers: &[String]) {
-    let layer = Layer {
-        index,
-        digest: layers.get(index).cloned().unwrap_or_default(),
-        removed_in: None,
-    };
-    for package in packages {
-        package.layer = Some(layer.clone());
-    }
 }
 
 fn config_findings(config: &ImageConfig, display: &str, allow: &Allowlist) -> Vec<Finding> {
