@@ -130,7 +130,7 @@ pub fn installed(data: &[u8]) {
     let _ = rpm::packages(data);
     let mut elf = b"\x7fELF".to_vec();
     elf.extend_from_slice(data);
-    let _ = installed::go_buildinfo(elf.as_slice());
+    let _ = installed::go_buildinfo(&elf);
     let _ = installed::rust_auditable(data);
     let _ = installed::java_archive(data);
     let text = String::from_utf8_lossy(data);

@@ -368,17 +368,13 @@ pub fn scan(
                     bytes.reserve(entry.size() as usize);
                     bytes.extend_from_slice(&magic);
                     entry.read_to_end(&mut bytes).map_err(io)?;
-                    file_state
-                        .binary_packages
-                        .extend(executable_packages(&bytes).map_err(io)?);
+                    file_state.binary_packages.extend(executable_packages(&bytes));
                 }
             } else if entry.size() <= MAX_SCANNED_FILE {
                 let mut bytes = Vec::new();
                 entry.read_to_end(&mut bytes).map_err(io)?;
                 if executable && bytes.starts_with(b"\x7fELF") {
-                    file_state
-                        .binary_packages
-                        .extend(executable_packages(&bytes).map_err(io)?);
+                    file_state.binary_packages.extend(executable_packages(&bytes));
                 }
                 if let Some(text) = crate::as_text(&bytes) {
                     let shown = format!("{display}!/{entry_path}");
@@ -484,15 +480,12 @@ const MAX_WHOLE_FILE: u64 = 512 * 1024 * 1024;
 
 /// What an ELF executable says it was built from: Go's build information, cargo-auditable's
 /// dependency list.
-fn executable_packages(bytes: &[u8]) -> std::io::Result<Vec<(&'static str, String, String)>> {
-    let mut found = Vec::new();
-    if let Some(build) = installed::go_buildinfo(bytes)? {
-        found.extend(go_packages(build));
-    }
+fn executable_packages(bytes: &[u8]) -> Vec<(&'static str, String, String)> {
+    let mut found = installed::go_buildinfo(bytes).map(go_packages).unwrap_or_default();
     for (name, version) in installed::rust_auditable(bytes).unwrap_or_default() {
         found.push(("crates.io", name, version));
     }
-    Ok(found)
+    found
 }
 
 /// A Go binary's modules, and the standard library it was built with as OSV names it (`stdlib`,

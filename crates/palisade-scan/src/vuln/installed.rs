@@ -336,57 +336,17 @@ const BUILDINFO_HEADER: usize = 32;
 /// The version string and module list together stay far below this.
 const MAX_BUILDINFO: usize = 1024 * 1024;
 
-/// Searches an executable for Go's build information, reading it once, a chunk at a time: memory
-/// is bounded by the chunk and the build information, never the binary.
-pub fn go_buildinfo(mut reader: impl Read) -> std::io::Result<Option<GoBuild>> {
-    let mut window: Vec<u8> = Vec::with_capacity(128 * 1024);
-    let mut chunk = vec![0u8; 64 * 1024];
-    // ELF executables only (images are Linux): other files are not read past their first bytes.
-    while window.len() < 4 {
-        let n = reader.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        window.extend_from_slice(&chunk[..n]);
+/// Go's build information in an ELF executable (images are Linux): the first occurrence of its
+/// header, with at most `MAX_BUILDINFO` bytes of strings after it.
+pub fn go_buildinfo(binary: &[u8]) -> Option<GoBuild> {
+    if !binary.starts_with(b"\x7fELF") {
+        return None;
     }
-    if !window.starts_with(b"\x7fELF") {
-        return Ok(None);
-    }
-    loop {
-        if let Some(at) = find(&window, BUILDINFO_MAGIC) {
-            window.drain(..at);
-            return finish_buildinfo(window, reader, chunk);
-        }
-        let keep = window.len().min(BUILDINFO_MAGIC.len() - 1);
-        window.drain(..window.len() - keep);
-        let n = reader.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(None);
-        }
-        window.extend_from_slice(&chunk[..n]);
-    }
-}
-
-fn finish_buildinfo(
-    mut window: Vec<u8>,
-    mut reader: impl Read,
-    mut chunk: Vec<u8>,
-) -> std::io::Result<Option<GoBuild>> {
-    while window.len() < BUILDINFO_HEADER + MAX_BUILDINFO {
-        if let Some(build) = parse_buildinfo(&window) {
-            return Ok(Some(build));
-        }
-        let n = reader.read(&mut chunk)?;
-        if n == 0 {
-            break;
-        }
-        window.extend_from_slice(&chunk[..n]);
-    }
-    Ok(parse_buildinfo(&window))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    let at = binary
+        .windows(BUILDINFO_MAGIC.len())
+        .position(|w| w == BUILDINFO_MAGIC)?;
+    let end = binary.len().min(at + BUILDINFO_HEADER + MAX_BUILDINFO);
+    parse_buildinfo(&binary[at..end])
 }
 
 /// Go's varint (unsigned LEB128).
@@ -623,15 +583,15 @@ mod tests {
     }
 
     #[test]
-    fn go_build_information_from_a_stream() {
+    fn go_build_information_inside_a_binary() {
         let modinfo = "path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgolang.org/x/net\tv0.7.0\th1:abc=\ndep\tgithub.com/old/lib\tv1.0.0\th1:def=\n=>\tgithub.com/new/lib\tv1.2.0\th1:ghi=\nbuild\t-compiler=gc\n";
         let blob = encode_buildinfo("go1.20.1", modinfo);
-        // In the middle of a binary, straddling read chunks.
+        // In the middle of a binary.
         let mut binary = b"\x7fELF".to_vec();
         binary.resize(64 * 1024 - 5, 0xAA);
         binary.extend_from_slice(&blob);
         binary.resize(binary.len() + 100_000, 0xBB);
-        let build = go_buildinfo(Cursor::new(binary)).unwrap().expect("found");
+        let build = go_buildinfo(&binary).expect("found");
         assert_eq!(build.go_version, "1.20.1");
         assert_eq!(
             build.modules,
@@ -640,13 +600,13 @@ mod tests {
                 ("github.com/new/lib".to_string(), "v1.2.0".to_string()),
             ]
         );
-        assert_eq!(go_buildinfo(Cursor::new(vec![0u8; 200_000])).unwrap(), None);
+        assert_eq!(go_buildinfo(&[0u8; 200_000]), None);
         // A truncated blob is no build information, not a panic.
         let mut truncated = b"\x7fELF".to_vec();
         truncated.extend_from_slice(&blob[..40]);
-        assert_eq!(go_buildinfo(Cursor::new(truncated)).unwrap(), None);
+        assert_eq!(go_buildinfo(&truncated), None);
         let mut not_elf = blob.clone();
         not_elf.insert(0, b'#');
-        assert_eq!(go_buildinfo(Cursor::new(not_elf)).unwrap(), None, "ELF only");
+        assert_eq!(go_buildinfo(&not_elf), None, "ELF only");
     }
 }
