@@ -539,30 +539,25 @@ pub fn credentials(dir: &Path, registry: &str) -> Result<RegistryAuth, String> {
         .iter()
         .find(|(key, _)| same_registry(auth_key_host(key), registry))
         .map(|(_, entry)| entry);
-    match entry {
-        Some(entry) => {
-            if entry.identitytoken.is_some() {
-                return Err(format!(
-                    "{registry}: an identity token (OAuth refresh token) is not supported; log in with a password or access token"
-                ));
-            }
-            if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
-                return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
-            }
-            match &entry.auth {
-                Some(encoded) if !encoded.is_empty() => decode_auth(encoded)
-                    .map(|(user, password)| RegistryAuth::Basic(user, password))
-                    .ok_or_else(|| format!("{registry}: `auth` is not base64 of user:password")),
-                _ => match &config.creds_store {
-                    Some(store) => credential_helper(store, registry),
-                    None => Ok(RegistryAuth::Anonymous),
-                },
-            }
+    if let Some(entry) = entry {
+        if entry.identitytoken.is_some() {
+            return Err(format!(
+                "{registry}: an identity token (OAuth refresh token) is not supported; log in with a password or access token"
+            ));
         }
-        None => match &config.creds_store {
-            Some(store) => credential_helper(store, registry),
-            None => Ok(RegistryAuth::Anonymous),
-        },
+        if let (Some(user), Some(password)) = (&entry.username, &entry.password) {
+            return Ok(RegistryAuth::Basic(user.clone(), password.clone()));
+        }
+        if let Some(encoded) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
+            return decode_auth(encoded)
+                .map(|(user, password)| RegistryAuth::Basic(user, password))
+                .ok_or_else(|| format!("{registry}: `auth` is not base64 of user:password"));
+        }
+    }
+    // An entry without credentials (what `docker login` leaves beside a credsStore), or none.
+    match &config.creds_store {
+        Some(store) => credential_helper(store, registry),
+        None => Ok(RegistryAuth::Anonymous),
     }
 }
 
