@@ -87,6 +87,23 @@ pub struct Runtime {
     /// The queue into the anomaly detectors and their alerts; kept across reloads.
     pub detection: Arc<DetectionFeed>,
     unrouted_metrics: RouteMetrics,
+    _alive: Alive,
+}
+
+/// Counts a `Runtime` in `palisade_config_generations` for as long as it exists.
+struct Alive(prometheus_client::metrics::gauge::Gauge);
+
+impl Alive {
+    fn new(metrics: &Metrics) -> Alive {
+        metrics.config_generations.inc();
+        Alive(metrics.config_generations.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Runtime {
@@ -277,6 +294,7 @@ impl Runtime {
             ),
             detection: previous.map_or_else(|| Arc::new(DetectionFeed::new()), |p| p.detection.clone()),
             unrouted_metrics: metrics.route(palisade_core::config::UNROUTED_LABEL),
+            _alive: Alive::new(metrics),
             config,
         })
     }

@@ -343,6 +343,9 @@ async fn reloads_free_the_old_world_while_connections_stay_open() {
         0,
         "the removed cluster is not probed"
     );
+    // Every replaced configuration is freed, although a connection accepted under each stays open.
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains("palisade_config_generations 1\n"), "{metrics}");
     drop(held);
 }
 

@@ -174,6 +174,9 @@ pub struct Metrics {
     pub rate_limit_store_errors: Counter,
     pub rate_limit_store_fallbacks: Counter,
     pub last_reload_ok: Gauge,
+    /// Compiled configurations alive: the running one, plus any a reload replaced that something
+    /// still holds (a request finishing on it). Stays above 1 only if an old world leaks.
+    pub config_generations: Gauge,
     pub open_connections: Gauge,
     connections_rejected: Family<ConnectionLabel, Counter>,
     connections_cut: Family<ConnectionLabel, Counter>,
@@ -394,6 +397,7 @@ impl Metrics {
             rate_limit_store_errors: Counter::default(),
             rate_limit_store_fallbacks: Counter::default(),
             last_reload_ok: Gauge::default(),
+            config_generations: Gauge::default(),
             open_connections: Gauge::default(),
             connections_rejected: Family::default(),
             connections_cut: Family::default(),
@@ -542,6 +546,11 @@ impl Metrics {
             "config_last_reload_ok",
             "1 when the last reload succeeded",
             m.last_reload_ok.clone(),
+        );
+        registry.register(
+            "config_generations",
+            "Compiled configurations alive: 1, plus replaced ones that requests still finish on",
+            m.config_generations.clone(),
         );
         registry.register(
             "open_connections",
