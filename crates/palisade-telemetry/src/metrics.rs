@@ -838,30 +838,41 @@ mod tests {
 }
 
 #[cfg(test)]
-mod alert_rules {
-    /// The metric names this module registers (the `palisade_` prefix and type suffixes left off).
-    fn registered() -> Vec<String> {
+mod examples {
+    //! The example Prometheus rules and the Grafana dashboard name only metrics the gateway
+    //! exports, and promtool accepts the rules.
+
+    /// Metric names (without the `palisade_` prefix) this module registers. Read from the
+    /// `registry.register(` calls: a family without a series yet has no `# TYPE` line to read.
+    fn exported() -> Vec<String> {
         let source = include_str!("metrics.rs");
         let mut names = Vec::new();
         let mut rest = source;
         while let Some(at) = rest.find("registry.register(") {
             rest = &rest[at + "registry.register(".len()..];
-            if let Some(start) = rest.find('"') {
-                let tail = &rest[start + 1..];
-                if let Some(end) = tail.find('"') {
-                    names.push(tail[..end].to_string());
-                }
+            let Some(start) = rest.find('"') else { break };
+            let tail = &rest[start + 1..];
+            if let Some(end) = tail.find('"') {
+                names.push(tail[..end].to_string());
             }
+        }
+        // The exposition agrees for the families that always have a series.
+        for always in ["open_connections", "config_generations", "audit_queue_depth"] {
+            assert!(
+                super::Metrics::new()
+                    .encode()
+                    .contains(&format!("# TYPE palisade_{always} gauge")),
+                "{always}"
+            );
         }
         names
     }
 
-    #[test]
-    fn every_metric_the_example_alert_rules_use_is_exported() {
-        let rules = include_str!("../../../examples/prometheus/palisade-alerts.yaml");
-        let registered = registered();
+    /// Every `palisade_*` metric `text` names, each checked against `exported`; the count of uses.
+    fn check_names(file: &str, text: &str, exported: &[String]) -> usize {
         let mut used = 0;
-        for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        // Recording rule names (`route:palisade_requests:rate1m`) are ours, not exported metrics.
+        for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':')) {
             let Some(name) = word.strip_prefix("palisade_").filter(|name| !name.is_empty()) else {
                 continue;
             };
@@ -870,11 +881,71 @@ mod alert_rules {
                 .find_map(|suffix| name.strip_suffix(suffix))
                 .unwrap_or(name);
             assert!(
-                registered.iter().any(|r| r == base || r == name),
-                "the alert rules use palisade_{name}, which is not exported (registered: {registered:?})"
+                exported.iter().any(|e| e == base),
+                "{file} uses palisade_{name}, which the gateway does not export (exported: {exported:?})"
             );
             used += 1;
         }
-        assert!(used >= 8, "the rules file was read ({used} metric uses)");
+        used
+    }
+
+    const ALERTS: &str = include_str!("../../../examples/prometheus/palisade-alerts.yaml");
+    const RECORDING: &str = include_str!("../../../examples/prometheus/palisade-recording.yaml");
+    const DASHBOARD: &str = include_str!("../../../examples/grafana/palisade-dashboard.json");
+
+    #[test]
+    fn every_metric_the_rules_and_the_dashboard_name_is_exported() {
+        let exported = exported();
+        assert!(exported.len() > 30, "{exported:?}");
+        assert!(check_names("palisade-alerts.yaml", ALERTS, &exported) >= 12);
+        assert!(check_names("palisade-recording.yaml", RECORDING, &exported) >= 8);
+        let dashboard: serde_json::Value = serde_json::from_str(DASHBOARD).expect("the dashboard is JSON");
+        let mut expressions = 0;
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                let expr = target["expr"].as_str().expect("every target has a PromQL expression");
+                assert!(
+                    check_names("palisade-dashboard.json", expr, &exported) >= 1,
+                    "panel {:?} queries no Palisade metric: {expr}",
+                    panel["title"]
+                );
+                expressions += 1;
+            }
+        }
+        assert!(expressions >= 25, "{expressions} dashboard queries");
+    }
+
+    #[test]
+    fn a_metric_that_does_not_exist_is_caught() {
+        let exported = exported();
+        let result = std::panic::catch_unwind(|| check_names("test", "rate(palisade_requests_totall[5m])", &exported));
+        assert!(result.is_err(), "a misspelt metric must fail the check");
+    }
+
+    /// `promtool check rules` (Debian's `prometheus` package; CI installs it).
+    #[test]
+    fn promtool_accepts_the_rules() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/prometheus");
+        let run = std::process::Command::new("promtool")
+            .arg("check")
+            .arg("rules")
+            .arg(format!("{dir}/palisade-alerts.yaml"))
+            .arg(format!("{dir}/palisade-recording.yaml"))
+            .output();
+        let output = match run {
+            Ok(output) => output,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("promtool not installed (Debian: prometheus); skipped");
+                return;
+            }
+            Err(error) => panic!("promtool: {error}"),
+        };
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{text}");
+        assert!(text.contains("SUCCESS"), "{text}");
     }
 }
