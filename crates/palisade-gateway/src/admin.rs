@@ -39,7 +39,10 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: 
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| answer(shared.clone(), peer.ip(), request));
+            let service = hyper::service::service_fn(move |request| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(answer(shared, peer.ip(), request).await.map(Full::new)) }
+            });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -50,30 +53,29 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, mut stop: 
     }
 }
 
-async fn answer(
-    shared: Arc<Shared>,
-    peer: IpAddr,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(shared: Arc<Shared>, peer: IpAddr, request: Request<Incoming>) -> Response<Bytes> {
     let path = request.uri().path();
+    if palisade_console::Console::owns(path) {
+        return crate::console::answer(&shared, peer, request).await;
+    }
     if path == "/alerts" || path == "/responses" || path.starts_with("/responses/") {
         let runtime = shared.runtime.load_full();
-        return Ok(match check_token(&runtime, &request) {
+        return match check_token(&runtime, &request) {
             Ok(()) => responses_api(&runtime, peer, request).await,
             Err(refusal) => {
                 record(&runtime, peer, &request, Some(refusal.reason()));
                 refusal.response()
             }
-        });
+        };
     }
     if request.method() != Method::GET && request.method() != Method::HEAD {
-        return Ok(problem(
+        return problem(
             StatusCode::METHOD_NOT_ALLOWED,
             "method-not-allowed",
             "Method Not Allowed",
-        ));
+        );
     }
-    let response = match request.uri().path() {
+    match request.uri().path() {
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n"),
         "/readyz" => readiness(&shared),
         "/metrics" => text(
@@ -88,8 +90,7 @@ async fn answer(
             shared.runtime.load().signer.jwks().to_string(),
         ),
         _ => problem(StatusCode::NOT_FOUND, "not-found", "Not Found"),
-    };
-    Ok(response)
+    }
 }
 
 /// `/readyz`: 503 when the gateway cannot serve what it is configured for (a cluster with no target
@@ -97,7 +98,7 @@ async fn answer(
 /// limited route); 200 otherwise, with `degraded` naming what works in a lesser way (the store down
 /// under `fallback_local`, a JWT provider whose key set was never loaded, a sidecar whose identity
 /// service does not renew its certificate; 503 once that certificate has expired).
-fn readiness(shared: &Shared) -> Response<Full<Bytes>> {
+fn readiness(shared: &Shared) -> Response<Bytes> {
     let runtime = shared.runtime.load();
     let unready: Vec<&str> = runtime
         .clusters
@@ -149,8 +150,8 @@ fn readiness(shared: &Shared) -> Response<Full<Bytes>> {
     text(status, "application/json", body.to_string())
 }
 
-fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
+fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Bytes> {
+    let mut response = Response::new(body.into());
     *response.status_mut() = status;
     response
         .headers_mut()
@@ -158,7 +159,7 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
     response
 }
 
-fn problem(status: StatusCode, slug: &str, title: &str) -> Response<Full<Bytes>> {
+fn problem(status: StatusCode, slug: &str, title: &str) -> Response<Bytes> {
     let body = Problem::new(status, slug, title).to_json();
     text(status, palisade_core::problem::CONTENT_TYPE, body)
 }
@@ -181,7 +182,7 @@ impl Refusal {
         }
     }
 
-    fn response(self) -> Response<Full<Bytes>> {
+    fn response(self) -> Response<Bytes> {
         if self == Refusal::NotConfigured {
             let body = Problem::new(StatusCode::FORBIDDEN, "admin-api-disabled", "Forbidden")
                 .with_detail("Set admin.token to use this endpoint.")
@@ -215,7 +216,7 @@ fn check_token(runtime: &Runtime, request: &Request<Incoming>) -> Result<(), Ref
 }
 
 /// `/alerts` and `/responses`, once the caller is authenticated.
-async fn responses_api(runtime: &Runtime, peer: IpAddr, request: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn responses_api(runtime: &Runtime, peer: IpAddr, request: Request<Incoming>) -> Response<Bytes> {
     let path = request.uri().path().to_string();
     let method = request.method().clone();
     match (&method, path.as_str()) {
@@ -256,15 +257,19 @@ struct NewResponse {
     reason: Option<String>,
 }
 
-const MAX_BODY: usize = 16 * 1024;
+pub(crate) const MAX_BODY: usize = 16 * 1024;
 const MAX_TTL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
-async fn add_response(runtime: &Runtime, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(_) => return bad_request("The body is unreadable or larger than 16KiB."),
-    };
-    let new: NewResponse = match serde_json::from_slice(&body) {
+async fn add_response(runtime: &Runtime, request: Request<Incoming>) -> Response<Bytes> {
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(body) => add_response_from(runtime, &body.to_bytes()),
+        Err(_) => bad_request("The body is unreadable or larger than 16KiB."),
+    }
+}
+
+/// Adds a block or limit described by a `POST /responses` body (the admin API and the console).
+pub(crate) fn add_response_from(runtime: &Runtime, body: &[u8]) -> Response<Bytes> {
+    let new: NewResponse = match serde_json::from_slice(body) {
         Ok(new) => new,
         Err(error) => {
             let mut detail = format!("The body is not a response: {error}");
@@ -303,7 +308,7 @@ async fn add_response(runtime: &Runtime, request: Request<Incoming>) -> Response
     }
 }
 
-fn revoke_response(runtime: &Runtime, id: &str) -> Response<Full<Bytes>> {
+pub(crate) fn revoke_response(runtime: &Runtime, id: &str) -> Response<Bytes> {
     let Some(response) = runtime.responses.remove(id) else {
         return problem(StatusCode::NOT_FOUND, "not-found", "Not Found");
     };
@@ -349,19 +354,33 @@ fn record_call(runtime: &Runtime, peer: IpAddr, method: &Method, operation: &str
     log.record(AuditEvent::for_admin(kind, operation, peer, refused));
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+/// A console login, logout, change or refused call (`operation` is one of the console's own fixed
+/// names, e.g. `POST /ui/login`) as an API Activity audit event.
+pub(crate) fn record_console(runtime: &Runtime, peer: IpAddr, operation: &'static str, refused: Option<&'static str>) {
+    let Some(log) = &runtime.audit else {
+        return;
+    };
+    let kind = if refused.is_some() {
+        EventKind::AdminRefused
+    } else {
+        EventKind::AdminAction
+    };
+    log.record(AuditEvent::for_admin(kind, operation.to_string(), peer, refused));
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Bytes> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     text(status, "application/json", body)
 }
 
-fn bad_request(detail: &str) -> Response<Full<Bytes>> {
+fn bad_request(detail: &str) -> Response<Bytes> {
     let body = Problem::new(StatusCode::BAD_REQUEST, "bad-request", "Bad Request")
         .with_detail(detail.to_string())
         .to_json();
     text(StatusCode::BAD_REQUEST, palisade_core::problem::CONTENT_TYPE, body)
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
     let mut response = problem(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",

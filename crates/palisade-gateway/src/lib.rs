@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod audit;
+mod console;
 pub mod context;
 pub mod detection;
 pub mod framing;
@@ -48,6 +49,29 @@ pub struct Shared {
     pub workers: usize,
     /// A sidecar's workload identity, as its agent last reported it (`None` without an agent).
     identity: std::sync::Mutex<Option<IdentityHealth>>,
+    /// The web console on the admin listener (sessions and the last hour of samples).
+    console: palisade_console::Console,
+    config_status: std::sync::Mutex<ConfigStatus>,
+}
+
+/// The running config as the console shows it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ConfigStatus {
+    /// A digest of the config in force (changes with any change of its content).
+    pub version: String,
+    /// Unix seconds when it was loaded.
+    pub loaded_at: u64,
+    pub last_reload: Option<ReloadRecord>,
+    pub reloads_ok: u64,
+    pub reloads_rejected: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ReloadRecord {
+    pub at: u64,
+    pub applied: bool,
+    /// The first diagnostic of a rejected reload.
+    pub detail: Option<String>,
 }
 
 /// A sidecar's workload certificate and its renewal by the identity service (`/readyz`).
@@ -68,6 +92,35 @@ impl Shared {
     pub(crate) fn identity(&self) -> Option<IdentityHealth> {
         *self.identity.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    pub(crate) fn config_status(&self) -> ConfigStatus {
+        self.config_status.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records a reload's outcome (and, when applied, the new config's version).
+    pub(crate) fn record_reload(&self, applied: bool, detail: Option<String>) {
+        let now = palisade_console::history::unix_now();
+        let version = applied.then(|| config_version(&self.runtime.load().config));
+        let mut status = self.config_status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(version) = version {
+            status.version = version;
+            status.loaded_at = now;
+            status.reloads_ok += 1;
+        } else {
+            status.reloads_rejected += 1;
+        }
+        status.last_reload = Some(ReloadRecord {
+            at: now,
+            applied,
+            detail,
+        });
+    }
+}
+
+/// A short digest of everything a config says (its parsed form, so a reload of the same content keeps
+/// the version).
+fn config_version(config: &Config) -> String {
+    palisade_console::digest_hex(format!("{config:?}").as_bytes())[..12].to_string()
 }
 
 /// Where the configuration comes from. Only a file can be reloaded.
@@ -120,12 +173,13 @@ impl Gateway {
             ConfigSource::Parsed { name, config } => (*config, Diagnostics::new(name), None, ConfigKind::Gateway),
         };
         let metrics = Metrics::new();
+        let version = config_version(&config);
         let worker_count = workers::resolve_count(config.workers);
         let runtime = Runtime::compile(config, diagnostics, None, &metrics, worker_count, true).await?;
         metrics.last_reload_ok.set(1);
         let shared = Arc::new(Shared {
             runtime: Arc::new(ArcSwap::from_pointee(runtime)),
-            metrics,
+            metrics: metrics.clone(),
             config_path,
             config_kind,
             reload_lock: tokio::sync::Mutex::new(()),
@@ -133,6 +187,12 @@ impl Gateway {
             client_connections: Default::default(),
             workers: worker_count,
             identity: std::sync::Mutex::new(None),
+            console: palisade_console::Console::new(metrics.tallies().clone()),
+            config_status: std::sync::Mutex::new(ConfigStatus {
+                version,
+                loaded_at: palisade_console::history::unix_now(),
+                ..ConfigStatus::default()
+            }),
         });
         let (stop, stopped) = watch::channel(false);
         let workers = workers::Workers::start(worker_count).map_err(StartError::Workers)?;
@@ -183,6 +243,7 @@ impl Gateway {
             shared.clone(),
             stopped.clone(),
         )));
+        tasks.push(tokio::spawn(shared.console.history.clone().run(stopped.clone())));
         tasks.push(tokio::spawn(detection::run(shared.clone(), stopped.clone())));
         tasks.push(tokio::spawn(detection::maintain_responses(
             shared.clone(),

@@ -22,6 +22,7 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
     match outcome {
         Ok(runtime) => {
             shared.runtime.store(Arc::new(runtime));
+            shared.record_reload(true, None);
             crate::audit::reload(&shared.runtime.load(), true, None);
             tracing::info!(config = %path.display(), "configuration reloaded");
             Ok(())
@@ -31,6 +32,7 @@ pub(crate) async fn reload(shared: &Shared) -> Result<(), ConfigErrors> {
                 tracing::error!(%diagnostic, "configuration rejected; the previous configuration stays in force");
             }
             let first = errors.0.first().map(ToString::to_string);
+            shared.record_reload(false, first.clone());
             crate::audit::reload(&shared.runtime.load(), false, first.as_deref());
             Err(errors)
         }

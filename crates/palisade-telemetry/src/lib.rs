@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod audit;
 pub mod metrics;
 mod queued;
+pub mod tally;
 pub mod webhook;
 
 pub use access_log::{AccessLog, AccessLogEntry};

@@ -147,6 +147,8 @@ fn latency_histogram() -> Histogram {
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// What the web console samples (kept with the registry across reloads).
+    tallies: Arc<crate::tally::Tallies>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<RouteLabel, Histogram, fn() -> Histogram>,
     upstream_duration: Family<ClusterLabel, Histogram, fn() -> Histogram>,
@@ -201,6 +203,7 @@ struct RouteSeries {
     durations: Family<RouteLabel, Histogram, fn() -> Histogram>,
     requests: [[OnceLock<Counter>; STATUS_CLASSES.len()]; METHODS.len() + 1],
     duration: OnceLock<Histogram>,
+    tally: Arc<crate::tally::RouteTally>,
 }
 
 impl RouteMetrics {
@@ -224,6 +227,7 @@ impl RouteMetrics {
             series.durations.get_or_create(&label).clone()
         });
         duration.observe(seconds);
+        series.tally.record(status, seconds);
     }
 }
 
@@ -372,6 +376,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("palisade");
         let metrics = Self {
             registry: Arc::new(Registry::default()),
+            tallies: Arc::default(),
             requests: Family::default(),
             request_duration: Family::new_with_constructor(latency_histogram),
             upstream_duration: Family::new_with_constructor(latency_histogram),
@@ -579,6 +584,11 @@ impl Metrics {
     }
 
     /// The request counters of one route label (series appear as they are used).
+    /// The running totals the web console samples.
+    pub fn tallies(&self) -> &Arc<crate::tally::Tallies> {
+        &self.tallies
+    }
+
     pub fn route(&self, route: &str) -> RouteMetrics {
         RouteMetrics {
             series: Arc::new(RouteSeries {
@@ -587,6 +597,7 @@ impl Metrics {
                 durations: self.request_duration.clone(),
                 requests: Default::default(),
                 duration: OnceLock::new(),
+                tally: self.tallies.route(route),
             }),
         }
     }

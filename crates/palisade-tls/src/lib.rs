@@ -40,6 +40,39 @@ pub fn load_bundle(path: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// What a person needs to know of a certificate: who it names and when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateInfo {
+    /// Its SPIFFE ID (a URI SAN) if it has one, otherwise its subject.
+    pub identity: String,
+    /// Seconds since the Unix epoch.
+    pub not_after: i64,
+}
+
+/// [`CertificateInfo`] of a DER certificate; `None` if it does not parse.
+pub fn certificate_info(der: &[u8]) -> Option<CertificateInfo> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).ok()?;
+    let identity = spiffe_id_of(der)
+        .map(|id| id.to_string())
+        .unwrap_or_else(|_| certificate.subject().to_string());
+    Some(CertificateInfo {
+        identity,
+        not_after: certificate.validity().not_after.timestamp(),
+    })
+}
+
+/// [`CertificateInfo`] of every certificate in a PEM bundle (none if it cannot be read).
+pub fn bundle_info(path: &Path) -> Vec<CertificateInfo> {
+    CertificateDer::pem_file_iter(path)
+        .map(|certs| {
+            certs
+                .filter_map(Result::ok)
+                .filter_map(|der| certificate_info(der.as_ref()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Which certificate authorities a client trusts.
 #[derive(Debug, Clone, Copy)]
 pub enum Trust<'a> {

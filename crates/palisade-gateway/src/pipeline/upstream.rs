@@ -92,6 +92,7 @@ pub async fn forward(
         let result = tokio::time::timeout(cluster.request_timeout, cluster.send(&target, request)).await;
         let elapsed = sent.elapsed();
         cluster.upstream_duration.observe(elapsed.as_secs_f64());
+        target.observe_latency(elapsed);
         context.upstream_ms = Some(elapsed.as_secs_f64() * 1000.0);
         drop(in_flight);
 

@@ -43,9 +43,24 @@ pub struct Target {
     ejections_in_a_row: AtomicU32,
     healthy_gauge: Gauge,
     ejections: Counter,
+    /// Recent time to the response head, exponentially weighted (1/16 per exchange), microseconds.
+    latency_us: AtomicU64,
 }
 
 impl Target {
+    /// Counts one exchange's time to the response head in the target's recent latency. Updates
+    /// that race may lose one another: it is a display value, not worth a lock.
+    pub fn observe_latency(&self, elapsed: Duration) {
+        let sample = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let current = self.latency_us.load(Ordering::Relaxed);
+        let next = if current == 0 {
+            sample
+        } else {
+            current - current / 16 + sample / 16
+        };
+        self.latency_us.store(next.max(1), Ordering::Relaxed);
+    }
+
     /// In rotation: passing active checks and not ejected by passive ones.
     fn available(&self, now_ms: u64) -> bool {
         self.active_healthy.load(Ordering::Relaxed) && self.ejected_until_ms.load(Ordering::Relaxed) <= now_ms
@@ -54,6 +69,29 @@ impl Target {
     fn update_gauge(&self, now_ms: u64) {
         self.healthy_gauge.set(i64::from(self.available(now_ms)));
     }
+}
+
+/// Whether a target is in rotation, and if not, why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetHealth {
+    Healthy,
+    /// Failing its active health checks.
+    Unhealthy,
+    /// Taken out by passive health after failures, for a while.
+    Ejected,
+}
+
+/// A target's state as the console shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TargetStatus {
+    pub address: String,
+    pub health: TargetHealth,
+    pub ejected_for_seconds: Option<u64>,
+    pub ejections: u64,
+    pub in_flight: usize,
+    /// Recent time to the response head; `None` before the first exchange.
+    pub latency_ms: Option<f64>,
 }
 
 /// Counts a request in flight on a target for as long as it lives (least-request balancing).
@@ -280,6 +318,7 @@ impl Cluster {
                     ejections_in_a_row: AtomicU32::new(0),
                     healthy_gauge,
                     ejections: metrics.upstream_ejections(name, &t.value),
+                    latency_us: AtomicU64::new(0),
                 })
             })
             .collect();
@@ -376,6 +415,35 @@ impl Cluster {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Each target's state now, for the console.
+    pub fn status(&self) -> Vec<TargetStatus> {
+        let now = self.now_ms();
+        self.targets
+            .iter()
+            .map(|target| {
+                let ejected_until = target.ejected_until_ms.load(Ordering::Relaxed);
+                let health = if ejected_until > now {
+                    TargetHealth::Ejected
+                } else if !target.active_healthy.load(Ordering::Relaxed) {
+                    TargetHealth::Unhealthy
+                } else {
+                    TargetHealth::Healthy
+                };
+                TargetStatus {
+                    address: target.address.clone(),
+                    health,
+                    ejected_for_seconds: (ejected_until > now).then(|| (ejected_until - now).div_ceil(1000)),
+                    ejections: target.ejections.get(),
+                    in_flight: target.in_flight.load(Ordering::Relaxed),
+                    latency_ms: match target.latency_us.load(Ordering::Relaxed) {
+                        0 => None,
+                        us => Some(us as f64 / 1000.0),
+                    },
+                }
+            })
+            .collect()
     }
 
     /// Whether any target is in rotation (for `/readyz`).

@@ -4,6 +4,7 @@
 pub mod idp;
 pub mod mesh;
 pub mod tokens;
+pub mod webdriver;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

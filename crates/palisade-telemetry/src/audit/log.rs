@@ -45,7 +45,12 @@ pub struct AuditMetrics {
 pub struct AuditLog {
     sinks: Arc<[SinkQueue]>,
     metrics: AuditMetrics,
+    /// The latest events, newest last, for the web console.
+    recent: Arc<std::sync::Mutex<std::collections::VecDeque<AuditEvent>>>,
 }
+
+/// How many of the latest events the console can show.
+pub const RECENT_EVENTS: usize = 500;
 
 struct SinkQueue {
     /// Events stay unboxed, as they were before flush requests shared the queue: boxing would cost an
@@ -78,11 +83,18 @@ impl AuditLog {
         Ok(Self {
             sinks: queues.into(),
             metrics,
+            recent: Arc::default(),
         })
     }
 
     /// Queues the event for every sink without waiting; a full queue drops it there and counts it.
     pub fn record(&self, event: AuditEvent) {
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() == RECENT_EVENTS {
+                recent.pop_front();
+            }
+            recent.push_back(event.clone());
+        }
         let Some((last, others)) = self.sinks.split_last() else {
             return;
         };
@@ -90,6 +102,14 @@ impl AuditLog {
             self.offer(sink, event.clone());
         }
         self.offer(last, event);
+    }
+
+    /// The latest events (at most [`RECENT_EVENTS`]), oldest first.
+    pub fn recent(&self) -> Vec<AuditEvent> {
+        self.recent
+            .lock()
+            .map(|recent| recent.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Returns once every event queued before the call is written (or its sink failed). A full queue
