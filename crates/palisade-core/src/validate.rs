@@ -55,6 +55,9 @@ pub(crate) fn validate(config: &Config, diagnostics: &mut Diagnostics) {
         }
     }
     validate_detection(config, diagnostics);
+    if let Some(alerts) = &config.runtime_alerts {
+        validate_runtime_alerts(&alerts.value, diagnostics);
+    }
     for (name, cluster) in &config.clusters {
         validate_cluster(name, &cluster.value, diagnostics);
         if cluster.value.targets.is_empty() {
@@ -450,6 +453,43 @@ fn validate_detection(config: &Config, diagnostics: &mut Diagnostics) {
     if let Some(token) = &config.admin.token {
         if let Err(error) = token.value.resolve() {
             diagnostics.on(token, format!("admin.token: {error}"));
+        }
+    }
+}
+
+fn validate_runtime_alerts(alerts: &crate::config::runtime_alerts::RuntimeAlertsConfig, diagnostics: &mut Diagnostics) {
+    use crate::config::runtime_alerts::RuntimeAction;
+    if let Err(error) = alerts.token.value.resolve() {
+        diagnostics.on(&alerts.token, format!("runtime_alerts.token: {error}"));
+    }
+    if let Err(error) = crate::spiffe::SpiffeId::parse(&format!("spiffe://{}/ns/x/sa/y", alerts.trust_domain.value)) {
+        diagnostics.on(
+            &alerts.trust_domain,
+            format!(
+                "runtime_alerts.trust_domain {:?} is not a SPIFFE trust domain: {error}",
+                alerts.trust_domain.value
+            ),
+        );
+    }
+    if alerts.namespace_fields.is_empty() || alerts.service_account_fields.is_empty() {
+        diagnostics.general("runtime_alerts: namespace_fields and service_account_fields name at least one field each");
+    }
+    for rule in &alerts.rules {
+        let ttl = rule.value.ttl.map(|ttl| ttl.get());
+        match (rule.value.action, ttl) {
+            (RuntimeAction::Quarantine, None) => diagnostics.on(
+                rule,
+                "runtime_alerts.rules: action quarantine needs a ttl, e.g. ttl: 1h",
+            ),
+            (RuntimeAction::Quarantine, Some(ttl))
+                if ttl < std::time::Duration::from_secs(1) || ttl > std::time::Duration::from_secs(7 * 24 * 3600) =>
+            {
+                diagnostics.on(rule, "runtime_alerts.rules: ttl must be between 1s and 7d")
+            }
+            (RuntimeAction::Record, Some(_)) => {
+                diagnostics.on(rule, "runtime_alerts.rules: action record takes no ttl")
+            }
+            _ => {}
         }
     }
 }

@@ -20,6 +20,7 @@
 
 pub mod alerts;
 pub mod baseline;
+pub mod runtime;
 pub mod window;
 
 use std::collections::hash_map::RandomState;

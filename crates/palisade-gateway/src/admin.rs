@@ -58,6 +58,18 @@ async fn answer(shared: Arc<Shared>, peer: IpAddr, request: Request<Incoming>) -
     if palisade_console::Console::owns(path) {
         return crate::console::answer(&shared, peer, request).await;
     }
+    if crate::runtime_alerts::owns(path) {
+        let (parts, body) = request.into_parts();
+        let body = match Limited::new(body, palisade_detect::runtime::MAX_ALERT_BYTES)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(_) => return bad_request("The body is unreadable or larger than 64KiB."),
+        };
+        let runtime = shared.runtime.load_full();
+        return crate::runtime_alerts::answer(&runtime, peer, &parts.method, parts.uri.path(), &parts.headers, &body);
+    }
     if path == "/alerts" || path == "/responses" || path.starts_with("/responses/") {
         let runtime = shared.runtime.load_full();
         return match check_token(&runtime, &request) {

@@ -16,7 +16,9 @@ fn kind_of(error: &GatewayError) -> Option<EventKind> {
         GatewayError::Unauthenticated { .. } | GatewayError::AuthUnavailable => EventKind::AuthenticationFailed,
         GatewayError::Forbidden | GatewayError::PolicyFailed => EventKind::AuthorizationDenied,
         GatewayError::IpDenied | GatewayError::ClientBlocked => EventKind::IpBlocked,
-        GatewayError::PrincipalBlocked => EventKind::AuthorizationDenied,
+        GatewayError::PrincipalBlocked | GatewayError::WorkloadQuarantined | GatewayError::DestinationQuarantined => {
+            EventKind::AuthorizationDenied
+        }
         GatewayError::RateLimited { .. } => EventKind::RateLimited,
         GatewayError::Invalid(_) => EventKind::ValidationFailed,
         GatewayError::BadFraming(_) | GatewayError::BadPath(_) => EventKind::RequestRejected,

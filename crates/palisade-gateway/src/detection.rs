@@ -384,6 +384,8 @@ fn record_response(runtime: &Runtime, kind: EventKind, response: &ActiveResponse
 fn source_label(response: &ActiveResponse) -> &'static str {
     if response.source == "admin" {
         "admin"
+    } else if response.source.starts_with("runtime:") {
+        "runtime"
     } else {
         "detector"
     }
@@ -438,6 +440,7 @@ pub(crate) async fn maintain_responses(shared: Arc<Shared>, mut stop: watch::Rec
             (("block", "admin"), 0),
             (("limit", "detector"), 0),
             (("limit", "admin"), 0),
+            (("block", "runtime"), 0),
         ]
         .into();
         for response in table.list() {

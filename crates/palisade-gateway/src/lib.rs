@@ -16,6 +16,7 @@ pub mod policy_check;
 pub mod reload;
 pub mod respond;
 pub mod runtime;
+mod runtime_alerts;
 pub mod tls;
 pub mod upstream;
 pub mod workers;

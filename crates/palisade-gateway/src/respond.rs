@@ -37,6 +37,11 @@ pub enum GatewayError {
     ClientBlocked,
     /// An active response blocks this principal.
     PrincipalBlocked,
+    /// The workload identity of the connection's client certificate is quarantined (a runtime
+    /// alert, or an operator): refused on every route.
+    WorkloadQuarantined,
+    /// The cluster's expected SPIFFE identity is quarantined: nothing is sent to it.
+    DestinationQuarantined,
     /// A rate limit of the route is exhausted for this caller.
     RateLimited {
         retry_after_secs: u64,
@@ -87,7 +92,9 @@ impl GatewayError {
             | GatewayError::IpDenied
             | GatewayError::CorsRejected
             | GatewayError::ClientBlocked
-            | GatewayError::PrincipalBlocked => StatusCode::FORBIDDEN,
+            | GatewayError::PrincipalBlocked
+            | GatewayError::WorkloadQuarantined => StatusCode::FORBIDDEN,
+            GatewayError::DestinationQuarantined => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Gone { .. } => StatusCode::GONE,
             GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::TooManyInFlight | GatewayError::LimitStoreUnavailable { .. } => {
@@ -119,6 +126,8 @@ impl GatewayError {
             GatewayError::IpDenied => "ip_denied",
             GatewayError::ClientBlocked => "client_blocked",
             GatewayError::PrincipalBlocked => "principal_blocked",
+            GatewayError::WorkloadQuarantined => "workload_quarantined",
+            GatewayError::DestinationQuarantined => "destination_quarantined",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::TooManyInFlight => "too_many_in_flight",
             GatewayError::LimitStoreUnavailable { .. } => "limit_store_unavailable",
@@ -148,7 +157,9 @@ impl GatewayError {
             GatewayError::AuthUnavailable => (Stage::Authenticate, Fault::Gateway),
             GatewayError::Forbidden | GatewayError::PolicyFailed => (Stage::Authorize, Fault::Client),
             GatewayError::IpDenied => (Stage::IpRules, Fault::Client),
-            GatewayError::ClientBlocked => (Stage::Responses, Fault::Client),
+            GatewayError::ClientBlocked | GatewayError::WorkloadQuarantined => (Stage::Responses, Fault::Client),
+            // The gateway's own decision about a destination: never counted against the target.
+            GatewayError::DestinationQuarantined => (Stage::Upstream, Fault::Gateway),
             GatewayError::RateLimited { .. } => (Stage::RateLimit, Fault::Client),
             GatewayError::TooManyInFlight | GatewayError::LimitStoreUnavailable { .. } => {
                 (Stage::RateLimit, Fault::Gateway)
@@ -190,6 +201,12 @@ impl GatewayError {
             GatewayError::ClientBlocked | GatewayError::PrincipalBlocked => {
                 Problem::new(status, "temporarily-blocked", "Forbidden")
                     .with_detail("Requests from this client are temporarily blocked.")
+            }
+            GatewayError::WorkloadQuarantined => Problem::new(status, "workload-quarantined", "Forbidden")
+                .with_detail("This workload's identity is quarantined."),
+            GatewayError::DestinationQuarantined => {
+                Problem::new(status, "destination-quarantined", "Service Unavailable")
+                    .with_detail("The service this route leads to is quarantined.")
             }
             GatewayError::RateLimited { .. } => Problem::new(status, "rate-limited", "Too Many Requests")
                 .with_detail("You have sent too many requests; retry after the time in the Retry-After header."),

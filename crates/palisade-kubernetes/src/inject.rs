@@ -38,6 +38,10 @@ pub mod annotations {
     pub const INJECTED: &str = "palisade.dev/injected";
 }
 
+/// The pod label injection writes with the pod's ServiceAccount: runtime sensors (Falco's
+/// `k8s.pod.label[...]`) report it, so an alert names the workload identity to quarantine.
+pub const SERVICE_ACCOUNT_LABEL: &str = "palisade.dev/service-account";
+
 pub const SIDECAR_NAME: &str = "palisade-sidecar";
 const IDENTITY_VOLUME: &str = "palisade-identity";
 const TOKEN_VOLUME: &str = "palisade-token";
@@ -366,10 +370,21 @@ fn apply(template: &mut Value, plan: Plan, options: &InjectOptions) {
         takeover,
         annotations: written,
     } = plan;
+    let service_account = template
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .unwrap_or("default")
+        .to_string();
     let metadata = object_at(template, "metadata");
     let annotations = object_at(metadata, "annotations");
     if let Some(annotations) = annotations.as_object_mut() {
         annotations.extend(written);
+    }
+    // A label value holds at most 63 characters; a longer ServiceAccount name is left unlabelled.
+    if service_account.len() <= 63 {
+        if let Some(labels) = object_at(metadata, "labels").as_object_mut() {
+            labels.insert(SERVICE_ACCOUNT_LABEL.into(), Value::String(service_account));
+        }
     }
     let spec = object_at(template, "spec");
     // The app's port entry goes to the sidecar, with the same name (Services that target it by

@@ -193,6 +193,20 @@ impl ResponseTable {
         enforce(entries.subjects.get(subject)?, now)
     }
 
+    /// Whether `subject` is blocked (not merely limited) at second `now`: a quarantined workload
+    /// identity, checked for every request on a connection that presented it, without spending a
+    /// tightened limit's budget.
+    pub fn blocks_subject(&self, subject: &str, now: u64) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        entries
+            .subjects
+            .get(subject)
+            .is_some_and(|entry| entry.limiter.is_none() && entry.response.expires_at > now)
+    }
+
     /// Adds `response`, replacing one on the same target. Returns the replaced one.
     pub fn insert(&self, response: ActiveResponse) -> Result<Option<ActiveResponse>, ResponseError> {
         self.insert_entry(response, false)

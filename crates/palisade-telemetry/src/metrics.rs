@@ -135,6 +135,12 @@ struct HandshakeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuntimeAlertLabels {
+    source: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
     outcome: String,
 }
@@ -180,6 +186,7 @@ pub struct Metrics {
     /// still holds (a request finishing on it). Stays above 1 only if an old world leaks.
     pub config_generations: Gauge,
     pub open_connections: Gauge,
+    runtime_alerts: Family<RuntimeAlertLabels, Counter>,
     connections_rejected: Family<ConnectionLabel, Counter>,
     connections_cut: Family<ConnectionLabel, Counter>,
     pub access_log_dropped: Counter,
@@ -404,6 +411,7 @@ impl Metrics {
             last_reload_ok: Gauge::default(),
             config_generations: Gauge::default(),
             open_connections: Gauge::default(),
+            runtime_alerts: Family::default(),
             connections_rejected: Family::default(),
             connections_cut: Family::default(),
             access_log_dropped: Counter::default(),
@@ -563,6 +571,11 @@ impl Metrics {
             m.open_connections.clone(),
         );
         registry.register(
+            "runtime_alerts",
+            "Runtime alerts received (Falco, webhook) by what was done: quarantine, record, refused",
+            m.runtime_alerts.clone(),
+        );
+        registry.register(
             "connections_rejected",
             "Client connections closed at once by reason (max_connections, max_connections_per_client)",
             m.connections_rejected.clone(),
@@ -687,6 +700,17 @@ impl Metrics {
     pub fn response_taken(&self, action: &str, source: &str) {
         self.responses_taken
             .get_or_create(&response_labels(action, source))
+            .inc();
+    }
+
+    /// A runtime alert received from `source` (`falco`, `webhook`) and what was done (`quarantine`,
+    /// `record`, `refused`).
+    pub fn runtime_alert(&self, source: &'static str, action: &'static str) {
+        self.runtime_alerts
+            .get_or_create(&RuntimeAlertLabels {
+                source: source.to_string(),
+                action: action.to_string(),
+            })
             .inc();
     }
 

@@ -12,6 +12,7 @@ use crate::units::{ByteSize, Duration};
 
 pub mod auth;
 pub mod detection;
+pub mod runtime_alerts;
 pub mod sidecar;
 pub mod traffic;
 pub use auth::{AuthMethod, AuthenticationConfig, AuthorizationConfig, ClientCertificatesConfig, PolicySetConfig};
@@ -50,6 +51,9 @@ pub struct Config {
     /// Anomaly detection, alerts and automatic responses (docs/observability.md).
     #[serde(default)]
     pub detection: DetectionConfig,
+    /// Runtime alerts (Falco) that quarantine workload identities (docs/runtime-alerts.md).
+    #[serde(default)]
+    pub runtime_alerts: Option<Spanned<runtime_alerts::RuntimeAlertsConfig>>,
     #[serde(default)]
     pub reload: ReloadConfig,
     #[serde(default)]

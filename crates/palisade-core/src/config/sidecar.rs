@@ -185,6 +185,7 @@ impl SidecarConfig {
             metrics: Default::default(),
             audit: self.audit,
             detection: Default::default(),
+            runtime_alerts: None,
             reload: self.reload,
             shutdown: self.shutdown,
             authentication,

@@ -114,6 +114,9 @@ async fn run(
     // 2. global IP rules
     ip_rules::check(runtime.ip_rules.as_ref(), context.client_ip)?;
     responses::check_client(&runtime.responses, context.client_ip)?;
+    if let Some(Ok(workload)) = &connection.client_certificate {
+        responses::check_workload(&runtime.responses, &workload.subject)?;
+    }
 
     // 3. route (and its own IP rules, CORS preflight, lifecycle)
     // A preflight is routed by the method it asks about; a route with `cors` answers it here.
@@ -227,6 +230,11 @@ async fn run(
 
     // 9. upstream
     context.stage = Stage::Upstream;
+    if !runtime.responses.is_empty() {
+        if let Some(identity) = expected_identity(runtime, &route.cluster.name) {
+            responses::check_destination(&runtime.responses, identity)?;
+        }
+    }
     let http2_client = parts.version == Version::HTTP_2;
     let prepared = upstream::Prepared {
         method: parts.method,
@@ -329,4 +337,11 @@ fn check_framing(connection: &ConnectionInfo, request: &Request<Incoming>) -> Re
         (Some(value), None) if value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => Ok(()),
         _ => Err(GatewayError::BadFraming("invalid_transfer_encoding")),
     }
+}
+
+/// The one SPIFFE ID a cluster's targets must present (`tls.spiffe_id` without a wildcard), if any.
+fn expected_identity<'a>(runtime: &'a Runtime, cluster: &str) -> Option<&'a str> {
+    let tls = runtime.config.clusters.get(cluster)?.value.tls.as_ref()?;
+    let id = tls.value.spiffe_id.as_ref()?.value.as_str();
+    (!id.contains('*')).then_some(id)
 }

@@ -31,6 +31,24 @@ pub fn check_principal(table: &ResponseTable, subject: &str) -> Result<(), Gatew
     refuse(table.check_subject(subject, now_secs()), GatewayError::PrincipalBlocked)
 }
 
+/// A connection whose client certificate names a quarantined workload is refused on every route,
+/// before routing (a quarantine is a block on the identity; a tightened limit on a principal is
+/// applied after authentication, by `check_principal`).
+pub fn check_workload(table: &ResponseTable, identity: &str) -> Result<(), GatewayError> {
+    if table.blocks_subject(identity, now_secs()) {
+        return Err(GatewayError::WorkloadQuarantined);
+    }
+    Ok(())
+}
+
+/// A cluster that expects exactly this SPIFFE identity is not sent anything while it is quarantined.
+pub fn check_destination(table: &ResponseTable, identity: &str) -> Result<(), GatewayError> {
+    if table.blocks_subject(identity, now_secs()) {
+        return Err(GatewayError::DestinationQuarantined);
+    }
+    Ok(())
+}
+
 fn refuse(enforcement: Option<Enforcement>, blocked: GatewayError) -> Result<(), GatewayError> {
     match enforcement {
         None => Ok(()),
