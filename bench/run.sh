@@ -11,6 +11,7 @@
 #   bash bench/run.sh limits                  # rate limits (local, Redis), validation, HAProxy stick table
 #   bash bench/run.sh mesh                    # gateway ⇒ sidecar ⇒ app over mTLS, beside HAProxy
 #   bash bench/run.sh detection               # the cost of feeding every answer to the anomaly detectors
+#   bash bench/run.sh console                 # proxy throughput with the web console open and refreshing vs closed
 #   bash bench/run.sh latency                 # p99 added with proxies and load generator on separate cores
 #   bash bench/run.sh scan                    # palisade scan vs checkov (from PyPI) on 1,000 generated manifests
 #   bash bench/instructions.sh                # user-space instructions per request (callgrind; repeatable)
@@ -36,6 +37,10 @@ fi
 if [ "${1:-}" = authz ]; then
   shift
   exec python3 bench/authz.py "$@"
+fi
+if [ "${1:-}" = console ]; then
+  shift
+  exec python3 bench/console.py "$@"
 fi
 if [ "${1:-}" = detection ]; then
   shift

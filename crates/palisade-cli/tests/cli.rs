@@ -63,6 +63,7 @@ fn every_example_config_passes_check_config() {
             .env("WEB_JWT_SECRET", "an-example-secret-of-at-least-32-bytes")
             .env("PALISADE_ADMIN_TOKEN", "adm_example_token")
             .env("ALERT_WEBHOOK_TOKEN", "Bearer example-hook-token")
+            .env("FALCO_ALERT_TOKEN", "falco-example-token")
             .output()
             .unwrap();
         assert!(
