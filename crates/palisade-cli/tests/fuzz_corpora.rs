@@ -6,7 +6,7 @@ use std::path::Path;
 /// A fuzz target's property check: panics when the property breaks.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 13] = [
+const TARGETS: [(&str, Check); 14] = [
     ("framing", palisade_gateway::framing::fuzz_check),
     ("normalize", palisade_gateway::pipeline::normalize::fuzz_check),
     ("config", palisade_core::fuzzing::config),
@@ -20,6 +20,7 @@ const TARGETS: [(&str, Check); 13] = [
     ("installed", palisade_scan::fuzzing::installed),
     ("inject", palisade_kubernetes::fuzzing::inject),
     ("admission_review", palisade_kubernetes::fuzzing::admission_review),
+    ("runtime_alert", palisade_detect::runtime::fuzz_check),
 ];
 
 #[test]

@@ -292,6 +292,34 @@ pub fn decide(alert: &RuntimeAlert, config: &RuntimeAlertsConfig) -> RuntimeDeci
     RuntimeDecision::Record { rule_index: None }
 }
 
+/// Property check for the `runtime_alert` fuzz target (replayed by `cargo test` over its corpus):
+/// any bytes, read as a Falco alert and as a webhook alert, never panic; whatever is read is
+/// bounded; an identity made from it is always `spiffe://TD/ns/NAME/sa/NAME` and parses as a SPIFFE
+/// ID; deciding never panics.
+pub fn fuzz_check(data: &[u8]) {
+    let config: RuntimeAlertsConfig = serde_saphyr::from_str(
+        "token: file:/dev/null\ntrust_domain: cluster.local\nrules:\n  - { rule: r, action: quarantine, ttl: 1h }\n  - { min_priority: warning, action: record }\n",
+    )
+    .expect("the fuzz config loads");
+    for alert in [parse_falco(data), parse_webhook(data)].into_iter().flatten() {
+        assert!(!alert.rule.is_empty() && alert.rule.len() <= MAX_TEXT);
+        assert!(alert.output.len() <= MAX_TEXT && alert.fields.len() <= MAX_FIELDS && alert.tags.len() <= MAX_TAGS);
+        let _ = decide(&alert, &config);
+        if let Ok(workload) = workload(&alert, &config) {
+            let id = palisade_core::spiffe::SpiffeId::parse(&workload.spiffe_id).expect("a valid SPIFFE ID");
+            assert_eq!(id.trust_domain(), "cluster.local");
+            assert_eq!(
+                workload.spiffe_id,
+                format!(
+                    "spiffe://cluster.local/ns/{}/sa/{}",
+                    workload.namespace, workload.service_account
+                )
+            );
+            assert!(!workload.namespace.contains('/') && !workload.service_account.contains('/'));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
