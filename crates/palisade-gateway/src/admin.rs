@@ -172,8 +172,16 @@ fn text(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) 
 }
 
 fn problem(status: StatusCode, slug: &str, title: &str) -> Response<Bytes> {
-    let body = Problem::new(status, slug, title).to_json();
-    text(status, palisade_core::problem::CONTENT_TYPE, body)
+    problem_with(status, slug, title, None)
+}
+
+/// A problem+json answer, with a detail when there is one to give.
+pub(crate) fn problem_with(status: StatusCode, slug: &str, title: &str, detail: Option<String>) -> Response<Bytes> {
+    let mut problem = Problem::new(status, slug, title);
+    if let Some(detail) = detail {
+        problem = problem.with_detail(detail);
+    }
+    text(status, palisade_core::problem::CONTENT_TYPE, problem.to_json())
 }
 
 /// Why an admin call was refused before it did anything.
@@ -380,7 +388,7 @@ pub(crate) fn record_console(runtime: &Runtime, peer: IpAddr, operation: &'stati
     log.record(AuditEvent::for_admin(kind, operation.to_string(), peer, refused));
 }
 
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Bytes> {
+pub(crate) fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Bytes> {
     let body = serde_json::to_vec(value).unwrap_or_default();
     text(status, "application/json", body)
 }
@@ -392,7 +400,7 @@ fn bad_request(detail: &str) -> Response<Bytes> {
     text(StatusCode::BAD_REQUEST, palisade_core::problem::CONTENT_TYPE, body)
 }
 
-fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
+pub(crate) fn method_not_allowed(allow: &'static str) -> Response<Bytes> {
     let mut response = problem(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",

@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
 use palisade_core::config::runtime_alerts::AlertPriority;
-use palisade_core::problem::Problem;
 use palisade_detect::runtime::{self, AlertSource, RuntimeDecision};
 use palisade_limits::responses::{Action, ActiveResponse, Target};
 use palisade_telemetry::{AuditEvent, EventKind};
 use subtle::ConstantTimeEq;
 
+use crate::admin::{json, problem_with as problem};
 use crate::pipeline::responses::now_secs;
 use crate::runtime::Runtime;
 
@@ -199,30 +199,6 @@ fn record_alert(runtime: &Runtime, id: u64, detector: &str, subject: &str, prior
         severity,
         summary,
     ));
-}
-
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
-    let mut response = Response::new(Bytes::from(value.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn problem(status: StatusCode, slug: &str, title: &str, detail: Option<String>) -> Response<Bytes> {
-    let mut problem = Problem::new(status, slug, title);
-    if let Some(detail) = detail {
-        problem = problem.with_detail(detail);
-    }
-    let mut response = Response::new(Bytes::from(problem.to_json()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static(palisade_core::problem::CONTENT_TYPE),
-    );
-    response
 }
 
 #[cfg(test)]
