@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full};
 use palisade_auth::AuthFailure;
 use palisade_core::decision::{Decision, Fault, Stage};
 use palisade_core::problem::{self, Problem};
+use palisade_telemetry::tally::RefusalKind;
 
 use crate::pipeline::normalize::PathError;
 use crate::upstream::ProxyBody;
@@ -77,6 +78,27 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
+    /// How the console's decision chart counts this refusal, if it is one it charts.
+    pub fn refusal_kind(&self) -> Option<RefusalKind> {
+        Some(match self {
+            GatewayError::BadFraming(_)
+            | GatewayError::BadPath(_)
+            | GatewayError::BadRequest(_)
+            | GatewayError::ClientBody(_)
+            | GatewayError::Invalid(_) => RefusalKind::BadRequest,
+            GatewayError::Unauthenticated { .. } => RefusalKind::Unauthenticated,
+            GatewayError::Forbidden
+            | GatewayError::PolicyFailed
+            | GatewayError::IpDenied
+            | GatewayError::CorsRejected => RefusalKind::Forbidden,
+            GatewayError::ClientBlocked | GatewayError::PrincipalBlocked | GatewayError::WorkloadQuarantined => {
+                RefusalKind::Blocked
+            }
+            GatewayError::RateLimited { .. } => RefusalKind::RateLimited,
+            _ => return None,
+        })
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadFraming(_)
@@ -305,6 +327,37 @@ pub fn problem_response(status: StatusCode, body: Vec<u8>) -> Response<ProxyBody
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_charts_client_refusals_by_kind_and_nothing_else() {
+        assert_eq!(GatewayError::ClientBlocked.refusal_kind(), Some(RefusalKind::Blocked));
+        assert_eq!(
+            GatewayError::PrincipalBlocked.refusal_kind(),
+            Some(RefusalKind::Blocked)
+        );
+        assert_eq!(
+            GatewayError::WorkloadQuarantined.refusal_kind(),
+            Some(RefusalKind::Blocked)
+        );
+        assert_eq!(GatewayError::Forbidden.refusal_kind(), Some(RefusalKind::Forbidden));
+        assert_eq!(
+            GatewayError::RateLimited { retry_after_secs: 1 }.refusal_kind(),
+            Some(RefusalKind::RateLimited)
+        );
+        assert_eq!(
+            GatewayError::BadRequest("x").refusal_kind(),
+            Some(RefusalKind::BadRequest)
+        );
+        for not_a_refusal in [
+            GatewayError::NotFound,
+            GatewayError::UpstreamFailed,
+            GatewayError::NoHealthyUpstream,
+            GatewayError::DestinationQuarantined,
+            GatewayError::TooManyInFlight,
+        ] {
+            assert_eq!(not_a_refusal.refusal_kind(), None, "{not_a_refusal:?}");
+        }
+    }
 
     /// A deny by a failing policy looks to the client exactly like any other deny; only the reason
     /// code (logs, audit, metrics) tells them apart.

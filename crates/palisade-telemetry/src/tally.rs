@@ -108,25 +108,6 @@ impl RefusalKind {
         RefusalKind::Blocked,
     ];
 
-    /// The kind of an answer, if it is a refusal the console charts: a client's fault with one of
-    /// the statuses above (a block is told by its reason code, whatever stage applied it).
-    pub fn of(status: u16, decision: Option<Decision>) -> Option<RefusalKind> {
-        let decision = decision?;
-        if decision.fault != palisade_core::decision::Fault::Client {
-            return None;
-        }
-        if decision.stage == Stage::Responses || decision.reason.ends_with("_blocked") {
-            return Some(RefusalKind::Blocked);
-        }
-        match status {
-            400 => Some(RefusalKind::BadRequest),
-            401 => Some(RefusalKind::Unauthenticated),
-            403 => Some(RefusalKind::Forbidden),
-            429 => Some(RefusalKind::RateLimited),
-            _ => None,
-        }
-    }
-
     pub fn index(self) -> usize {
         self as usize
     }
@@ -325,35 +306,6 @@ mod tests {
         let p100 = quantile(&reading.latency, 1.0).unwrap();
         assert!((0.262..=0.525).contains(&p100), "{p100}");
         assert_eq!(quantile(&[0; LATENCY_BUCKETS], 0.5), None);
-    }
-
-    #[test]
-    fn refusals_are_kinds_of_client_faults() {
-        let refused = |stage, reason| Some(Decision::new(stage, Fault::Client, reason));
-        assert_eq!(
-            RefusalKind::of(403, refused(Stage::Responses, "client_blocked")),
-            Some(RefusalKind::Blocked)
-        );
-        assert_eq!(
-            RefusalKind::of(403, refused(Stage::Authenticate, "principal_blocked")),
-            Some(RefusalKind::Blocked)
-        );
-        assert_eq!(
-            RefusalKind::of(401, refused(Stage::Authenticate, "invalid_token")),
-            Some(RefusalKind::Unauthenticated)
-        );
-        assert_eq!(
-            RefusalKind::of(429, refused(Stage::RateLimit, "rate_limited")),
-            Some(RefusalKind::RateLimited)
-        );
-        assert_eq!(
-            RefusalKind::of(
-                502,
-                Some(Decision::new(Stage::Upstream, Fault::Upstream, "upstream_failed"))
-            ),
-            None
-        );
-        assert_eq!(RefusalKind::of(200, None), None);
     }
 
     #[test]

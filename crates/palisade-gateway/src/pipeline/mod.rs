@@ -305,6 +305,18 @@ fn decorate(
 
 /// Refusals of the traffic stages are counted by route and reason (rate limits count their own).
 fn record_refusal(runtime: &Runtime, context: &RequestContext, error: &GatewayError) {
+    if let Some(kind) = error.refusal_kind() {
+        let principal = context
+            .principal
+            .as_ref()
+            .map(|p| p.subject.as_str())
+            .or(context.attempted_subject.as_deref());
+        runtime
+            .metrics
+            .tallies()
+            .refusals
+            .record(kind, error.decision(), context.client_ip, principal);
+    }
     if matches!(error, GatewayError::IpDenied | GatewayError::TooManyInFlight) {
         runtime
             .metrics

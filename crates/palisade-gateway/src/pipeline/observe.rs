@@ -3,7 +3,6 @@
 //! gives the true duration and byte count of streamed responses. With detection on, the answer is
 //! also handed to the anomaly detectors.
 
-use palisade_telemetry::tally::RefusalKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -267,20 +266,6 @@ impl Record {
         let elapsed = context.started.elapsed();
         self.metrics
             .observe(&context.method, self.status, elapsed.as_secs_f64());
-        if let Some(decision) = context.decision {
-            if let Some(kind) = RefusalKind::of(self.status, Some(decision)) {
-                let principal = context
-                    .principal
-                    .as_ref()
-                    .map(|p| p.subject.as_str())
-                    .or(context.attempted_subject.as_deref());
-                self.runtime
-                    .metrics
-                    .tallies()
-                    .refusals
-                    .record(kind, decision, context.client_ip, principal);
-            }
-        }
         if self.runtime.config.detection.enabled {
             detect(&self.runtime, &context, self.status);
         }
