@@ -127,6 +127,8 @@
       const t = await json("/ui/api/traffic");
       const classes = t.classes.filter(([, values]) => values.some((v) => v > 0));
       chart($("#traffic-chart"), t.times, classes.length ? classes : t.classes.slice(1, 2), $("#traffic-legend"));
+      const busiest = t.routes.slice(0, 6).map((r) => [r.route, r.rps]);
+      chart($("#routes-chart"), t.times, busiest, $("#routes-legend"));
       chart($("#latency-chart"), t.times, t.latency_ms, $("#latency-legend"));
       fill("#routes-table", t.routes, (tr, r) => {
         cell(tr, r.route);

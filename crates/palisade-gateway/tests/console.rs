@@ -418,6 +418,7 @@ async fn the_console_in_a_real_browser() {
     browser
         .wait_until("the traffic chart to move", Duration::from_secs(30), || async {
             browser.data_number("#traffic-chart", "points").await > 0
+                && browser.data_number("#routes-chart", "points").await > 0
         })
         .await;
     traffic.await.unwrap();
