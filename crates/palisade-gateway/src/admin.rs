@@ -2,7 +2,9 @@
 //! loaded and every cluster has a target in rotation) and `/metrics` (Prometheus/OpenMetrics text)
 //! answer anyone who can reach it. `/alerts` and `/responses` (list, add, revoke blocks and limits)
 //! need `Authorization: Bearer` with `admin.token`; without a configured token they are refused,
-//! so nothing here changes state unauthenticated. Changes and refusals are audit events.
+//! so nothing here changes state unauthenticated. The web console (`/ui`, `crate::console`) logs in
+//! with the same token; runtime alerts (`/runtime-alerts/*`, `crate::runtime_alerts`) have their own.
+//! Changes and refusals are audit events.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -59,16 +61,21 @@ async fn answer(shared: Arc<Shared>, peer: IpAddr, request: Request<Incoming>) -
         return crate::console::answer(&shared, peer, request).await;
     }
     if crate::runtime_alerts::owns(path) {
+        let runtime = shared.runtime.load_full();
         let (parts, body) = request.into_parts();
+        let source = match crate::runtime_alerts::admit(&runtime, peer, &parts.method, parts.uri.path(), &parts.headers)
+        {
+            Ok(source) => source,
+            Err(refused) => return *refused,
+        };
         let body = match Limited::new(body, palisade_detect::runtime::MAX_ALERT_BYTES)
             .collect()
             .await
         {
             Ok(body) => body.to_bytes(),
-            Err(_) => return bad_request("The body is unreadable or larger than 64KiB."),
+            Err(_) => return crate::runtime_alerts::unreadable(&runtime, peer, source),
         };
-        let runtime = shared.runtime.load_full();
-        return crate::runtime_alerts::answer(&runtime, peer, &parts.method, parts.uri.path(), &parts.headers, &body);
+        return crate::runtime_alerts::answer(&runtime, peer, source, &body);
     }
     if path == "/alerts" || path == "/responses" || path.starts_with("/responses/") {
         let runtime = shared.runtime.load_full();

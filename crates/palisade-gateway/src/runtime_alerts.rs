@@ -28,43 +28,40 @@ pub(crate) fn owns(path: &str) -> bool {
     path.starts_with("/runtime-alerts/")
 }
 
-pub(crate) fn answer(
+fn operation(source: AlertSource) -> &'static str {
+    match source {
+        AlertSource::Falco => "POST /runtime-alerts/falco",
+        AlertSource::Webhook => "POST /runtime-alerts/webhook",
+    }
+}
+
+/// Everything decided before the body is read: the endpoint, that alerts are accepted at all, the
+/// method and the sensor's token. An unauthenticated caller gets its answer without the gateway
+/// reading what it sent.
+pub(crate) fn admit(
     runtime: &Runtime,
     peer: IpAddr,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-    body: &[u8],
-) -> Response<Bytes> {
+) -> Result<AlertSource, Box<Response<Bytes>>> {
     let source = match path {
         "/runtime-alerts/falco" => AlertSource::Falco,
         "/runtime-alerts/webhook" => AlertSource::Webhook,
-        _ => return problem(StatusCode::NOT_FOUND, "not-found", "Not Found", None),
+        _ => return Err(Box::new(problem(StatusCode::NOT_FOUND, "not-found", "Not Found", None))),
     };
-    let operation = match source {
-        AlertSource::Falco => "POST /runtime-alerts/falco",
-        AlertSource::Webhook => "POST /runtime-alerts/webhook",
-    };
+    let operation = operation(source);
     let Some(config) = &runtime.config.runtime_alerts else {
         crate::admin::record_console(runtime, peer, operation, Some("runtime_alerts_not_configured"));
-        return problem(
+        return Err(Box::new(problem(
             StatusCode::FORBIDDEN,
             "runtime-alerts-disabled",
             "Forbidden",
             Some("Set runtime_alerts in the gateway config to accept runtime alerts.".into()),
-        );
+        )));
     };
     if method != Method::POST {
-        let mut response = problem(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method-not-allowed",
-            "Method Not Allowed",
-            None,
-        );
-        response
-            .headers_mut()
-            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
-        return response;
+        return Err(Box::new(crate::admin::method_not_allowed("POST")));
     }
     if let Err(reason) = check_token(
         config.value.token.value.resolve().ok().as_ref().map(|s| s.expose()),
@@ -77,8 +74,29 @@ pub(crate) fn answer(
             http::header::WWW_AUTHENTICATE,
             http::HeaderValue::from_static("Bearer realm=\"palisade-runtime-alerts\""),
         );
-        return response;
+        return Err(Box::new(response));
     }
+    Ok(source)
+}
+
+/// An admitted alert whose body could not be read or is over the size limit: refused like any other
+/// invalid alert.
+pub(crate) fn unreadable(runtime: &Runtime, peer: IpAddr, source: AlertSource) -> Response<Bytes> {
+    crate::admin::record_console(runtime, peer, operation(source), Some("invalid_alert"));
+    runtime.metrics.runtime_alert(source.as_str(), "refused");
+    let detail = format!(
+        "The body is unreadable or larger than {} bytes.",
+        runtime::MAX_ALERT_BYTES
+    );
+    problem(StatusCode::BAD_REQUEST, "invalid-alert", "Bad Request", Some(detail))
+}
+
+/// An admitted alert's body, read (at most `MAX_ALERT_BYTES`) and acted on.
+pub(crate) fn answer(runtime: &Runtime, peer: IpAddr, source: AlertSource, body: &[u8]) -> Response<Bytes> {
+    let operation = operation(source);
+    let Some(config) = &runtime.config.runtime_alerts else {
+        return problem(StatusCode::FORBIDDEN, "runtime-alerts-disabled", "Forbidden", None);
+    };
     let parsed = match source {
         AlertSource::Falco => runtime::parse_falco(body),
         AlertSource::Webhook => runtime::parse_webhook(body),

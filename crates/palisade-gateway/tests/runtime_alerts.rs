@@ -220,6 +220,20 @@ async fn a_falco_alert_quarantines_the_workload_everywhere_until_lifted() {
         401
     );
     assert_eq!(post(admin_a, "/runtime-alerts/falco", None, &shell).await.status, 401);
+    let oversized = "x".repeat(200 * 1024);
+    assert_eq!(
+        post(admin_a, "/runtime-alerts/falco", Some("wrong"), &oversized)
+            .await
+            .status,
+        401,
+        "the token is checked before the body is read"
+    );
+    assert_eq!(
+        post(admin_a, "/runtime-alerts/falco", Some(ALERT_TOKEN), &oversized)
+            .await
+            .status,
+        400
+    );
     assert_eq!(
         post(admin_a, "/runtime-alerts/falco", Some(ADMIN_TOKEN), &shell)
             .await
@@ -352,7 +366,7 @@ async fn a_falco_alert_quarantines_the_workload_everywhere_until_lifted() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("palisade_runtime_alerts_total{source=\"falco\",action=\"refused\"} 6"),
+        metrics.contains("palisade_runtime_alerts_total{source=\"falco\",action=\"refused\"} 8"),
         "{metrics}"
     );
     support::eventually("the audit trail", || async {
