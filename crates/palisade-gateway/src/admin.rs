@@ -63,11 +63,11 @@ async fn answer(shared: Arc<Shared>, peer: IpAddr, request: Request<Incoming>) -
     if crate::runtime_alerts::owns(path) {
         let runtime = shared.runtime.load_full();
         let (parts, body) = request.into_parts();
-        let source = match crate::runtime_alerts::admit(&runtime, peer, &parts.method, parts.uri.path(), &parts.headers)
-        {
-            Ok(source) => source,
-            Err(refused) => return *refused,
-        };
+        let (source, config) =
+            match crate::runtime_alerts::admit(&runtime, peer, &parts.method, parts.uri.path(), &parts.headers) {
+                Ok(admitted) => admitted,
+                Err(refused) => return *refused,
+            };
         let body = match Limited::new(body, palisade_detect::runtime::MAX_ALERT_BYTES)
             .collect()
             .await
@@ -75,7 +75,7 @@ async fn answer(shared: Arc<Shared>, peer: IpAddr, request: Request<Incoming>) -
             Ok(body) => body.to_bytes(),
             Err(_) => return crate::runtime_alerts::unreadable(&runtime, peer, source),
         };
-        return crate::runtime_alerts::answer(&runtime, peer, source, &body);
+        return crate::runtime_alerts::answer(&runtime, config, peer, source, &body);
     }
     if path == "/alerts" || path == "/responses" || path.starts_with("/responses/") {
         let runtime = shared.runtime.load_full();
@@ -229,16 +229,31 @@ impl Refusal {
 fn check_token(runtime: &Runtime, request: &Request<Incoming>) -> Result<(), Refusal> {
     let configured = runtime.config.admin.token.as_ref().ok_or(Refusal::NotConfigured)?;
     let expected = configured.value.resolve().map_err(|_| Refusal::NotConfigured)?;
-    let presented = request
-        .headers()
+    match bearer(request.headers(), expected.expose()) {
+        Ok(()) => Ok(()),
+        Err(Bearer::Missing) => Err(Refusal::MissingToken),
+        Err(Bearer::Wrong) => Err(Refusal::WrongToken),
+    }
+}
+
+/// Why a bearer token was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Bearer {
+    Missing,
+    Wrong,
+}
+
+/// `Authorization: Bearer <expected>`, compared in constant time (the admin API and runtime alerts).
+pub(crate) fn bearer(headers: &http::HeaderMap, expected: &str) -> Result<(), Bearer> {
+    let presented = headers
         .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or(Refusal::MissingToken)?;
-    if bool::from(presented.trim().as_bytes().ct_eq(expected.expose().as_bytes())) {
+        .ok_or(Bearer::Missing)?;
+    if bool::from(presented.trim().as_bytes().ct_eq(expected.as_bytes())) {
         Ok(())
     } else {
-        Err(Refusal::WrongToken)
+        Err(Bearer::Wrong)
     }
 }
 

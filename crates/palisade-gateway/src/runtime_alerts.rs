@@ -11,13 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, StatusCode};
-use palisade_core::config::runtime_alerts::AlertPriority;
+use palisade_core::config::runtime_alerts::{AlertPriority, RuntimeAlertsConfig};
 use palisade_detect::runtime::{self, AlertSource, RuntimeDecision};
 use palisade_limits::responses::{Action, ActiveResponse, Target};
 use palisade_telemetry::{AuditEvent, EventKind};
-use subtle::ConstantTimeEq;
 
-use crate::admin::{json, problem_with as problem};
+use crate::admin::{json, problem_with as problem, Bearer};
 use crate::pipeline::responses::now_secs;
 use crate::runtime::Runtime;
 
@@ -38,13 +37,13 @@ fn operation(source: AlertSource) -> &'static str {
 /// Everything decided before the body is read: the endpoint, that alerts are accepted at all, the
 /// method and the sensor's token. An unauthenticated caller gets its answer without the gateway
 /// reading what it sent.
-pub(crate) fn admit(
-    runtime: &Runtime,
+pub(crate) fn admit<'a>(
+    runtime: &'a Runtime,
     peer: IpAddr,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
-) -> Result<AlertSource, Box<Response<Bytes>>> {
+) -> Result<(AlertSource, &'a RuntimeAlertsConfig), Box<Response<Bytes>>> {
     let source = match path {
         "/runtime-alerts/falco" => AlertSource::Falco,
         "/runtime-alerts/webhook" => AlertSource::Webhook,
@@ -63,40 +62,78 @@ pub(crate) fn admit(
     if method != Method::POST {
         return Err(Box::new(crate::admin::method_not_allowed("POST")));
     }
-    if let Err(reason) = check_token(
-        config.value.token.value.resolve().ok().as_ref().map(|s| s.expose()),
-        headers,
-    ) {
-        crate::admin::record_console(runtime, peer, operation, Some(reason));
-        runtime.metrics.runtime_alert(source.as_str(), "refused");
-        let mut response = problem(StatusCode::UNAUTHORIZED, "unauthenticated", "Unauthorized", None);
-        response.headers_mut().insert(
-            http::header::WWW_AUTHENTICATE,
-            http::HeaderValue::from_static("Bearer realm=\"palisade-runtime-alerts\""),
-        );
-        return Err(Box::new(response));
-    }
-    Ok(source)
+    let token = config.value.token.value.resolve();
+    let reason = match token
+        .as_ref()
+        .map(|token| crate::admin::bearer(headers, token.expose()))
+    {
+        Ok(Ok(())) => return Ok((source, &config.value)),
+        Ok(Err(Bearer::Missing)) => "runtime_alerts_token_missing",
+        Ok(Err(Bearer::Wrong)) => "runtime_alerts_token_invalid",
+        Err(_) => "runtime_alerts_token_unreadable",
+    };
+    let mut response = refuse(
+        runtime,
+        peer,
+        source,
+        reason,
+        StatusCode::UNAUTHORIZED,
+        "unauthenticated",
+        None,
+    );
+    response.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static("Bearer realm=\"palisade-runtime-alerts\""),
+    );
+    Err(Box::new(response))
+}
+
+/// A refused alert: audited with `reason`, counted, answered with a problem; nothing applied.
+fn refuse(
+    runtime: &Runtime,
+    peer: IpAddr,
+    source: AlertSource,
+    reason: &'static str,
+    status: StatusCode,
+    slug: &str,
+    detail: Option<String>,
+) -> Response<Bytes> {
+    crate::admin::record_console(runtime, peer, operation(source), Some(reason));
+    runtime.metrics.runtime_alert(source.as_str(), "refused");
+    let title = match status {
+        // RFC 9110's name; the `http` crate still says "Unprocessable Entity".
+        StatusCode::UNPROCESSABLE_ENTITY => "Unprocessable Content",
+        _ => status.canonical_reason().unwrap_or("Error"),
+    };
+    problem(status, slug, title, detail)
 }
 
 /// An admitted alert whose body could not be read or is over the size limit: refused like any other
 /// invalid alert.
 pub(crate) fn unreadable(runtime: &Runtime, peer: IpAddr, source: AlertSource) -> Response<Bytes> {
-    crate::admin::record_console(runtime, peer, operation(source), Some("invalid_alert"));
-    runtime.metrics.runtime_alert(source.as_str(), "refused");
     let detail = format!(
         "The body is unreadable or larger than {} bytes.",
         runtime::MAX_ALERT_BYTES
     );
-    problem(StatusCode::BAD_REQUEST, "invalid-alert", "Bad Request", Some(detail))
+    refuse(
+        runtime,
+        peer,
+        source,
+        "invalid_alert",
+        StatusCode::BAD_REQUEST,
+        "invalid-alert",
+        Some(detail),
+    )
 }
 
 /// An admitted alert's body, read (at most `MAX_ALERT_BYTES`) and acted on.
-pub(crate) fn answer(runtime: &Runtime, peer: IpAddr, source: AlertSource, body: &[u8]) -> Response<Bytes> {
-    let operation = operation(source);
-    let Some(config) = &runtime.config.runtime_alerts else {
-        return problem(StatusCode::FORBIDDEN, "runtime-alerts-disabled", "Forbidden", None);
-    };
+pub(crate) fn answer(
+    runtime: &Runtime,
+    config: &RuntimeAlertsConfig,
+    peer: IpAddr,
+    source: AlertSource,
+    body: &[u8],
+) -> Response<Bytes> {
     let parsed = match source {
         AlertSource::Falco => runtime::parse_falco(body),
         AlertSource::Webhook => runtime::parse_webhook(body),
@@ -104,13 +141,15 @@ pub(crate) fn answer(runtime: &Runtime, peer: IpAddr, source: AlertSource, body:
     let alert = match parsed {
         Ok(alert) => alert,
         Err(error) => {
-            crate::admin::record_console(runtime, peer, operation, Some("invalid_alert"));
-            runtime.metrics.runtime_alert(source.as_str(), "refused");
-            return problem(
+            let detail = Some(error.to_string());
+            return refuse(
+                runtime,
+                peer,
+                source,
+                "invalid_alert",
                 StatusCode::BAD_REQUEST,
                 "invalid-alert",
-                "Bad Request",
-                Some(error.to_string()),
+                detail,
             );
         }
     };
@@ -120,9 +159,9 @@ pub(crate) fn answer(runtime: &Runtime, peer: IpAddr, source: AlertSource, body:
         AlertSource::Webhook => "runtime_webhook",
     };
     let summary = format!("{}: {} ({})", source.as_str(), alert.rule, alert.priority.as_str());
-    match runtime::decide(&alert, &config.value) {
+    match runtime::decide(&alert, config) {
         RuntimeDecision::Record { .. } => {
-            let subject = runtime::workload(&alert, &config.value)
+            let subject = runtime::workload(&alert, config)
                 .map(|w| w.spiffe_id)
                 .unwrap_or_default();
             record_alert(runtime, id, detector, &subject, alert.priority, &summary);
@@ -133,16 +172,18 @@ pub(crate) fn answer(runtime: &Runtime, peer: IpAddr, source: AlertSource, body:
             )
         }
         RuntimeDecision::Quarantine { ttl, .. } => {
-            let workload = match runtime::workload(&alert, &config.value) {
+            let workload = match runtime::workload(&alert, config) {
                 Ok(workload) => workload,
                 Err(error) => {
-                    crate::admin::record_console(runtime, peer, operation, Some("no_workload_identity"));
-                    runtime.metrics.runtime_alert(source.as_str(), "refused");
-                    return problem(
+                    let detail = Some(format!("A rule says quarantine, but {error}; nothing was applied."));
+                    return refuse(
+                        runtime,
+                        peer,
+                        source,
+                        "no_workload_identity",
                         StatusCode::UNPROCESSABLE_ENTITY,
                         "no-workload-identity",
-                        "Unprocessable Content",
-                        Some(format!("A rule says quarantine, but {error}; nothing was applied.")),
+                        detail,
                     );
                 }
             };
@@ -185,21 +226,6 @@ pub(crate) fn answer(runtime: &Runtime, peer: IpAddr, source: AlertSource, body:
     }
 }
 
-/// The bearer token against `runtime_alerts.token`, in constant time.
-fn check_token(expected: Option<&str>, headers: &HeaderMap) -> Result<(), &'static str> {
-    let expected = expected.ok_or("runtime_alerts_token_unreadable")?;
-    let presented = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .ok_or("runtime_alerts_token_missing")?;
-    if bool::from(presented.trim().as_bytes().ct_eq(expected.as_bytes())) {
-        Ok(())
-    } else {
-        Err("runtime_alerts_token_invalid")
-    }
-}
-
 fn record_alert(runtime: &Runtime, id: u64, detector: &str, subject: &str, priority: AlertPriority, summary: &str) {
     let Some(log) = &runtime.audit else {
         return;
@@ -217,26 +243,4 @@ fn record_alert(runtime: &Runtime, id: u64, detector: &str, subject: &str, prior
         severity,
         summary,
     ));
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_configured_bearer_token_passes() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(
-            check_token(Some("s3cret"), &headers),
-            Err("runtime_alerts_token_missing")
-        );
-        headers.insert("authorization", "Bearer nope".parse().unwrap());
-        assert_eq!(
-            check_token(Some("s3cret"), &headers),
-            Err("runtime_alerts_token_invalid")
-        );
-        headers.insert("authorization", "Bearer s3cret".parse().unwrap());
-        assert_eq!(check_token(Some("s3cret"), &headers), Ok(()));
-        assert_eq!(check_token(None, &headers), Err("runtime_alerts_token_unreadable"));
-    }
 }
