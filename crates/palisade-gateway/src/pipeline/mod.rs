@@ -230,10 +230,8 @@ async fn run(
 
     // 9. upstream
     context.stage = Stage::Upstream;
-    if !runtime.responses.is_empty() {
-        if let Some(identity) = expected_identity(runtime, &route.cluster.name) {
-            responses::check_destination(&runtime.responses, identity)?;
-        }
+    if let Some(identity) = &route.cluster.expected_identity {
+        responses::check_destination(&runtime.responses, identity)?;
     }
     let http2_client = parts.version == Version::HTTP_2;
     let prepared = upstream::Prepared {
@@ -349,11 +347,4 @@ fn check_framing(connection: &ConnectionInfo, request: &Request<Incoming>) -> Re
         (Some(value), None) if value.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked") => Ok(()),
         _ => Err(GatewayError::BadFraming("invalid_transfer_encoding")),
     }
-}
-
-/// The one SPIFFE ID a cluster's targets must present (`tls.spiffe_id` without a wildcard), if any.
-fn expected_identity<'a>(runtime: &'a Runtime, cluster: &str) -> Option<&'a str> {
-    let tls = runtime.config.clusters.get(cluster)?.value.tls.as_ref()?;
-    let id = tls.value.spiffe_id.as_ref()?.value.as_str();
-    (!id.contains('*')).then_some(id)
 }

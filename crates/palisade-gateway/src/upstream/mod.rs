@@ -273,6 +273,9 @@ pub struct Cluster {
     next: AtomicUsize,
     /// Identifies the settings this cluster was built from, to keep it (pool, health) across reloads.
     pub fingerprint: String,
+    /// The one SPIFFE ID the targets must present (`tls.spiffe_id` without a wildcard): while it is
+    /// quarantined, nothing is sent here.
+    pub expected_identity: Option<String>,
     health_task: Option<tokio::task::AbortHandle>,
     /// TLS towards the targets, replaced on reload (new connections use the current value).
     pub tls: Arc<ArcSwapOption<tls::UpstreamTls>>,
@@ -378,6 +381,12 @@ impl Cluster {
             epoch,
             next: AtomicUsize::new(0),
             fingerprint: fingerprint(config),
+            expected_identity: config
+                .tls
+                .as_ref()
+                .and_then(|tls| tls.value.spiffe_id.as_ref())
+                .map(|id| id.value.clone())
+                .filter(|id| !id.contains('*')),
             health_task,
             tls,
         })
