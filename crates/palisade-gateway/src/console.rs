@@ -342,8 +342,8 @@ impl GatewayConsole<'_> {
                 "outcome": if reload.applied { "applied" } else { "rejected" },
                 "detail": reload.detail,
             })),
-            "reloads_ok": status.reloads_ok,
-            "reloads_rejected": status.reloads_rejected,
+            "reloads_ok": self.shared.metrics.reloads(true),
+            "reloads_rejected": self.shared.metrics.reloads(false),
             "routes": routes,
         })
     }

@@ -63,8 +63,6 @@ pub(crate) struct ConfigStatus {
     /// Unix seconds when it was loaded.
     pub loaded_at: u64,
     pub last_reload: Option<ReloadRecord>,
-    pub reloads_ok: u64,
-    pub reloads_rejected: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -106,9 +104,6 @@ impl Shared {
         if let Some(version) = version {
             status.version = version;
             status.loaded_at = now;
-            status.reloads_ok += 1;
-        } else {
-            status.reloads_rejected += 1;
         }
         status.last_reload = Some(ReloadRecord {
             at: now,

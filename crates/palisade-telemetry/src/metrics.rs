@@ -800,6 +800,16 @@ impl Metrics {
         self.last_reload_ok.set(i64::from(ok));
     }
 
+    /// Reloads counted so far that were applied (`ok`) or rejected.
+    pub fn reloads(&self, ok: bool) -> u64 {
+        let outcome = if ok { "ok" } else { "rejected" };
+        self.reloads
+            .get(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            })
+            .map_or(0, |counter| counter.get())
+    }
+
     /// Drops the health gauge of targets that left the config, so `/metrics` shows only live ones.
     pub fn forget_target(&self, cluster: &str, target: &str) {
         let labels = TargetLabels {
@@ -831,6 +841,20 @@ fn response_labels(action: &str, source: &str) -> ResponseLabels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reload_counts_are_read_back_without_making_series() {
+        let metrics = Metrics::new();
+        assert_eq!((metrics.reloads(true), metrics.reloads(false)), (0, 0));
+        assert!(
+            !metrics.encode().contains("config_reloads_total{"),
+            "reading made no series"
+        );
+        metrics.record_reload(true);
+        metrics.record_reload(true);
+        metrics.record_reload(false);
+        assert_eq!((metrics.reloads(true), metrics.reloads(false)), (2, 1));
+    }
 
     #[test]
     fn unusual_methods_fold_into_other() {
