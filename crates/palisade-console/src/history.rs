@@ -1,7 +1,7 @@
 //! The last hour of traffic and decisions, sampled from the gateway's tallies every [`STEP`]. The
 //! sampler runs beside the gateway, never on the request path; the console reads the samples.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,9 +33,10 @@ struct Sample {
 
 struct State {
     samples: VecDeque<Sample>,
-    /// Route labels seen, by index; `labels[0]` is `other`.
+    /// `other`, then the route labels in the tallies' order (a label's index there never changes).
     labels: Vec<String>,
-    previous_routes: Vec<(String, RouteReading)>,
+    /// The last reading of each route label, in the same order.
+    previous_routes: Vec<RouteReading>,
     previous_refusals: [u64; 5],
     started: bool,
 }
@@ -110,14 +111,17 @@ impl History {
         let state = &mut *state;
         if !state.started {
             state.started = true;
-            state.previous_routes = routes_now;
+            state.previous_routes = routes_now.into_iter().map(|(_, reading)| reading).collect();
             state.previous_refusals = refusals_now;
             return;
         }
-        let mut steps: Vec<(String, RouteStep)> = Vec::new();
-        for (label, reading) in &routes_now {
-            let before = state.previous_routes.iter().find(|(l, _)| l == label).map(|(_, r)| r);
-            let mut step = RouteStep::default();
+        let mut steps: Vec<RouteStep> = Vec::new();
+        for (index, (_, reading)) in routes_now.iter().enumerate() {
+            let before = state.previous_routes.get(index);
+            let mut step = RouteStep {
+                label: index + 1,
+                ..RouteStep::default()
+            };
             sub(
                 &reading.classes,
                 before.map_or(&[][..], |b| &b.classes[..]),
@@ -129,21 +133,14 @@ impl History {
                 &mut step.latency,
             );
             if step.classes.iter().sum::<u64>() > 0 {
-                steps.push((label.clone(), step));
+                steps.push(step);
             }
         }
-        steps.sort_by_key(|(_, step)| std::cmp::Reverse(step.classes.iter().sum::<u64>()));
+        steps.sort_by_key(|step| std::cmp::Reverse(step.classes.iter().sum::<u64>()));
         let mut routes = Vec::new();
         let mut other = RouteStep::default();
-        for (i, (label, mut step)) in steps.into_iter().enumerate() {
+        for (i, step) in steps.into_iter().enumerate() {
             if i < ROUTES_PER_SAMPLE {
-                step.label = match state.labels.iter().position(|l| *l == label) {
-                    Some(index) => index,
-                    None => {
-                        state.labels.push(label);
-                        state.labels.len() - 1
-                    }
-                };
                 routes.push(step);
             } else {
                 for c in 0..5 {
@@ -163,7 +160,9 @@ impl History {
             state.samples.pop_front();
         }
         state.samples.push_back(Sample { at, routes, refusals });
-        state.previous_routes = routes_now;
+        state.labels.truncate(1);
+        state.labels.extend(routes_now.iter().map(|(label, _)| label.clone()));
+        state.previous_routes = routes_now.into_iter().map(|(_, reading)| reading).collect();
         state.previous_refusals = refusals_now;
     }
 
@@ -208,40 +207,45 @@ impl History {
                 (name.to_string(), series)
             })
             .collect();
-        let mut routes: Vec<RouteTraffic> = Vec::new();
-        for (index, label) in state.labels.iter().enumerate() {
-            let mut latency = [0u64; LATENCY_BUCKETS];
-            let mut requests = 0;
-            let mut errors_5xx = 0;
-            let rps: Vec<f64> = state
-                .samples
-                .iter()
-                .map(|s| match s.routes.iter().find(|r| r.label == index) {
-                    Some(route) => {
-                        let count: u64 = route.classes.iter().sum();
-                        requests += count;
-                        errors_5xx += route.classes[4];
-                        for (b, n) in route.latency.iter().enumerate() {
-                            latency[b] += n;
-                        }
-                        count as f64 / step
-                    }
-                    None => 0.0,
-                })
-                .collect();
-            if requests == 0 {
-                continue;
-            }
-            let ms = |q| quantile(&latency, q).map(|s| (s * 1_000_000.0).round() / 1000.0);
-            routes.push(RouteTraffic {
-                route: label.clone(),
-                rps,
-                requests,
-                errors_5xx,
-                p50_ms: ms(0.5),
-                p99_ms: ms(0.99),
-            });
+        // One pass over the samples: each route's rate per step, totals and latency buckets.
+        struct Totals {
+            rps: Vec<f64>,
+            requests: u64,
+            errors_5xx: u64,
+            latency: [u64; LATENCY_BUCKETS],
         }
+        let mut per_label: BTreeMap<usize, Totals> = BTreeMap::new();
+        for (at, sample) in state.samples.iter().enumerate() {
+            for route in &sample.routes {
+                let totals = per_label.entry(route.label).or_insert_with(|| Totals {
+                    rps: vec![0.0; state.samples.len()],
+                    requests: 0,
+                    errors_5xx: 0,
+                    latency: [0; LATENCY_BUCKETS],
+                });
+                let count: u64 = route.classes.iter().sum();
+                totals.rps[at] = count as f64 / step;
+                totals.requests += count;
+                totals.errors_5xx += route.classes[4];
+                for (b, n) in route.latency.iter().enumerate() {
+                    totals.latency[b] += n;
+                }
+            }
+        }
+        let mut routes: Vec<RouteTraffic> = per_label
+            .into_iter()
+            .map(|(label, totals)| {
+                let ms = |q| quantile(&totals.latency, q).map(|s| (s * 1_000_000.0).round() / 1000.0);
+                RouteTraffic {
+                    route: state.labels.get(label).cloned().unwrap_or_default(),
+                    p50_ms: ms(0.5),
+                    p99_ms: ms(0.99),
+                    rps: totals.rps,
+                    requests: totals.requests,
+                    errors_5xx: totals.errors_5xx,
+                }
+            })
+            .collect();
         routes.sort_by_key(|r| std::cmp::Reverse(r.requests));
         Traffic {
             step_seconds: STEP.as_secs(),

@@ -246,6 +246,7 @@ impl RefusalTally {
 /// compiled, never per request).
 #[derive(Default)]
 pub struct Tallies {
+    /// Append-only: a label's position never changes (the console's history relies on it).
     routes: RwLock<Vec<(String, Arc<RouteTally>)>>,
     pub refusals: RefusalTally,
 }
@@ -269,7 +270,7 @@ impl Tallies {
         tally
     }
 
-    /// Every route label's reading.
+    /// Every route label's reading, in the order the labels were first used.
     pub fn read_routes(&self) -> Vec<(String, RouteReading)> {
         self.routes
             .read()
