@@ -71,10 +71,10 @@ impl LoginRefused {
     }
 }
 
-fn random_hex() -> String {
+fn random_bytes() -> [u8; 32] {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    hex(&bytes)
+    bytes
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -115,9 +115,9 @@ impl Sessions {
             state.failures.push(now);
             return Err(LoginRefused::WrongToken);
         }
-        let id_hex = random_hex();
-        let id = unhex(&id_hex).unwrap_or_default();
-        let csrf = random_hex();
+        let id = random_bytes();
+        let id_hex = hex(&id);
+        let csrf = hex(&random_bytes());
         state.sessions.retain(|s| live(s, now));
         if state.sessions.len() >= MAX_SESSIONS {
             if let Some(oldest) = state
